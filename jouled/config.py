@@ -1,0 +1,215 @@
+"""Configuration: embedded defaults, then the YAML file, then command-line flags.
+
+Validated once at start-up into one frozen ``Config`` passed down explicitly. A bad value
+stops start-up with one line naming the file, the key (and its line) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Enabled = Literal["auto"] | bool
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is the one line shown to the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9877), got {value!r}")
+    host = host.strip("[]")
+    if host and host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+                raise ValueError(f"{host!r} is not an IP address or host name") from None
+    return value
+
+
+HostPort = Annotated[str, Field(description="HOST:PORT")]
+
+
+class RaplConfig(_Strict):
+    enabled: Enabled = "auto"
+    path: Path = Path("/sys/class/powercap")
+    # Most power a single zone can plausibly draw; separates a counter wrap from a reset.
+    max_power_watts: float = Field(default=2000.0, gt=0)
+
+
+class NvmlConfig(_Strict):
+    enabled: Enabled = "auto"
+    # Power-only GPUs are polled this often and integrated (trapezoid) between ticks.
+    poll_interval: float = Field(default=0.1, ge=0.01, le=10.0)
+    max_power_watts: float = Field(default=3000.0, gt=0)
+
+
+class EstimateConfig(_Strict):
+    # auto: only where no RAPL zone can be read. true: always (beside RAPL). false: never.
+    enabled: Enabled = "auto"
+    # Cloud Carbon Footprint's published AWS coefficients (watts per vCPU, idle and full).
+    cpu_min_watts_per_vcpu: float = Field(default=0.74, ge=0)
+    cpu_max_watts_per_vcpu: float = Field(default=3.5, ge=0)
+    # Cloud Carbon Footprint's memory coefficient: 0.392 W per GB.
+    memory_watts_per_gb: float = Field(default=0.392, ge=0)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> EstimateConfig:
+        if self.cpu_min_watts_per_vcpu > self.cpu_max_watts_per_vcpu:
+            raise ValueError(
+                "cpu_min_watts_per_vcpu must not exceed cpu_max_watts_per_vcpu "
+                f"({self.cpu_min_watts_per_vcpu} > {self.cpu_max_watts_per_vcpu})"
+            )
+        return self
+
+
+class CollectorsConfig(_Strict):
+    rapl: RaplConfig = RaplConfig()
+    nvml: NvmlConfig = NvmlConfig()
+    estimate: EstimateConfig = EstimateConfig()
+    # A collector whose read takes longer than this is skipped for the tick and marked down.
+    timeout: float = Field(default=0.5, gt=0, le=30)
+
+
+class IngestConfig(_Strict):
+    listen: HostPort = "127.0.0.1:9878"
+    enabled: bool = True
+
+    _hp = field_validator("listen")(_check_hostport)
+
+
+class Config(_Strict):
+    interval: float = Field(default=1.0, ge=0.1, le=60.0)
+    listen: HostPort = "0.0.0.0:9877"
+    ingest: IngestConfig = IngestConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    _hp = field_validator("listen")(_check_hostport)
+
+    def with_overrides(self, **flags: Any) -> Config:
+        """Flags win over the file; ``None`` means the flag was not given."""
+        data = self.model_dump()
+        for key, value in flags.items():
+            if value is not None:
+                data[key] = value
+        return validate(data, "<command line>")
+
+
+DEFAULT_CONFIG = Config()
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "<top level>"
+
+
+def _line_of(text: str | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of a key in the YAML text, found by walking the node tree."""
+    if not text:
+        return None
+    try:
+        node: Any = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for item in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == item:
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int):
+            if item >= len(node.value):
+                return line
+            node = node.value[item]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _allowed(err: dict[str, Any]) -> str:
+    msg = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check spelling; see the configuration reference in README)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return msg.removeprefix("Value error, ")
+
+
+def validate(data: Any, source: str, text: str | None = None) -> Config:
+    """Build a Config from parsed YAML, or raise ConfigError naming file, key and line."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, text)) from None
+
+
+def _describe(exc: ValidationError, source: str, text: str | None) -> str:
+    # Literal|bool unions report one error per branch (loc ends in "literal[...]" or
+    # "bool"); fold them into one line per key.
+    by_key: dict[tuple[int | str, ...], list[dict[str, Any]]] = {}
+    for err in exc.errors():
+        loc = tuple(
+            x for x in err["loc"] if not (isinstance(x, str) and x.startswith(("literal[", "bool")))
+        )
+        by_key.setdefault(loc, []).append(dict(err))
+    loc, errs = next(iter(by_key.items()))
+    first = errs[0]
+    reasons = [_allowed(e) for e in errs]
+    should = [r.removeprefix("Input should be ") for r in reasons if r.startswith("Input should be ")]
+    others = [r for r in reasons if not r.startswith("Input should be ")]
+    reason = "; ".join([*others, *(["must be " + " or ".join(dict.fromkeys(should))] if should else [])])
+    line = _line_of(text, loc)
+    where = f"{source}:{line}" if line else source
+    value = first.get("input")
+    got = ""
+    if first["type"] not in ("extra_forbidden", "missing", "value_error") and not isinstance(
+        value, dict
+    ):
+        got = f" (got {value!r})"
+    more = f" [+{len(by_key) - 1} more problems]" if len(by_key) > 1 else ""
+    return f"{where}: key '{_key_path(loc)}': {reason}{got}{more}"
+
+
+def load(path: Path | None) -> Config:
+    """Embedded defaults, overlaid by the file at ``path`` (if any)."""
+    if path is None:
+        return DEFAULT_CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    return validate(data, str(path), text)
