@@ -163,7 +163,9 @@ def validate(data: Any, source: str, text: str | None = None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of keys, not {type(data).__name__}"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -181,10 +183,13 @@ def _describe(exc: ValidationError, source: str, text: str | None) -> str:
         by_key.setdefault(loc, []).append(dict(err))
     loc, errs = next(iter(by_key.items()))
     first = errs[0]
+    prefix = "Input should be "
     reasons = [_allowed(e) for e in errs]
-    should = [r.removeprefix("Input should be ") for r in reasons if r.startswith("Input should be ")]
-    others = [r for r in reasons if not r.startswith("Input should be ")]
-    reason = "; ".join([*others, *(["must be " + " or ".join(dict.fromkeys(should))] if should else [])])
+    should = [r.removeprefix(prefix) for r in reasons if r.startswith(prefix)]
+    parts = [r for r in reasons if not r.startswith(prefix)]
+    if should:
+        parts.append("must be " + " or ".join(dict.fromkeys(should)))
+    reason = "; ".join(parts)
     line = _line_of(text, loc)
     where = f"{source}:{line}" if line else source
     value = first.get("input")

@@ -1,0 +1,50 @@
+# jouled: `make run` starts the daemon on embedded defaults; `make test` runs every gate.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint typecheck pytest quick bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/jouled run $(ARGS)
+
+# Debian packages the tests use for real: promtool and a Prometheus server, systemd-analyze.
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null \
+	    || ! command -v systemd-analyze >/dev/null; then \
+	  echo "installing Debian packages: prometheus systemd"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus systemd >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) system-deps
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+# The fast inner loop: no end-to-end tests.
+quick: $(STAMP)
+	$(BIN)/pytest -q -m 'not slow' $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,91 @@
+"""The ``jouled`` command: run, check, model, report, loadgen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jouled import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jouled",
+        description="Energy and carbon telemetry for ML inference hosts.",
+    )
+    p.add_argument("--version", action="version", version=f"jouled {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (embedded defaults without --config)")
+    run.add_argument("--config", type=Path, help="YAML config file")
+    run.add_argument("--listen", help="HOST:PORT for /metrics and /healthz (overrides config)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    check = sub.add_parser("check", help="what each collector can read, and how to fix it")
+    check.add_argument("--config", type=Path, help="YAML config file")
+
+    sub.add_parser(
+        "model",
+        help="the offline cost model: flops | fit | predict | validate",
+        add_help=False,
+    )
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from jouled import config, logs
+    from jouled.daemon.service import Daemon, serve
+
+    try:
+        flags = {"listen": args.listen, "log_level": args.log_level}
+        cfg = config.load(args.config).with_overrides(**flags)
+    except config.ConfigError as exc:
+        print(f"jouled: config error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.log_level)
+    daemon = Daemon(cfg, config_path=args.config, flag_overrides=flags)
+    return asyncio.run(serve(daemon))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from jouled import config
+    from jouled.clock import SystemClock
+    from jouled.daemon.check import collect_rows, render, required_failures
+
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"jouled: config error: {exc}", file=sys.stderr)
+        return 2
+    rows = collect_rows(cfg, SystemClock())
+    render(rows, sys.stdout)
+    failed = required_failures(cfg, rows)
+    if failed:
+        print(
+            f"\nrequired collector(s) cannot read: {', '.join(failed)} "
+            "(enabled: true in the config); see the fixes above",
+            file=sys.stdout,
+        )
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "model":
+        from jouled.costmodel.cli import main as model_main
+
+        return model_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "check":
+        return cmd_check(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

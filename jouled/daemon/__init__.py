@@ -1,0 +1,1 @@
+"""The supervisor: config, collectors, the tick loop, HTTP listeners and lifecycle."""

@@ -1,0 +1,93 @@
+"""``jouled check``: what each collector can read on this host, and how to fix what it can't."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from typing import Any, TextIO
+
+from jouled.clock import Clock
+from jouled.collectors.base import CheckRow, CollectorError
+from jouled.collectors.estimate import EstimateCollector
+from jouled.config import Config
+
+
+def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> list[CheckRow]:
+    from jouled.collectors.nvml import NvmlCollector
+    from jouled.collectors.rapl import RaplCollector
+
+    rows: list[CheckRow] = []
+    rc = cfg.collectors.rapl
+    rapl_ok = False
+    if rc.enabled is False:
+        rows.append(CheckRow("rapl", "-", True, "disabled in config"))
+    else:
+        try:
+            rapl = RaplCollector(rc.path, clock=clock, max_power_w=rc.max_power_watts)
+        except CollectorError as exc:
+            rows.append(CheckRow("rapl", str(rc.path), False, str(exc.args[0]), exc.fix))
+        else:
+            found = rapl.check()
+            rows.extend(found)
+            rapl_ok = any(r.readable for r in found)
+            rapl.close()
+    nc = cfg.collectors.nvml
+    if nc.enabled is False:
+        rows.append(CheckRow("nvml", "-", True, "disabled in config"))
+    else:
+        try:
+            module = nvml_module if nvml_module is not None else importlib.import_module("pynvml")
+        except ImportError:
+            rows.append(
+                CheckRow("nvml", "-", False, "pynvml not installed", "pip install nvidia-ml-py")
+            )
+        else:
+            try:
+                nvml = NvmlCollector(
+                    module, clock=clock, poll_interval_s=nc.poll_interval, start_poller=False
+                )
+            except CollectorError as exc:
+                rows.append(CheckRow("nvml", "-", False, str(exc.args[0]), exc.fix))
+            else:
+                rows.extend(nvml.check())
+                nvml.close()
+    ec = cfg.collectors.estimate
+    if ec.enabled is True or (ec.enabled == "auto" and not rapl_ok):
+        est = EstimateCollector(
+            clock,
+            cpu_min_watts_per_vcpu=ec.cpu_min_watts_per_vcpu,
+            cpu_max_watts_per_vcpu=ec.cpu_max_watts_per_vcpu,
+            memory_watts_per_gb=ec.memory_watts_per_gb,
+        )
+        rows.extend(est.check())
+    else:
+        why = "disabled in config" if ec.enabled is False else "not needed: RAPL is readable"
+        rows.append(CheckRow("estimate", "-", True, why))
+    return rows
+
+
+def required_failures(cfg: Config, rows: list[CheckRow]) -> list[str]:
+    """Collectors the config requires (``enabled: true``) that cannot read anything."""
+    failed = []
+    for name, enabled in (
+        ("rapl", cfg.collectors.rapl.enabled),
+        ("nvml", cfg.collectors.nvml.enabled),
+    ):
+        mine = [r for r in rows if r.collector == name]
+        if enabled is True and not any(r.readable for r in mine):
+            failed.append(name)
+    return failed
+
+
+def render(rows: list[CheckRow], out: TextIO) -> None:
+    width = shutil.get_terminal_size((120, 20)).columns
+    headers = ("COLLECTOR", "TARGET", "STATUS", "DETAIL")
+    table = [(r.collector, r.target, "ok" if r.readable else "FAIL", r.detail) for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers[:3])]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers[:3], widths, strict=False))
+    out.write(f"{line}  {headers[3]}\n")
+    for row, t in zip(rows, table, strict=True):
+        head = "  ".join(v.ljust(w) for v, w in zip(t[:3], widths, strict=False))
+        out.write(f"{head}  {t[3]}"[: max(width, 200)] + "\n")
+        if not row.readable and row.fix:
+            out.write(f"{'':>{len(head)}}  fix: {row.fix}\n")

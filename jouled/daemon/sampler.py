@@ -1,0 +1,277 @@
+"""The tick loop: read every collector, turn cumulative readings into per-tick deltas,
+build non-overlapping host components, run later stages, publish a snapshot.
+
+A *tick* is one interval (default 1 s). Collectors run concurrently in worker threads with
+a timeout, so a slow or hung source (an NVML call stuck on a dying GPU) never stalls the
+others: it is marked down for that tick and not called again until its last read returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from jouled.clock import Clock
+from jouled.collectors.base import (
+    CollectorError,
+    Component,
+    DomainReading,
+    EnergyCollector,
+    Kind,
+    Sample,
+    Source,
+)
+from jouled.daemon.snapshot import EMPTY, CollectorStatus, Snapshot, frozen
+
+log = logging.getLogger(__name__)
+
+DomainKey = tuple[str, str]  # (domain, source)
+HostKey = tuple[str, str]  # (component, source)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Energy spent during one interval, handed to the stages after the sampler."""
+
+    seq: int
+    t0: float  # monotonic start
+    t1: float  # monotonic end
+    w0: float  # wall-clock start (unix seconds), for matching spans
+    w1: float
+    domain_j: Mapping[DomainKey, float]
+    host_j: Mapping[HostKey, float]
+    # GPU index -> joules this tick, for per-GPU attribution.
+    gpu_j: Mapping[str, float]
+
+    @property
+    def seconds(self) -> float:
+        return self.t1 - self.t0
+
+
+class Stage(Protocol):
+    """A later step of the pipeline (attribution, cost). Returns its snapshot section."""
+
+    name: str
+
+    def on_tick(self, tick: Tick, snapshot: Snapshot) -> object: ...
+
+
+def host_components(readings: Sequence[tuple[DomainReading, float]]) -> dict[HostKey, float]:
+    """Per-tick host energy by non-overlapping component, from per-domain deltas.
+
+    package covers cores and uncore (so those are never added); DRAM is a separate RAPL
+    domain; psys covers the whole platform, so ``other`` = psys - package - dram. An
+    estimate fills a component only where no measurement covers it.
+    """
+    by_kind: dict[tuple[Kind, Source], float] = {}
+    for reading, delta in readings:
+        key = (reading.kind, reading.source)
+        by_kind[key] = by_kind.get(key, 0.0) + delta
+    out: dict[HostKey, float] = {}
+    measured: set[str] = set()
+    cpu = by_kind.get((Kind.PACKAGE, Source.RAPL))
+    dram = by_kind.get((Kind.DRAM, Source.RAPL))
+    psys = by_kind.get((Kind.PSYS, Source.RAPL))
+    if cpu is not None:
+        out[(Component.CPU, Source.RAPL)] = cpu
+        measured.add(Component.CPU)
+    if dram is not None:
+        out[(Component.DRAM, Source.RAPL)] = dram
+        measured.add(Component.DRAM)
+    if psys is not None:
+        # Clamped: psys and package are sampled at slightly different instants.
+        out[(Component.OTHER, Source.RAPL)] = max(0.0, psys - (cpu or 0.0) - (dram or 0.0))
+        measured.add(Component.OTHER)
+    gpu = by_kind.get((Kind.GPU, Source.NVML))
+    if gpu is not None:
+        out[(Component.GPU, Source.NVML)] = gpu
+        measured.add(Component.GPU)
+    for kind, component in ((Kind.CPU, Component.CPU), (Kind.MEMORY, Component.DRAM)):
+        est = by_kind.get((kind, Source.ESTIMATE))
+        if est is not None and component not in measured:
+            out[(component, Source.ESTIMATE)] = est
+    return out
+
+
+class Sampler:
+    """Owns the running totals; the only writer of the published snapshot."""
+
+    def __init__(
+        self,
+        collectors: Sequence[EnergyCollector],
+        clock: Clock,
+        *,
+        timeout_s: float = 0.5,
+        stages: Sequence[Stage] = (),
+    ) -> None:
+        self._clock = clock
+        self._timeout_s = timeout_s
+        self._stages = list(stages)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=4, thread_name_prefix="jouled-collector"
+        )
+        self._collectors: list[EnergyCollector] = []
+        self._pending: dict[str, concurrent.futures.Future[Sample]] = {}
+        self._last_cumulative: dict[tuple[str, str], float] = {}
+        self._domain_total: dict[DomainKey, float] = {}
+        self._host_total: dict[HostKey, float] = {}
+        self._resets: dict[DomainKey, int] = {}
+        self._status: dict[str, CollectorStatus] = {}
+        self._last_t = clock.monotonic()
+        self._last_w = clock.time()
+        self._seq = 0
+        self.snapshot: Snapshot = EMPTY
+        self.set_collectors(collectors)
+
+    @property
+    def collectors(self) -> list[EnergyCollector]:
+        return list(self._collectors)
+
+    def set_collectors(self, collectors: Sequence[EnergyCollector]) -> None:
+        """Swap the collector set (config reload). Totals carry on; new ones start a baseline."""
+        keep = {id(c) for c in collectors}
+        for old in self._collectors:
+            if id(old) not in keep:
+                self._forget(old.name)
+                self._status.pop(old.name, None)
+        self._collectors = list(collectors)
+
+    def set_stages(self, stages: Sequence[Stage]) -> None:
+        self._stages = list(stages)
+
+    def _forget(self, collector_name: str) -> None:
+        for key in [k for k in self._last_cumulative if k[0] == collector_name]:
+            del self._last_cumulative[key]
+
+    async def _read(self, collector: EnergyCollector) -> tuple[Sample | None, CollectorStatus]:
+        loop = asyncio.get_running_loop()
+        start = self._clock.monotonic()
+        fut = self._pending.get(collector.name)
+        if fut is None:
+            fut = self._executor.submit(collector.read)
+            self._pending[collector.name] = fut
+        try:
+            sample = await asyncio.wait_for(asyncio.wrap_future(fut, loop=loop), self._timeout_s)
+        except TimeoutError:
+            # Leave the future pending: the thread is still inside the read. It is not
+            # submitted again until it returns, so a hung source holds one thread at most.
+            elapsed = self._clock.monotonic() - start
+            return None, CollectorStatus(False, elapsed, f"read timed out after {self._timeout_s}s")
+        except CollectorError as exc:
+            self._pending.pop(collector.name, None)
+            return None, CollectorStatus(False, self._clock.monotonic() - start, str(exc))
+        except Exception as exc:  # a collector bug must not end the tick loop
+            self._pending.pop(collector.name, None)
+            log.exception("collector %s failed unexpectedly", collector.name)
+            return None, CollectorStatus(
+                False, self._clock.monotonic() - start, f"{type(exc).__name__}: {exc}"
+            )
+        self._pending.pop(collector.name, None)
+        return sample, CollectorStatus(
+            True, self._clock.monotonic() - start, "", frozen(sample.problems)
+        )
+
+    def _log_transition(self, name: str, status: CollectorStatus) -> None:
+        before = self._status.get(name)
+        if not status.up and (before is None or before.up or before.error != status.error):
+            log.warning("collector %s is down: %s", name, status.error)
+        elif status.up and before is not None and not before.up:
+            log.info("collector %s is up again", name)
+        new_problems = set(status.problems) - set(before.problems if before else {})
+        for domain in sorted(new_problems):
+            log.warning("collector %s: %s: %s", name, domain, status.problems[domain])
+
+    async def tick(self) -> Snapshot:
+        results = await asyncio.gather(*(self._read(c) for c in self._collectors))
+        t1 = self._clock.monotonic()
+        w1 = self._clock.time()
+        t0, w0 = self._last_t, self._last_w
+        deltas: list[tuple[DomainReading, float]] = []
+        for collector, (sample, status) in zip(self._collectors, results, strict=True):
+            self._log_transition(collector.name, status)
+            self._status[collector.name] = status
+            if sample is None:
+                continue
+            for reading in sample.readings:
+                key = (collector.name, reading.domain)
+                prev = self._last_cumulative.get(key)
+                self._last_cumulative[key] = reading.energy_j
+                if prev is None:
+                    continue  # first sight of this domain: a baseline, not energy
+                # Collectors guarantee monotonic totals; clamp anyway, never export a rewind.
+                deltas.append((reading, max(0.0, reading.energy_j - prev)))
+            for domain, count in sample.resets.items():
+                source = next(
+                    (r.source for r in sample.readings if r.domain == domain), collector.name
+                )
+                self._resets[(domain, str(source))] = count
+        domain_j: dict[DomainKey, float] = {}
+        gpu_j: dict[str, float] = {}
+        for reading, delta in deltas:
+            dkey = (reading.domain, str(reading.source))
+            domain_j[dkey] = domain_j.get(dkey, 0.0) + delta
+            self._domain_total[dkey] = self._domain_total.get(dkey, 0.0) + delta
+            if reading.kind is Kind.GPU:
+                gpu_j[reading.device] = gpu_j.get(reading.device, 0.0) + delta
+        host_j = {(str(c), str(s)): v for (c, s), v in host_components(deltas).items()}
+        for hkey, delta in host_j.items():
+            self._host_total[hkey] = self._host_total.get(hkey, 0.0) + delta
+        for dkey in domain_j:
+            self._domain_total.setdefault(dkey, 0.0)
+        self._seq += 1
+        tick = Tick(
+            seq=self._seq,
+            t0=t0,
+            t1=t1,
+            w0=w0,
+            w1=w1,
+            domain_j=frozen(domain_j),
+            host_j=frozen(host_j),
+            gpu_j=frozen(gpu_j),
+        )
+        self._last_t, self._last_w = t1, w1
+        base = Snapshot(
+            seq=self._seq,
+            wall_time=w1,
+            monotonic_time=t1,
+            domain_energy_j=frozen(self._domain_total),
+            host_energy_j=frozen(self._host_total),
+            counter_resets=frozen(self._resets),
+            collectors=frozen(self._status),
+        )
+        extra: dict[str, Any] = {}
+        for stage in self._stages:
+            try:
+                extra[stage.name] = stage.on_tick(tick, base)
+            except Exception:  # one stage's bug degrades its series, not the loop
+                log.exception("stage %s failed on tick %d", stage.name, tick.seq)
+                previous = self.snapshot.extra.get(stage.name)
+                if previous is not None:
+                    extra[stage.name] = previous
+        self.snapshot = Snapshot(
+            seq=base.seq,
+            wall_time=base.wall_time,
+            monotonic_time=base.monotonic_time,
+            domain_energy_j=base.domain_energy_j,
+            host_energy_j=base.host_energy_j,
+            counter_resets=base.counter_resets,
+            collectors=base.collectors,
+            extra=frozen(extra),
+        )
+        return self.snapshot
+
+    async def prime(self) -> None:
+        """A first read of every collector to set baselines, without publishing energy."""
+        await self.tick()
+
+    def close(self) -> None:
+        for collector in self._collectors:
+            try:
+                collector.close()
+            except Exception:
+                log.exception("closing collector %s", collector.name)
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,308 @@
+"""The daemon's lifecycle: build collectors from config, tick, serve, reload, drain.
+
+Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the config file (a bad file is
+rejected with an error and the running config stays). systemd is told READY=1 once the
+listeners are bound and the first tick is published, and WATCHDOG=1 from the tick loop,
+so a stalled loop (not just a live process) gets the service restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from jouled import __version__
+from jouled import config as config_mod
+from jouled.clock import Clock, SystemClock
+from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
+from jouled.collectors.estimate import EstimateCollector
+from jouled.config import Config, ConfigError
+from jouled.daemon.sampler import Sampler
+from jouled.daemon.systemd import Notifier
+from jouled.exporter.http import build_metrics_app, tick_health
+from jouled.exporter.metrics import SnapshotCollector
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured; the message says what to fix."""
+
+
+@dataclass
+class CollectorPlan:
+    """What ``build_collectors`` decided, with the reasons an operator reads at start-up."""
+
+    collectors: list[EnergyCollector] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rapl_readable: bool = False
+
+
+def _load_nvml(module: ModuleType | Any | None) -> Any:
+    if module is not None:
+        return module
+    try:
+        return importlib.import_module("pynvml")
+    except ImportError as exc:
+        raise HardwareAbsent(
+            "the pynvml module is not installed", fix="pip install nvidia-ml-py"
+        ) from exc
+
+
+def build_collectors(
+    cfg: Config, clock: Clock, *, nvml_module: Any | None = None, probe: bool = True
+) -> CollectorPlan:
+    """Instantiate the configured collectors. ``enabled: true`` makes a failure fatal."""
+    from jouled.collectors.nvml import NvmlCollector
+    from jouled.collectors.rapl import RaplCollector
+
+    plan = CollectorPlan()
+    rc = cfg.collectors.rapl
+    if rc.enabled is not False:
+        try:
+            rapl = RaplCollector(rc.path, clock=clock, max_power_w=rc.max_power_watts)
+        except HardwareAbsent as exc:
+            if rc.enabled is True:
+                raise StartupError(f"collectors.rapl.enabled is true but {exc}") from None
+            plan.notes.append(f"RAPL: not available: {exc}")
+        else:
+            plan.collectors.append(rapl)
+            if probe:
+                try:
+                    rapl.read()
+                    plan.rapl_readable = True
+                    plan.notes.append(f"RAPL: reading zones under {rc.path}")
+                except CollectorError as exc:
+                    if rc.enabled is True:
+                        raise StartupError(
+                            f"collectors.rapl.enabled is true but RAPL cannot be read: {exc}"
+                        ) from None
+                    # Kept, so jouled_collector_up{collector="rapl"} 0 tells the operator.
+                    plan.notes.append(f"RAPL: present but unreadable: {exc}")
+            else:
+                plan.rapl_readable = True
+    nc = cfg.collectors.nvml
+    if nc.enabled is not False:
+        try:
+            nvml = NvmlCollector(
+                _load_nvml(nvml_module),
+                clock=clock,
+                poll_interval_s=nc.poll_interval,
+                max_power_w=nc.max_power_watts,
+            )
+        except HardwareAbsent as exc:
+            if nc.enabled is True:
+                raise StartupError(f"collectors.nvml.enabled is true but {exc}") from None
+            plan.notes.append(f"NVML: not available: {exc}")
+        except CollectorError as exc:
+            if nc.enabled is True:
+                raise StartupError(f"collectors.nvml.enabled is true but {exc}") from None
+            plan.notes.append(f"NVML: present but unusable: {exc}")
+        else:
+            plan.collectors.append(nvml)
+            plan.notes.append("NVML: reading NVIDIA GPUs")
+    ec = cfg.collectors.estimate
+    use_estimate = ec.enabled is True or (ec.enabled == "auto" and not plan.rapl_readable)
+    if use_estimate:
+        plan.collectors.append(
+            EstimateCollector(
+                clock,
+                cpu_min_watts_per_vcpu=ec.cpu_min_watts_per_vcpu,
+                cpu_max_watts_per_vcpu=ec.cpu_max_watts_per_vcpu,
+                memory_watts_per_gb=ec.memory_watts_per_gb,
+            )
+        )
+        why = "forced by config" if ec.enabled is True else "no readable RAPL zone"
+        plan.notes.append(
+            f"estimate: CPU and memory power estimated from utilization ({why}); "
+            'every estimated series is labelled source="estimate"'
+        )
+    return plan
+
+
+def split_listen(value: str) -> tuple[str | None, int]:
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+class Daemon:
+    """Owns every long-lived object; nothing of the daemon lives at module level."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        config_path: Path | None = None,
+        flag_overrides: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+        nvml_module: Any | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = cfg
+        self.config_path = config_path
+        self._flags = flag_overrides or {}
+        self.clock = clock or SystemClock()
+        self._nvml_module = nvml_module
+        self.notifier = notifier or Notifier()
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._runners: list[web.AppRunner] = []
+        self.sampler: Sampler | None = None
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.bound: dict[str, tuple[str, int]] = {}
+
+    def _timeout(self, cfg: Config) -> float:
+        return min(cfg.collectors.timeout, cfg.interval * 0.8)
+
+    async def start(self) -> None:
+        cfg = self.config
+        log.info("jouled %s starting (interval %.2fs)", __version__, cfg.interval)
+        plan = await asyncio.to_thread(
+            build_collectors, cfg, self.clock, nvml_module=self._nvml_module
+        )
+        for note in plan.notes:
+            log.info("%s", note)
+        if not plan.collectors:
+            log.warning("no collector enabled: jouled serves health metrics only")
+        self.sampler = Sampler(plan.collectors, self.clock, timeout_s=self._timeout(cfg))
+        sampler = self.sampler
+        self.registry.register(SnapshotCollector(lambda: sampler.snapshot))
+        await sampler.tick()  # baselines; the first published tick carries no energy yet
+        health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)
+        await self._serve("metrics", build_metrics_app(self.registry, health), cfg.listen)
+
+    async def _serve(self, name: str, app: web.Application, listen: str) -> None:
+        host, port = split_listen(listen)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(
+                f"cannot listen on {listen} for {name}: {exc.strerror or exc} "
+                "(is another jouled running? choose another port with --listen or the config)"
+            ) from None
+        self._runners.append(runner)
+        addrs = runner.addresses
+        bound = addrs[0] if addrs else (host or "0.0.0.0", port)
+        self.bound[name] = (str(bound[0]), int(bound[1]))
+        log.info("%s listening on http://%s:%d", name, self.bound[name][0], self.bound[name][1])
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+
+    def reload(self) -> bool:
+        """Re-read the config file; keep the running config if the new one is bad."""
+        self.notifier.reloading()
+        try:
+            new = config_mod.load(self.config_path).with_overrides(**self._flags)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            self.notifier.ready("reload rejected")
+            return False
+        old = self.config
+        if new.listen != old.listen or new.ingest != old.ingest:
+            log.warning("listen addresses change only on restart; other changes applied")
+        if new.collectors != old.collectors and self.sampler is not None:
+            try:
+                plan = build_collectors(new, self.clock, nvml_module=self._nvml_module)
+            except StartupError as exc:
+                log.error("reload rejected, keeping the running config: %s", exc)
+                self.notifier.ready("reload rejected")
+                return False
+            previous = self.sampler.collectors
+            self.sampler.set_collectors(plan.collectors)
+            for c in previous:
+                with contextlib.suppress(Exception):
+                    c.close()
+            for note in plan.notes:
+                log.info("%s", note)
+        if self.sampler is not None:
+            self.sampler._timeout_s = self._timeout(new)
+        self.config = new
+        log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
+        self.notifier.ready("reloaded")
+        return True
+
+    async def run(self) -> None:
+        """The tick loop, until a stop is requested."""
+        assert self.sampler is not None, "start() first"
+        sampler = self.sampler
+        next_tick = self.clock.monotonic() + self.config.interval
+        last_ping = 0.0
+        while not self._stop.is_set():
+            delay = next_tick - self.clock.monotonic()
+            if delay > 0:
+                waiters = [
+                    asyncio.ensure_future(self._stop.wait()),
+                    asyncio.ensure_future(self._reload_requested.wait()),
+                ]
+                _done, pending = await asyncio.wait(
+                    waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+                for p in pending:
+                    p.cancel()
+                if self._stop.is_set():
+                    break
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self.reload()
+                    continue
+            await sampler.tick()
+            now = self.clock.monotonic()
+            next_tick += self.config.interval
+            if next_tick < now:
+                # Fell behind (suspended host, overloaded CPU): skip, do not burst-tick.
+                missed = int((now - next_tick) / self.config.interval) + 1
+                log.warning("tick loop fell behind by %d interval(s); skipping ahead", missed)
+                next_tick += missed * self.config.interval
+            wd = self.notifier.watchdog_interval_s
+            if wd is not None and now - last_ping >= wd:
+                self.notifier.watchdog()
+                last_ping = now
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self.sampler is not None:
+            await asyncio.to_thread(self.sampler.close)
+
+
+async def serve(daemon: Daemon) -> int:
+    """Run a daemon until SIGTERM/SIGINT; returns the process exit code."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+    try:
+        await daemon.start()
+    except StartupError as exc:
+        log.error("%s", exc)
+        await daemon.shutdown()
+        return 1
+    daemon.notifier.ready(f"jouled {__version__} serving")
+    try:
+        await daemon.run()
+    finally:
+        log.info("stopping: draining and flushing")
+        await daemon.shutdown()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,94 @@
+"""prometheus-client custom collectors rendering a ``Snapshot`` (metric names: the design's
+public contract). Counters are exported in base units with the ``_total`` suffix."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from jouled import __version__
+from jouled.daemon.snapshot import Snapshot
+
+
+class SnapshotCollector(Collector):
+    """Host-level series: raw domains, non-overlapping components, collector health."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        info = GaugeMetricFamily(
+            "jouled_build_info",
+            "jouled build information; the value is always 1.",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
+
+        domains = CounterMetricFamily(
+            "jouled_domain_energy_joules",
+            "Energy of each raw meter (RAPL zone, GPU board, estimate) since jouled started. "
+            "Zones overlap (package contains core and uncore): do not sum across domains.",
+            labels=["domain", "source"],
+        )
+        for (domain, source), joules in sorted(snap.domain_energy_j.items()):
+            domains.add_metric([domain, source], joules)
+        yield domains
+
+        host = CounterMetricFamily(
+            "jouled_host_energy_joules",
+            "Host IT energy by non-overlapping component (cpu, dram, gpu, other); "
+            "sums to the host's measured or estimated energy.",
+            labels=["component", "source"],
+        )
+        for (component, source), joules in sorted(snap.host_energy_j.items()):
+            host.add_metric([component, source], joules)
+        yield host
+
+        resets = CounterMetricFamily(
+            "jouled_domain_resets",
+            "Hardware energy counter resets detected (driver reload, GPU reset); "
+            "unfolded without a negative delta or a spike.",
+            labels=["domain", "source"],
+        )
+        for (domain, source), count in sorted(snap.counter_resets.items()):
+            resets.add_metric([domain, source], float(count))
+        yield resets
+
+        up = GaugeMetricFamily(
+            "jouled_collector_up",
+            "1 when the collector's last read succeeded, 0 when it failed or timed out.",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "jouled_collector_duration_seconds",
+            "How long the collector's last read took.",
+            labels=["collector"],
+        )
+        problems = GaugeMetricFamily(
+            "jouled_collector_domain_errors",
+            "Domains the collector could not read on its last read (vanished zone, lost GPU).",
+            labels=["collector"],
+        )
+        for name, status in sorted(snap.collectors.items()):
+            up.add_metric([name], 1.0 if status.up else 0.0)
+            duration.add_metric([name], status.duration_s)
+            problems.add_metric([name], float(len(status.problems)))
+        yield up
+        yield duration
+        yield problems
+
+        last = GaugeMetricFamily(
+            "jouled_last_tick_timestamp_seconds",
+            "Wall-clock time at which the last tick was published.",
+        )
+        last.add_metric([], snap.wall_time)
+        yield last

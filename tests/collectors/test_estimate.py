@@ -1,0 +1,78 @@
+import pytest
+
+from jouled.clock import FakeClock
+from jouled.collectors.base import Kind, Source
+from jouled.collectors.estimate import CpuTimes, EstimateCollector
+
+
+class FakeCpu:
+    def __init__(self) -> None:
+        self.busy = 0.0
+        self.total = 0.0
+
+    def run(self, seconds: float, vcpus: int, utilization: float) -> None:
+        self.total += seconds * vcpus
+        self.busy += seconds * vcpus * utilization
+
+    def __call__(self) -> CpuTimes:
+        return CpuTimes(self.busy, self.total)
+
+
+def make(clock: FakeClock, cpu: FakeCpu) -> EstimateCollector:
+    return EstimateCollector(
+        clock,
+        cpu_min_watts_per_vcpu=0.74,
+        cpu_max_watts_per_vcpu=3.5,
+        memory_watts_per_gb=0.392,
+        vcpus=4,
+        memory_gb=16.0,
+        cpu_times=cpu,
+    )
+
+
+def test_power_interpolates_between_idle_and_full_load() -> None:
+    clock, cpu = FakeClock(), FakeCpu()
+    est = make(clock, cpu)
+    assert est.cpu_power_w(0.0) == pytest.approx(4 * 0.74)
+    assert est.cpu_power_w(1.0) == pytest.approx(4 * 3.5)
+    assert est.cpu_power_w(0.5) == pytest.approx(4 * (0.74 + 0.5 * 2.76))
+    assert est.cpu_power_w(7.0) == pytest.approx(4 * 3.5)  # clamped
+
+
+def test_energy_integrates_utilization_over_time_and_is_labelled_estimate() -> None:
+    clock, cpu = FakeClock(), FakeCpu()
+    est = make(clock, cpu)
+    cpu.run(10, 4, 0.25)
+    clock.advance(10)
+    first = {r.domain: r for r in est.read().readings}
+    cpu.run(10, 4, 1.0)
+    clock.advance(10)
+    second = {r.domain: r for r in est.read().readings}
+    assert all(r.source is Source.ESTIMATE for r in second.values())
+    assert second["cpu"].kind is Kind.CPU and second["memory"].kind is Kind.MEMORY
+    expected_cpu = 10 * est.cpu_power_w(0.25) + 10 * est.cpu_power_w(1.0)
+    assert second["cpu"].energy_j == pytest.approx(expected_cpu)
+    assert second["memory"].energy_j == pytest.approx(20 * 16 * 0.392)
+    assert first["cpu"].energy_j < second["cpu"].energy_j
+
+
+def test_no_cpu_time_elapsed_keeps_the_last_utilization() -> None:
+    clock, cpu = FakeClock(), FakeCpu()
+    est = make(clock, cpu)
+    cpu.run(1, 4, 0.5)
+    clock.advance(1)
+    est.read()
+    clock.advance(1)  # the fake CPU did not move: no information, not "idle"
+    est.read()
+    assert est.last_utilization == pytest.approx(0.5)
+
+
+def test_real_host_reading_is_plausible() -> None:
+    clock = FakeClock()
+    est = EstimateCollector(clock)
+    assert est.vcpus >= 1
+    assert est.memory_gb > 0
+    clock.advance(1)
+    readings = est.read().readings
+    assert all(r.energy_j >= 0 for r in readings)
+    assert [r.readable for r in est.check()] == [True, True]
