@@ -7,6 +7,7 @@ stops start-up with one line naming the file, the key (and its line) and what is
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -90,14 +91,108 @@ class IngestConfig(_Strict):
     _hp = field_validator("listen")(_check_hostport)
 
 
+class MatchConfig(_Strict):
+    """How to find a workload's processes; any rule that matches claims a process."""
+
+    pid: int | None = Field(default=None, gt=0)
+    pidfile: Path | None = None
+    cmdline: str | None = None  # a Python regex searched in the space-joined command line
+    cgroup: str | None = None  # a cgroup v2 path prefix, e.g. /kubepods.slice/...
+    systemd_unit: str | None = None  # e.g. inference.service
+
+    @field_validator("cmdline")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> MatchConfig:
+        if all(
+            v is None
+            for v in (self.pid, self.pidfile, self.cmdline, self.cgroup, self.systemd_unit)
+        ):
+            raise ValueError("give at least one of pid, pidfile, cmdline, cgroup, systemd_unit")
+        return self
+
+
+class WorkloadConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    match: MatchConfig
+
+
+class IdlePowerConfig(_Strict):
+    """Known idle power per component in watts; unset components are learned on the host."""
+
+    cpu: float | None = Field(default=None, ge=0)
+    dram: float | None = Field(default=None, ge=0)
+    other: float | None = Field(default=None, ge=0)
+    gpu: float | None = Field(default=None, ge=0)  # per GPU board
+
+
+class AttributionConfig(_Strict):
+    # exclude: the thesis's method (idle power subtracted, only the active part attributed).
+    # share: all energy attributed by the workloads' share of busy CPU / GPU.
+    idle: Literal["exclude", "share"] = "exclude"
+    idle_power_watts: IdlePowerConfig = IdlePowerConfig()
+
+
+DEFAULT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0,
+    50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0, 50000.0, 100000.0,
+)  # fmt: skip
+
+
+class SpansConfig(_Strict):
+    settle_seconds: float = Field(default=5.0, ge=0, le=600)
+    max_models_per_workload: int = Field(default=50, ge=1, le=10000)
+    # Work of a request when a span carries tokens but no jouled.gflops attribute.
+    gflops_per_token: dict[str, float] = Field(default_factory=dict)
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Window behind jouled_energy_per_gflop_joules.
+    window: float = Field(default=300.0, gt=0)
+
+    @field_validator("buckets")
+    @classmethod
+    def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("buckets must be a non-empty, strictly increasing list")
+        return value
+
+    @field_validator("gflops_per_token")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not v > 0]
+        if bad:
+            raise ValueError(f"GFLOPs per token must be > 0 (model {bad[0]!r})")
+        return value
+
+
 class Config(_Strict):
     interval: float = Field(default=1.0, ge=0.1, le=60.0)
     listen: HostPort = "0.0.0.0:9877"
     ingest: IngestConfig = IngestConfig()
     collectors: CollectorsConfig = CollectorsConfig()
+    workloads: tuple[WorkloadConfig, ...] = ()
+    attribution: AttributionConfig = AttributionConfig()
+    spans: SpansConfig = SpansConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _hp = field_validator("listen")(_check_hostport)
+
+    @field_validator("workloads")
+    @classmethod
+    def _unique(cls, value: tuple[WorkloadConfig, ...]) -> tuple[WorkloadConfig, ...]:
+        names = [w.name for w in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"workload names must be unique: {', '.join(dupes)} repeated")
+        return value
 
     def with_overrides(self, **flags: Any) -> Config:
         """Flags win over the file; ``None`` means the flag was not given."""

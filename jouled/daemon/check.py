@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from typing import Any, TextIO
 
 from jouled.clock import Clock
-from jouled.collectors.base import CheckRow, CollectorError
+from jouled.collectors.base import CheckRow
 from jouled.collectors.estimate import EstimateCollector
 from jouled.config import Config
 
 
 def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> list[CheckRow]:
-    from jouled.collectors.nvml import NvmlCollector
-    from jouled.collectors.rapl import RaplCollector
+    from jouled.collectors.nvml import check_nvml
+    from jouled.collectors.rapl import check_rapl
 
     rows: list[CheckRow] = []
     rc = cfg.collectors.rapl
@@ -22,35 +21,13 @@ def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> l
     if rc.enabled is False:
         rows.append(CheckRow("rapl", "-", True, "disabled in config"))
     else:
-        try:
-            rapl = RaplCollector(rc.path, clock=clock, max_power_w=rc.max_power_watts)
-        except CollectorError as exc:
-            rows.append(CheckRow("rapl", str(rc.path), False, str(exc.args[0]), exc.fix))
-        else:
-            found = rapl.check()
-            rows.extend(found)
-            rapl_ok = any(r.readable for r in found)
-            rapl.close()
-    nc = cfg.collectors.nvml
-    if nc.enabled is False:
+        found = check_rapl(rc.path)
+        rows.extend(found)
+        rapl_ok = any(r.readable for r in found)
+    if cfg.collectors.nvml.enabled is False:
         rows.append(CheckRow("nvml", "-", True, "disabled in config"))
     else:
-        try:
-            module = nvml_module if nvml_module is not None else importlib.import_module("pynvml")
-        except ImportError:
-            rows.append(
-                CheckRow("nvml", "-", False, "pynvml not installed", "pip install nvidia-ml-py")
-            )
-        else:
-            try:
-                nvml = NvmlCollector(
-                    module, clock=clock, poll_interval_s=nc.poll_interval, start_poller=False
-                )
-            except CollectorError as exc:
-                rows.append(CheckRow("nvml", "-", False, str(exc.args[0]), exc.fix))
-            else:
-                rows.extend(nvml.check())
-                nvml.close()
+        rows.extend(check_nvml(nvml_module, clock))
     ec = cfg.collectors.estimate
     if ec.enabled is True or (ec.enabled == "auto" and not rapl_ok):
         est = EstimateCollector(

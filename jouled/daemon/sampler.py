@@ -109,7 +109,7 @@ class Sampler:
         stages: Sequence[Stage] = (),
     ) -> None:
         self._clock = clock
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._stages = list(stages)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="jouled-collector"
@@ -155,12 +155,12 @@ class Sampler:
             fut = self._executor.submit(collector.read)
             self._pending[collector.name] = fut
         try:
-            sample = await asyncio.wait_for(asyncio.wrap_future(fut, loop=loop), self._timeout_s)
+            sample = await asyncio.wait_for(asyncio.wrap_future(fut, loop=loop), self.timeout_s)
         except TimeoutError:
             # Leave the future pending: the thread is still inside the read. It is not
             # submitted again until it returns, so a hung source holds one thread at most.
             elapsed = self._clock.monotonic() - start
-            return None, CollectorStatus(False, elapsed, f"read timed out after {self._timeout_s}s")
+            return None, CollectorStatus(False, elapsed, f"read timed out after {self.timeout_s}s")
         except CollectorError as exc:
             self._pending.pop(collector.name, None)
             return None, CollectorStatus(False, self._clock.monotonic() - start, str(exc))
@@ -264,9 +264,23 @@ class Sampler:
         )
         return self.snapshot
 
-    async def prime(self) -> None:
-        """A first read of every collector to set baselines, without publishing energy."""
-        await self.tick()
+    def publish_stage(self, name: str, section: object) -> None:
+        """Replace one stage's section outside a tick (the final flush on shutdown)."""
+        if section is None:
+            return
+        old = self.snapshot
+        extra = dict(old.extra)
+        extra[name] = section
+        self.snapshot = Snapshot(
+            seq=old.seq,
+            wall_time=old.wall_time,
+            monotonic_time=old.monotonic_time,
+            domain_energy_j=old.domain_energy_j,
+            host_energy_j=old.host_energy_j,
+            counter_resets=old.counter_resets,
+            collectors=old.collectors,
+            extra=frozen(extra),
+        )
 
     def close(self) -> None:
         for collector in self._collectors:

@@ -23,12 +23,14 @@ from prometheus_client import CollectorRegistry
 
 from jouled import __version__
 from jouled import config as config_mod
+from jouled.attribution.stage import AttributionStage, GpuProcesses
 from jouled.clock import Clock, SystemClock
 from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
 from jouled.collectors.estimate import EstimateCollector
 from jouled.config import Config, ConfigError
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.systemd import Notifier
+from jouled.exporter.attribution import AttributionCollector
 from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 
@@ -130,6 +132,14 @@ def build_collectors(
     return plan
 
 
+def _gpu_processes(collectors: list[EnergyCollector]) -> GpuProcesses | None:
+    for c in collectors:
+        fn = getattr(c, "gpu_processes", None)
+        if c.name == "nvml" and callable(fn):
+            return fn  # type: ignore[no-any-return]
+    return None
+
+
 def split_listen(value: str) -> tuple[str | None, int]:
     host, _, port = value.rpartition(":")
     host = host.strip("[]")
@@ -159,6 +169,7 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self._runners: list[web.AppRunner] = []
         self.sampler: Sampler | None = None
+        self.attribution: AttributionStage | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.bound: dict[str, tuple[str, int]] = {}
 
@@ -175,9 +186,16 @@ class Daemon:
             log.info("%s", note)
         if not plan.collectors:
             log.warning("no collector enabled: jouled serves health metrics only")
-        self.sampler = Sampler(plan.collectors, self.clock, timeout_s=self._timeout(cfg))
+        self.attribution = AttributionStage(cfg, gpu_processes=_gpu_processes(plan.collectors))
+        self.sampler = Sampler(
+            plan.collectors,
+            self.clock,
+            timeout_s=self._timeout(cfg),
+            stages=[self.attribution],
+        )
         sampler = self.sampler
         self.registry.register(SnapshotCollector(lambda: sampler.snapshot))
+        self.registry.register(AttributionCollector(lambda: sampler.snapshot))
         await sampler.tick()  # baselines; the first published tick carries no energy yet
         health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)
         await self._serve("metrics", build_metrics_app(self.registry, health), cfg.listen)
@@ -228,13 +246,19 @@ class Daemon:
                 return False
             previous = self.sampler.collectors
             self.sampler.set_collectors(plan.collectors)
+            if self.attribution is not None:
+                self.attribution.set_gpu_processes(_gpu_processes(plan.collectors))
             for c in previous:
                 with contextlib.suppress(Exception):
                     c.close()
             for note in plan.notes:
                 log.info("%s", note)
         if self.sampler is not None:
-            self.sampler._timeout_s = self._timeout(new)
+            self.sampler.timeout_s = self._timeout(new)
+        if self.attribution is not None and (
+            new.workloads != old.workloads or new.attribution != old.attribution
+        ):
+            self.attribution.reconfigure(new)
         self.config = new
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
         self.notifier.ready("reloaded")
@@ -279,9 +303,14 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
+        # Stop taking spans first, then settle everything accepted so none is lost.
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.attribution is not None and self.sampler is not None:
+            self.sampler.publish_stage(
+                self.attribution.name, self.attribution.flush(self.clock.time())
+            )
         if self.sampler is not None:
             await asyncio.to_thread(self.sampler.close)
 

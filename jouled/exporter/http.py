@@ -12,7 +12,8 @@ from prometheus_client.exposition import choose_encoder
 from jouled.daemon.snapshot import Snapshot
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-HEALTH_KEY = web.AppKey("health", Callable[[], tuple[bool, str]])
+HealthCheck = Callable[[], tuple[bool, str]]
+HEALTH_KEY: web.AppKey[HealthCheck] = web.AppKey("health")
 
 
 async def metrics(request: web.Request) -> web.Response:

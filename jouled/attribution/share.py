@@ -1,0 +1,125 @@
+"""Splitting one tick's host energy among workloads, exactly.
+
+Per component and source: ``measured = idle + Σ workloads + unattributed`` (invariant 1).
+CPU, DRAM and the platform remainder are split by CPU time (the only per-process signal
+the kernel offers without perf counters; it ignores frequency and AVX, as Kepler notes);
+each GPU's energy by its processes' SM utilization. With ``idle: exclude`` (the thesis's
+method) idle power is subtracted first and only the active part is shared; with
+``idle: share`` everything is shared by the workloads' share of busy CPU.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+IdleMode = Literal["exclude", "share"]
+Key = tuple[str, str]  # (component, source)
+
+
+@dataclass(frozen=True, slots=True)
+class TickShares:
+    idle_j: Mapping[Key, float]
+    workload_j: Mapping[str, Mapping[Key, float]]
+    unattributed_j: Mapping[Key, float]
+
+
+class IdleModel:
+    """Idle power of one meter: configured, or learned as the lowest 10-tick average power
+    seen over the last hour. On a host that is never idle this overestimates idle (so it
+    under-attributes); configure ``attribution.idle_power_watts`` where accuracy matters.
+    """
+
+    def __init__(self, configured_w: float | None = None, *, block: int = 10, blocks: int = 360):
+        self.configured_w = configured_w
+        self._block = block
+        self._acc_j = 0.0
+        self._acc_s = 0.0
+        self._n = 0
+        self._averages: deque[float] = deque(maxlen=blocks)
+
+    def observe(self, energy_j: float, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._acc_j += energy_j
+        self._acc_s += seconds
+        self._n += 1
+        if self._n >= self._block:
+            self._averages.append(self._acc_j / self._acc_s)
+            self._acc_j = self._acc_s = 0.0
+            self._n = 0
+
+    @property
+    def power_w(self) -> float:
+        if self.configured_w is not None:
+            return self.configured_w
+        # Nothing learned yet: exclude nothing rather than guess.
+        return min(self._averages) if self._averages else 0.0
+
+
+def _split(total: float, weights: Mapping[str, float], capacity: float) -> dict[str, float]:
+    """Give each workload ``total * weight / capacity``; never more than ``total`` in all."""
+    if total <= 0 or capacity <= 0:
+        return {w: 0.0 for w in weights}
+    wsum = sum(weights.values())
+    scale = total / max(capacity, wsum)  # over-reported CPU time is normalized, not overpaid
+    return {w: v * scale for w, v in weights.items()}
+
+
+def split_tick(
+    host_j: Mapping[Key, float],
+    seconds: float,
+    *,
+    idle_w: Mapping[Key, float],
+    cpu_s: Mapping[str, float],
+    host_busy_s: float,
+    gpu_j: Mapping[str, float] | None = None,
+    gpu_weights: Mapping[str, Mapping[str, float]] | None = None,
+    gpu_idle_w: Mapping[str, float] | None = None,
+    mode: IdleMode = "exclude",
+) -> TickShares:
+    """One tick's split. ``gpu_weights``: GPU index -> workload -> weight (summed SM
+    utilization of its processes; the key "" holds processes of no workload)."""
+    idle: dict[Key, float] = {}
+    unattr: dict[Key, float] = {}
+    per: dict[str, dict[Key, float]] = {w: {} for w in cpu_s}
+    for key, measured in host_j.items():
+        component, _source = key
+        if component == "gpu" and gpu_j:
+            continue  # split per board below
+        idle_part = 0.0
+        if mode == "exclude":
+            idle_part = min(measured, max(0.0, idle_w.get(key, 0.0) * seconds))
+        active = measured - idle_part
+        shares = _split(active, cpu_s, host_busy_s)
+        for w, j in shares.items():
+            per[w][key] = j
+        idle[key] = idle_part
+        unattr[key] = active - sum(shares.values())
+    gpu_keys = [k for k in host_j if k[0] == "gpu"]
+    if gpu_j and gpu_keys:
+        key = gpu_keys[0]
+        idle[key] = 0.0
+        unattr[key] = 0.0
+        for parts in per.values():
+            parts[key] = 0.0
+        for device, measured in gpu_j.items():
+            idle_part = 0.0
+            if mode == "exclude":
+                idle_part = min(measured, max(0.0, (gpu_idle_w or {}).get(device, 0.0) * seconds))
+            active = measured - idle_part
+            weights = dict((gpu_weights or {}).get(device, {}))
+            own = {w: v for w, v in weights.items() if w in per}
+            total_w = sum(weights.values())
+            if total_w <= 0 and own:
+                # Processes present but no utilization sample: share equally among them.
+                own = dict.fromkeys(own, 1.0)
+                total_w = float(len(weights))
+            shares = _split(active, own, total_w)
+            for w, j in shares.items():
+                per[w][key] += j
+            idle[key] += idle_part
+            unattr[key] += active - sum(shares.values())
+    return TickShares(idle_j=idle, workload_j=per, unattributed_j=unattr)

@@ -1,0 +1,309 @@
+"""The attribution stage of the tick pipeline: host energy -> workloads -> request spans.
+
+Each tick it measures the workloads' CPU time and GPU use, splits the tick's energy
+(``share.split_tick``), hands each workload's energy to the span splitter, settles what is
+old enough, and publishes an immutable ``AttributionSnapshot`` for the exporter. It is also
+the daemon's span sink: the ingest listener submits decoded spans here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
+from jouled.attribution.spans import SettleResult, Span, SpanSplitter
+from jouled.attribution.workloads import Matcher, ProcessTracker
+from jouled.config import Config, WorkloadConfig
+from jouled.daemon.sampler import Tick
+from jouled.daemon.snapshot import Snapshot, frozen
+
+log = logging.getLogger(__name__)
+
+GpuProcesses = Callable[[], Mapping[int, Mapping[int, float]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStats:
+    count: int
+    energy_sum_j: float
+    bucket_counts: tuple[int, ...]  # cumulative, one per bound in ``buckets``, then +Inf
+    gflops_total: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttributionSnapshot:
+    workload_energy_j: Mapping[tuple[str, str, str], float]  # (workload, component, source)
+    idle_energy_j: Mapping[str, float]  # component
+    idle_power_w: Mapping[str, float]  # component (gpu: summed over boards)
+    unattributed_energy_j: Mapping[tuple[str, str], float]  # (component, source)
+    workload_in_spans_j: Mapping[tuple[str, str], float]  # (workload, component)
+    workload_outside_spans_j: Mapping[tuple[str, str], float]
+    workload_processes: Mapping[str, int]
+    requests: Mapping[tuple[str, str], RequestStats]  # (workload, model)
+    energy_per_gflop_j: Mapping[tuple[str, str], float]
+    buckets: tuple[float, ...]
+    spans_received: int
+    spans_accepted: int
+    spans_late: int
+    spans_rejected: Mapping[str, int]
+    spans_pending: int
+
+
+def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
+    import re
+
+    out = []
+    for w in workloads:
+        m = w.match
+        out.append(
+            Matcher(
+                name=w.name,
+                pids=frozenset([m.pid]) if m.pid is not None else frozenset(),
+                pidfile=m.pidfile,
+                cmdline=re.compile(m.cmdline) if m.cmdline is not None else None,
+                cgroup=m.cgroup,
+                systemd_unit=m.systemd_unit,
+            )
+        )
+    return out
+
+
+class _Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+        self.gflops = 0.0
+
+    def observe(self, joules: float, gflops: float | None) -> None:
+        self.counts[bisect.bisect_left(self.bounds, joules)] += 1
+        self.total += joules
+        self.n += 1
+        if gflops is not None:
+            self.gflops += gflops
+
+    def freeze(self) -> RequestStats:
+        cumulative, acc = [], 0
+        for c in self.counts:
+            acc += c
+            cumulative.append(acc)
+        return RequestStats(self.n, self.total, tuple(cumulative), self.gflops)
+
+
+class AttributionStage:
+    name = "attribution"
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        tracker: ProcessTracker | None = None,
+        gpu_processes: GpuProcesses | None = None,
+    ) -> None:
+        self.tracker = tracker or ProcessTracker(matchers_from(cfg.workloads))
+        self._gpu_processes = gpu_processes
+        self._mode: IdleMode = cfg.attribution.idle
+        idle_cfg = cfg.attribution.idle_power_watts
+        self._idle_cfg = {
+            "cpu": idle_cfg.cpu,
+            "dram": idle_cfg.dram,
+            "other": idle_cfg.other,
+            "gpu": idle_cfg.gpu,
+        }
+        self._idle: dict[Key, IdleModel] = {}
+        self._gpu_idle: dict[str, IdleModel] = {}
+        self.splitter = SpanSplitter(settle_seconds=cfg.spans.settle_seconds)
+        self._buckets = tuple(cfg.spans.buckets)
+        self._window_s = cfg.spans.window
+        self._workloads = [w.name for w in cfg.workloads]
+        self._workload_j: dict[tuple[str, str, str], float] = {}
+        self._idle_j: dict[str, float] = {}
+        self._unattr_j: dict[Key, float] = {}
+        self._in_spans: dict[tuple[str, str], float] = {}
+        self._outside: dict[tuple[str, str], float] = {}
+        self._hist: dict[tuple[str, str], _Histogram] = {}
+        self._recent: dict[tuple[str, str], deque[tuple[float, float, float]]] = {}
+        self._received = self._accepted = self._late = 0
+        self._rejected: dict[str, int] = {}
+        self.last: AttributionSnapshot | None = None
+
+    def set_gpu_processes(self, fn: GpuProcesses | None) -> None:
+        self._gpu_processes = fn
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply reloaded workloads and idle settings; totals and pending spans carry on."""
+        self.tracker = ProcessTracker(matchers_from(cfg.workloads))
+        self._workloads = [w.name for w in cfg.workloads]
+        self._mode = cfg.attribution.idle
+        idle_cfg = cfg.attribution.idle_power_watts
+        for (component, _source), model in self._idle.items():
+            model.configured_w = getattr(idle_cfg, component, None)
+        for model in self._gpu_idle.values():
+            model.configured_w = idle_cfg.gpu
+
+    # --- the span sink (called by the ingest listener on the same event loop) ---
+    def known_workloads(self) -> set[str]:
+        return set(self._workloads)
+
+    def submit(self, spans: Sequence[Span]) -> tuple[int, int]:
+        accepted = late = 0
+        for span in spans:
+            self._received += 1
+            try:
+                verdict = self.splitter.add_span(span)
+            except ValueError as exc:
+                log.debug("span refused by the splitter: %s", exc)
+                self._rejected["invalid"] = self._rejected.get("invalid", 0) + 1
+                continue
+            if verdict == "late":
+                late += 1
+            else:
+                accepted += 1
+        self._accepted += accepted
+        self._late += late
+        return accepted, late
+
+    def rejected(self, reason: str, n: int) -> None:
+        self._received += n
+        self._rejected[reason] = self._rejected.get(reason, 0) + n
+
+    # --- the tick ---
+    def _idle_w(self, host_j: Mapping[Key, float], seconds: float) -> dict[Key, float]:
+        out = {}
+        for key, joules in host_j.items():
+            model = self._idle.get(key)
+            if model is None:
+                model = self._idle[key] = IdleModel(self._idle_cfg.get(key[0]))
+            model.observe(joules, seconds)
+            out[key] = model.power_w
+        return out
+
+    def _gpu_weights(self) -> dict[str, dict[str, float]]:
+        """GPU index -> workload ("" for processes of no workload) -> summed SM use."""
+        weights: dict[str, dict[str, float]] = {}
+        if self._gpu_processes is None:
+            return weights
+        try:
+            per_gpu = self._gpu_processes()
+        except Exception:
+            log.exception("reading GPU processes failed; GPU energy stays unattributed")
+            return weights
+        for index, pids in per_gpu.items():
+            per: dict[str, float] = {}
+            for pid, weight in pids.items():
+                owner = self.tracker.workload_of(pid) or ""
+                per[owner] = per.get(owner, 0.0) + weight
+            weights[str(index)] = per
+        return weights
+
+    def on_tick(self, tick: Tick, snapshot: Snapshot) -> AttributionSnapshot:
+        cpu = self.tracker.tick()
+        seconds = tick.seconds
+        idle_w = self._idle_w(tick.host_j, seconds)
+        gpu_idle_w = {}
+        for device, joules in tick.gpu_j.items():
+            model = self._gpu_idle.get(device)
+            if model is None:
+                model = self._gpu_idle[device] = IdleModel(self._idle_cfg.get("gpu"))
+            model.observe(joules, seconds)
+            gpu_idle_w[device] = model.power_w
+        gpu_weights = self._gpu_weights()
+        shares = split_tick(
+            tick.host_j,
+            seconds,
+            idle_w=idle_w,
+            cpu_s=cpu.workload_s,
+            host_busy_s=cpu.host_busy_s,
+            gpu_j=tick.gpu_j,
+            gpu_weights=gpu_weights,
+            gpu_idle_w=gpu_idle_w,
+            mode=self._mode,
+        )
+        for (component, _source), j in shares.idle_j.items():
+            self._idle_j[component] = self._idle_j.get(component, 0.0) + j
+        for key, j in shares.unattributed_j.items():
+            self._unattr_j[key] = self._unattr_j.get(key, 0.0) + j
+        per_component: dict[str, dict[str, float]] = {}
+        for workload, parts in shares.workload_j.items():
+            mine = per_component.setdefault(workload, {})
+            for (component, source), j in parts.items():
+                wkey = (workload, component, source)
+                self._workload_j[wkey] = self._workload_j.get(wkey, 0.0) + j
+                mine[component] = mine.get(component, 0.0) + j
+        if seconds > 0:
+            self.splitter.add_tick(tick.w0, tick.w1, per_component)
+        self._absorb(self.splitter.settle(tick.w1), tick.w1)
+        idle_power: dict[str, float] = {}
+        for (component, _source), model in self._idle.items():
+            if component != "gpu":
+                idle_power[component] = idle_power.get(component, 0.0) + model.power_w
+        if self._gpu_idle:
+            idle_power["gpu"] = sum(m.power_w for m in self._gpu_idle.values())
+        self.last = self._freeze(cpu.workload_pids, idle_power, tick.w1)
+        return self.last
+
+    def flush(self, now_wall: float) -> AttributionSnapshot | None:
+        """Settle everything (SIGTERM drain): pending spans get the energy they have."""
+        self._absorb(self.splitter.flush(), now_wall)
+        if self.last is None:
+            return None
+        self.last = self._freeze(
+            {w: frozenset() for w in self.last.workload_processes},
+            dict(self.last.idle_power_w),
+            now_wall,
+        )
+        return self.last
+
+    def _absorb(self, result: SettleResult, now_wall: float) -> None:
+        pairs = ((self._in_spans, result.in_spans_j), (self._outside, result.outside_j))
+        for target, settled in pairs:
+            for workload, parts in settled.items():
+                for component, j in parts.items():
+                    k = (workload, component)
+                    target[k] = target.get(k, 0.0) + j
+        for req in result.requests:
+            key = (req.workload, req.model)
+            hist = self._hist.get(key)
+            if hist is None:
+                hist = self._hist[key] = _Histogram(self._buckets)
+            joules = math.fsum(req.energy_j.values())
+            hist.observe(joules, req.gflops)
+            if req.gflops is not None and req.gflops > 0:
+                self._recent.setdefault(key, deque()).append((now_wall, joules, req.gflops))
+
+    def _freeze(
+        self,
+        pids: Mapping[str, frozenset[int]],
+        idle_power: Mapping[str, float],
+        now_wall: float,
+    ) -> AttributionSnapshot:
+        per_gflop = {}
+        for key, items in self._recent.items():
+            while items and items[0][0] < now_wall - self._window_s:
+                items.popleft()
+            g = sum(i[2] for i in items)
+            if g > 0:
+                per_gflop[key] = sum(i[1] for i in items) / g
+        return AttributionSnapshot(
+            workload_energy_j=frozen(self._workload_j),
+            idle_energy_j=frozen(self._idle_j),
+            idle_power_w=frozen(idle_power),
+            unattributed_energy_j=frozen(self._unattr_j),
+            workload_in_spans_j=frozen(self._in_spans),
+            workload_outside_spans_j=frozen(self._outside),
+            workload_processes=frozen({w: len(pids.get(w, ())) for w in self._workloads}),
+            requests=frozen({k: h.freeze() for k, h in self._hist.items()}),
+            energy_per_gflop_j=frozen(per_gflop),
+            buckets=self._buckets,
+            spans_received=self._received,
+            spans_accepted=self._accepted,
+            spans_late=self._late,
+            spans_rejected=frozen(self._rejected),
+            spans_pending=self.splitter.stats.pending_spans,
+        )

@@ -1,0 +1,156 @@
+"""Prometheus views of the attribution section: workloads, requests, spans."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from jouled.attribution.stage import AttributionSnapshot
+from jouled.daemon.snapshot import Snapshot
+
+
+def _le(bound: float) -> str:
+    """The ``le`` label as Prometheus's own clients write it (Go float formatting)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+class AttributionCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        section = self._snapshot().extra.get("attribution")
+        if not isinstance(section, AttributionSnapshot):
+            return
+        a = section
+        idle = CounterMetricFamily(
+            "jouled_host_idle_energy_joules",
+            "Host energy counted as idle (idle power x time) and attributed to no workload.",
+            labels=["component"],
+        )
+        for component, j in sorted(a.idle_energy_j.items()):
+            idle.add_metric([component], j)
+        yield idle
+
+        idle_w = GaugeMetricFamily(
+            "jouled_host_idle_power_watts",
+            "Idle power in use per component: configured, or learned as the lowest "
+            "10-tick average over the last hour.",
+            labels=["component"],
+        )
+        for component, w in sorted(a.idle_power_w.items()):
+            idle_w.add_metric([component], w)
+        yield idle_w
+
+        unattr = CounterMetricFamily(
+            "jouled_unattributed_energy_joules",
+            "Active host energy used by processes of no configured workload.",
+            labels=["component", "source"],
+        )
+        for (component, source), j in sorted(a.unattributed_energy_j.items()):
+            unattr.add_metric([component, source], j)
+        yield unattr
+
+        wl = CounterMetricFamily(
+            "jouled_workload_energy_joules",
+            "Energy attributed to each workload (its processes and their children).",
+            labels=["workload", "component", "source"],
+        )
+        for (workload, component, source), j in sorted(a.workload_energy_j.items()):
+            wl.add_metric([workload, component, source], j)
+        yield wl
+
+        outside = CounterMetricFamily(
+            "jouled_workload_outside_spans_energy_joules",
+            "Settled workload energy spent while no request span was open.",
+            labels=["workload", "component"],
+        )
+        for (workload, component), j in sorted(a.workload_outside_spans_j.items()):
+            outside.add_metric([workload, component], j)
+        yield outside
+
+        inside = CounterMetricFamily(
+            "jouled_workload_spans_energy_joules",
+            "Settled workload energy given to request spans.",
+            labels=["workload", "component"],
+        )
+        for (workload, component), j in sorted(a.workload_in_spans_j.items()):
+            inside.add_metric([workload, component], j)
+        yield inside
+
+        procs = GaugeMetricFamily(
+            "jouled_workload_processes",
+            "Live processes matched to each workload (0: the workload is not running).",
+            labels=["workload"],
+        )
+        for workload, n in sorted(a.workload_processes.items()):
+            procs.add_metric([workload], float(n))
+        yield procs
+
+        requests = CounterMetricFamily(
+            "jouled_requests",
+            "Requests (spans) settled per workload and model.",
+            labels=["workload", "model"],
+        )
+        gflops = CounterMetricFamily(
+            "jouled_request_gflops",
+            "Work of settled requests, in GFLOPs (where known).",
+            labels=["workload", "model"],
+        )
+        hist = HistogramMetricFamily(
+            "jouled_request_energy_joules",
+            "Energy per settled request (all components), in joules.",
+            labels=["workload", "model"],
+        )
+        bounds = [_le(b) for b in a.buckets] + ["+Inf"]
+        for (workload, model), st in sorted(a.requests.items()):
+            requests.add_metric([workload, model], float(st.count))
+            gflops.add_metric([workload, model], st.gflops_total)
+            hist.add_metric(
+                [workload, model],
+                buckets=list(zip(bounds, [float(c) for c in st.bucket_counts], strict=True)),
+                sum_value=st.energy_sum_j,
+            )
+        yield requests
+        yield hist
+        yield gflops
+
+        per_gflop = GaugeMetricFamily(
+            "jouled_energy_per_gflop_joules",
+            "Joules per GFLOP of the requests settled in the recent window.",
+            labels=["workload", "model"],
+        )
+        for (workload, model), v in sorted(a.energy_per_gflop_j.items()):
+            per_gflop.add_metric([workload, model], v)
+        yield per_gflop
+
+        received = CounterMetricFamily(
+            "jouled_spans_received", "Spans received on the ingest listener."
+        )
+        received.add_metric([], float(a.spans_received))
+        yield received
+        late = CounterMetricFamily(
+            "jouled_spans_late",
+            "Spans that arrived after the energy of their time had settled; not split.",
+        )
+        late.add_metric([], float(a.spans_late))
+        yield late
+        rejected = CounterMetricFamily(
+            "jouled_spans_rejected", "Spans refused, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(a.spans_rejected.items()):
+            rejected.add_metric([reason], float(n))
+        yield rejected
+        pending = GaugeMetricFamily(
+            "jouled_spans_pending", "Accepted spans waiting for their ticks to settle."
+        )
+        pending.add_metric([], float(a.spans_pending))
+        yield pending
