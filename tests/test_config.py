@@ -94,8 +94,10 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.floats(allow_nan=True) | st.text(max_size=20),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=12), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=12), children, max_size=4)
+        ),
         max_leaves=12,
     )
 )

@@ -1,0 +1,146 @@
+"""Real processes for end-to-end tests: the jouled daemon, the fake powercap emulator."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = predicate()
+            if last:
+                return last
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class Proc:
+    """A child process whose output goes to a file, so a test can show it on failure."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._fh = log.open("wb")
+        self.popen = subprocess.Popen(
+            args, stdout=self._fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    def output(self) -> str:
+        self._fh.flush()
+        return self.log.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        self._fh.close()
+        return self.popen.returncode
+
+
+@contextlib.contextmanager
+def fake_powercap(root: Path, *args: str) -> Iterator[Path]:
+    """Run the emulator in real time; yields the class/powercap path to point jouled at."""
+    ready = root / "ready"
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "jouled.testing.fake_powercap",
+            "--root",
+            str(root / "sys"),
+            "--ready-file",
+            str(ready),
+            *args,
+        ],
+        root / "fake_powercap.log",
+    )
+    try:
+        wait_for(ready.exists, 15, "the fake powercap tree")
+        yield root / "sys" / "class" / "powercap"
+    finally:
+        proc.stop()
+
+
+class Daemon:
+    def __init__(self, proc: Proc, metrics_url: str, ingest_url: str, config: Path) -> None:
+        self.proc = proc
+        self.metrics_url = metrics_url
+        self.ingest_url = ingest_url
+        self.config = config
+
+    def metrics(self) -> str:
+        status, body = http_get(self.metrics_url + "/metrics")
+        assert status == 200, body
+        return body
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@contextlib.contextmanager
+def jouled(tmp: Path, cfg: dict[str, Any], *extra: str) -> Iterator[Daemon]:
+    port, ingest_port = free_port(), free_port()
+    cfg = {
+        "listen": f"127.0.0.1:{port}",
+        "ingest": {"listen": f"127.0.0.1:{ingest_port}"},
+        **cfg,
+    }
+    config = write_config(tmp / "jouled.yaml", cfg)
+    proc = Proc(
+        [sys.executable, "-m", "jouled", "run", "--config", str(config), *extra],
+        tmp / "jouled.log",
+    )
+    daemon = Daemon(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ingest_port}", config)
+    try:
+        wait_for(
+            lambda: http_get(daemon.metrics_url + "/healthz")[0] == 200,
+            30,
+            "jouled /healthz",
+        )
+        yield daemon
+    except BaseException:
+        print(proc.output())
+        raise
+    finally:
+        proc.stop()
