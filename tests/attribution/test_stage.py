@@ -1,0 +1,134 @@
+import math
+from typing import Any
+
+import pytest
+
+from jouled import config
+from jouled.attribution.spans import Span
+from jouled.attribution.stage import AttributionStage
+from jouled.attribution.workloads import CpuTick
+from jouled.daemon.sampler import Tick
+from jouled.daemon.snapshot import EMPTY, frozen
+
+T0 = 1_700_000_000.0
+
+
+class FakeTracker:
+    """CPU time per tick as the test dictates."""
+
+    def __init__(self, shares: dict[str, float]) -> None:
+        self.shares = shares
+
+    def tick(self) -> CpuTick:
+        return CpuTick(1.0, dict(self.shares), {w: frozenset([1]) for w in self.shares})
+
+    def workload_of(self, pid: int) -> str | None:
+        return {101: "api"}.get(pid)
+
+
+def make_stage(**spans: Any) -> AttributionStage:
+    cfg = config.validate(
+        {
+            "workloads": [{"name": "api", "match": {"pid": 1}}],
+            "attribution": {"idle_power_watts": {"cpu": 10.0}},
+            "spans": {"settle_seconds": 2.0, **spans},
+        },
+        "test",
+    )
+    return AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))  # type: ignore[arg-type]
+
+
+def tick(seq: int, joules: float = 110.0, gpu: float = 0.0) -> Tick:
+    host = {("cpu", "rapl"): joules}
+    if gpu:
+        host[("gpu", "nvml")] = gpu
+    return Tick(
+        seq=seq,
+        t0=float(seq - 1),
+        t1=float(seq),
+        w0=T0 + seq - 1,
+        w1=T0 + seq,
+        domain_j=frozen({}),
+        host_j=frozen(host),
+        gpu_j=frozen({"0": gpu} if gpu else {}),
+    )
+
+
+def test_two_overlapping_requests_split_1_to_3_by_gflops_and_everything_adds_up() -> None:
+    stage = make_stage()
+    assert stage.submit(
+        [
+            Span("api", "bert", T0 + 0.0, T0 + 2.0, gflops=10.0),
+            Span("api", "bert", T0 + 0.0, T0 + 2.0, gflops=30.0),
+        ]
+    ) == (2, 0)
+    snap = None
+    for seq in range(1, 8):
+        snap = stage.on_tick(tick(seq), EMPTY)
+    assert snap is not None
+    # 110 J per tick, 10 W idle excluded: 100 J per tick to the workload.
+    assert snap.workload_energy_j[("api", "cpu", "rapl")] == pytest.approx(700.0)
+    assert snap.idle_energy_j["cpu"] == pytest.approx(70.0)
+    req = snap.requests[("api", "bert")]
+    assert req.count == 2
+    assert req.energy_sum_j == pytest.approx(200.0)  # the two ticks the spans covered
+    assert req.gflops_total == 40.0
+    # 200 J for 40 GFLOPs.
+    assert snap.energy_per_gflop_j[("api", "bert")] == pytest.approx(5.0)
+    # Requests of 50 J and 150 J: one in the (25, 50] bucket, the other in (100, 250].
+    bounds = snap.buckets
+    counts = dict(zip([*bounds, math.inf], req.bucket_counts, strict=True))
+    assert counts[25.0] == 0 and counts[50.0] == 1 and counts[100.0] == 1 and counts[250.0] == 2
+    settled = sum(v for k, v in snap.workload_in_spans_j.items() if k[0] == "api")
+    settled += sum(v for k, v in snap.workload_outside_spans_j.items() if k[0] == "api")
+    # Ticks 1..5 are settled at tick 7 (2 s delay): 500 J, of which 200 J in spans.
+    assert settled == pytest.approx(500.0)
+    assert snap.workload_in_spans_j[("api", "cpu")] == pytest.approx(200.0)
+
+
+def test_a_span_after_its_ticks_settled_is_late_and_changes_nothing() -> None:
+    stage = make_stage()
+    for seq in range(1, 6):
+        before = stage.on_tick(tick(seq), EMPTY)
+    assert stage.submit([Span("api", "bert", T0 + 0.5, T0 + 1.5, gflops=1.0)]) == (0, 1)
+    after = stage.on_tick(tick(6), EMPTY)
+    assert after.spans_late == 1
+    assert after.spans_received == 1
+    assert ("api", "bert") not in after.requests
+    assert after.workload_in_spans_j.get(("api", "cpu"), 0.0) == before.workload_in_spans_j.get(
+        ("api", "cpu"), 0.0
+    )
+
+
+def test_rejections_are_counted_by_reason() -> None:
+    stage = make_stage()
+    stage.rejected("unknown_workload", 3)
+    snap = stage.on_tick(tick(1), EMPTY)
+    assert snap.spans_rejected == {"unknown_workload": 3}
+    assert snap.spans_received == 3
+
+
+def test_flush_settles_pending_spans_on_shutdown() -> None:
+    stage = make_stage()
+    stage.submit([Span("api", "bert", T0 + 0.0, T0 + 1.0, gflops=1.0)])
+    stage.on_tick(tick(1), EMPTY)
+    final = stage.flush(T0 + 1.0)
+    assert final is not None
+    assert final.requests[("api", "bert")].count == 1
+    assert final.requests[("api", "bert")].energy_sum_j == pytest.approx(100.0)
+    assert final.spans_pending == 0
+
+
+def test_gpu_processes_of_the_workload_get_the_board() -> None:
+    cfg = config.validate(
+        {"workloads": [{"name": "api", "match": {"pid": 1}}], "attribution": {"idle": "share"}},
+        "test",
+    )
+    stage = AttributionStage(
+        cfg,
+        tracker=FakeTracker({"api": 0.0}),  # type: ignore[arg-type]
+        gpu_processes=lambda: {0: {101: 50.0, 202: 50.0}},
+    )
+    snap = stage.on_tick(tick(1, joules=0.0, gpu=300.0), EMPTY)
+    assert snap.workload_energy_j[("api", "gpu", "nvml")] == pytest.approx(150.0)
+    assert snap.unattributed_energy_j[("gpu", "nvml")] == pytest.approx(150.0)
