@@ -1,0 +1,479 @@
+"""Split a workload's measured energy among the request spans it reports.
+
+A *span* is one request a workload served, [start, end) in wall-clock seconds, with its work
+in GFLOPs when known. A *tick* is one interval [w0, w1) of measured energy per workload and
+component. A tick *settles* ``settle_seconds`` after it ends: its energy is then split, once
+and for all, among the spans overlapping it; time with no span open is the workload's energy
+*outside* spans. A span arriving after a tick it overlaps has settled is *late*: it is
+counted and never re-splits settled energy.
+
+Split rule: the tick is cut into segments at span boundaries; a segment's energy (tick energy
+times segment length over tick length) goes to the spans open in it, in proportion to their
+work rate (GFLOPs / duration) when every open span has known work, else equally.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+EnergyByWorkload = Mapping[str, Mapping[str, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One request as reported by its workload; times are unix seconds (wall clock)."""
+
+    workload: str
+    model: str
+    start: float
+    end: float
+    gflops: float | None = None
+    route: str = ""
+    trace_id: str = ""
+    span_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SettledRequest:
+    """One span whose every overlapping tick has settled (or that was settled early)."""
+
+    workload: str
+    model: str
+    energy_j: Mapping[str, float]  # per component; empty for a zero-length span
+    gflops: float | None
+    duration_s: float
+    route: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """What one ``settle``/``flush`` call settled.
+
+    ``in_spans_j`` and ``outside_j`` hold, per workload and component, the energy of ticks
+    settled by this call that went to spans and to time outside any span: together they are
+    exactly the ticks' energy. ``requests`` are the spans completed by this call; their
+    energy was counted in ``in_spans_j`` of this or earlier calls.
+    """
+
+    in_spans_j: Mapping[str, Mapping[str, float]]
+    outside_j: Mapping[str, Mapping[str, float]]
+    requests: tuple[SettledRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SplitterStats:
+    open_ticks: int
+    pending_spans: int
+    late_spans: int  # refused by add_span: they overlap settled time
+    duplicate_spans: int  # same (workload, trace_id, span_id) as a pending span; ignored
+    dropped_spans: int  # evicted over max_pending_spans before receiving any energy
+    truncated_spans: int  # evicted over the cap, or waited too long: settled with what they had
+    forced_ticks: int  # settled early because more than max_open_ticks were open
+    clamped_ticks: int  # started before the previous tick ended (wall clock stepped back)
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    span: Span
+    seq: int
+    rate: float  # GFLOPs per second; 0.0 when work is unknown
+    known: bool
+    energy_j: dict[str, float] = field(default_factory=dict)
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Tick:
+    w0: float
+    w1: float
+    energy_j: dict[str, dict[str, float]]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One workload's spans on their way through the ticks, settled in time order."""
+
+    waiting: list[tuple[float, int, _Pending]] = field(default_factory=list)  # heap by start
+    active: dict[int, _Pending] = field(default_factory=dict)  # started before the last tick
+    active_ends: list[tuple[float, int, _Pending]] = field(default_factory=list)  # heap by end
+
+
+# Work rates (GFLOPs/s) are clamped to this range so that sums never overflow and per-segment
+# weights never go subnormal; real rates are many orders of magnitude inside it.
+_MIN_RATE = 1e-200
+_MAX_RATE = 1e200
+
+
+def _clamp_rate(rate: float) -> float:
+    if not rate >= _MIN_RATE:  # NaN lands here too
+        return 0.0
+    return min(rate, _MAX_RATE)
+
+
+def _exact_rates(rates: list[float]) -> tuple[list[int], int]:
+    """Rates as integers times a common power of two, so running sums never drift.
+
+    A float running sum with additions and removals can cancel catastrophically
+    (1e20 + 1 - 1e20 == 0) and break conservation; integer sums are exact.
+    """
+    parts: list[tuple[int, int]] = []
+    for rate in rates:
+        if rate > 0.0:
+            mantissa, exponent = math.frexp(rate)
+            parts.append((int(mantissa * (1 << 53)), exponent - 53))
+        else:
+            parts.append((0, 0))
+    min_exp = min((e for m, e in parts if m), default=0)
+    return [m << (e - min_exp) if m else 0 for m, e in parts], min_exp
+
+
+def _to_float(value: int, exp: int) -> float:
+    # int / int is correctly rounded in CPython, even for integers beyond float range.
+    return value / (1 << -exp) if exp < 0 else float(value << exp)
+
+
+class _RangeSum:
+    """Sums of non-negative values over index ranges in O(log n), by a segment tree.
+
+    Prefix-sum differences would absorb small terms next to large ones (0.5 + 5e-301 - 0.5
+    == 0); a tree only ever adds non-negative numbers, so each range sum keeps its relative
+    precision.
+    """
+
+    def __init__(self, values: list[float]) -> None:
+        n = len(values)
+        self._n = n
+        tree = [0.0] * n + values
+        for k in range(n - 1, 0, -1):
+            tree[k] = tree[2 * k] + tree[2 * k + 1]
+        self._tree = tree
+
+    def sum(self, lo: int, hi: int) -> float:
+        """Sum of values[lo:hi]."""
+        tree = self._tree
+        total = 0.0
+        lo += self._n
+        hi += self._n
+        while lo < hi:
+            if lo & 1:
+                total += tree[lo]
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                total += tree[hi]
+            lo >>= 1
+            hi >>= 1
+        return total
+
+
+def split_fractions(
+    spans: Iterable[tuple[float, float, float, bool]], w0: float, w1: float
+) -> tuple[float, list[float]]:
+    """Fractions of a tick [w0, w1) going outside spans and to each span.
+
+    ``spans`` yields (start, end, rate, known); rates are clamped to [1e-200, 1e200] (below:
+    0). Returns (outside, per-span fractions) summing to 1 up to rounding. O(n log n): a
+    sweep over the sorted boundaries, then one range sum per span.
+    """
+    items = [(s, e, _clamp_rate(r), k) for s, e, r, k in spans]
+    length = w1 - w0
+    clipped = [(max(s, w0), min(e, w1)) for s, e, _, _ in items]
+    if length <= 0.0 or not any(e > s for s, e in clipped):
+        return 1.0, [0.0] * len(items)
+    points = sorted({w0, w1, *(s for s, e in clipped if e > s), *(e for s, e in clipped if e > s)})
+    index = {t: i for i, t in enumerate(points)}
+    n_points = len(points)
+    d_count = [0] * n_points
+    d_unknown = [0] * n_points
+    d_rate = [0] * n_points
+    exact, exp = _exact_rates([r for _, _, r, _ in items])
+    for (s, e), (_, _, _, known), q in zip(clipped, items, exact, strict=True):
+        if e <= s:
+            continue
+        i, j = index[s], index[e]
+        d_count[i] += 1
+        d_count[j] -= 1
+        d_rate[i] += q
+        d_rate[j] -= q
+        if not known:
+            d_unknown[i] += 1
+            d_unknown[j] -= 1
+    # Per segment: by_rate = fraction / rate sum where rates decide (a span then gets
+    # rate x by_rate); equal = fraction / open count where spans share equally.
+    by_rate = [0.0] * (n_points - 1)
+    equal = [0.0] * (n_points - 1)
+    outside_lengths: list[float] = []
+    count = unknown = rate_sum = 0
+    for k in range(n_points - 1):
+        count += d_count[k]
+        unknown += d_unknown[k]
+        rate_sum += d_rate[k]
+        seg = points[k + 1] - points[k]
+        if count == 0:
+            outside_lengths.append(seg)
+        elif unknown == 0 and rate_sum > 0:
+            by_rate[k] = (seg / length) / _to_float(rate_sum, exp)
+        else:
+            equal[k] = (seg / length) / count
+    outside = min(1.0, math.fsum(outside_lengths) / length)
+    rate_sums = _RangeSum(by_rate)
+    equal_sums = _RangeSum(equal)
+    raw: list[float] = []
+    for (s, e), (_, _, rate, _) in zip(clipped, items, strict=True):
+        if e <= s:
+            raw.append(0.0)
+            continue
+        i, j = index[s], index[e]
+        raw.append(rate * rate_sums.sum(i, j) + equal_sums.sum(i, j))
+    total = math.fsum(raw)
+    if total <= 0.0:
+        return 1.0, [0.0] * len(items)
+    # Each range sum is within a few ulps; rescaling to the in-span share makes the
+    # fractions sum to 1 to rounding, which is what conservation needs.
+    scale = (1.0 - outside) / total
+    return outside, [x * scale for x in raw]
+
+
+def _add(into: dict[str, dict[str, float]], workload: str, component: str, joules: float) -> None:
+    per = into.setdefault(workload, {})
+    per[component] = per.get(component, 0.0) + joules
+
+
+class SpanSplitter:
+    """Holds open ticks and pending spans; settles ticks in time order, each exactly once.
+
+    Not thread-safe: one owner (the daemon's tick loop) calls every method.
+    """
+
+    def __init__(
+        self,
+        settle_seconds: float = 5.0,
+        max_open_ticks: int = 3600,
+        max_pending_spans: int = 100_000,
+        max_span_wait_s: float = 60.0,
+    ) -> None:
+        if settle_seconds < 0 or max_span_wait_s < 0:
+            raise ValueError("settle_seconds and max_span_wait_s must be >= 0")
+        if max_open_ticks < 1 or max_pending_spans < 1:
+            raise ValueError("max_open_ticks and max_pending_spans must be >= 1")
+        self._settle_s = settle_seconds
+        self._max_ticks = max_open_ticks
+        self._max_pending = max_pending_spans
+        self._max_wait_s = max_span_wait_s
+        self._ticks: deque[_Tick] = deque()
+        self._frontier = -math.inf  # w1 of the newest settled tick
+        self._last_w1 = -math.inf  # w1 of the newest tick, settled or not
+        self._lanes: dict[str, _Lane] = {}
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()  # arrival order
+        self._ends: list[tuple[float, int, _Pending]] = []  # heap by end: completion order
+        self._by_id: dict[tuple[str, str, str], int] = {}
+        self._seq = 0
+        self._in_spans: dict[str, dict[str, float]] = {}
+        self._outside: dict[str, dict[str, float]] = {}
+        self._requests: list[SettledRequest] = []
+        self._late = self._duplicates = self._dropped = self._truncated = 0
+        self._forced = self._clamped = 0
+
+    @property
+    def stats(self) -> SplitterStats:
+        return SplitterStats(
+            open_ticks=len(self._ticks),
+            pending_spans=len(self._pending),
+            late_spans=self._late,
+            duplicate_spans=self._duplicates,
+            dropped_spans=self._dropped,
+            truncated_spans=self._truncated,
+            forced_ticks=self._forced,
+            clamped_ticks=self._clamped,
+        )
+
+    @property
+    def settled_until(self) -> float:
+        """Wall time up to which energy is settled; spans starting before it are late."""
+        return self._frontier
+
+    def add_span(self, span: Span) -> Literal["accepted", "late"]:
+        if not (math.isfinite(span.start) and math.isfinite(span.end)) or span.end < span.start:
+            raise ValueError(f"span times must be finite with end >= start: {span!r}")
+        if span.gflops is not None and not (math.isfinite(span.gflops) and span.gflops >= 0):
+            raise ValueError(f"span gflops must be finite and >= 0: {span!r}")
+        if self._is_late(span):
+            self._late += 1
+            return "late"
+        key = (span.workload, span.trace_id, span.span_id)
+        if span.trace_id and span.span_id and key in self._by_id:
+            # OTLP clients resend a batch whose answer they missed: count the span once.
+            self._duplicates += 1
+            return "accepted"
+        if len(self._pending) >= self._max_pending:
+            self._evict_oldest()
+        duration = span.end - span.start
+        known = span.gflops is not None
+        rate = span.gflops / duration if span.gflops is not None and duration > 0 else 0.0
+        self._seq += 1
+        rec = _Pending(span=span, seq=self._seq, rate=rate, known=known)
+        self._pending[rec.seq] = rec
+        if span.trace_id and span.span_id:
+            self._by_id[key] = rec.seq
+        heapq.heappush(self._ends, (span.end, rec.seq, rec))
+        if duration > 0:
+            # Zero-length spans never receive energy; they only wait to be counted.
+            lane = self._lanes.setdefault(span.workload, _Lane())
+            heapq.heappush(lane.waiting, (span.start, rec.seq, rec))
+        return "accepted"
+
+    def _is_late(self, span: Span) -> bool:
+        if span.start < self._frontier:
+            return True
+        if self._ticks:
+            oldest = self._ticks[0].w0
+            return span.end < oldest or (span.end == oldest and span.end > span.start)
+        return False
+
+    def add_tick(self, w0: float, w1: float, energy_j: EnergyByWorkload) -> None:
+        """Record one tick's energy: workload -> component -> joules, for [w0, w1)."""
+        if not (math.isfinite(w0) and math.isfinite(w1)):
+            raise ValueError(f"tick bounds must be finite: [{w0}, {w1})")
+        copied: dict[str, dict[str, float]] = {}
+        for workload, per in energy_j.items():
+            for component, joules in per.items():
+                if not (math.isfinite(joules) and joules >= 0):
+                    raise ValueError(f"tick energy must be finite and >= 0: {workload}/{component}")
+            copied[workload] = dict(per)
+        if w0 < self._last_w1:
+            # The wall clock stepped back (NTP): keep ticks disjoint so that no time is split
+            # twice; the energy is kept whole (a tick cut to zero length goes outside spans).
+            self._clamped += 1
+            w0 = self._last_w1
+        w1 = max(w1, w0)
+        self._ticks.append(_Tick(w0, w1, copied))
+        self._last_w1 = w1
+        while len(self._ticks) > self._max_ticks:
+            self._forced += 1
+            self._settle_tick(self._ticks.popleft())
+
+    def settle(self, now_wall: float) -> SettleResult:
+        """Settle ticks with ``w1 + settle_seconds <= now_wall``; complete their spans."""
+        while self._ticks and self._ticks[0].w1 + self._settle_s <= now_wall:
+            self._settle_tick(self._ticks.popleft())
+        self._complete(max(self._frontier, now_wall - self._settle_s - self._max_wait_s))
+        self._maybe_compact()
+        return self._drain()
+
+    def flush(self) -> SettleResult:
+        """Settle every tick and every pending span now (shutdown drain)."""
+        while self._ticks:
+            self._settle_tick(self._ticks.popleft())
+        self._complete(math.inf)
+        return self._drain()
+
+    def _drain(self) -> SettleResult:
+        result = SettleResult(
+            in_spans_j=self._in_spans, outside_j=self._outside, requests=tuple(self._requests)
+        )
+        self._in_spans, self._outside, self._requests = {}, {}, []
+        return result
+
+    def _settle_tick(self, tick: _Tick) -> None:
+        for workload in {*tick.energy_j, *self._lanes}:
+            lane = self._lanes.get(workload)
+            energy = tick.energy_j.get(workload, {})
+            active: list[_Pending] = []
+            if lane is not None:
+                while lane.waiting and lane.waiting[0][0] < tick.w1:
+                    _, seq, rec = heapq.heappop(lane.waiting)
+                    if not rec.done:
+                        lane.active[seq] = rec
+                        heapq.heappush(lane.active_ends, (rec.span.end, seq, rec))
+                active = list(lane.active.values())
+            if energy:
+                outside, fractions = split_fractions(
+                    ((r.span.start, r.span.end, r.rate, r.known) for r in active), tick.w0, tick.w1
+                )
+                for component, joules in energy.items():
+                    _add(self._outside, workload, component, joules * outside)
+                    in_spans = 0.0
+                    for rec, frac in zip(active, fractions, strict=True):
+                        if frac > 0.0:
+                            share = joules * frac
+                            rec.energy_j[component] = rec.energy_j.get(component, 0.0) + share
+                            in_spans += share
+                    _add(self._in_spans, workload, component, in_spans)
+            if lane is not None:
+                while lane.active_ends and lane.active_ends[0][0] <= tick.w1:
+                    _, seq, _rec = heapq.heappop(lane.active_ends)
+                    lane.active.pop(seq, None)
+                if not lane.waiting and not lane.active:
+                    del self._lanes[workload]
+        self._frontier = max(self._frontier, tick.w1)
+
+    def _complete(self, until: float) -> None:
+        while self._ends and self._ends[0][0] <= until:
+            _, _, rec = heapq.heappop(self._ends)
+            if rec.done:
+                continue
+            if rec.span.end > self._frontier:
+                self._truncated += 1  # waited past max_span_wait_s for ticks covering its end
+            self._finish(rec)
+
+    def _finish(self, rec: _Pending) -> None:
+        rec.done = True
+        span = rec.span
+        self._pending.pop(rec.seq, None)
+        if span.trace_id and span.span_id:
+            key = (span.workload, span.trace_id, span.span_id)
+            if self._by_id.get(key) == rec.seq:
+                del self._by_id[key]
+        lane = self._lanes.get(span.workload)
+        if lane is not None:
+            lane.active.pop(rec.seq, None)
+        self._requests.append(
+            SettledRequest(
+                workload=span.workload,
+                model=span.model,
+                energy_j=dict(rec.energy_j),
+                gflops=span.gflops,
+                duration_s=span.end - span.start,
+                route=span.route,
+            )
+        )
+
+    def _evict_oldest(self) -> None:
+        _, rec = next(iter(self._pending.items()))
+        if rec.energy_j:
+            # Already holds settled energy: emit it so that requests still sum to in_spans.
+            self._truncated += 1
+            self._finish(rec)
+            return
+        self._dropped += 1
+        rec.done = True
+        self._pending.pop(rec.seq)
+        span = rec.span
+        key = (span.workload, span.trace_id, span.span_id)
+        if self._by_id.get(key) == rec.seq:
+            del self._by_id[key]
+        lane = self._lanes.get(span.workload)
+        if lane is not None:
+            lane.active.pop(rec.seq, None)
+
+    def _maybe_compact(self) -> None:
+        """Rebuild heaps when evicted or timed-out spans left too many dead entries."""
+        entries = len(self._ends) + sum(
+            len(lane.waiting) + len(lane.active_ends) for lane in self._lanes.values()
+        )
+        if entries <= 3 * len(self._pending) + 3000:
+            return
+        self._ends = [x for x in self._ends if not x[2].done]
+        heapq.heapify(self._ends)
+        for workload, lane in list(self._lanes.items()):
+            lane.waiting = [x for x in lane.waiting if not x[2].done]
+            lane.active_ends = [x for x in lane.active_ends if not x[2].done]
+            heapq.heapify(lane.waiting)
+            heapq.heapify(lane.active_ends)
+            if not lane.waiting and not lane.active:
+                del self._lanes[workload]
