@@ -31,6 +31,7 @@ from jouled.config import Config, ConfigError
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector
+from jouled.ingest.app import build_ingest_app
 from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 
@@ -199,6 +200,17 @@ class Daemon:
         await sampler.tick()  # baselines; the first published tick carries no energy yet
         health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)
         await self._serve("metrics", build_metrics_app(self.registry, health), cfg.listen)
+        if cfg.ingest.enabled:
+            stage = self.attribution
+            ingest = build_ingest_app(
+                stage,
+                clock=self.clock,
+                known_workloads=stage.known_workloads,
+                gflops_per_token=cfg.spans.gflops_per_token,
+                max_body_bytes=cfg.spans.max_body_bytes,
+                model_cap=cfg.spans.max_models_per_workload,
+            )
+            await self._serve("ingest", ingest, cfg.ingest.listen)
 
     async def _serve(self, name: str, app: web.Application, listen: str) -> None:
         host, port = split_listen(listen)
