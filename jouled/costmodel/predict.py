@@ -152,16 +152,18 @@ def predict(plan: Deployment, coef: Coefficients) -> Prediction:
     _positive("grid intensity", plan.grid_g_per_kwh, zero_ok=True)
     _positive("energy price", plan.price_per_kwh, zero_ok=True)
 
-    step_gflops = plan.finetune_gflops_per_step or plan.gflops_per_request
-    cpu_factor = _rescale(coef.measured_cpu_tflops_per_joule, plan.cpu, "fp32")
-    gpu_factor = _rescale(
-        coef.measured_gpu_tflops_per_joule, plan.training_hardware, plan.precision
-    )
-    per_step = step_gflops * (
-        coef.finetune_cpu_joules_per_gflop_step * cpu_factor
-        + coef.finetune_gpu_joules_per_gflop_step * gpu_factor
-    )
-    finetune = plan.finetune_steps * per_step
+    finetune = 0.0
+    if plan.retrains > 0 and plan.finetune_steps > 0:
+        step_gflops = plan.finetune_gflops_per_step or plan.gflops_per_request
+        cpu_factor = _rescale(coef.measured_cpu_tflops_per_joule, plan.cpu, "fp32")
+        gpu_factor = _rescale(
+            coef.measured_gpu_tflops_per_joule, plan.training_hardware, plan.precision
+        )
+        per_step = step_gflops * (
+            coef.finetune_cpu_joules_per_gflop_step * cpu_factor
+            + coef.finetune_gpu_joules_per_gflop_step * gpu_factor
+        )
+        finetune = plan.finetune_steps * per_step
     maintenance = (finetune + coef.cold_start_joules) * plan.retrains
 
     inf_factor = _rescale(

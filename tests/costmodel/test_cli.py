@@ -1,0 +1,205 @@
+"""``jouled model ...`` through ``main(argv)``, and once through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jouled.costmodel.cli import main
+from jouled.costmodel.fitfile import load_fit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_flops_json_has_gflops(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "flops", "--config", "bert-large-uncased", "--seq-len", "512", "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["gflops"] == pytest.approx(336.3, rel=0.02)
+
+
+def test_flops_decoder_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "flops", "--config", "gpt2", "--seq-len", "128", "--new-tokens", "8")
+    assert code == 0
+    assert "prefill" in out and "decode per token" in out and "generate 8 tokens" in out
+
+
+def test_fit_reproduces_thesis_and_writes_fit_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_fit = tmp_path / "fit.json"
+    code, out, _ = run(
+        capsys,
+        "fit",
+        "--csv",
+        "thesis:inference",
+        "--where",
+        "tokenizer=fast",
+        "--where",
+        "split=train",
+        "--out",
+        str(out_fit),
+        "--json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["anchored"]["r2_thesis"] == pytest.approx(0.984, abs=0.001)
+    assert data["anchored"]["slope"] * 336.3 == pytest.approx(63_148.1, rel=0.001)
+    assert load_fit(out_fit).predict_joules(336.3) == pytest.approx(63_148.1, rel=0.001)
+
+
+def test_fit_text_states_the_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "fit",
+        "--csv",
+        "thesis:inference",
+        "--where",
+        "tokenizer=fast",
+        "--where",
+        "split=train",
+    )
+    assert code == 0
+    assert "R² Listing C.1 0.9845" in out
+    assert "Single predictor that generalises best: gflops through origin" in out
+
+
+def test_fit_plots_are_small_pngs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    plot, cv = tmp_path / "fit.png", tmp_path / "cv.png"
+    code, _, err = run(
+        capsys,
+        "fit",
+        "--csv",
+        "thesis:coldstart",
+        "--where",
+        "split=train",
+        "--plot",
+        str(plot),
+        "--plot-cv",
+        str(cv),
+    )
+    assert code == 0, err
+    for png in (plot, cv):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size < 200_000
+
+
+def test_predict_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "predict",
+        "--gflops",
+        "336.3",
+        "--requests-per-day",
+        "1100",
+        "--days",
+        "1",
+        "--pue",
+        "1",
+        "--json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["inference_joules"] == pytest.approx(63_148.1)
+    assert round(data["it_kwh"], 1) == 11.2
+    code, out, _ = run(
+        capsys,
+        "predict",
+        "--config",
+        "distilbert-base-uncased",
+        "--requests-per-day",
+        "1000",
+        "--hardware",
+        "T4",
+        "--retrain-every-days",
+        "7",
+        "--days",
+        "28",
+    )
+    assert code == 0
+    assert "4 run(s)" in out and "hardware cost" in out and "gCO2e" in out
+
+
+def test_validate_thesis(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", "--json")
+    assert code == 0
+    checks = json.loads(out)
+    inference = next(
+        c for c in checks if c["method"] == "gflops anchored (thesis)" and c["event"] == "inference"
+    )
+    assert inference["error_percent"] == pytest.approx(37.6, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "--csv", "{tmp}/nocol.csv"], "missing column 'joules'"),
+        (["flops", "--config", "{tmp}/t5.json", "--seq-len", "8"], "unknown model_type 't5'"),
+        (["flops", "--config", "bert-base-uncased", "--seq-len", "-3"], "must be positive"),
+        (["predict", "--gflops", "nan", "--requests-per-day", "1"], "finite"),
+        (["predict", "--gflops", "1", "--requests-per-day", "1", "--pue", "0.5"], "PUE"),
+        (
+            ["predict", "--gflops", "1", "--requests-per-day", "1", "--hardware", "X"],
+            "unknown hardware",
+        ),
+        (["validate", "--csv", "thesis:inference"], "--holdout"),
+        (["fit", "--csv", "thesis:nothing"], "no packaged table"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
+) -> None:
+    (tmp_path / "nocol.csv").write_text("model,gflops\na,1\nb,2\n")
+    (tmp_path / "t5.json").write_text('{"model_type": "t5"}')
+    code, out, err = run(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and message in err
+
+
+def test_help_returns_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--help"]) == 0
+    assert "--where" in capsys.readouterr().out
+
+
+def test_real_subprocess() -> None:
+    code = (
+        "from jouled.costmodel.cli import main; "
+        "raise SystemExit(main(['flops', '--config', 'distilbert-base-uncased', "
+        "'--seq-len', '512', '--json']))"
+    )
+    done = subprocess.run(
+        [str(REPO / ".venv/bin/python"), "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["gflops"] == pytest.approx(48.5, rel=0.02)
+    bad = subprocess.run(
+        [
+            str(REPO / ".venv/bin/python"),
+            "-c",
+            "from jouled.costmodel.cli import main; raise SystemExit(main(['fit', '--csv', "
+            "'/nonexistent.csv']))",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "jouled model: error: /nonexistent.csv: no such file"
