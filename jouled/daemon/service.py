@@ -31,9 +31,9 @@ from jouled.config import Config, ConfigError
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector
-from jouled.ingest.app import build_ingest_app
 from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
+from jouled.ingest.app import build_ingest_app
 
 log = logging.getLogger(__name__)
 
