@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from jouled import __version__
+
+_DELEGATED = {
+    "model": "jouled.costmodel.cli",
+    "report": "jouled.report",
+    "loadgen": "jouled.loadgen",
+    "demo": "jouled.demo",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,11 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="what each collector can read, and how to fix it")
     check.add_argument("--config", type=Path, help="YAML config file")
 
-    sub.add_parser(
-        "model",
-        help="the offline cost model: flops | fit | predict | validate",
-        add_help=False,
-    )
+    for name, text in (
+        ("model", "the offline cost model: flops | fit | predict | validate"),
+        ("report", "energy, cost and emissions from the ledger: tables, CSV, JSON, plots"),
+        ("loadgen", "the thesis's request scenarios against an inference server"),
+        ("demo", "daemon, example server and a scenario together, with a report"),
+    ):
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
@@ -75,10 +85,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "model":
-        from jouled.costmodel.cli import main as model_main
-
-        return model_main(argv[1:])
+    if argv and argv[0] in _DELEGATED:
+        # These commands own their argument parsing; importing them lazily keeps pandas,
+        # scipy and aiohttp's client out of the daemon's start-up.
+        module = importlib.import_module(_DELEGATED[argv[0]])
+        code: int = module.main(argv[1:])
+        return code
     args = _parser().parse_args(argv)
     if args.command == "run":
         return cmd_run(args)

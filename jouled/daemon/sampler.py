@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from jouled.clock import Clock
@@ -245,42 +245,25 @@ class Sampler:
         )
         extra: dict[str, Any] = {}
         for stage in self._stages:
+            # Each stage sees the sections the stages before it published this tick.
+            view = base if not extra else replace(base, extra=frozen(extra))
             try:
-                extra[stage.name] = stage.on_tick(tick, base)
+                extra[stage.name] = stage.on_tick(tick, view)
             except Exception:  # one stage's bug degrades its series, not the loop
                 log.exception("stage %s failed on tick %d", stage.name, tick.seq)
                 previous = self.snapshot.extra.get(stage.name)
                 if previous is not None:
                     extra[stage.name] = previous
-        self.snapshot = Snapshot(
-            seq=base.seq,
-            wall_time=base.wall_time,
-            monotonic_time=base.monotonic_time,
-            domain_energy_j=base.domain_energy_j,
-            host_energy_j=base.host_energy_j,
-            counter_resets=base.counter_resets,
-            collectors=base.collectors,
-            extra=frozen(extra),
-        )
+        self.snapshot = replace(base, extra=frozen(extra))
         return self.snapshot
 
     def publish_stage(self, name: str, section: object) -> None:
         """Replace one stage's section outside a tick (the final flush on shutdown)."""
         if section is None:
             return
-        old = self.snapshot
-        extra = dict(old.extra)
+        extra = dict(self.snapshot.extra)
         extra[name] = section
-        self.snapshot = Snapshot(
-            seq=old.seq,
-            wall_time=old.wall_time,
-            monotonic_time=old.monotonic_time,
-            domain_energy_j=old.domain_energy_j,
-            host_energy_j=old.host_energy_j,
-            counter_resets=old.counter_resets,
-            collectors=old.collectors,
-            extra=frozen(extra),
-        )
+        self.snapshot = replace(self.snapshot, extra=frozen(extra))
 
     def close(self) -> None:
         for collector in self._collectors:
