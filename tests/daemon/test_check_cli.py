@@ -1,0 +1,54 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from jouled.testing.fake_powercap import FakePowercap
+
+
+def run_check(tmp_path: Path, cfg: dict) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "jouled.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run(
+        [sys.executable, "-m", "jouled", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_lists_every_zone_and_passes_when_rapl_is_readable(tmp_path: Path) -> None:
+    fake = FakePowercap.typical_server(tmp_path / "sys", sockets=2)
+    out = run_check(
+        tmp_path,
+        {"collectors": {"rapl": {"enabled": True, "path": str(fake.class_dir)}}},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:4] == ["COLLECTOR", "TARGET", "STATUS", "DETAIL"]
+    rapl_rows = [line for line in lines if line.startswith("rapl")]
+    for domain in ("package-0", "package-1", "core-0", "dram-1"):
+        assert any(domain in row and " ok " in row for row in rapl_rows), (domain, rapl_rows)
+    # RAPL is readable, so no estimate is needed.
+    assert any(line.startswith("estimate") and "not needed" in line for line in lines)
+
+
+def test_check_fails_with_the_fix_when_a_required_collector_cannot_read(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = run_check(tmp_path, {"collectors": {"rapl": {"enabled": True, "path": str(empty)}}})
+    assert out.returncode == 1
+    assert "FAIL" in out.stdout
+    assert "fix:" in out.stdout
+    assert "required collector(s) cannot read: rapl" in out.stdout
+
+
+def test_check_on_this_vm_recommends_the_estimate_and_exits_0(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = run_check(tmp_path, {"collectors": {"rapl": {"path": str(empty)}}})
+    assert out.returncode == 0
+    assert any(line.startswith("estimate") and " ok " in line for line in out.stdout.splitlines())
+    assert "nvml" in out.stdout
