@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.procs import fake_powercap, http_get, jouled, wait_for, write_config
-from tests.support.prometheus import prometheus
+from tests.support.prometheus import run_prometheus
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +29,11 @@ def test_60w_package_that_wraps_every_3s_reads_60w_through_prometheus(tmp_path: 
                 },
             },
         ) as daemon,
-        prometheus(tmp_path, [daemon.metrics_url]) as prom,
+        run_prometheus(
+            tmp_path / "prom", [daemon.metrics_url.removeprefix("http://")], rule_files=()
+        ) as prom,
     ):  # fmt: skip
-        wait_for(prom.targets_up, 20, "target up")
+        prom.wait_for_targets_up()
         time.sleep(13)
         pkg = prom.value('rate(jouled_domain_energy_joules_total{domain="package-0"}[10s])')
         assert pkg == pytest.approx(60.0, rel=0.03)
@@ -42,9 +44,9 @@ def test_60w_package_that_wraps_every_3s_reads_60w_through_prometheus(tmp_path: 
         dram = prom.value('rate(jouled_host_energy_joules_total{component="dram"}[10s])')
         assert dram == pytest.approx(6.0, rel=0.03)
         # No estimate where RAPL is readable, and no counter reset mistaken for a wrap.
-        assert prom.query('jouled_host_energy_joules_total{source="estimate"}') == []
+        assert prom.result('jouled_host_energy_joules_total{source="estimate"}') == []
         assert prom.value('max_over_time(jouled_collector_up{collector="rapl"}[15s])') == 1.0
-        resets = prom.query("jouled_domain_resets_total")
+        resets = prom.result("jouled_domain_resets_total")
         assert all(float(r["value"][1]) == 0 for r in resets)
         # Host power never spikes across wraps: the per-scrape rate stays near 60 W.
         worst = prom.value(
