@@ -122,7 +122,6 @@ class Sampler:
         self._resets: dict[DomainKey, int] = {}
         self._status: dict[str, CollectorStatus] = {}
         self._last_t = clock.monotonic()
-        self._last_w = clock.time()
         self._seq = 0
         self.snapshot: Snapshot = EMPTY
         self.set_collectors(collectors)
@@ -189,7 +188,10 @@ class Sampler:
         results = await asyncio.gather(*(self._read(c) for c in self._collectors))
         t1 = self._clock.monotonic()
         w1 = self._clock.time()
-        t0, w0 = self._last_t, self._last_w
+        t0 = self._last_t
+        # The tick's wall interval keeps its monotonic length, placed by the wall clock at
+        # its end: an NTP step moves the next tick, never stretches or inverts it.
+        w0 = w1 - (t1 - t0)
         deltas: list[tuple[DomainReading, float]] = []
         for collector, (sample, status) in zip(self._collectors, results, strict=True):
             self._log_transition(collector.name, status)
@@ -233,7 +235,7 @@ class Sampler:
             host_j=frozen(host_j),
             gpu_j=frozen(gpu_j),
         )
-        self._last_t, self._last_w = t1, w1
+        self._last_t = t1
         base = Snapshot(
             seq=self._seq,
             wall_time=w1,

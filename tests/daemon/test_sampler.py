@@ -232,3 +232,30 @@ async def test_swapping_collectors_keeps_totals_and_rebaselines() -> None:
     snap = await sampler.tick()
     assert snap.domain_energy_j[("package-0", "rapl")] == 40.0
     sampler.close()
+
+
+async def test_wall_clock_steps_never_stretch_or_invert_a_tick() -> None:
+    clock = FakeClock(start_wall=1_700_000_000.0)
+    rapl = rapl_server()
+    seen: list[Tick] = []
+
+    class Recorder:
+        name = "rec"
+
+        def on_tick(self, tick: Tick, snapshot: Snapshot) -> object:
+            seen.append(tick)
+            return None
+
+    sampler = Sampler([rapl], clock, stages=[Recorder()])
+    await sampler.tick()
+    clock.advance(1.0)
+    clock.jump_wall(3600.0)  # NTP steps forward an hour
+    await sampler.tick()
+    clock.advance(1.0)
+    clock.jump_wall(-7200.0)  # and back two hours
+    await sampler.tick()
+    assert [t.w1 - t.w0 for t in seen[1:]] == [1.0, 1.0]
+    assert seen[1].w1 == clock.time() + 7200.0 - 1.0
+    assert seen[2].w1 == clock.time()
+    assert [t.seconds for t in seen[1:]] == [1.0, 1.0]
+    sampler.close()
