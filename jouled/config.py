@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Enabled = Literal["auto"] | bool
 
@@ -173,6 +181,185 @@ class SpansConfig(_Strict):
         return value
 
 
+HOURS_PER_DAY = 24
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _hourly(value: float | tuple[float, ...], what: str) -> float | tuple[float, ...]:
+    if isinstance(value, tuple) and len(value) != HOURS_PER_DAY:
+        raise ValueError(
+            f"an hourly {what} profile needs exactly 24 values (hour 0 to 23 UTC), got {len(value)}"
+        )
+    return value
+
+
+class GridProviderConfig(_Strict):
+    """A live grid-intensity source, polled in the background (see docs/COST.md)."""
+
+    # electricitymaps: /v3/carbon-intensity/latest (auth-token header, zone required);
+    # uk_national_grid: api.carbonintensity.org.uk /intensity (no token, Great Britain);
+    # watttime: /v3/forecast co2_moer (lbs/MWh, converted; region required).
+    provider: Literal["electricitymaps", "uk_national_grid", "watttime"]
+    zone: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # A file holding the API token (watttime: a token, or USER:PASSWORD to log in).
+    # Read on each poll, so a rotated token is picked up; never logged or exported.
+    token_file: Path | None = None
+    # Base URL override (a proxy, a test server); default: the provider's public API.
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    interval: float = Field(default=300.0, ge=0.05, le=86400)
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    # After this long without a good answer the static fallback stands again.
+    max_age: float = Field(default=6 * 3600.0, gt=0)
+    # gCO2e/kWh in force until the first good answer (and after max_age).
+    fallback: float = Field(default=475.0, ge=0, le=5000)
+
+    @model_validator(mode="after")
+    def _needs(self) -> GridProviderConfig:
+        if self.provider in ("electricitymaps", "watttime"):
+            if self.zone is None:
+                what = "zone (e.g. DE)" if self.provider == "electricitymaps" else "zone (region)"
+                raise ValueError(f"provider {self.provider} needs {what}")
+            if self.token_file is None:
+                raise ValueError(f"provider {self.provider} needs token_file (a file path)")
+        return self
+
+
+class EnergyPriceConfig(_Strict):
+    # A flat price, or 24 hourly prices (hour 0 to 23 UTC) for a time-of-use tariff.
+    per_kwh: float | tuple[float, ...] = Field(default=0.20)
+    # ISO 4217 code; every cost jouled reports is in this currency.
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("per_kwh", mode="before")
+    @classmethod
+    def _price_shape(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            if not all(_is_number(v) for v in value):
+                raise ValueError("an hourly price profile must hold 24 numbers")
+            return tuple(float(v) for v in value)
+        if not _is_number(value):
+            raise ValueError("expected a price per kWh, or a list of 24 hourly prices")
+        return value
+
+    @field_validator("per_kwh")
+    @classmethod
+    def _price(cls, value: float | tuple[float, ...]) -> float | tuple[float, ...]:
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v < 0 for v in values):
+            raise ValueError("per_kwh must be >= 0")
+        return _hourly(value, "price")
+
+
+class HardwareCostConfig(_Strict):
+    """Hardware rented or amortized by the hour, charged to workloads by energy share."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Price per hour per unit in energy_price.currency; omitted: the preset's (USD only).
+    per_hour: float | None = Field(default=None, ge=0)
+    count: int = Field(default=1, ge=1, le=1024)
+    # The component whose energy share charges a workload: gpu for accelerators, cpu for the
+    # rest; host: the share of all host IT energy. Omitted: gpu for a GPU preset, else cpu.
+    component: Literal["cpu", "dram", "gpu", "other", "host"] | None = None
+
+
+class CostConfig(_Strict):
+    # Seconds of measured power behind the live $/h and gCO2e/h gauges.
+    window: float = Field(default=60.0, gt=0, le=86400)
+    # Power usage effectiveness: facility energy / IT energy. 1.58 is the Uptime Institute
+    # survey average; hyperscale clouds report about 1.1 (docs/COST.md lists values).
+    pue: float = Field(default=1.58, ge=1.0, le=5.0)
+    # gCO2e per kWh: a number (475: the IEA world average), 24 hourly values (UTC), or a
+    # provider block.
+    grid_intensity: float | tuple[float, ...] | GridProviderConfig = 475.0
+    energy_price: EnergyPriceConfig = EnergyPriceConfig()
+    hardware: tuple[HardwareCostConfig, ...] = ()
+
+    @field_validator("grid_intensity", mode="before")
+    @classmethod
+    def _intensity_shape(cls, value: Any) -> Any:
+        # Validated here rather than by the union, so an error names the branch the user
+        # meant instead of listing every branch's complaint.
+        if isinstance(value, dict):
+            try:
+                return GridProviderConfig.model_validate(value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(str(x) for x in err["loc"])
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                if err["type"] == "extra_forbidden":
+                    msg = "unknown key"
+                raise ValueError(f"{key + ': ' if key else ''}{msg}") from None
+        if isinstance(value, list | tuple):
+            if not all(_is_number(v) for v in value):
+                raise ValueError("an hourly profile must hold 24 numbers (gCO2e/kWh)")
+            return tuple(float(v) for v in value)
+        if not _is_number(value):
+            raise ValueError(
+                "expected a number (gCO2e/kWh), a list of 24 hourly numbers, "
+                "or a provider block {provider: electricitymaps | uk_national_grid | watttime}"
+            )
+        return value
+
+    @field_validator("grid_intensity")
+    @classmethod
+    def _intensity(
+        cls, value: float | tuple[float, ...] | GridProviderConfig
+    ) -> float | tuple[float, ...] | GridProviderConfig:
+        if isinstance(value, GridProviderConfig):
+            return value
+        values = value if isinstance(value, tuple) else (value,)
+        if any(not 0 <= v <= 5000 for v in values):
+            raise ValueError("grid intensity must be between 0 and 5000 gCO2e/kWh")
+        return _hourly(value, "grid intensity")
+
+    @field_validator("hardware")
+    @classmethod
+    def _hardware_prices(
+        cls, value: tuple[HardwareCostConfig, ...], info: ValidationInfo
+    ) -> tuple[HardwareCostConfig, ...]:
+        from jouled.costmodel.hardware import PRESETS
+
+        names = [h.name.lower() for h in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"hardware names must be unique: {', '.join(dupes)} repeated")
+        price = info.data.get("energy_price")
+        currency = price.currency if isinstance(price, EnergyPriceConfig) else "USD"
+        priced = sorted(n for n, p in PRESETS.items() if p.price_per_hour_usd is not None)
+        for h in value:
+            if h.per_hour is not None:
+                continue
+            preset = next((p for n, p in PRESETS.items() if n.lower() == h.name.lower()), None)
+            if preset is None or preset.price_per_hour_usd is None:
+                raise ValueError(
+                    f"hardware {h.name!r} needs per_hour (presets with a price: "
+                    f"{', '.join(priced)})"
+                )
+            if currency != "USD":
+                raise ValueError(
+                    f"hardware {h.name!r}: the preset price is in USD but energy_price.currency "
+                    f"is {currency}; give per_hour in {currency}"
+                )
+        return value
+
+
+class LedgerConfig(_Strict):
+    # SQLite file (WAL); empty or null disables the ledger. Its directory is created.
+    path: Path | None = Path("/var/lib/jouled/ledger.db")
+    # Seconds between writes; a crash (kill -9) loses at most this much of the books.
+    flush_interval: float = Field(default=10.0, ge=0.05, le=3600)
+    # Days of per-minute rows kept; 0 keeps them forever.
+    retention_days: float = Field(default=400.0, ge=0)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _empty_disables(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
 class Config(_Strict):
     interval: float = Field(default=1.0, ge=0.1, le=60.0)
     listen: HostPort = "0.0.0.0:9877"
@@ -181,6 +368,8 @@ class Config(_Strict):
     workloads: tuple[WorkloadConfig, ...] = ()
     attribution: AttributionConfig = AttributionConfig()
     spans: SpansConfig = SpansConfig()
+    cost: CostConfig = CostConfig()
+    ledger: LedgerConfig = LedgerConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _hp = field_validator("listen")(_check_hostport)

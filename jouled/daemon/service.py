@@ -27,13 +27,17 @@ from jouled.attribution.stage import AttributionStage, GpuProcesses
 from jouled.clock import Clock, SystemClock
 from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
 from jouled.collectors.estimate import EstimateCollector
-from jouled.config import Config, ConfigError
+from jouled.config import Config, ConfigError, GridProviderConfig
+from jouled.costmodel.grid import GridPoller
+from jouled.costmodel.live import CostStage
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector
+from jouled.exporter.cost import CostCollector
 from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.ingest.app import build_ingest_app
+from jouled.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +175,10 @@ class Daemon:
         self._runners: list[web.AppRunner] = []
         self.sampler: Sampler | None = None
         self.attribution: AttributionStage | None = None
+        self.cost: CostStage | None = None
+        self.ledger: Ledger | None = None
+        self.grid: GridPoller | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.bound: dict[str, tuple[str, int]] = {}
 
@@ -188,16 +196,34 @@ class Daemon:
         if not plan.collectors:
             log.warning("no collector enabled: jouled serves health metrics only")
         self.attribution = AttributionStage(cfg, gpu_processes=_gpu_processes(plan.collectors))
+        # An unwritable ledger logs one warning and leaves the live metrics running.
+        ledger = self.ledger = Ledger(
+            cfg.ledger.path, retention_days=cfg.ledger.retention_days, wall=self.clock.time
+        )
+        if cfg.ledger.path is not None:
+            await ledger.open_async()
+        self.grid = self._grid_poller(cfg)
+        self.cost = CostStage(cfg.cost, self.grid, sink=ledger.add)
         self.sampler = Sampler(
             plan.collectors,
             self.clock,
             timeout_s=self._timeout(cfg),
-            stages=[self.attribution],
+            stages=[self.attribution, self.cost],
         )
         sampler = self.sampler
         self.registry.register(SnapshotCollector(lambda: sampler.snapshot))
         self.registry.register(AttributionCollector(lambda: sampler.snapshot))
+        self.registry.register(
+            CostCollector(
+                lambda: sampler.snapshot,
+                ledger=ledger.status,
+                grid=lambda: self.grid.status() if self.grid is not None else None,
+            )
+        )
         await sampler.tick()  # baselines; the first published tick carries no energy yet
+        self._start_task("ledger", ledger.run(cfg.ledger.flush_interval))
+        if self.grid is not None:
+            self._start_task("grid", self.grid.run())
         health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)
         await self._serve("metrics", build_metrics_app(self.registry, health), cfg.listen)
         if cfg.ingest.enabled:
@@ -211,6 +237,16 @@ class Daemon:
                 model_cap=cfg.spans.max_models_per_workload,
             )
             await self._serve("ingest", ingest, cfg.ingest.listen)
+
+    def _grid_poller(self, cfg: Config) -> GridPoller | None:
+        gi = cfg.cost.grid_intensity
+        return GridPoller(gi, self.clock) if isinstance(gi, GridProviderConfig) else None
+
+    def _start_task(self, name: str, coro: Any) -> None:
+        old = self._tasks.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._tasks[name] = asyncio.ensure_future(coro)
 
     async def _serve(self, name: str, app: web.Application, listen: str) -> None:
         host, port = split_listen(listen)
@@ -271,6 +307,18 @@ class Daemon:
             new.workloads != old.workloads or new.attribution != old.attribution
         ):
             self.attribution.reconfigure(new)
+        if self.cost is not None and new.cost != old.cost:
+            if new.cost.grid_intensity != old.cost.grid_intensity:
+                self.grid = self._grid_poller(new)
+                if self.grid is not None:
+                    self._start_task("grid", self.grid.run())
+                elif (task := self._tasks.pop("grid", None)) is not None:
+                    task.cancel()
+            if new.cost.energy_price.currency != old.cost.energy_price.currency:
+                log.warning("cost totals so far keep their values under the new currency label")
+            self.cost.reconfigure(new.cost, self.grid)
+        if new.ledger != old.ledger:
+            log.warning("ledger settings change only on restart")
         self.config = new
         log.info("configuration reloaded from %s", self.config_path or "embedded defaults")
         self.notifier.ready("reloaded")
@@ -323,6 +371,19 @@ class Daemon:
             self.sampler.publish_stage(
                 self.attribution.name, self.attribution.flush(self.clock.time())
             )
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        if self.cost is not None and self.sampler is not None:
+            # Books for the requests the attribution flush settled, then the last write.
+            section = self.sampler.snapshot.extra.get("attribution")
+            self.sampler.publish_stage(
+                self.cost.name, self.cost.flush(section, self.clock.time(), self.clock.monotonic())
+            )
+        if self.ledger is not None:
+            await self.ledger.flush_async()
+            await self.ledger.close_async()
         if self.sampler is not None:
             await asyncio.to_thread(self.sampler.close)
 

@@ -1,0 +1,431 @@
+"""Live cost and carbon: each tick's measured energy turned into money and gCO2e.
+
+Facility energy is IT energy times PUE (power usage effectiveness: what the building draws
+per joule the servers draw). Emissions are facility kWh times the grid intensity (gCO2e per
+kWh) in force at that tick; energy cost is facility kWh times the price per kWh in force;
+hardware cost is an hourly price times time, charged to a workload by its share of the
+energy of the component that hardware is (a GPU by GPU energy, the rest by CPU energy).
+Counters accumulate tick by tick with the factors in force (time-matched accounting); the
+$/h and gCO2e/h gauges use the power of the last ``window`` seconds and today's factors.
+
+Stdlib only, and no import of the daemon: ticks and snapshots are read through protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Protocol, runtime_checkable
+
+from jouled.config import CostConfig, GridProviderConfig
+from jouled.costmodel.hardware import PRESETS
+
+log = logging.getLogger(__name__)
+
+J_PER_KWH: Final = 3.6e6
+SECONDS_PER_HOUR: Final = 3600.0
+KIND_ENERGY: Final = "energy"
+KIND_HARDWARE: Final = "hardware"
+GPU_PRESETS: Final = frozenset(n.lower() for n in PRESETS if not n.startswith("thesis-"))
+
+
+# --- the arithmetic (pure; the unit tests check it by hand) ---
+def facility_kwh(it_energy_j: float, pue: float) -> float:
+    return it_energy_j * pue / J_PER_KWH
+
+
+def emissions_g(it_energy_j: float, pue: float, grid_g_per_kwh: float) -> float:
+    return facility_kwh(it_energy_j, pue) * grid_g_per_kwh
+
+
+def energy_cost(it_energy_j: float, pue: float, price_per_kwh: float) -> float:
+    return facility_kwh(it_energy_j, pue) * price_per_kwh
+
+
+def rate_per_hour(it_power_w: float, pue: float, per_kwh: float) -> float:
+    """Grams or money per hour at a steady IT power: 100 W, PUE 1.5, 400 g/kWh -> 60 g/h."""
+    return it_power_w / 1000.0 * pue * per_kwh
+
+
+def hour_of(value: float | tuple[float, ...], wall_s: float) -> float:
+    """A flat value, or the entry of a 24-hour profile for the UTC hour of ``wall_s``."""
+    if isinstance(value, tuple):
+        return value[int(wall_s // SECONDS_PER_HOUR) % 24]
+    return value
+
+
+# --- where the grid intensity comes from ---
+class IntensitySource(Protocol):
+    """gCO2e/kWh in force at a time, and how old that value is (seconds)."""
+
+    name: str
+
+    def current(self, wall_s: float, mono_s: float) -> tuple[float, float]: ...
+
+
+class StaticIntensity:
+    """A configured number or hourly profile: always fresh (age 0)."""
+
+    name = "static"
+
+    def __init__(self, value: float | tuple[float, ...]) -> None:
+        self.value = value
+
+    def current(self, wall_s: float, mono_s: float) -> tuple[float, float]:
+        return hour_of(self.value, wall_s), 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Factors:
+    """The conversion factors in force at one tick (stored with every ledger row)."""
+
+    pue: float
+    grid_g_per_kwh: float
+    grid_age_s: float
+    price_per_kwh: float
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class HardwareItem:
+    name: str
+    per_hour: float  # per unit, in the energy price's currency
+    count: int
+    component: str  # cpu | dram | gpu | other | host
+
+    @property
+    def total_per_hour(self) -> float:
+        return self.per_hour * self.count
+
+
+def hardware_items(cfg: CostConfig) -> tuple[HardwareItem, ...]:
+    """Config entries with preset prices filled in (config validation vouched for them)."""
+    items = []
+    for h in cfg.hardware:
+        preset = next((p for n, p in PRESETS.items() if n.lower() == h.name.lower()), None)
+        price = h.per_hour
+        if price is None:
+            assert preset is not None and preset.price_per_hour_usd is not None
+            price = preset.price_per_hour_usd
+        component = h.component or ("gpu" if h.name.lower() in GPU_PRESETS else "cpu")
+        items.append(HardwareItem(h.name, price, h.count, component))
+    return tuple(items)
+
+
+# --- what the stage reads (structural: costmodel never imports the daemon) ---
+class TickLike(Protocol):
+    @property
+    def t1(self) -> float: ...
+    @property
+    def w1(self) -> float: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def host_j(self) -> Mapping[tuple[str, str], float]: ...
+
+
+class SnapshotLike(Protocol):
+    @property
+    def extra(self) -> Mapping[str, Any]: ...
+
+
+class RequestStatsLike(Protocol):
+    @property
+    def count(self) -> int: ...
+    @property
+    def energy_sum_j(self) -> float: ...
+    @property
+    def gflops_total(self) -> float: ...
+
+
+@runtime_checkable
+class AttributionLike(Protocol):
+    @property
+    def workload_energy_j(self) -> Mapping[tuple[str, str, str], float]: ...
+    @property
+    def requests(self) -> Mapping[tuple[str, str], RequestStatsLike]: ...
+
+
+# --- one tick's books, handed to the ledger ---
+@dataclass(frozen=True, slots=True)
+class Books:
+    """Energy (IT, by component), money and emissions of one party over one tick."""
+
+    energy_j: Mapping[str, float]
+    cost_energy: float
+    cost_hardware: float
+    emissions_g: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBooks:
+    """Requests settled this tick for one (workload, model): their energy and its price."""
+
+    count: int
+    energy_j: float
+    gflops: float
+    cost_energy: float
+    emissions_g: float
+
+
+@dataclass(frozen=True, slots=True)
+class CostDelta:
+    wall_s: float  # end of the tick (the ledger's minute)
+    seconds: float
+    factors: Factors
+    host: Books
+    workloads: Mapping[str, Books]
+    requests: Mapping[tuple[str, str], RequestBooks]
+
+
+CostSink = Callable[[CostDelta], None]
+
+
+# --- the published section ---
+@dataclass(frozen=True, slots=True)
+class CostSnapshot:
+    factors: Factors
+    grid_source: str
+    window_s: float  # seconds of ticks behind the gauges (less than `window` after start)
+    host_cost_per_hour: Mapping[str, float]  # kind
+    host_emissions_g_per_hour: float
+    workload_cost_per_hour: Mapping[tuple[str, str], float]  # (workload, kind)
+    workload_emissions_g_per_hour: Mapping[str, float]
+    host_cost_total: Mapping[str, float]  # kind
+    host_emissions_g_total: float
+    workload_cost_total: Mapping[tuple[str, str], float]
+    workload_emissions_g_total: Mapping[str, float]
+    hardware_per_hour: Mapping[str, float] = field(default_factory=dict)  # item name
+
+
+def _frozen(m: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(m))
+
+
+@dataclass(slots=True)
+class _WindowTick:
+    t1: float
+    seconds: float
+    host_j: dict[str, float]  # component (and "host" for the sum)
+    workload_j: dict[str, dict[str, float]]  # workload -> component (and "host")
+
+
+class CostStage:
+    """A tick stage after attribution: converts, accumulates, publishes, feeds the ledger."""
+
+    name = "cost"
+
+    def __init__(
+        self,
+        cfg: CostConfig,
+        grid: IntensitySource | None = None,
+        *,
+        sink: CostSink | None = None,
+    ) -> None:
+        self._sink = sink
+        self._grid: IntensitySource = StaticIntensity(475.0)
+        self._cfg = cfg
+        self._items: tuple[HardwareItem, ...] = ()
+        self.reconfigure(cfg, grid)
+        self._window: deque[_WindowTick] = deque()
+        self._last_workload_j: dict[tuple[str, str, str], float] = {}
+        self._last_requests: dict[tuple[str, str], tuple[int, float, float]] = {}
+        self._host_cost: dict[str, float] = {}
+        self._host_g = 0.0
+        self._wl_cost: dict[tuple[str, str], float] = {}
+        self._wl_g: dict[str, float] = {}
+        self.last: CostSnapshot | None = None
+
+    def reconfigure(self, cfg: CostConfig, grid: IntensitySource | None = None) -> None:
+        """Apply reloaded settings; totals carry on (a price change is not retroactive)."""
+        self._cfg = cfg
+        self._items = hardware_items(cfg)
+        if grid is not None:
+            self._grid = grid
+        elif isinstance(cfg.grid_intensity, GridProviderConfig):
+            # No poller handed in: the provider's fallback stands, visibly static.
+            self._grid = StaticIntensity(cfg.grid_intensity.fallback)
+        else:
+            self._grid = StaticIntensity(cfg.grid_intensity)
+
+    def set_sink(self, sink: CostSink | None) -> None:
+        self._sink = sink
+
+    def factors(self, wall_s: float, mono_s: float) -> Factors:
+        grid_g, age_s = self._grid.current(wall_s, mono_s)
+        price = hour_of(self._cfg.energy_price.per_kwh, wall_s)
+        return Factors(self._cfg.pue, grid_g, age_s, price, self._cfg.energy_price.currency)
+
+    # --- the tick ---
+    def on_tick(self, tick: TickLike, snapshot: SnapshotLike) -> CostSnapshot:
+        host_j: dict[str, float] = {}
+        for (component, _source), j in tick.host_j.items():
+            host_j[component] = host_j.get(component, 0.0) + j
+        section = snapshot.extra.get("attribution")
+        attribution = section if isinstance(section, AttributionLike) else None
+        return self._account(tick.w1, tick.t1, tick.seconds, host_j, attribution)
+
+    def flush(self, attribution: object, wall_s: float, mono_s: float) -> CostSnapshot | None:
+        """Books for what the attribution's final flush settled (no time passes)."""
+        section = attribution if isinstance(attribution, AttributionLike) else None
+        if self.last is None and section is None:
+            return None
+        return self._account(wall_s, mono_s, 0.0, {}, section)
+
+    def _workload_deltas(self, a: AttributionLike | None) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        if a is None:
+            return out
+        for key, total in a.workload_energy_j.items():
+            prev = self._last_workload_j.get(key, 0.0)
+            self._last_workload_j[key] = total
+            delta = total - prev
+            if delta <= 0:
+                continue  # cumulative never rewinds; a negative step is not energy
+            parts = out.setdefault(key[0], {})
+            parts[key[1]] = parts.get(key[1], 0.0) + delta
+        return out
+
+    def _request_deltas(
+        self, a: AttributionLike | None, f: Factors
+    ) -> dict[tuple[str, str], RequestBooks]:
+        out: dict[tuple[str, str], RequestBooks] = {}
+        if a is None:
+            return out
+        for key, st in a.requests.items():
+            n0, j0, g0 = self._last_requests.get(key, (0, 0.0, 0.0))
+            self._last_requests[key] = (st.count, st.energy_sum_j, st.gflops_total)
+            n = st.count - n0
+            if n <= 0:
+                continue
+            j = max(0.0, st.energy_sum_j - j0)
+            out[key] = RequestBooks(
+                count=n,
+                energy_j=j,
+                gflops=max(0.0, st.gflops_total - g0),
+                cost_energy=energy_cost(j, f.pue, f.price_per_kwh),
+                emissions_g=emissions_g(j, f.pue, f.grid_g_per_kwh),
+            )
+        return out
+
+    def _account(
+        self,
+        wall_s: float,
+        mono_s: float,
+        seconds: float,
+        host_j: dict[str, float],
+        attribution: AttributionLike | None,
+    ) -> CostSnapshot:
+        f = self.factors(wall_s, mono_s)
+        workload_j = self._workload_deltas(attribution)
+        host_total_j = math.fsum(host_j.values())
+        host_hw = math.fsum(i.total_per_hour for i in self._items) * seconds / SECONDS_PER_HOUR
+        host = Books(
+            energy_j=_frozen(host_j),
+            cost_energy=energy_cost(host_total_j, f.pue, f.price_per_kwh),
+            cost_hardware=host_hw,
+            emissions_g=emissions_g(host_total_j, f.pue, f.grid_g_per_kwh),
+        )
+        host_by = {**host_j, "host": host_total_j}
+        workloads: dict[str, Books] = {}
+        for workload, parts in workload_j.items():
+            wl_total = math.fsum(parts.values())
+            by = {**parts, "host": wl_total}
+            hw = 0.0
+            for item in self._items:
+                hw += item.total_per_hour * seconds / SECONDS_PER_HOUR * _share(by, host_by, item)
+            workloads[workload] = Books(
+                energy_j=_frozen(parts),
+                cost_energy=energy_cost(wl_total, f.pue, f.price_per_kwh),
+                cost_hardware=hw,
+                emissions_g=emissions_g(wl_total, f.pue, f.grid_g_per_kwh),
+            )
+        requests = self._request_deltas(attribution, f)
+
+        self._host_cost[KIND_ENERGY] = self._host_cost.get(KIND_ENERGY, 0.0) + host.cost_energy
+        if self._items:
+            hw_total = self._host_cost.get(KIND_HARDWARE, 0.0) + host.cost_hardware
+            self._host_cost[KIND_HARDWARE] = hw_total
+        self._host_g += host.emissions_g
+        for workload, b in workloads.items():
+            for kind, v in ((KIND_ENERGY, b.cost_energy), (KIND_HARDWARE, b.cost_hardware)):
+                if kind == KIND_HARDWARE and not self._items:
+                    continue
+                self._wl_cost[(workload, kind)] = self._wl_cost.get((workload, kind), 0.0) + v
+            self._wl_g[workload] = self._wl_g.get(workload, 0.0) + b.emissions_g
+        if seconds > 0:
+            self._window.append(
+                _WindowTick(
+                    mono_s,
+                    seconds,
+                    host_by,
+                    {w: {**p, "host": math.fsum(p.values())} for w, p in workload_j.items()},
+                )
+            )
+        while self._window and self._window[0].t1 <= mono_s - self._cfg.window:
+            self._window.popleft()
+
+        if self._sink is not None and (seconds > 0 or workloads or requests):
+            try:
+                self._sink(CostDelta(wall_s, seconds, f, host, workloads, requests))
+            except Exception:  # the books failing must not stop the live numbers
+                log.exception("cost sink failed; this tick is missing from the ledger")
+        self.last = self._publish(f)
+        return self.last
+
+    def _publish(self, f: Factors) -> CostSnapshot:
+        span_s = math.fsum(t.seconds for t in self._window)
+        host_sum: dict[str, float] = {}
+        wl_sum: dict[str, dict[str, float]] = {}
+        for t in self._window:
+            for c, j in t.host_j.items():
+                host_sum[c] = host_sum.get(c, 0.0) + j
+            for w, parts in t.workload_j.items():
+                mine = wl_sum.setdefault(w, {})
+                for c, j in parts.items():
+                    mine[c] = mine.get(c, 0.0) + j
+        host_w = host_sum.get("host", 0.0) / span_s if span_s > 0 else 0.0
+        hw_per_hour = math.fsum(i.total_per_hour for i in self._items)
+        host_rate = {KIND_ENERGY: rate_per_hour(host_w, f.pue, f.price_per_kwh)}
+        if self._items:
+            host_rate[KIND_HARDWARE] = hw_per_hour
+        wl_rate: dict[tuple[str, str], float] = {}
+        wl_g_rate: dict[str, float] = {}
+        for w in sorted({w for (w, _k) in self._wl_cost} | set(wl_sum)):
+            parts = wl_sum.get(w, {})
+            power_w = parts.get("host", 0.0) / span_s if span_s > 0 else 0.0
+            wl_rate[(w, KIND_ENERGY)] = rate_per_hour(power_w, f.pue, f.price_per_kwh)
+            if self._items:
+                wl_rate[(w, KIND_HARDWARE)] = math.fsum(
+                    i.total_per_hour * _share(parts, host_sum, i) for i in self._items
+                )
+            wl_g_rate[w] = rate_per_hour(power_w, f.pue, f.grid_g_per_kwh)
+        return CostSnapshot(
+            factors=f,
+            grid_source=self._grid.name,
+            window_s=span_s,
+            host_cost_per_hour=_frozen(host_rate),
+            host_emissions_g_per_hour=rate_per_hour(host_w, f.pue, f.grid_g_per_kwh),
+            workload_cost_per_hour=_frozen(wl_rate),
+            workload_emissions_g_per_hour=_frozen(wl_g_rate),
+            host_cost_total=_frozen(self._host_cost),
+            host_emissions_g_total=self._host_g,
+            workload_cost_total=_frozen(self._wl_cost),
+            workload_emissions_g_total=_frozen(self._wl_g),
+            hardware_per_hour=_frozen({i.name: i.total_per_hour for i in self._items}),
+        )
+
+
+def _share(part: Mapping[str, float], whole: Mapping[str, float], item: HardwareItem) -> float:
+    """A workload's share of one hardware item: its share of that component's energy.
+
+    Idle and unattributed energy stay with the host, so shares sum to at most 1.
+    """
+    denominator = whole.get(item.component, 0.0)
+    if denominator <= 0:
+        return 0.0
+    return min(1.0, max(0.0, part.get(item.component, 0.0) / denominator))

@@ -1,0 +1,181 @@
+"""Prometheus views of the cost section (money, gCO2e, factors) and of the ledger's health.
+
+Costs carry ``currency`` and ``kind`` (energy: facility energy x price; hardware: hourly
+prices charged by energy share). Emissions are grams of CO2e, PUE included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from jouled.costmodel.grid import GridStatus
+from jouled.costmodel.live import CostSnapshot
+from jouled.daemon.snapshot import Snapshot
+from jouled.ledger import LedgerStatus
+
+
+class CostCollector(Collector):
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        *,
+        ledger: Callable[[], LedgerStatus | None] = lambda: None,
+        grid: Callable[[], GridStatus | None] = lambda: None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._ledger = ledger
+        self._grid = grid
+
+    def collect(self) -> Iterator[Metric]:
+        section = self._snapshot().extra.get("cost")
+        if isinstance(section, CostSnapshot):
+            yield from _cost(section)
+        grid = self._grid()
+        if grid is not None:
+            yield from _grid(grid)
+        ledger = self._ledger()
+        if ledger is not None:
+            yield from _ledger(ledger)
+
+
+def _cost(c: CostSnapshot) -> Iterator[Metric]:
+    f = c.factors
+    cur = f.currency
+    g = GaugeMetricFamily(
+        "jouled_host_cost_per_hour",
+        "Host cost rate: energy = IT power over cost.window x PUE x price in force; "
+        "hardware = configured hourly prices.",
+        labels=["currency", "kind"],
+    )
+    for kind, v in sorted(c.host_cost_per_hour.items()):
+        g.add_metric([cur, kind], v)
+    yield g
+    g = GaugeMetricFamily(
+        "jouled_workload_cost_per_hour",
+        "Workload cost rate over cost.window (hardware: by its share of each item's "
+        "component energy).",
+        labels=["workload", "currency", "kind"],
+    )
+    for (workload, kind), v in sorted(c.workload_cost_per_hour.items()):
+        g.add_metric([workload, cur, kind], v)
+    yield g
+    g = GaugeMetricFamily(
+        "jouled_host_emissions_grams_per_hour",
+        "Host emissions rate in gCO2e/h: IT power over cost.window x PUE x grid intensity.",
+    )
+    g.add_metric([], c.host_emissions_g_per_hour)
+    yield g
+    g = GaugeMetricFamily(
+        "jouled_workload_emissions_grams_per_hour",
+        "Workload emissions rate in gCO2e/h over cost.window, PUE included.",
+        labels=["workload"],
+    )
+    for workload, v in sorted(c.workload_emissions_g_per_hour.items()):
+        g.add_metric([workload], v)
+    yield g
+
+    k = CounterMetricFamily(
+        "jouled_host_cost",
+        "Host cost since start, each tick at the price in force (time-matched).",
+        labels=["currency", "kind"],
+    )
+    for kind, v in sorted(c.host_cost_total.items()):
+        k.add_metric([cur, kind], v)
+    yield k
+    k = CounterMetricFamily(
+        "jouled_workload_cost",
+        "Workload cost since start, each tick at the price in force.",
+        labels=["workload", "currency", "kind"],
+    )
+    for (workload, kind), v in sorted(c.workload_cost_total.items()):
+        k.add_metric([workload, cur, kind], v)
+    yield k
+    k = CounterMetricFamily(
+        "jouled_host_emissions_grams",
+        "Host emissions in gCO2e since start, each tick at the grid intensity in force.",
+    )
+    k.add_metric([], c.host_emissions_g_total)
+    yield k
+    k = CounterMetricFamily(
+        "jouled_workload_emissions_grams",
+        "Workload emissions in gCO2e since start, PUE included.",
+        labels=["workload"],
+    )
+    for workload, v in sorted(c.workload_emissions_g_total.items()):
+        k.add_metric([workload], v)
+    yield k
+
+    g = GaugeMetricFamily(
+        "jouled_grid_intensity_grams_per_kwh", "Grid carbon intensity in force (gCO2e/kWh)."
+    )
+    g.add_metric([], f.grid_g_per_kwh)
+    yield g
+    g = GaugeMetricFamily(
+        "jouled_grid_intensity_age_seconds",
+        "Age of the grid intensity in force: 0 for a configured value; for a provider, "
+        "seconds since its last good answer (since start if none yet).",
+    )
+    g.add_metric([], f.grid_age_s)
+    yield g
+    g = GaugeMetricFamily("jouled_pue", "Power usage effectiveness applied (facility / IT).")
+    g.add_metric([], f.pue)
+    yield g
+    g = GaugeMetricFamily(
+        "jouled_energy_price_per_kwh", "Energy price in force per kWh.", labels=["currency"]
+    )
+    g.add_metric([cur], f.price_per_kwh)
+    yield g
+    g = GaugeMetricFamily(
+        "jouled_hardware_price_per_hour",
+        "Configured hardware price per hour (all units of the item).",
+        labels=["hardware", "currency"],
+    )
+    for name, v in sorted(c.hardware_per_hour.items()):
+        g.add_metric([name, cur], v)
+    yield g
+
+
+def _grid(s: GridStatus) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "jouled_grid_provider_up",
+        "1 if the last poll of the grid-intensity provider succeeded.",
+        labels=["provider"],
+    )
+    up.add_metric([s.provider], 1.0 if s.up else 0.0)
+    yield up
+    errors = CounterMetricFamily(
+        "jouled_grid_provider_errors",
+        "Failed polls of the grid-intensity provider, by reason.",
+        labels=["provider", "reason"],
+    )
+    for reason, n in sorted(s.errors.items()):
+        errors.add_metric([s.provider, reason], float(n))
+    yield errors
+
+
+def _ledger(s: LedgerStatus) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "jouled_ledger_up",
+        "1 if the ledger file is open and its last write succeeded (0: disabled or failing).",
+    )
+    up.add_metric([], 1.0 if s.up else 0.0)
+    yield up
+    rows = CounterMetricFamily(
+        "jouled_ledger_rows_written", "Per-minute ledger rows written (upserts)."
+    )
+    rows.add_metric([], float(s.rows_written))
+    yield rows
+    pending = GaugeMetricFamily(
+        "jouled_ledger_pending_rows", "Ledger rows held in memory until the next flush."
+    )
+    pending.add_metric([], float(s.pending_rows))
+    yield pending
+    errors = CounterMetricFamily(
+        "jouled_ledger_errors", "Ledger failures, by reason.", labels=["reason"]
+    )
+    for reason, n in sorted(s.errors.items()):
+        errors.add_metric([reason], float(n))
+    yield errors

@@ -1,0 +1,55 @@
+"""Real tick, snapshot and attribution objects for the cost stage, built by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from jouled.attribution.stage import AttributionSnapshot, RequestStats
+from jouled.daemon.sampler import Tick
+from jouled.daemon.snapshot import EMPTY, Snapshot, frozen
+
+T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+def tick(seq: int, host: Mapping[tuple[str, str], float], seconds: float = 1.0) -> Tick:
+    return Tick(
+        seq=seq,
+        t0=(seq - 1) * seconds,
+        t1=seq * seconds,
+        w0=T0 + (seq - 1) * seconds,
+        w1=T0 + seq * seconds,
+        domain_j=frozen({}),
+        host_j=frozen(host),
+        gpu_j=frozen({}),
+    )
+
+
+def attribution(
+    workload_j: Mapping[tuple[str, str, str], float],
+    requests: Mapping[tuple[str, str], tuple[int, float, float]] | None = None,
+) -> AttributionSnapshot:
+    return AttributionSnapshot(
+        workload_energy_j=frozen(workload_j),
+        idle_energy_j=frozen({}),
+        idle_power_w=frozen({}),
+        unattributed_energy_j=frozen({}),
+        workload_in_spans_j=frozen({}),
+        workload_outside_spans_j=frozen({}),
+        workload_processes=frozen({}),
+        requests=frozen(
+            {k: RequestStats(n, j, (n,), g) for k, (n, j, g) in (requests or {}).items()}
+        ),
+        energy_per_gflop_j=frozen({}),
+        buckets=(),
+        spans_received=0,
+        spans_accepted=0,
+        spans_late=0,
+        spans_rejected=frozen({}),
+        spans_pending=0,
+    )
+
+
+def snapshot(section: AttributionSnapshot | None) -> Snapshot:
+    from dataclasses import replace
+
+    return replace(EMPTY, extra=frozen({"attribution": section} if section else {}))

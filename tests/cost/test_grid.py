@@ -1,0 +1,334 @@
+"""Grid-intensity providers against local aiohttp servers answering with each provider's
+documented JSON, and with 401, 429, timeouts and garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+
+from jouled.clock import FakeClock
+from jouled.config import GridProviderConfig
+from jouled.costmodel import grid
+from jouled.costmodel.grid import GridPoller, ProviderError
+from jouled.daemon.snapshot import EMPTY
+from jouled.exporter.cost import CostCollector
+
+TOKEN = "s3cret-T0KEN-value"
+
+Handler = Callable[[web.Request], Any]
+
+
+class FakeApi:
+    """One loopback server; each test sets the handler and reads what was asked."""
+
+    def __init__(self) -> None:
+        self.handler: Handler = lambda r: web.json_response({})
+        self.requests: list[web.Request] = []
+        self.url = ""
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request)
+        result = self.handler(request)
+        if asyncio.iscoroutine(result):
+            result = await result
+        assert isinstance(result, web.StreamResponse)
+        return result
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeApi]:
+    fake = FakeApi()
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", fake._dispatch)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    fake.url = f"http://{host}:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    p = tmp_path / "token"
+    p.write_text(TOKEN + "\n")
+    return p
+
+
+def poller(api: FakeApi, provider: str, token_file: Path | None, **kw: Any) -> GridPoller:
+    cfg = GridProviderConfig(
+        provider=provider,  # type: ignore[arg-type]
+        zone="DE" if provider != "uk_national_grid" else None,
+        token_file=token_file,
+        url=api.url,
+        **{"timeout": 0.5, "fallback": 475.0, **kw},
+    )
+    return GridPoller(cfg, FakeClock())
+
+
+# Documented answers (Electricity Maps v3, carbonintensity.org.uk, WattTime v3).
+EMAPS = {
+    "zone": "DE",
+    "carbonIntensity": 302,
+    "datetime": "2025-01-01T10:00:00.000Z",
+    "updatedAt": "2025-01-01T09:48:12.102Z",
+    "emissionFactorType": "lifecycle",
+    "isEstimated": True,
+}
+UK = {
+    "data": [
+        {
+            "from": "2025-01-01T10:00Z",
+            "to": "2025-01-01T10:30Z",
+            "intensity": {"forecast": 266, "actual": 263, "index": "moderate"},
+        }
+    ]
+}
+WATTTIME = {
+    "data": [{"point_time": "2025-01-01T10:00:00+00:00", "value": 1000.0}],
+    "meta": {"region": "CAISO_NORTH", "signal_type": "co2_moer", "units": "lbs_co2_per_mwh"},
+}
+
+
+async def test_electricity_maps_latest_with_auth_token_header(
+    api: FakeApi, session: aiohttp.ClientSession, token_file: Path
+) -> None:
+    api.handler = lambda r: web.json_response(EMAPS)
+    p = poller(api, "electricitymaps", token_file)
+    assert await p.poll_once(session) == 302.0
+    req = api.requests[0]
+    assert req.path == "/v3/carbon-intensity/latest"
+    assert req.query["zone"] == "DE"
+    assert req.headers["auth-token"] == TOKEN
+    assert p.current(0, 0) == (302.0, 0.0)
+
+
+async def test_uk_national_grid_actual_else_forecast(
+    api: FakeApi, session: aiohttp.ClientSession
+) -> None:
+    api.handler = lambda r: web.json_response(UK)
+    p = poller(api, "uk_national_grid", None)
+    assert await p.poll_once(session) == 263.0
+    assert api.requests[0].path == "/intensity"
+    pending = {"data": [{**UK["data"][0], "intensity": {"forecast": 180, "actual": None}}]}
+    api.handler = lambda r: web.json_response(pending)
+    assert await p.poll_once(session) == 180.0
+
+
+async def test_watttime_moer_in_lbs_per_mwh_is_converted(
+    api: FakeApi, session: aiohttp.ClientSession, token_file: Path
+) -> None:
+    api.handler = lambda r: web.json_response(WATTTIME)
+    p = poller(api, "watttime", token_file)
+    # 1000 lbs/MWh = 453592.37 g / 1000 kWh = 453.59237 g/kWh.
+    assert await p.poll_once(session) == pytest.approx(453.59237)
+    req = api.requests[0]
+    assert req.path == "/v3/forecast"
+    assert req.query["signal_type"] == "co2_moer" and req.query["region"] == "DE"
+    assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+async def test_watttime_logs_in_with_user_password_and_again_when_the_token_expires(
+    api: FakeApi, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    creds = tmp_path / "wt"
+    creds.write_text("me:pw")
+    issued = iter(["tok-1", "tok-2"])
+
+    def handler(r: web.Request) -> web.Response:
+        if r.path == "/login":
+            assert r.headers["Authorization"].startswith("Basic ")
+            return web.json_response({"token": next(issued)})
+        if r.headers.get("Authorization") == "Bearer tok-1" and len(api.requests) > 2:
+            return web.json_response({"error": "expired"}, status=401)
+        return web.json_response(WATTTIME)
+
+    api.handler = handler
+    p = poller(api, "watttime", creds)
+    assert await p.poll_once(session) == pytest.approx(453.59237)
+    assert await p.poll_once(session) == pytest.approx(453.59237)
+    paths = [(r.path, r.headers.get("Authorization", "")[:6]) for r in api.requests]
+    assert [x for x, _ in paths] == [
+        "/login",
+        "/v3/forecast",
+        "/v3/forecast",
+        "/login",
+        "/v3/forecast",
+    ]
+    assert api.requests[-1].headers["Authorization"] == "Bearer tok-2"
+
+
+def status(code: int, headers: dict[str, str] | None = None) -> Handler:
+    return lambda r: web.json_response({"message": "no"}, status=code, headers=headers)
+
+
+async def slow(r: web.Request) -> web.Response:
+    await asyncio.sleep(2.0)
+    return web.json_response(EMAPS)
+
+
+@pytest.mark.parametrize(
+    ("handler", "reason"),
+    [
+        (status(401), grid.AUTH),
+        (status(403), grid.AUTH),
+        (status(429, {"Retry-After": "120"}), grid.RATE_LIMITED),
+        (status(500), grid.HTTP),
+        (slow, grid.TIMEOUT),
+        (lambda r: web.Response(text="<html>maintenance</html>"), grid.GARBAGE),
+        (lambda r: web.json_response({"carbonIntensity": "high"}), grid.GARBAGE),
+        (lambda r: web.json_response({"zone": "DE"}), grid.GARBAGE),
+        (lambda r: web.json_response([1, 2]), grid.GARBAGE),
+        (lambda r: web.json_response({"carbonIntensity": -5}), grid.GARBAGE),
+        (lambda r: web.json_response({"carbonIntensity": 1e9}), grid.GARBAGE),
+    ],
+)
+async def test_failures_keep_the_last_good_value_and_count_the_reason(
+    api: FakeApi,
+    session: aiohttp.ClientSession,
+    token_file: Path,
+    handler: Handler,
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    p = poller(api, "electricitymaps", token_file)
+    api.handler = lambda r: web.json_response(EMAPS)
+    assert await p.poll_once(session) == 302.0
+    api.handler = handler
+    with caplog.at_level(logging.DEBUG, logger="jouled.costmodel.grid"):
+        assert await p.poll_once(session) is None
+    s = p.status()
+    assert s.errors == {reason: 1} and not s.up
+    assert p.current(0, 0)[0] == 302.0  # the cache stands
+    assert "the last good value stands" in caplog.text
+    assert TOKEN not in caplog.text
+    if reason == grid.RATE_LIMITED:
+        assert p.next_delay_s() >= 120.0
+
+
+async def test_static_fallback_before_any_answer_and_after_max_age(
+    api: FakeApi, session: aiohttp.ClientSession, token_file: Path
+) -> None:
+    clock = FakeClock(start_monotonic=100.0)
+    cfg = GridProviderConfig(
+        provider="electricitymaps",
+        zone="DE",
+        token_file=token_file,
+        url=api.url,
+        timeout=0.5,
+        max_age=600,
+        fallback=321.0,
+    )
+    p = GridPoller(cfg, clock)
+    api.handler = status(503)
+    await p.poll_once(session)
+    clock.advance(30)
+    # Never a good answer: the fallback, as old as the poller.
+    assert p.current(0, clock.monotonic()) == (321.0, 30.0)
+    api.handler = lambda r: web.json_response(EMAPS)
+    await p.poll_once(session)
+    clock.advance(599)
+    assert p.current(0, clock.monotonic()) == (302.0, 599.0)
+    clock.advance(2)
+    assert p.current(0, clock.monotonic()) == (321.0, 601.0)
+
+
+async def test_unreachable_provider_and_missing_token_file(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    dead = FakeApi()
+    with socket_closed_port() as port:
+        dead.url = f"http://127.0.0.1:{port}"
+    p = poller(dead, "uk_national_grid", None)
+    assert await p.poll_once(session) is None
+    assert p.status().errors == {grid.NETWORK: 1}
+    p = poller(dead, "electricitymaps", tmp_path / "missing")
+    assert await p.poll_once(session) is None
+    assert p.status().errors == {grid.TOKEN: 1}
+
+
+class socket_closed_port:
+    """A loopback port nothing listens on (bound, read, released)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self._s = socket.socket()
+        self._s.bind(("127.0.0.1", 0))
+        return int(self._s.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self._s.close()
+
+
+def test_backoff_doubles_from_the_interval_caps_at_an_hour_and_honours_retry_after() -> None:
+    assert grid.backoff_s(0, 300) == 300
+    assert [grid.backoff_s(n, 300) for n in (1, 2, 3, 4, 5, 6)] == [
+        300,
+        600,
+        1200,
+        2400,
+        3600,
+        3600,
+    ]
+    assert grid.backoff_s(1, 10, retry_after_s=90) == 90
+    assert grid.backoff_s(50, 7200) == 7200  # never faster than the interval
+
+
+async def test_run_loop_polls_then_backs_off(api: FakeApi, token_file: Path) -> None:
+    answers = iter([200, 500, 500, 200])
+    api.handler = lambda r: web.json_response(EMAPS) if next(answers) == 200 else status(500)(r)
+    delays: list[float] = []
+    done = asyncio.Event()
+
+    async def fake_sleep(s: float) -> None:
+        delays.append(s)
+        if len(delays) == 4:
+            done.set()
+            await asyncio.Event().wait()  # park until cancelled
+
+    cfg = GridProviderConfig(
+        provider="electricitymaps", zone="DE", token_file=token_file, url=api.url, interval=10
+    )
+    p = GridPoller(cfg, FakeClock(), sleep=fake_sleep)
+    task = asyncio.ensure_future(p.run())
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert delays == [10, 10, 20, 10]
+    assert p.status().errors == {grid.HTTP: 2} and p.status().up
+
+
+def test_token_is_in_no_repr_status_or_metric(token_file: Path) -> None:
+    cfg = GridProviderConfig(
+        provider="electricitymaps", zone="DE", token_file=token_file, url="http://127.0.0.1:1"
+    )
+    p = GridPoller(cfg, FakeClock())
+    assert TOKEN not in repr(p.provider.__dict__)
+    registry = CollectorRegistry()
+    registry.register(CostCollector(lambda: EMPTY, grid=p.status))
+    text = generate_latest(registry).decode()
+    assert 'jouled_grid_provider_up{provider="electricitymaps"} 0.0' in text
+    assert TOKEN not in text
+
+
+def test_provider_error_carries_reason() -> None:
+    e = ProviderError(grid.RATE_LIMITED, "HTTP 429", 5.0)
+    assert (e.reason, e.retry_after_s, str(e)) == ("rate_limited", 5.0, "HTTP 429")
