@@ -203,7 +203,10 @@ class Sampler:
                 prev = self._last_cumulative.get(key)
                 self._last_cumulative[key] = reading.energy_j
                 if prev is None:
-                    continue  # first sight of this domain: a baseline, not energy
+                    # First sight of this domain: a baseline, not energy. The series starts
+                    # at 0 so that Prometheus's increase() counts the very first interval.
+                    deltas.append((reading, 0.0))
+                    continue
                 # Collectors guarantee monotonic totals; clamp anyway, never export a rewind.
                 deltas.append((reading, max(0.0, reading.energy_j - prev)))
             for domain, count in sample.resets.items():

@@ -70,7 +70,13 @@ async def test_first_tick_is_a_baseline_then_deltas_accumulate() -> None:
     rapl = rapl_server(pkg=1000.0, core=600.0, dram=200.0)
     sampler = Sampler([rapl], clock)
     snap = await sampler.tick()
-    assert snap.domain_energy_j == {}
+    # A baseline: every series exists, at zero, so increase() sees the first interval.
+    assert dict(snap.domain_energy_j) == {
+        ("package-0", "rapl"): 0.0,
+        ("core-0", "rapl"): 0.0,
+        ("dram-0", "rapl"): 0.0,
+    }
+    assert dict(snap.host_energy_j) == {("cpu", "rapl"): 0.0, ("dram", "rapl"): 0.0}
     clock.advance(1.0)
     set_energy(rapl, "package-0", 1060.0)
     set_energy(rapl, "core-0", 640.0)
