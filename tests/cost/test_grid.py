@@ -4,6 +4,7 @@ documented JSON, and with 401, 429, timeouts and garbage."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -153,7 +154,7 @@ async def test_watttime_logs_in_with_user_password_and_again_when_the_token_expi
 
     def handler(r: web.Request) -> web.Response:
         if r.path == "/login":
-            assert r.headers["Authorization"].startswith("Basic ")
+            assert r.headers["Authorization"] == "Basic " + base64.b64encode(b"me:pw").decode()
             return web.json_response({"token": next(issued)})
         if r.headers.get("Authorization") == "Bearer tok-1" and len(api.requests) > 2:
             return web.json_response({"error": "expired"}, status=401)
