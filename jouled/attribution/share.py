@@ -63,9 +63,10 @@ def _split(total: float, weights: Mapping[str, float], capacity: float) -> dict[
     """Give each workload ``total * weight / capacity``; never more than ``total`` in all."""
     if total <= 0 or capacity <= 0:
         return {w: 0.0 for w in weights}
-    wsum = sum(weights.values())
-    scale = total / max(capacity, wsum)  # over-reported CPU time is normalized, not overpaid
-    return {w: v * scale for w, v in weights.items()}
+    # Over-reported CPU time is normalized, not overpaid. Each fraction is <= 1 before it
+    # meets ``total``: a subnormal capacity must not turn total/capacity into inf (0*inf=NaN).
+    denom = max(capacity, sum(weights.values()))
+    return {w: total * (v / denom) for w, v in weights.items()}
 
 
 def split_tick(

@@ -52,6 +52,19 @@ def test_conservation_and_no_negative_share(
             assert out.idle_j[key] == 0.0
 
 
+def test_subnormal_cpu_time_never_produces_nan() -> None:
+    out = split_tick(
+        {("cpu", "rapl"): 1e5},
+        1.0,
+        idle_w={},
+        cpu_s={"a": 0.0, "b": 5e-324},
+        host_busy_s=5e-324,
+    )
+    parts = [out.workload_j["a"][("cpu", "rapl")], out.workload_j["b"][("cpu", "rapl")]]
+    assert parts == [0.0, 1e5]
+    assert out.unattributed_j[("cpu", "rapl")] == 0.0
+
+
 def test_cpu_time_split_with_idle_excluded() -> None:
     out = split_tick(
         {("cpu", "rapl"): 100.0},

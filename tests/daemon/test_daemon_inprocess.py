@@ -35,6 +35,7 @@ async def test_rapl_and_gpus_through_the_real_http_listener(tmp_path: Path) -> N
         {
             "listen": f"127.0.0.1:{free_port()}",
             "ingest": {"listen": f"127.0.0.1:{free_port()}"},
+            "ledger": {"path": str(tmp_path / "ledger.db")},
             "collectors": {
                 "rapl": {"enabled": True, "path": str(powercap.class_dir)},
                 "nvml": {"enabled": True},
