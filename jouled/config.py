@@ -164,6 +164,9 @@ class SpansConfig(_Strict):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Window behind jouled_energy_per_gflop_joules.
     window: float = Field(default=300.0, gt=0)
+    # A fit file from `jouled model fit --out`: exported as the predicted joules per request
+    # beside the measured ones, so drift from the model can be alerted on.
+    fit_file: Path | None = None
 
     @field_validator("buckets")
     @classmethod

@@ -19,6 +19,7 @@ from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettleResult, Span, SpanSplitter
 from jouled.attribution.workloads import Matcher, ProcessTracker
 from jouled.config import Config, WorkloadConfig
+from jouled.costmodel.fitfile import Fit
 from jouled.daemon.sampler import Tick
 from jouled.daemon.snapshot import Snapshot, frozen
 
@@ -46,6 +47,8 @@ class AttributionSnapshot:
     workload_processes: Mapping[str, int]
     requests: Mapping[tuple[str, str], RequestStats]  # (workload, model)
     energy_per_gflop_j: Mapping[tuple[str, str], float]
+    # The cost model's prediction per (workload, model), where a fit file is configured.
+    predicted_request_j: Mapping[tuple[str, str], float]
     buckets: tuple[float, ...]
     spans_received: int
     spans_accepted: int
@@ -105,7 +108,9 @@ class AttributionStage:
         *,
         tracker: ProcessTracker | None = None,
         gpu_processes: GpuProcesses | None = None,
+        fit: Fit | None = None,
     ) -> None:
+        self.fit = fit
         self.tracker = tracker or ProcessTracker(matchers_from(cfg.workloads))
         self._gpu_processes = gpu_processes
         self._mode: IdleMode = cfg.attribution.idle
@@ -277,6 +282,21 @@ class AttributionStage:
             if req.gflops is not None and req.gflops > 0:
                 self._recent.setdefault(key, deque()).append((now_wall, joules, req.gflops))
 
+    def _predicted(self) -> dict[tuple[str, str], float]:
+        """Per model: the fit file's own entry, else the fit applied to the mean GFLOPs of
+        the requests seen (only where their work is known)."""
+        fit = self.fit
+        out: dict[tuple[str, str], float] = {}
+        if fit is None:
+            return out
+        for key, hist in self._hist.items():
+            listed = fit.joules_for_model(key[1])
+            if listed is not None:
+                out[key] = listed
+            elif hist.n and hist.gflops > 0:
+                out[key] = fit.predict_joules(hist.gflops / hist.n)
+        return out
+
     def _freeze(
         self,
         pids: Mapping[str, frozenset[int]],
@@ -291,6 +311,7 @@ class AttributionStage:
             if g > 0:
                 per_gflop[key] = sum(i[1] for i in items) / g
         return AttributionSnapshot(
+            predicted_request_j=frozen(self._predicted()),
             workload_energy_j=frozen(self._workload_j),
             idle_energy_j=frozen(self._idle_j),
             idle_power_w=frozen(idle_power),

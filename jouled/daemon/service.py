@@ -28,6 +28,7 @@ from jouled.clock import Clock, SystemClock
 from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
 from jouled.collectors.estimate import EstimateCollector
 from jouled.config import Config, ConfigError, GridProviderConfig
+from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
 from jouled.costmodel.grid import GridPoller
 from jouled.costmodel.live import CostStage
 from jouled.daemon.sampler import Sampler
@@ -145,6 +146,18 @@ def _gpu_processes(collectors: list[EnergyCollector]) -> GpuProcesses | None:
     return None
 
 
+def _load_fit(cfg: Config) -> Fit | None:
+    path = cfg.spans.fit_file
+    if path is None:
+        return None
+    try:
+        fit = load_fit(path)
+    except (OSError, FitFileError) as exc:
+        raise StartupError(f"spans.fit_file: cannot use {path}: {exc}") from None
+    log.info("cost model: predicted joules per request from %s", path)
+    return fit
+
+
 def split_listen(value: str) -> tuple[str | None, int]:
     host, _, port = value.rpartition(":")
     host = host.strip("[]")
@@ -195,7 +208,9 @@ class Daemon:
             log.info("%s", note)
         if not plan.collectors:
             log.warning("no collector enabled: jouled serves health metrics only")
-        self.attribution = AttributionStage(cfg, gpu_processes=_gpu_processes(plan.collectors))
+        self.attribution = AttributionStage(
+            cfg, gpu_processes=_gpu_processes(plan.collectors), fit=_load_fit(cfg)
+        )
         # An unwritable ledger logs one warning and leaves the live metrics running.
         ledger = self.ledger = Ledger(
             cfg.ledger.path, retention_days=cfg.ledger.retention_days, wall=self.clock.time
@@ -283,6 +298,18 @@ class Daemon:
             self.notifier.ready("reload rejected")
             return False
         old = self.config
+        fit = self.attribution.fit if self.attribution is not None else None
+        if new.spans.fit_file != old.spans.fit_file:
+            try:
+                fit = _load_fit(new)
+            except StartupError as exc:
+                log.error("reload rejected, keeping the running config: %s", exc)
+                self.notifier.ready("reload rejected")
+                return False
+        if new.spans.model_copy(update={"fit_file": None}) != old.spans.model_copy(
+            update={"fit_file": None}
+        ):
+            log.warning("spans settings other than fit_file change only on restart")
         if new.listen != old.listen or new.ingest != old.ingest:
             log.warning("listen addresses change only on restart; other changes applied")
         if new.collectors != old.collectors and self.sampler is not None:
@@ -307,6 +334,8 @@ class Daemon:
             new.workloads != old.workloads or new.attribution != old.attribution
         ):
             self.attribution.reconfigure(new)
+        if self.attribution is not None:
+            self.attribution.fit = fit
         if self.cost is not None and new.cost != old.cost:
             if new.cost.grid_intensity != old.cost.grid_intensity:
                 self.grid = self._grid_poller(new)

@@ -132,6 +132,16 @@ class AttributionCollector(Collector):
             per_gflop.add_metric([workload, model], v)
         yield per_gflop
 
+        predicted = GaugeMetricFamily(
+            "jouled_predicted_request_energy_joules",
+            "The cost model's predicted energy per request (spans.fit_file), beside the "
+            "measured jouled_request_energy_joules.",
+            labels=["workload", "model"],
+        )
+        for (workload, model), v in sorted(a.predicted_request_j.items()):
+            predicted.add_metric([workload, model], v)
+        yield predicted
+
         received = CounterMetricFamily(
             "jouled_spans_received", "Spans received on the ingest listener."
         )

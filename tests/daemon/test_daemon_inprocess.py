@@ -1,6 +1,8 @@
 """The whole daemon in one process on fake hardware with a fake clock: RAPL tree, two
 NVIDIA GPUs (one with an energy counter, one power-only), real HTTP on loopback."""
 
+import asyncio
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -9,11 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jouled import config
 from jouled.clock import FakeClock
-from jouled.daemon.service import Daemon
+from jouled.daemon.service import Daemon, StartupError
 from jouled.daemon.systemd import Notifier
 from jouled.testing.fake_powercap import FakePowercap
 from jouled.testing.fake_pynvml import FakeGpu, FakeNvml
 from tests.support.procs import free_port
+from tests.support.prometheus import require_tool
 
 
 def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -64,6 +67,19 @@ async def test_rapl_and_gpus_through_the_real_http_listener(tmp_path: Path) -> N
                 assert (await resp.text()).rstrip().endswith("# EOF")
             async with http.get(f"http://{host}:{port}/healthz") as resp:
                 assert resp.status == 200
+            async with http.get(f"http://{host}:{port}/metrics") as resp:
+                full = await resp.text()
+        # The whole exposition (host, attribution, cost, ledger) passes promtool's lint.
+        promtool = require_tool("promtool", debian_package="prometheus")
+        lint = await asyncio.to_thread(
+            subprocess.run,
+            [promtool, "check", "metrics"],
+            input=full,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
 
         def v(name: str, **labels: str) -> float:
             return m[(name, frozenset(labels.items()))]
@@ -101,3 +117,24 @@ async def test_rapl_and_gpus_through_the_real_http_listener(tmp_path: Path) -> N
         assert snap.domain_energy_j[("gpu-0", "nvml")] == pytest.approx(2750.0)
     finally:
         await daemon.shutdown()
+
+
+async def test_an_unusable_fit_file_stops_startup_with_the_key_and_the_file(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "fit.json"
+    bad.write_text("{not json")
+    cfg = config.validate(
+        {
+            "listen": f"127.0.0.1:{free_port()}",
+            "ingest": {"enabled": False},
+            "collectors": {"rapl": {"enabled": False}, "nvml": {"enabled": False}},
+            "spans": {"fit_file": str(bad)},
+            "ledger": {"path": None},
+        },
+        "test",
+    )
+    daemon = Daemon(cfg, clock=FakeClock(), notifier=Notifier({}))
+    with pytest.raises(StartupError, match=r"spans\.fit_file: cannot use .*fit\.json"):
+        await daemon.start()
+    await daemon.shutdown()
