@@ -93,10 +93,23 @@ class CollectorsConfig(_Strict):
 
 
 class IngestConfig(_Strict):
+    # HOST:PORT, or unix:/absolute/path for a unix socket (file mode: socket_mode).
     listen: HostPort = "127.0.0.1:9878"
     enabled: bool = True
+    # A file holding the bearer token senders must present; never logged or exported.
+    token_file: Path | None = None
+    socket_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
+    # Requests per second over /v1/* (a token bucket); 0 = unlimited.
+    max_requests_per_second: float = Field(default=1000.0, ge=0)
 
-    _hp = field_validator("listen")(_check_hostport)
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value.startswith("unix:"):
+            if not value.removeprefix("unix:").startswith("/"):
+                raise ValueError(f"a unix socket needs an absolute path, got {value!r}")
+            return value
+        return _check_hostport(value)
 
 
 class MatchConfig(_Strict):

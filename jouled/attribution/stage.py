@@ -55,6 +55,21 @@ class AttributionSnapshot:
     spans_late: int
     spans_rejected: Mapping[str, int]
     spans_pending: int
+    spans_settled: int  # became requests (with all the energy their time had)
+    spans_duplicate: int  # resent copies of a pending span, counted once
+    spans_dropped: int  # evicted over the pending cap before any energy
+
+    @property
+    def spans_balance(self) -> int:
+        """received - (settled + late + rejected + duplicate + dropped + pending): 0 always."""
+        return self.spans_received - (
+            self.spans_settled
+            + self.spans_late
+            + sum(self.spans_rejected.values())
+            + self.spans_duplicate
+            + self.spans_dropped
+            + self.spans_pending
+        )
 
 
 def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
@@ -134,7 +149,7 @@ class AttributionStage:
         self._outside: dict[tuple[str, str], float] = {}
         self._hist: dict[tuple[str, str], _Histogram] = {}
         self._recent: dict[tuple[str, str], deque[tuple[float, float, float]]] = {}
-        self._received = self._accepted = self._late = 0
+        self._received = self._accepted = self._late = self._settled = 0
         self._rejected: dict[str, int] = {}
         self.last: AttributionSnapshot | None = None
 
@@ -272,6 +287,7 @@ class AttributionStage:
                 for component, j in parts.items():
                     k = (workload, component)
                     target[k] = target.get(k, 0.0) + j
+        self._settled += len(result.requests)
         for req in result.requests:
             key = (req.workload, req.model)
             hist = self._hist.get(key)
@@ -310,6 +326,7 @@ class AttributionStage:
             g = sum(i[2] for i in items)
             if g > 0:
                 per_gflop[key] = sum(i[1] for i in items) / g
+        stats = self.splitter.stats
         return AttributionSnapshot(
             predicted_request_j=frozen(self._predicted()),
             workload_energy_j=frozen(self._workload_j),
@@ -326,5 +343,8 @@ class AttributionStage:
             spans_accepted=self._accepted,
             spans_late=self._late,
             spans_rejected=frozen(self._rejected),
-            spans_pending=self.splitter.stats.pending_spans,
+            spans_pending=stats.pending_spans,
+            spans_settled=self._settled,
+            spans_duplicate=stats.duplicate_spans,
+            spans_dropped=stats.dropped_spans,
         )

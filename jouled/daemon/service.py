@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,20 @@ def _load_fit(cfg: Config) -> Fit | None:
     return fit
 
 
+def _read_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise StartupError(
+            f"ingest.token_file: cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    if not token:
+        raise StartupError(f"ingest.token_file: {path} is empty; put the bearer token in it")
+    return token
+
+
 def split_listen(value: str) -> tuple[str | None, int]:
     host, _, port = value.rpartition(":")
     host = host.strip("[]")
@@ -250,8 +265,12 @@ class Daemon:
                 gflops_per_token=cfg.spans.gflops_per_token,
                 max_body_bytes=cfg.spans.max_body_bytes,
                 model_cap=cfg.spans.max_models_per_workload,
+                token=_read_token(cfg.ingest.token_file),
+                max_requests_per_second=cfg.ingest.max_requests_per_second,
             )
-            await self._serve("ingest", ingest, cfg.ingest.listen)
+            await self._serve(
+                "ingest", ingest, cfg.ingest.listen, socket_mode=int(cfg.ingest.socket_mode, 8)
+            )
 
     def _grid_poller(self, cfg: Config) -> GridPoller | None:
         gi = cfg.cost.grid_intensity
@@ -263,22 +282,35 @@ class Daemon:
             old.cancel()
         self._tasks[name] = asyncio.ensure_future(coro)
 
-    async def _serve(self, name: str, app: web.Application, listen: str) -> None:
-        host, port = split_listen(listen)
+    async def _serve(
+        self, name: str, app: web.Application, listen: str, *, socket_mode: int = 0o660
+    ) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site: web.BaseSite
+        path = listen.removeprefix("unix:") if listen.startswith("unix:") else None
+        if path is not None:
+            site = web.UnixSite(runner, path)
+        else:
+            host, port = split_listen(listen)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
             await site.start()
+            if path is not None:
+                # Who may connect is the socket file's mode (and its directory's).
+                os.chmod(path, socket_mode)
         except OSError as exc:
             await runner.cleanup()
             raise StartupError(
                 f"cannot listen on {listen} for {name}: {exc.strerror or exc} "
-                "(is another jouled running? choose another port with --listen or the config)"
+                "(is another jouled running? choose another address with --listen or the config)"
             ) from None
         self._runners.append(runner)
-        addrs = runner.addresses
-        bound = addrs[0] if addrs else (host or "0.0.0.0", port)
+        if path is not None:
+            self.bound[name] = ("unix", 0)
+            log.info("%s listening on unix:%s (mode %o)", name, path, socket_mode)
+            return
+        bound = runner.addresses[0]
         self.bound[name] = (str(bound[0]), int(bound[1]))
         log.info("%s listening on http://%s:%d", name, self.bound[name][0], self.bound[name][1])
 
@@ -397,9 +429,22 @@ class Daemon:
             await runner.cleanup()
         self._runners.clear()
         if self.attribution is not None and self.sampler is not None:
-            self.sampler.publish_stage(
-                self.attribution.name, self.attribution.flush(self.clock.time())
-            )
+            final = self.attribution.flush(self.clock.time())
+            self.sampler.publish_stage(self.attribution.name, final)
+            if final is not None:
+                # The books of every span taken: nothing accepted is lost on the way out.
+                log.info(
+                    "spans: received %d = settled %d + late %d + rejected %d + duplicate %d "
+                    "+ dropped %d + pending %d (balance %d)",
+                    final.spans_received,
+                    final.spans_settled,
+                    final.spans_late,
+                    sum(final.spans_rejected.values()),
+                    final.spans_duplicate,
+                    final.spans_dropped,
+                    final.spans_pending,
+                    final.spans_balance,
+                )
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

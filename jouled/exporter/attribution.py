@@ -159,6 +159,22 @@ class AttributionCollector(Collector):
         for reason, n in sorted(a.spans_rejected.items()):
             rejected.add_metric([reason], float(n))
         yield rejected
+        for name, value, text in (
+            ("jouled_spans_settled", a.spans_settled, "Spans settled into requests."),
+            (
+                "jouled_spans_duplicate",
+                a.spans_duplicate,
+                "Resent copies of a pending span (same trace and span id), counted once.",
+            ),
+            (
+                "jouled_spans_dropped",
+                a.spans_dropped,
+                "Spans evicted over the pending cap before receiving energy.",
+            ),
+        ):
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], float(value))
+            yield family
         pending = GaugeMetricFamily(
             "jouled_spans_pending", "Accepted spans waiting for their ticks to settle."
         )

@@ -31,6 +31,7 @@ from jouled.ingest.decode import (
     decode_otlp_protobuf,
     decode_spans_json,
 )
+from jouled.ingest.guard import TokenBucket, guard_middleware
 
 log = logging.getLogger(__name__)
 
@@ -299,12 +300,25 @@ def build_ingest_app(
     model_cap: int = 50,
     max_future_s: float = 300.0,
     max_age_s: float = 3600.0,
+    token: str | None = None,
+    max_requests_per_second: float = 0.0,
 ) -> web.Application:
-    """The ingest listener's application; all state lives under ``STATE_KEY``."""
+    """The ingest listener's application; all state lives under ``STATE_KEY``.
+
+    ``token``: require ``Authorization: Bearer <token>`` on /v1/*. ``max_requests_per_second``:
+    a token bucket (bursts of twice the rate, at least 10); 0 disables it.
+    """
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be >= 1")
+    bucket = None
+    if max_requests_per_second > 0:
+        burst = max(10.0, 2 * max_requests_per_second)
+        bucket = TokenBucket(max_requests_per_second, burst, clock)
     # client_max_size only guards request.read()/post(); _read_body enforces the limit itself.
-    app = web.Application(client_max_size=max_body_bytes)
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[guard_middleware(token=token, bucket=bucket, rejected=sink.rejected)],
+    )
     app[STATE_KEY] = IngestState(
         sink=sink,
         clock=clock,

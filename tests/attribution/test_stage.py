@@ -157,3 +157,27 @@ def test_a_fit_file_gives_the_predicted_energy_per_request_beside_the_measured()
     assert snap.predicted_request_j[("api", "bert")] == 60.0  # the fit file's own entry
     assert snap.predicted_request_j[("api", "tiny")] == pytest.approx(2.0 * 20.0)  # mean work
     assert ("api", "unknown-work") not in snap.predicted_request_j  # no work, no prediction
+
+
+def test_span_accounting_always_balances() -> None:
+    stage = make_stage()
+    stage.submit(
+        [
+            Span("api", "m", T0 + 0.0, T0 + 1.0, gflops=1.0, trace_id="t", span_id="1"),
+            Span("api", "m", T0 + 0.0, T0 + 1.0, gflops=1.0, trace_id="t", span_id="1"),  # dup
+            Span("api", "m", T0 + 2.0, T0 + 1.0),  # end before start: refused by the splitter
+        ]
+    )
+    stage.rejected("malformed", 2)
+    for seq in range(1, 6):
+        snap = stage.on_tick(tick(seq), EMPTY)
+    stage.submit([Span("api", "m", T0 + 0.1, T0 + 0.2)])  # late
+    snap = stage.on_tick(tick(6), EMPTY)
+    assert snap.spans_received == 6
+    assert snap.spans_settled == 1
+    assert snap.spans_duplicate == 1
+    assert snap.spans_late == 1
+    assert sum(snap.spans_rejected.values()) == 3
+    assert snap.spans_balance == 0
+    final = stage.flush(T0 + 100)
+    assert final is not None and final.spans_pending == 0 and final.spans_balance == 0

@@ -88,3 +88,102 @@ def test_garbage_on_the_ingest_listener_leaves_the_daemon_and_its_series_intact(
         assert "jouled_spans_rejected_total" in text
         assert 'jouled_host_energy_joules_total{component="cpu",source="estimate"}' in text
         assert http_get(daemon.metrics_url + "/healthz")[0] == 200
+
+
+def test_sigterm_while_spans_stream_in_loses_nothing_accepted(tmp_path: Path) -> None:
+    import re
+
+    empty = tmp_path / "none"
+    empty.mkdir()
+    cfg = {
+        "interval": 0.2,
+        "workloads": [{"name": "api", "match": {"pid": 1}}],
+        "spans": {"settle_seconds": 2.0},
+        "ingest": {"max_requests_per_second": 0},
+        "collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}},
+    }
+    accepted = 0
+    with jouled(tmp_path, cfg) as daemon:
+        cfg_ingest = daemon.ingest_url
+        stop_at = time.monotonic() + 1.5
+        sent_sigterm = False
+        for i in range(10_000):
+            now = time.time()
+            spans = [
+                {"workload": "api", "model": f"m{j % 3}", "start": now - 0.2, "end": now,
+                 "gflops": 1.0 + j}
+                for j in range(50)
+            ]  # fmt: skip
+            req = urllib.request.Request(
+                cfg_ingest + "/v1/spans",
+                data=json.dumps({"spans": spans}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    accepted += json.loads(resp.read())["accepted"]
+            except (urllib.error.URLError, ConnectionError):
+                break  # the listener closed: nothing more is taken
+            if not sent_sigterm and time.monotonic() > stop_at:
+                daemon.proc.signal(signal.SIGTERM)  # while the stream goes on
+                sent_sigterm = True
+            assert i < 9_999, "the daemon never stopped taking spans"
+        assert daemon.proc.wait(15) == 0
+        log = daemon.proc.output()
+    line = re.search(
+        r"spans: received (\d+) = settled (\d+) \+ late (\d+) \+ rejected (\d+) \+ "
+        r"duplicate (\d+) \+ dropped (\d+) \+ pending (\d+) \(balance (-?\d+)\)",
+        log,
+    )
+    assert line, log
+    received, settled, late, rejected, dup, dropped, pending, balance = map(int, line.groups())
+    assert accepted > 100
+    assert balance == 0 and pending == 0
+    assert received == settled + late + rejected + dup + dropped
+    # Every span the daemon answered "accepted" for was settled into a request.
+    assert settled == accepted
+    assert dropped == 0
+
+
+def test_unix_socket_ingest_with_a_token_and_no_secret_in_metrics(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import stat
+
+    import aiohttp
+
+    empty = tmp_path / "none"
+    empty.mkdir()
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-3f9a1c\n")
+    sock = tmp_path / "ingest.sock"
+    cfg = {
+        "workloads": [{"name": "api", "match": {"cmdline": "secret-flag-xyz"}}],
+        "ingest": {
+            "listen": f"unix:{sock}",
+            "socket_mode": "0600",
+            "token_file": str(token_file),
+        },
+        "collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}},
+    }
+    with jouled(tmp_path, cfg) as daemon:
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+
+        async def post(headers: dict[str, str]) -> int:
+            now = time.time()
+            body = {"spans": [{"workload": "api", "model": "m", "start": now - 1, "end": now}]}
+            conn = aiohttp.UnixConnector(path=str(sock))
+            async with (
+                aiohttp.ClientSession(connector=conn) as http,
+                http.post("http://jouled/v1/spans", json=body, headers=headers) as resp,
+            ):
+                return resp.status
+
+        assert asyncio.run(post({})) == 401
+        assert asyncio.run(post({"Authorization": "Bearer tok-3f9a1c"})) == 200
+        rejected = 'jouled_spans_rejected_total{reason="unauthorized"} 1.0'
+        wait_for(lambda: rejected in daemon.metrics(), 10, "the refusal counted")
+        text = daemon.metrics()
+        for secret in ("tok-3f9a1c", str(token_file), "secret-flag-xyz", str(sock)):
+            assert secret not in text
+        assert "tok-3f9a1c" not in daemon.proc.output()

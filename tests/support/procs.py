@@ -123,10 +123,10 @@ def jouled(tmp: Path, cfg: dict[str, Any], *extra: str) -> Iterator[Daemon]:
     port, ingest_port = free_port(), free_port()
     cfg = {
         "listen": f"127.0.0.1:{port}",
-        "ingest": {"listen": f"127.0.0.1:{ingest_port}"},
         # Never the host's /var/lib/jouled: each test keeps its own books.
         "ledger": {"path": str(tmp / "ledger.db")},
         **cfg,
+        "ingest": {"listen": f"127.0.0.1:{ingest_port}", **cfg.get("ingest", {})},
     }
     config = write_config(tmp / "jouled.yaml", cfg)
     proc = Proc(

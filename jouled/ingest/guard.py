@@ -1,0 +1,83 @@
+"""Who may send spans, and how fast: a bearer token and a request-rate limit.
+
+The ingest listener is bound to loopback by default; on a shared host a token (read from a
+file, compared in constant time, never logged) keeps other local users from forging
+spans, and a token bucket keeps a runaway client from starving the tick loop. Refusals are
+counted in ``jouled_spans_rejected_total{reason}`` like any other bad input.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from jouled.clock import Clock
+
+UNAUTHORIZED: Final = "unauthorized"
+RATE_LIMITED: Final = "rate_limited"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TokenBucket:
+    """``rate`` requests per second on average, bursts up to ``burst``; monotonic time."""
+
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._t = clock.monotonic()
+
+    def take(self) -> float:
+        """0.0 when a request may pass, else the seconds until one may."""
+        now = self._clock.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate)
+        self._t = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate
+
+
+def guard_middleware(
+    *,
+    token: str | None,
+    bucket: TokenBucket | None,
+    rejected: Callable[[str, int], None],
+) -> Middleware:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)  # health checks stay open
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                rejected(UNAUTHORIZED, 1)
+                return web.json_response(
+                    {"error": UNAUTHORIZED, "message": "missing or wrong bearer token"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="jouled ingest"'},
+                )
+        if bucket is not None:
+            wait = bucket.take()
+            if wait > 0:
+                rejected(RATE_LIMITED, 1)
+                # OTLP clients retry a 429 after Retry-After (whole seconds).
+                return web.json_response(
+                    {"error": RATE_LIMITED, "message": f"over {bucket.rate:g} requests/s"},
+                    status=429,
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        return await handler(request)
+
+    return guard
