@@ -1,0 +1,256 @@
+"""Shared helpers for the benchmarks: a real daemon process, /proc accounting, OTLP batches.
+
+Each benchmark prints a small table and writes ``benchmarks/results/<name>.json`` with the
+machine, the command and the date, from which docs/BENCHMARKS.md is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RESULTS = Path(__file__).with_name("results")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except OSError:
+        return 0, b""
+
+
+def wait_for(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if pred():
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(values_s: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/max in milliseconds."""
+    xs = sorted(values_s)
+
+    def q(p: float) -> float:
+        pos = (len(xs) - 1) * p
+        lo = int(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        return (xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)) * 1000
+
+    return {
+        "n": len(xs),
+        "mean_ms": statistics.fmean(xs) * 1000,
+        "p50_ms": q(0.50),
+        "p95_ms": q(0.95),
+        "p99_ms": q(0.99),
+        "max_ms": xs[-1] * 1000,
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_1m_at_start": round(load[0], 2),
+    }
+
+
+def save(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(
+            shlex.quote(a) for a in [".venv/bin/python", "-m", f"benchmarks.{name}", *sys.argv[1:]]
+        ),
+        "machine": machine(),
+        "results": results,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
+
+
+class DaemonProc:
+    def __init__(self, proc: subprocess.Popen[bytes], cfg: dict[str, Any], log: Path) -> None:
+        self.proc = proc
+        self.cfg = cfg
+        self.log = log
+        self.metrics_url = "http://" + cfg["listen"]
+        self.ingest_url = "http://" + cfg["ingest"]["listen"]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def metrics(self) -> bytes:
+        status, body = http_get(self.metrics_url + "/metrics")
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+        return body
+
+
+@contextlib.contextmanager
+def daemon(tmp: Path, cfg: dict[str, Any]) -> Iterator[DaemonProc]:
+    """The real daemon (``python -m jouled run``) on loopback ports, stopped on exit."""
+    cfg = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "ingest": {"listen": f"127.0.0.1:{free_port()}"},
+        "log_level": "warning",
+        **cfg,
+    }
+    path = tmp / "jouled.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = tmp / "jouled.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jouled", "run", "--config", str(path)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+        d = DaemonProc(proc, cfg, log)
+        try:
+            wait_for(lambda: http_get(d.metrics_url + "/healthz")[0] == 200, 30, "jouled")
+            yield d
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def otlp_batch(
+    n: int, *, workloads: Sequence[str], models: Sequence[str], end_ns: int, dur_ns: int = 5_000_000
+) -> bytes:
+    """An ExportTraceServiceRequest of ``n`` SERVER spans spread over workloads and models."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    req = ExportTraceServiceRequest()
+    per = max(1, n // len(workloads))
+    made = 0
+    for wi, workload in enumerate(workloads):
+        count = per if wi < len(workloads) - 1 else n - made
+        if count <= 0:
+            break
+        rs = req.resource_spans.add()
+        rs.resource.attributes.append(
+            KeyValue(key="service.name", value=AnyValue(string_value=workload))
+        )
+        ss = rs.scope_spans.add()
+        for i in range(count):
+            s = ss.spans.add()
+            s.trace_id = secrets.token_bytes(16)
+            s.span_id = secrets.token_bytes(8)
+            s.name = "POST /predict"
+            s.kind = Span.SpanKind.SPAN_KIND_SERVER
+            s.start_time_unix_nano = end_ns - dur_ns
+            s.end_time_unix_nano = end_ns
+            s.attributes.append(
+                KeyValue(
+                    key="gen_ai.request.model",
+                    value=AnyValue(string_value=models[(made + i) % len(models)]),
+                )
+            )
+            s.attributes.append(KeyValue(key="jouled.gflops", value=AnyValue(double_value=97.1)))
+            s.attributes.append(KeyValue(key="http.route", value=AnyValue(string_value="/p")))
+        made += count
+    return bytes(req.SerializeToString())
+
+
+def json_batch(
+    n: int, *, workloads: Sequence[str], models: Sequence[str], end_ns: int, dur_ns: int = 5_000_000
+) -> bytes:
+    """jouled's own JSON schema (POST /v1/spans) with the same content as ``otlp_batch``."""
+    spans = [
+        {
+            "workload": workloads[i % len(workloads)],
+            "model": models[i % len(models)],
+            "start_unix_nano": end_ns - dur_ns,
+            "end_unix_nano": end_ns,
+            "gflops": 97.1,
+            "route": "/p",
+            "span_id": secrets.token_hex(8),
+        }
+        for i in range(n)
+    ]
+    return json.dumps({"spans": spans}).encode()
+
+
+@contextlib.contextmanager
+def sleepers(total: int, groups: int, per_group: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Top the host up to ``total`` processes: ``groups`` x ``per_group`` match workloads
+    (``sleep 1000.<g>``), the rest are anonymous ``sleep 999``."""
+    existing = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for g in range(groups):
+            for _ in range(per_group):
+                procs.append(subprocess.Popen(["sleep", f"1000.{g}"]))
+        while existing + len(procs) < total:
+            procs.append(subprocess.Popen(["sleep", "999"]))
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def workload_configs(groups: int) -> list[dict[str, Any]]:
+    return [{"name": f"w{g}", "match": {"cmdline": f"^sleep 1000\\.{g}$"}} for g in range(groups)]
