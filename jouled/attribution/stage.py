@@ -114,6 +114,36 @@ class _Histogram:
         return RequestStats(self.n, self.total, tuple(cumulative), self.gflops)
 
 
+class _Window:
+    """Joules and GFLOPs of the requests settled in the last ``seconds``, in one bucket per
+    settle call: memory is bounded by the window's ticks, not by the request rate."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._buckets: deque[list[float]] = deque()  # [wall, joules, gflops]
+        self._joules = 0.0
+        self._gflops = 0.0
+
+    def add(self, wall: float, joules: float, gflops: float) -> None:
+        if self._buckets and self._buckets[-1][0] == wall:
+            self._buckets[-1][1] += joules
+            self._buckets[-1][2] += gflops
+        else:
+            self._buckets.append([wall, joules, gflops])
+        self._joules += joules
+        self._gflops += gflops
+
+    def ratio(self, now: float) -> float | None:
+        while self._buckets and self._buckets[0][0] < now - self.seconds:
+            _, joules, gflops = self._buckets.popleft()
+            self._joules -= joules
+            self._gflops -= gflops
+        if not self._buckets:
+            self._joules = self._gflops = 0.0  # no drift from repeated subtraction
+            return None
+        return self._joules / self._gflops if self._gflops > 0 else None
+
+
 class AttributionStage:
     name = "attribution"
 
@@ -148,7 +178,7 @@ class AttributionStage:
         self._in_spans: dict[tuple[str, str], float] = {}
         self._outside: dict[tuple[str, str], float] = {}
         self._hist: dict[tuple[str, str], _Histogram] = {}
-        self._recent: dict[tuple[str, str], deque[tuple[float, float, float]]] = {}
+        self._recent: dict[tuple[str, str], _Window] = {}
         self._received = self._accepted = self._late = self._settled = 0
         self._rejected: dict[str, int] = {}
         self.last: AttributionSnapshot | None = None
@@ -296,7 +326,10 @@ class AttributionStage:
             joules = math.fsum(req.energy_j.values())
             hist.observe(joules, req.gflops)
             if req.gflops is not None and req.gflops > 0:
-                self._recent.setdefault(key, deque()).append((now_wall, joules, req.gflops))
+                window = self._recent.get(key)
+                if window is None:
+                    window = self._recent[key] = _Window(self._window_s)
+                window.add(now_wall, joules, req.gflops)
 
     def _predicted(self) -> dict[tuple[str, str], float]:
         """Per model: the fit file's own entry, else the fit applied to the mean GFLOPs of
@@ -320,12 +353,10 @@ class AttributionStage:
         now_wall: float,
     ) -> AttributionSnapshot:
         per_gflop = {}
-        for key, items in self._recent.items():
-            while items and items[0][0] < now_wall - self._window_s:
-                items.popleft()
-            g = sum(i[2] for i in items)
-            if g > 0:
-                per_gflop[key] = sum(i[1] for i in items) / g
+        for key, window in self._recent.items():
+            ratio = window.ratio(now_wall)
+            if ratio is not None:
+                per_gflop[key] = ratio
         stats = self.splitter.stats
         return AttributionSnapshot(
             predicted_request_j=frozen(self._predicted()),

@@ -7,19 +7,21 @@ process. Each process belongs to at most one workload (the first that matches, i
 order), so nothing is counted twice.
 
 The per-tick cost is what matters on a host with thousands of processes: one listing of
-/proc, one stat read per *workload* process, and a match only for processes not seen
-before (command line and cgroup are read once per process, never again).
+/proc, one stat read per *workload* process, a match only for processes not seen before
+(command line and cgroup are read once per process), and a re-check of a tenth of the
+other processes' start times, so that a reused PID is noticed within ten ticks. /proc is
+read directly (one ``stat`` read gives parent, start time and CPU time at once); its root
+is injectable, e.g. ``/host/proc`` in a container.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psutil
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,9 @@ class Matcher:
 @dataclass(slots=True)
 class _Proc:
     pid: int
-    create_time: float
+    start_ticks: int  # /proc/<pid>/stat field 22: with the pid, identifies the process
     ppid: int
     workload: str | None
-    handle: psutil.Process | None = None
     last_cpu_s: float | None = None
 
 
@@ -63,22 +64,68 @@ class CpuTick:
     workload_pids: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
 
-def _read_cgroup(pid: int) -> str:
-    try:
-        text = Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:
-        return ""
-    # cgroup v2: "0::/system.slice/x.service"; v1 lines: "N:controllers:/path". Prefer v2.
-    paths = [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
-    v2 = [line.split(":", 2)[2] for line in text.splitlines() if line.startswith("0::")]
-    return (v2 or paths or [""])[0]
+@dataclass(frozen=True, slots=True)
+class Stat:
+    ppid: int
+    start_ticks: int
+    cpu_s: float  # utime + stime
 
 
-def _host_busy_s() -> float:
-    t = psutil.cpu_times()
-    idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
-    guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
-    return float(sum(t) - guest - idle)
+class ProcFS:
+    """The few /proc reads attribution needs, from an injectable root."""
+
+    def __init__(self, root: Path = Path("/proc")) -> None:
+        self.root = root
+        self._tick_hz = os.sysconf("SC_CLK_TCK")
+
+    def pids(self) -> set[int]:
+        try:
+            return {int(n) for n in os.listdir(self.root) if n.isdigit()}
+        except OSError:
+            return set()
+
+    def stat(self, pid: int) -> Stat | None:
+        try:
+            with open(self.root / str(pid) / "stat", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        try:
+            utime, stime = int(fields[11]), int(fields[12])
+            return Stat(int(fields[1]), int(fields[19]), (utime + stime) / self._tick_hz)
+        except (IndexError, ValueError):
+            return None
+
+    def cmdline(self, pid: int) -> str:
+        try:
+            raw = (self.root / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return ""
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+    def cgroup(self, pid: int) -> str:
+        try:
+            text = (self.root / str(pid) / "cgroup").read_text()
+        except OSError:
+            return ""
+        # cgroup v2: "0::/system.slice/x.service"; v1 lines "N:controllers:/path". Prefer v2.
+        lines = [line for line in text.splitlines() if line.count(":") >= 2]
+        v2 = [line.split(":", 2)[2] for line in lines if line.startswith("0::")]
+        return (v2 or [line.split(":", 2)[2] for line in lines] or [""])[0]
+
+    def host_busy_s(self) -> float:
+        """Busy CPU seconds of the whole host since boot (/proc/stat's cpu line)."""
+        try:
+            with open(self.root / "stat", "rb") as fh:
+                first = fh.readline().split()
+        except OSError:
+            return 0.0
+        v = [int(x) for x in first[1:]] + [0] * 10
+        user, nice, system, _idle, _iowait, irq, softirq = v[:7]
+        # guest time is already inside user/nice; steal was spent by other guests.
+        return (user + nice + system + irq + softirq) / self._tick_hz
 
 
 class ProcessTracker:
@@ -88,17 +135,20 @@ class ProcessTracker:
         self,
         matchers: Iterable[Matcher],
         *,
-        host_busy_s: Callable[[], float] = _host_busy_s,
-        read_cgroup: Callable[[int], str] = _read_cgroup,
+        proc: ProcFS | None = None,
+        host_busy_s: Callable[[], float] | None = None,
+        read_cgroup: Callable[[int], str] | None = None,
+        recheck_every: int = 10,
     ) -> None:
         self.matchers = list(matchers)
-        self._host_busy = host_busy_s
-        self._read_cgroup = read_cgroup
+        self._proc = proc or ProcFS()
+        self._host_busy = host_busy_s or self._proc.host_busy_s
+        self._read_cgroup = read_cgroup or self._proc.cgroup
+        self._recheck_every = max(1, recheck_every)
+        self._round = 0
         self._procs: dict[int, _Proc] = {}
         self._pidfile_pids: dict[str, int | None] = {}
         self._last_host_busy: float | None = None
-        self._need_cmdline = any(m.needs_cmdline for m in self.matchers)
-        self._need_cgroup = any(m.needs_cgroup for m in self.matchers)
 
     @property
     def workloads(self) -> list[str]:
@@ -112,10 +162,7 @@ class ProcessTracker:
         except (OSError, ValueError, IndexError):
             return None
 
-    def _match(
-        self, proc: psutil.Process, ppid: int, pidfile_pids: Mapping[str, int]
-    ) -> str | None:
-        pid = proc.pid
+    def _match(self, pid: int, ppid: int, pidfile_pids: Mapping[str, int]) -> str | None:
         cmd: str | None = None
         cgroup: str | None = None
         for m in self.matchers:
@@ -123,10 +170,7 @@ class ProcessTracker:
                 return m.name
             if m.cmdline is not None:
                 if cmd is None:
-                    try:
-                        cmd = " ".join(proc.cmdline())
-                    except (psutil.Error, OSError):
-                        cmd = ""
+                    cmd = self._proc.cmdline(pid)
                 if cmd and m.cmdline.search(cmd):
                     return m.name
             if m.needs_cgroup:
@@ -144,37 +188,42 @@ class ProcessTracker:
 
     def scan(self) -> None:
         """Bring the process map up to date: forget the dead, classify the new."""
-        pidfile_pids = {}
+        pidfile_pids: dict[str, int] = {}
         for m in self.matchers:
             p = self._pidfile_pid(m)
             if p is not None:
                 pidfile_pids[m.name] = p
-            if self._pidfile_pids.get(m.name) != p and m.pidfile is not None:
-                # The pidfile now names another process: reclassify the old and new owners.
+            old = self._pidfile_pids.get(m.name)
+            if m.pidfile is not None and old != p:
+                # The pidfile names another process: forget the old owner's processes and
+                # the new pid, so both are classified again below.
                 self._procs = {k: v for k, v in self._procs.items() if v.workload != m.name}
+                if p is not None:
+                    self._procs.pop(p, None)
             self._pidfile_pids[m.name] = p
-        live = set(psutil.pids())
-        for pid in list(self._procs):
-            if pid not in live:
-                del self._procs[pid]
-        new: list[tuple[float, psutil.Process, int]] = []
+        live = self._proc.pids()
+        for pid in [pid for pid in self._procs if pid not in live]:
+            del self._procs[pid]
+        # A slice of the non-workload processes is re-checked each round for PID reuse.
+        self._round += 1
+        for pid, known in list(self._procs.items()):
+            if known.workload is None and pid % self._recheck_every == self._round % (
+                self._recheck_every
+            ):
+                st = self._proc.stat(pid)
+                if st is None or st.start_ticks != known.start_ticks:
+                    del self._procs[pid]
+        new: list[tuple[int, int, Stat]] = []
         for pid in live:
-            known = self._procs.get(pid)
-            if known is not None:
+            if pid in self._procs:
                 continue
-            try:
-                handle = psutil.Process(pid)
-                with handle.oneshot():
-                    new.append((handle.create_time(), handle, handle.ppid()))
-            except (psutil.Error, OSError):
-                continue
+            st = self._proc.stat(pid)
+            if st is not None:
+                new.append((st.start_ticks, pid, st))
         # Parents before children, so workers inherit their server's workload.
-        new.sort(key=lambda item: item[0])
-        for create_time, handle, ppid in new:
-            workload = self._match(handle, ppid, pidfile_pids)
-            self._procs[handle.pid] = _Proc(
-                handle.pid, create_time, ppid, workload, handle if workload else None
-            )
+        new.sort()
+        for start, pid, st in new:
+            self._procs[pid] = _Proc(pid, start, st.ppid, self._match(pid, st.ppid, pidfile_pids))
 
     def tick(self) -> CpuTick:
         """Scan, then return CPU seconds since the previous tick."""
@@ -185,23 +234,16 @@ class ProcessTracker:
         per: dict[str, float] = {m.name: 0.0 for m in self.matchers}
         pids: dict[str, set[int]] = {m.name: set() for m in self.matchers}
         for pid, proc in list(self._procs.items()):
-            if proc.workload is None or proc.handle is None:
+            if proc.workload is None:
                 continue
-            try:
-                with proc.handle.oneshot():
-                    # is_running() compares create times: False after PID reuse.
-                    if not proc.handle.is_running():
-                        del self._procs[pid]
-                        continue
-                    t = proc.handle.cpu_times()
-            except (psutil.Error, OSError):
-                del self._procs[pid]
+            st = self._proc.stat(pid)
+            if st is None or st.start_ticks != proc.start_ticks:
+                del self._procs[pid]  # exited, or the pid was reused by another process
                 continue
-            cpu_s = t.user + t.system
             pids[proc.workload].add(pid)
             if proc.last_cpu_s is not None:
-                per[proc.workload] += max(0.0, cpu_s - proc.last_cpu_s)
-            proc.last_cpu_s = cpu_s
+                per[proc.workload] += max(0.0, st.cpu_s - proc.last_cpu_s)
+            proc.last_cpu_s = st.cpu_s
         return CpuTick(
             host_busy_s=host_delta,
             workload_s=per,

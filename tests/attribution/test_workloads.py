@@ -1,5 +1,6 @@
 """The process tracker against real processes on this machine."""
 
+import os
 import re
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jouled.attribution.workloads import Matcher, ProcessTracker
+from jouled.attribution.workloads import Matcher, ProcessTracker, ProcFS
 
 BURN = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass\n"
 PARENT = (
@@ -119,3 +120,84 @@ def test_cgroup_and_systemd_unit_rules_use_the_injected_reader(
     tracker.scan()
     assert tracker.workload_of(p.pid) == "unit"
     assert tracker.workload_of(q.pid) == "pod"
+
+
+def test_a_pidfile_that_starts_naming_a_process_already_seen_claims_it(
+    tmp_path: Path, marker: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    p = spawn(procs, "-c", BURN, "5", marker)
+    pidfile = tmp_path / "api.pid"
+    tracker = ProcessTracker([Matcher("api", pidfile=pidfile)])
+    tracker.scan()  # p is seen first as a process of no workload
+    assert tracker.workload_of(p.pid) is None
+    pidfile.write_text(f"{p.pid}\n")
+    tracker.scan()
+    assert tracker.workload_of(p.pid) == "api"
+
+
+class FakeProc(ProcFS):
+    """A /proc whose processes the test writes: pid -> (ppid, start_ticks, cpu ticks)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.root.mkdir(exist_ok=True)
+        (root / "stat").write_text("cpu  100 0 50 1000 0 0 0 0 0 0\n")
+
+    def put(self, pid: int, ppid: int, start: int, cpu_ticks: int, comm: str, cmd: str) -> None:
+        d = self.root / str(pid)
+        d.mkdir(exist_ok=True)
+        rest = " ".join(["0"] * 9)  # fields 5-13, as the kernel writes them
+        (d / "stat").write_text(
+            f"{pid} ({comm}) S {ppid} {rest} {cpu_ticks} 0 0 0 0 0 0 0 {start} 0 0\n"
+        )
+        (d / "cmdline").write_bytes(cmd.replace(" ", "\0").encode() + b"\0")
+        (d / "cgroup").write_text("0::/system.slice/x.service\n")
+
+    def kill(self, pid: int) -> None:
+        for f in (self.root / str(pid)).iterdir():
+            f.unlink()
+        (self.root / str(pid)).rmdir()
+
+
+def test_stat_parsing_survives_hostile_command_names(tmp_path: Path) -> None:
+    fs = FakeProc(tmp_path / "proc")
+    fs.put(42, 1, 777, 250, "evil) S 9 9 (name", "python serve.py")
+    st = fs.stat(42)
+    assert st is not None
+    assert (st.ppid, st.start_ticks) == (1, 777)
+    assert st.cpu_s == pytest.approx(250 / os.sysconf("SC_CLK_TCK"))
+    assert fs.cmdline(42) == "python serve.py"
+    assert fs.cgroup(42) == "/system.slice/x.service"
+    assert fs.pids() == {42}
+    assert fs.stat(43) is None
+
+
+def test_pid_reuse_is_a_new_process(tmp_path: Path) -> None:
+    fs = FakeProc(tmp_path / "proc")
+    fs.put(100, 1, 5000, 0, "python", "python serve.py --api")
+    fs.put(101, 100, 5001, 0, "python", "python worker.py")  # a worker: inherits
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve.py"))], proc=fs)
+    tracker.tick()
+    assert tracker.pids_of("api") == {100, 101}
+    fs.put(101, 100, 5001, 100, "python", "python worker.py")
+    assert tracker.tick().workload_s["api"] == pytest.approx(100 / os.sysconf("SC_CLK_TCK"))
+    # The server exits; an unrelated process gets its pid.
+    fs.kill(100)
+    fs.put(100, 1, 9999, 5000, "bash", "bash")
+    tick = tracker.tick()
+    assert tick.workload_pids["api"] == frozenset({101})
+    assert tracker.workload_of(100) is None  # reclassified on its own merits
+    assert tick.workload_s["api"] == 0.0  # the stranger's CPU time is not the workload's
+
+
+def test_procfs_agrees_with_psutil_on_the_real_kernel() -> None:
+    import psutil
+
+    me = psutil.Process()
+    st = ProcFS().stat(os.getpid())
+    assert st is not None
+    assert st.ppid == me.ppid()
+    times = me.cpu_times()
+    assert abs(st.cpu_s - (times.user + times.system)) < 0.05
+    assert ProcFS().host_busy_s() > 0
+    assert os.getpid() in ProcFS().pids()
