@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck pytest quick bench system-deps clean
+.PHONY: run test lint typecheck pytest quick bench demo soak system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ quick: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# Daemon, example server and the thesis's scenarios together; a table and a PNG at the end.
+demo: $(STAMP)
+	$(BIN)/jouled demo $(ARGS)
+
+# 30 minutes of spans at 2,000/s and a scrape a second (the suite runs a 2-minute version).
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
