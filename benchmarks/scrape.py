@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import ClientSession, web
@@ -22,8 +24,8 @@ from jouled.attribution.stage import AttributionSnapshot, RequestStats
 from jouled.collectors.base import Component, Source
 from jouled.config import DEFAULT_BUCKETS
 from jouled.daemon.snapshot import CollectorStatus, Snapshot, frozen
-from jouled.exporter.attribution import AttributionCollector
-from jouled.exporter.http import build_metrics_app
+from jouled.exporter.attribution import AttributionCollector, RequestCollector
+from jouled.exporter.http import TextExposition, build_metrics_app
 from jouled.exporter.metrics import SnapshotCollector
 
 
@@ -55,6 +57,10 @@ def snapshot(workloads: int, models: int) -> Snapshot:
             spans_late=3,
             spans_rejected=frozen({"too_old": 2}),
             spans_pending=100,
+            predicted_request_j=frozen({k: 50.0 for k in requests}),
+            spans_settled=10**6 - 103,
+            spans_duplicate=0,
+            spans_dropped=0,
         )
     return Snapshot(
         seq=100,
@@ -68,16 +74,27 @@ def snapshot(workloads: int, models: int) -> Snapshot:
     )
 
 
-def registry_for(snap: Snapshot) -> CollectorRegistry:
+def registry_for(snap: Snapshot, *, requests: bool = True) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=True)
     reg.register(SnapshotCollector(lambda: snap))
     reg.register(AttributionCollector(lambda: snap))
+    if requests:
+        reg.register(RequestCollector(lambda: snap))
     return reg
 
 
-async def over_http(reg: CollectorRegistry, scrapes: int) -> tuple[dict[str, float], int]:
+def fresh_snapshots(w: int, m: int) -> Iterator[Snapshot]:
+    """A new snapshot object each time: every scrape renders (no per-tick cache hit)."""
+    base = snapshot(w, m)
+    while True:
+        yield replace(base)
+
+
+async def over_http(
+    reg: CollectorRegistry, scrapes: int, text: TextExposition | None = None
+) -> tuple[dict[str, float], int]:
     snap_now = time.monotonic
-    app = build_metrics_app(reg, lambda: (True, "ok"))
+    app = build_metrics_app(reg, lambda: (True, "ok"), text=text)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -100,15 +117,27 @@ async def over_http(reg: CollectorRegistry, scrapes: int) -> tuple[dict[str, flo
 def bench(scrapes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"scrapes": scrapes}
     for name, w, m in (("foundation", 0, 0), ("10_workloads_x_50_models", 10, 50)):
-        reg = registry_for(snapshot(w, m))
-        times = []
+        snaps = fresh_snapshots(w, m)
+        current = [next(snaps)]
+        reg = registry_for(current[0])
+        light = CollectorRegistry(auto_describe=True)
+        light.register(SnapshotCollector(lambda: current[0]))
+        light.register(AttributionCollector(lambda: current[0]))
+        exposition = TextExposition(light, lambda: current[0])
+        client_times, served_times = [], []
         for _ in range(scrapes):
             t0 = time.perf_counter()
-            body = generate_latest(reg)
-            times.append(time.perf_counter() - t0)
-        http, size = asyncio.run(over_http(reg, scrapes))
+            body = generate_latest(reg)  # prometheus-client alone (the OpenMetrics path)
+            client_times.append(time.perf_counter() - t0)
+            current[0] = next(snaps)  # a new tick: the served path cannot reuse its cache
+            t0 = time.perf_counter()
+            served = exposition()
+            served_times.append(time.perf_counter() - t0)
+        assert served == body, "the served text must equal prometheus-client's"
+        http, size = asyncio.run(over_http(reg, scrapes, exposition))
         out[name] = {
-            "render": percentiles(times[10:]),
+            "render_prometheus_client": percentiles(client_times[10:]),
+            "render": percentiles(served_times[10:]),
             "http": http,
             "bytes": len(body),
             "lines": body.count(b"\n"),
@@ -125,9 +154,10 @@ def main() -> None:
     for name in ("foundation", "10_workloads_x_50_models"):
         r = results[name]
         print(
-            f"{name:26} {r['lines']:6} lines | render p50 {r['render']['p50_ms']:6.2f} ms "
-            f"p99 {r['render']['p99_ms']:6.2f} ms | http p50 {r['http']['p50_ms']:6.2f} ms "
-            f"p99 {r['http']['p99_ms']:6.2f} ms"
+            f"{name:26} {r['lines']:6} lines | served render p50 {r['render']['p50_ms']:6.2f} "
+            f"p99 {r['render']['p99_ms']:6.2f} ms | prometheus-client p99 "
+            f"{r['render_prometheus_client']['p99_ms']:6.2f} ms | "
+            f"http p50 {r['http']['p50_ms']:6.2f} p99 {r['http']['p99_ms']:6.2f} ms"
         )
     print("saved", save("scrape", results))
 

@@ -34,9 +34,9 @@ from jouled.costmodel.grid import GridPoller
 from jouled.costmodel.live import CostStage
 from jouled.daemon.sampler import Sampler
 from jouled.daemon.systemd import Notifier
-from jouled.exporter.attribution import AttributionCollector
+from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.cost import CostCollector
-from jouled.exporter.http import build_metrics_app, tick_health
+from jouled.exporter.http import TextExposition, build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.ingest.app import build_ingest_app
 from jouled.ledger import Ledger
@@ -241,21 +241,30 @@ class Daemon:
             stages=[self.attribution, self.cost],
         )
         sampler = self.sampler
-        self.registry.register(SnapshotCollector(lambda: sampler.snapshot))
-        self.registry.register(AttributionCollector(lambda: sampler.snapshot))
-        self.registry.register(
+        light = CollectorRegistry(auto_describe=True)  # all but the per-model families
+        for collector in (
+            SnapshotCollector(lambda: sampler.snapshot),
+            AttributionCollector(lambda: sampler.snapshot),
             CostCollector(
                 lambda: sampler.snapshot,
                 ledger=ledger.status,
                 grid=lambda: self.grid.status() if self.grid is not None else None,
-            )
-        )
+            ),
+        ):
+            light.register(collector)
+            self.registry.register(collector)
+        self.registry.register(RequestCollector(lambda: sampler.snapshot))
+        self.text_exposition = TextExposition(light, lambda: sampler.snapshot)
         await sampler.tick()  # baselines; the first published tick carries no energy yet
         self._start_task("ledger", ledger.run(cfg.ledger.flush_interval))
         if self.grid is not None:
             self._start_task("grid", self.grid.run())
         health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)
-        await self._serve("metrics", build_metrics_app(self.registry, health), cfg.listen)
+        await self._serve(
+            "metrics",
+            build_metrics_app(self.registry, health, text=self.text_exposition),
+            cfg.listen,
+        )
         if cfg.ingest.enabled:
             stage = self.attribution
             ingest = build_ingest_app(

@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
 from jouled.daemon.snapshot import Snapshot
+from jouled.exporter.attribution import section_of
+from jouled.exporter.text import RequestText
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+TextRenderer = Callable[[], bytes]
+TEXT_KEY: web.AppKey[TextRenderer | None] = web.AppKey("text")
 HealthCheck = Callable[[], tuple[bool, str]]
 HEALTH_KEY: web.AppKey[HealthCheck] = web.AppKey("health")
 
@@ -19,7 +23,11 @@ HEALTH_KEY: web.AppKey[HealthCheck] = web.AppKey("health")
 async def metrics(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY_KEY]
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(registry)
+    text = request.app[TEXT_KEY]
+    if text is not None and content_type.startswith("text/plain"):
+        body = text()  # the fast path for Prometheus's default text format
+    else:
+        body = encoder(registry)
     resp = web.Response(body=body)
     # content_type carries parameters (version, charset): set the raw header.
     resp.headers["Content-Type"] = content_type
@@ -38,15 +46,41 @@ async def index(_request: web.Request) -> web.Response:
 
 
 def build_metrics_app(
-    registry: CollectorRegistry, health: Callable[[], tuple[bool, str]]
+    registry: CollectorRegistry,
+    health: Callable[[], tuple[bool, str]],
+    *,
+    text: TextRenderer | None = None,
 ) -> web.Application:
     app = web.Application()
     app[REGISTRY_KEY] = registry
+    app[TEXT_KEY] = text
     app[HEALTH_KEY] = health
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", index)
     return app
+
+
+class TextExposition:
+    """Prometheus text for a scrape: prometheus-client for the small families, ``RequestText``
+    for the per-model ones; kept per snapshot, so concurrent scrapers (an HA Prometheus pair)
+    of one tick share one rendering."""
+
+    def __init__(self, light: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
+        self._light = light
+        self._snapshot = snapshot
+        self._requests = RequestText()
+        self._last: Snapshot | None = None
+        self._body = b""
+
+    def __call__(self) -> bytes:
+        snap = self._snapshot()
+        if snap is not self._last:
+            section = section_of(snap)
+            tail = self._requests.render(section).encode() if section is not None else b""
+            self._body = generate_latest(self._light) + tail
+            self._last = snap
+        return self._body
 
 
 def tick_health(

@@ -46,6 +46,10 @@ def attribution(
         spans_late=0,
         spans_rejected=frozen({}),
         spans_pending=0,
+        predicted_request_j=frozen({}),
+        spans_settled=0,
+        spans_duplicate=0,
+        spans_dropped=0,
     )
 
 
