@@ -169,7 +169,9 @@ DEFAULT_BUCKETS = (
 
 
 class SpansConfig(_Strict):
-    settle_seconds: float = Field(default=5.0, ge=0, le=600)
+    # Spans are reported when they end: a tick must stay open longer than the longest
+    # request plus the exporter's batch delay, or that request arrives late (uncounted).
+    settle_seconds: float = Field(default=30.0, ge=0, le=600)
     max_models_per_workload: int = Field(default=50, ge=1, le=10000)
     # Work of a request when a span carries tokens but no jouled.gflops attribute.
     gflops_per_token: dict[str, float] = Field(default_factory=dict)

@@ -169,6 +169,9 @@ class AttributionStage:
         self._idle: dict[Key, IdleModel] = {}
         self._gpu_idle: dict[str, IdleModel] = {}
         self.splitter = SpanSplitter(settle_seconds=cfg.spans.settle_seconds)
+        self.splitter_settle_s = cfg.spans.settle_seconds
+        self._late_longest_s = 0.0
+        self._late_logged_at = -math.inf
         self._buckets = tuple(cfg.spans.buckets)
         self._window_s = cfg.spans.window
         self._workloads = [w.name for w in cfg.workloads]
@@ -213,11 +216,26 @@ class AttributionStage:
                 continue
             if verdict == "late":
                 late += 1
+                self._note_late(span)
             else:
                 accepted += 1
         self._accepted += accepted
         self._late += late
         return accepted, late
+
+    def _note_late(self, span: Span) -> None:
+        """One warning a minute at most, with what to change."""
+        self._late_longest_s = max(self._late_longest_s, span.end - span.start)
+        now = span.end
+        if now - self._late_logged_at >= 60.0:
+            self._late_logged_at = now
+            log.warning(
+                "spans arrive after their time settled and are not counted (late); the "
+                "longest lasted %.1fs: raise spans.settle_seconds (%.0fs) above your longest "
+                "request plus the exporter's batch delay",
+                self._late_longest_s,
+                self.splitter_settle_s,
+            )
 
     def rejected(self, reason: str, n: int) -> None:
         self._received += n
