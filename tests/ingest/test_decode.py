@@ -463,3 +463,11 @@ def test_huge_numbers_and_strings_are_rejected_not_crashes(fields: dict[str, Any
 )
 def test_huge_otlp_json_values_are_rejected_not_crashes(over: dict[str, Any]) -> None:
     must_not_crash(decode_otlp_json, otlp_json([json_span(**over)]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=200) | st.from_regex(r"[\w.:/@+=,;~ -]{0,150}", fullmatch=True))
+def test_the_label_fast_path_agrees_with_the_character_rule(value: str) -> None:
+    from jouled.ingest.decode import sanitize_label, sanitize_label_slow
+
+    assert sanitize_label(value) == sanitize_label_slow(value)
