@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -269,9 +269,13 @@ class SpanSplitter:
         self._frontier = -math.inf  # w1 of the newest settled tick
         self._last_w1 = -math.inf  # w1 of the newest tick, settled or not
         self._lanes: dict[str, _Lane] = {}
-        self._pending: OrderedDict[int, _Pending] = OrderedDict()  # arrival order
+        # Arrival order (a plain dict keeps insertion order at half OrderedDict's memory).
+        self._pending: dict[int, _Pending] = {}
         self._ends: list[tuple[float, int, _Pending]] = []  # heap by end: completion order
-        self._by_id: dict[tuple[str, str, str], int] = {}
+        # hash((workload, trace_id, span_id)) -> seq: an int key, not a tuple of three strings
+        # per pending span. A hash collision can only make a span look like a duplicate of
+        # one pending at the same moment: odds of about n^2 / 2^64.
+        self._by_id: dict[int, int] = {}
         self._seq = 0
         self._in_spans: dict[str, dict[str, float]] = {}
         self._outside: dict[str, dict[str, float]] = {}
@@ -305,7 +309,7 @@ class SpanSplitter:
         if self._is_late(span):
             self._late += 1
             return "late"
-        key = (span.workload, span.trace_id, span.span_id)
+        key = hash((span.workload, span.trace_id, span.span_id))
         if span.trace_id and span.span_id and key in self._by_id:
             # OTLP clients resend a batch whose answer they missed: count the span once.
             self._duplicates += 1
@@ -426,7 +430,7 @@ class SpanSplitter:
         span = rec.span
         self._pending.pop(rec.seq, None)
         if span.trace_id and span.span_id:
-            key = (span.workload, span.trace_id, span.span_id)
+            key = hash((span.workload, span.trace_id, span.span_id))
             if self._by_id.get(key) == rec.seq:
                 del self._by_id[key]
         lane = self._lanes.get(span.workload)
@@ -454,7 +458,7 @@ class SpanSplitter:
         rec.done = True
         self._pending.pop(rec.seq)
         span = rec.span
-        key = (span.workload, span.trace_id, span.span_id)
+        key = hash((span.workload, span.trace_id, span.span_id))
         if self._by_id.get(key) == rec.seq:
             del self._by_id[key]
         lane = self._lanes.get(span.workload)
