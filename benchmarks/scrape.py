@@ -121,9 +121,13 @@ def bench(scrapes: int) -> dict[str, Any]:
         current = [next(snaps)]
         reg = registry_for(current[0])
         light = CollectorRegistry(auto_describe=True)
-        light.register(SnapshotCollector(lambda: current[0]))
-        light.register(AttributionCollector(lambda: current[0]))
-        exposition = TextExposition(light, lambda: current[0])
+
+        def now(current: list[Snapshot] = current) -> Snapshot:
+            return current[0]
+
+        light.register(SnapshotCollector(now))
+        light.register(AttributionCollector(now))
+        exposition = TextExposition(light, now)
         client_times, served_times = [], []
         for _ in range(scrapes):
             t0 = time.perf_counter()

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.soak import report, soak
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_two_minute_soak(tmp_path: Path) -> None:
