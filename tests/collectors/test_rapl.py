@@ -387,6 +387,23 @@ def test_eio_and_garbage_affect_one_zone_only(tmp_path: Path) -> None:
     assert energies(rapl.read()) == {"package-0": 240.0, "core-0": 160.0, "dram-0": 40.0}
 
 
+@pytest.mark.parametrize("code", [errno.EIO, errno.EINVAL, errno.ENODATA, errno.EAGAIN])
+def test_any_read_errno_degrades_that_zone_and_recovers(tmp_path: Path, code: int) -> None:
+    fake = FakePowercap.typical_server(tmp_path, sockets=1)
+    clock = FakeClock()
+    rapl = collector(fake, clock)
+    rapl.read()
+    fake.zone("0").fail(code)
+    tick(fake, clock)
+    sample = rapl.read()
+    assert errno.errorcode[code] in sample.problems["package-0"]
+    assert energies(sample)["dram-0"] == 20.0  # the others go on
+    fake.zone("0").heal()
+    tick(fake, clock)
+    # The missed tick's energy is recovered from the counter: nothing lost, no spike.
+    assert energies(rapl.read())["package-0"] == 240.0
+
+
 def test_every_zone_failing_raises(tmp_path: Path) -> None:
     fake = FakePowercap.laptop(tmp_path)
     rapl = collector(fake, FakeClock())
