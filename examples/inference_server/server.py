@@ -3,8 +3,8 @@
 ``POST /predict`` takes ``{"instances": [{"text": ...}, ...]}`` (the thesis's body) and
 answers a label per text. Each request becomes one span sent to jouled's ingest listener
 (``POST /v1/spans``, batched by ``jouled.client.SpanReporter``): workload, model name, start
-and end, real token count and GFLOPs from ``jouled model flops`` on the model's own config. jouled then gives the span
-its share of the process's energy.
+and end, real token count and GFLOPs from ``jouled model flops`` on the model's own config.
+jouled then gives the span its share of the process's energy.
 
     python -m examples.inference_server.server --port 8080 \\
         --jouled-ingest http://127.0.0.1:9878 --workload inference [--backend minilm]
