@@ -160,6 +160,9 @@ class AttributionConfig(_Strict):
     # share: all energy attributed by the workloads' share of busy CPU / GPU.
     idle: Literal["exclude", "share"] = "exclude"
     idle_power_watts: IdlePowerConfig = IdlePowerConfig()
+    # How often per tick the workloads' recently active processes are sampled, so that a
+    # tick's energy goes to the requests running while the CPU was spent. 1 turns it off.
+    cpu_samples_per_tick: int = Field(default=10, ge=1, le=100)
 
 
 DEFAULT_BUCKETS = (

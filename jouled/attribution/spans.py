@@ -92,6 +92,7 @@ class _Tick:
     w0: float
     w1: float
     energy_j: dict[str, dict[str, float]]
+    busy_s: dict[str, float] | None = None  # CPU seconds per workload in the tick
 
 
 @dataclass(slots=True)
@@ -239,6 +240,28 @@ def split_fractions(
     return outside, [x * scale for x in raw]
 
 
+def _budget(
+    outside: float, fractions: list[float], length_s: float, busy_s: float
+) -> tuple[float, list[float]]:
+    """Give spans the tick's energy up to the CPU their open time can hold.
+
+    By time alone, a 6 ms request in a 1 s tick gets 0.6 % of the tick, although the server
+    spent its whole tick's CPU serving it. A request can use at least one core while it is
+    open, so spans covering ``covered`` seconds can account for ``covered`` CPU seconds:
+    spans get ``min(1, covered / busy)`` of the energy when that is more than their time
+    share; the rest (CPU that cannot have run inside a span) stays outside. The fractions
+    still sum to 1.
+    """
+    in_spans = 1.0 - outside
+    if in_spans <= 0.0 or busy_s <= 0.0:
+        return outside, fractions
+    target = min(1.0, in_spans * length_s / busy_s)
+    if target <= in_spans:
+        return outside, fractions
+    scale = target / in_spans
+    return 1.0 - target, [f * scale for f in fractions]
+
+
 def _add(into: dict[str, dict[str, float]], workload: str, component: str, joules: float) -> None:
     per = into.setdefault(workload, {})
     per[component] = per.get(component, 0.0) + joules
@@ -339,8 +362,19 @@ class SpanSplitter:
             return span.end < oldest or (span.end == oldest and span.end > span.start)
         return False
 
-    def add_tick(self, w0: float, w1: float, energy_j: EnergyByWorkload) -> None:
-        """Record one tick's energy: workload -> component -> joules, for [w0, w1)."""
+    def add_tick(
+        self,
+        w0: float,
+        w1: float,
+        energy_j: EnergyByWorkload,
+        busy_s: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record one tick's energy: workload -> component -> joules, for [w0, w1).
+
+        ``busy_s``: the CPU seconds each workload spent in the tick, where known. Spans then
+        get at least their share of the tick's time and, where the workload's CPU time fits
+        inside the time its spans were open, up to all of it (see ``_budget``).
+        """
         if not (math.isfinite(w0) and math.isfinite(w1)):
             raise ValueError(f"tick bounds must be finite: [{w0}, {w1})")
         copied: dict[str, dict[str, float]] = {}
@@ -355,7 +389,10 @@ class SpanSplitter:
             self._clamped += 1
             w0 = self._last_w1
         w1 = max(w1, w0)
-        self._ticks.append(_Tick(w0, w1, copied))
+        busy = None
+        if busy_s is not None:
+            busy = {w: b for w, b in busy_s.items() if math.isfinite(b) and b > 0}
+        self._ticks.append(_Tick(w0, w1, copied, busy))
         self._last_w1 = w1
         while len(self._ticks) > self._max_ticks:
             self._forced += 1
@@ -399,6 +436,9 @@ class SpanSplitter:
                 outside, fractions = split_fractions(
                     ((r.span.start, r.span.end, r.rate, r.known) for r in active), tick.w0, tick.w1
                 )
+                busy = tick.busy_s.get(workload) if tick.busy_s else None
+                if busy is not None and active:
+                    outside, fractions = _budget(outside, fractions, tick.w1 - tick.w0, busy)
                 for component, joules in energy.items():
                     _add(self._outside, workload, component, joules * outside)
                     in_spans = 0.0

@@ -9,6 +9,7 @@ the daemon's span sink: the ingest listener submits decoded spans here.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 from collections import deque
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettleResult, Span, SpanSplitter
-from jouled.attribution.workloads import Matcher, ProcessTracker
+from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker
 from jouled.config import Config, WorkloadConfig
 from jouled.costmodel.fitfile import Fit
 from jouled.daemon.sampler import Tick
@@ -88,6 +89,63 @@ def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
                 systemd_unit=m.systemd_unit,
             )
         )
+    return out
+
+
+# CPU-driven components follow the sub-tick CPU profile; GPU energy stays even in time.
+_PROFILED = frozenset({"cpu", "dram", "other"})
+# A profile whose sub-interval densities all lie within this factor of the mean is even
+# enough to hand the splitter one whole tick (cheaper, and no different in effect).
+_EVEN = 1.25
+
+
+def sub_ticks(
+    tick: Tick, energy_j: Mapping[str, Mapping[str, float]], cpu: CpuTick
+) -> list[tuple[float, float, dict[str, dict[str, float]], dict[str, float]]]:
+    """Cut a tick's workload energy where the workloads' CPU was sampled, so that energy
+    goes to the requests open while the CPU was spent, not evenly over the tick.
+
+    Per workload, sub-interval k gets the share of the tick's CPU-driven energy that its CPU
+    seconds were of the tick's (evenly by time when the workload's samples show no CPU);
+    the shares add up to the tick's energy exactly as the parts of 1 do. Each part carries
+    the workloads' CPU seconds in it, for the splitter's CPU budget.
+    """
+    busy = {w: cpu.workload_s.get(w, 0.0) for w in energy_j}
+    whole = [(tick.w0, tick.w1, {w: dict(parts) for w, parts in energy_j.items()}, busy)]
+    times = cpu.profile_t
+    if len(times) < 3 or not cpu.profile or tick.seconds <= 0:
+        return whole
+    span = times[-1] - times[0]
+    if span <= 0:
+        return whole
+    lengths = [b - a for a, b in itertools.pairwise(times)]
+    even = [length / span for length in lengths]
+    fractions: dict[str, list[float]] = {}
+    uneven = False
+    for workload in energy_j:
+        incs = cpu.profile.get(workload)
+        total = sum(incs) if incs else 0.0
+        if not incs or total <= 0:
+            fractions[workload] = even
+            continue
+        frac = [inc / total for inc in incs]
+        fractions[workload] = frac
+        uneven = uneven or any(
+            not (f <= e * _EVEN and f >= e / _EVEN) for f, e in zip(frac, even, strict=True)
+        )
+    if not uneven:
+        return whole
+    out = []
+    for k in range(len(lengths)):
+        # Wall bounds: the tick's wall interval cut at the same monotonic offsets.
+        w0 = tick.w1 - (tick.t1 - times[k]) if k else tick.w0
+        w1 = tick.w1 - (tick.t1 - times[k + 1]) if k + 1 < len(lengths) else tick.w1
+        part = {
+            w: {c: j * (fractions[w][k] if c in _PROFILED else even[k]) for c, j in parts.items()}
+            for w, parts in energy_j.items()
+        }
+        part_busy = {w: busy[w] * fractions[w][k] for w in energy_j}
+        out.append((w0, w1, part, part_busy))
     return out
 
 
@@ -271,7 +329,7 @@ class AttributionStage:
         return weights
 
     def on_tick(self, tick: Tick, snapshot: Snapshot) -> AttributionSnapshot:
-        cpu = self.tracker.tick()
+        cpu = self.tracker.tick(tick.t1)
         seconds = tick.seconds
         idle_w = self._idle_w(tick.host_j, seconds)
         gpu_idle_w = {}
@@ -305,7 +363,8 @@ class AttributionStage:
                 self._workload_j[wkey] = self._workload_j.get(wkey, 0.0) + j
                 mine[component] = mine.get(component, 0.0) + j
         if seconds > 0:
-            self.splitter.add_tick(tick.w0, tick.w1, per_component)
+            for w0, w1, energy, busy in sub_ticks(tick, per_component, cpu):
+                self.splitter.add_tick(w0, w1, energy, busy)
         self._absorb(self.splitter.settle(tick.w1), tick.w1)
         idle_power: dict[str, float] = {}
         for (component, _source), model in self._idle.items():

@@ -57,11 +57,19 @@ class _Proc:
 
 @dataclass(frozen=True, slots=True)
 class CpuTick:
-    """CPU seconds spent during one tick, per workload and by the whole host."""
+    """CPU seconds spent during one tick, per workload and by the whole host.
+
+    ``profile_t`` are monotonic instants cutting the tick (its start and end included) where
+    the workloads' active processes were sampled; ``profile[w][k]`` is the CPU seconds
+    workload ``w`` spent between ``profile_t[k]`` and ``profile_t[k + 1]``. Empty when the
+    tick was not sub-sampled.
+    """
 
     host_busy_s: float
     workload_s: Mapping[str, float]
     workload_pids: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    profile_t: tuple[float, ...] = ()
+    profile: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,11 @@ class ProcessTracker:
         self._procs: dict[int, _Proc] = {}
         self._pidfile_pids: dict[str, int | None] = {}
         self._last_host_busy: float | None = None
+        self._last_t: float | None = None
+        # Sub-tick samples: only of processes that used CPU recently (an idle worker pool
+        # costs nothing), pid -> ticks left in the active set.
+        self._active: dict[int, int] = {}
+        self._samples: list[tuple[float, dict[int, float]]] = []
 
     @property
     def workloads(self) -> list[str]:
@@ -233,29 +246,90 @@ class ProcessTracker:
         for start, pid, st in new:
             self._procs[pid] = _Proc(pid, start, st.ppid, self._match(pid, st.ppid, pidfile_pids))
 
-    def tick(self) -> CpuTick:
-        """Scan, then return CPU seconds since the previous tick."""
+    ACTIVE_TICKS = 30  # a process stays sub-sampled this many ticks after it last ran
+
+    def subsample(self, t: float) -> None:
+        """Record the CPU time of the recently active workload processes at monotonic ``t``.
+
+        Called a few times per tick, it tells *when* within the tick a workload spent its
+        CPU, so that its energy goes to the requests running then, not spread evenly.
+        """
+        point: dict[int, float] = {}
+        for pid in self._active:
+            proc = self._procs.get(pid)
+            if proc is None or proc.workload is None:
+                continue
+            st = self._proc.stat(pid)
+            if st is not None and st.start_ticks == proc.start_ticks:
+                point[pid] = st.cpu_s
+        self._samples.append((t, point))
+
+    def _profile(
+        self, t1: float, cpu_at_t1: Mapping[int, float], base: Mapping[int, float]
+    ) -> tuple[tuple[float, ...], dict[str, tuple[float, ...]]]:
+        t0 = self._last_t
+        samples = [(t, pt) for t, pt in self._samples if t0 is not None and t0 < t < t1]
+        self._samples.clear()
+        if t0 is None or not samples:
+            return (), {}
+        times = (t0, *(t for t, _ in samples), t1)
+        points = [*(pt for _, pt in samples), cpu_at_t1]
+        profile: dict[str, list[float]] = {}
+        for pid, start_cpu in base.items():
+            proc = self._procs.get(pid)
+            if proc is None or proc.workload is None:
+                continue
+            incs = profile.setdefault(proc.workload, [0.0] * (len(times) - 1))
+            last = start_cpu
+            for k, pt in enumerate(points):
+                now = pt.get(pid, last)  # a missed read carries the last value forward
+                incs[k] += max(0.0, now - last)
+                last = max(last, now)
+        return times, {w: tuple(v) for w, v in profile.items()}
+
+    def tick(self, t: float | None = None) -> CpuTick:
+        """Scan, then return CPU seconds since the previous tick (``t``: monotonic now)."""
         self.scan()
         busy = self._host_busy()
         host_delta = 0.0 if self._last_host_busy is None else max(0.0, busy - self._last_host_busy)
         self._last_host_busy = busy
         per: dict[str, float] = {m.name: 0.0 for m in self.matchers}
         pids: dict[str, set[int]] = {m.name: set() for m in self.matchers}
+        base: dict[int, float] = {}  # CPU at the previous tick, of the sub-sampled pids
+        at_t1: dict[int, float] = {}
         for pid, proc in list(self._procs.items()):
             if proc.workload is None:
                 continue
             st = self._proc.stat(pid)
             if st is None or st.start_ticks != proc.start_ticks:
                 del self._procs[pid]  # exited, or the pid was reused by another process
+                self._active.pop(pid, None)
                 continue
             pids[proc.workload].add(pid)
             if proc.last_cpu_s is not None:
-                per[proc.workload] += max(0.0, st.cpu_s - proc.last_cpu_s)
+                used = max(0.0, st.cpu_s - proc.last_cpu_s)
+                per[proc.workload] += used
+                if pid in self._active:
+                    base[pid] = proc.last_cpu_s
+                    at_t1[pid] = st.cpu_s
+                if used > 0:
+                    self._active[pid] = self.ACTIVE_TICKS
             proc.last_cpu_s = st.cpu_s
+        times: tuple[float, ...] = ()
+        profile: dict[str, tuple[float, ...]] = {}
+        if t is not None:
+            times, profile = self._profile(t, at_t1, base)
+            self._last_t = t
+        for pid in list(self._active):
+            self._active[pid] -= 1
+            if self._active[pid] <= 0:
+                del self._active[pid]
         return CpuTick(
             host_busy_s=host_delta,
             workload_s=per,
             workload_pids={k: frozenset(v) for k, v in pids.items()},
+            profile_t=times,
+            profile=profile,
         )
 
     def workload_of(self, pid: int) -> str | None:

@@ -256,6 +256,7 @@ class Daemon:
         self.registry.register(RequestCollector(lambda: sampler.snapshot))
         self.text_exposition = TextExposition(light, lambda: sampler.snapshot)
         await sampler.tick()  # baselines; the first published tick carries no energy yet
+        self._start_task("subsample", self._subsample())
         self._start_task("ledger", ledger.run(cfg.ledger.flush_interval))
         if self.grid is not None:
             self._start_task("grid", self.grid.run())
@@ -280,6 +281,17 @@ class Daemon:
             await self._serve(
                 "ingest", ingest, cfg.ingest.listen, socket_mode=int(cfg.ingest.socket_mode, 8)
             )
+
+    async def _subsample(self) -> None:
+        """Sample the workloads' active processes between ticks (attribution's CPU profile)."""
+        while True:
+            n = self.config.attribution.cpu_samples_per_tick
+            await asyncio.sleep(self.config.interval / n if n > 1 else self.config.interval)
+            if n > 1 and self.attribution is not None:
+                try:
+                    self.attribution.tracker.subsample(self.clock.monotonic())
+                except Exception:  # never let sampling end the task
+                    log.exception("sub-tick CPU sampling failed")
 
     def _grid_poller(self, cfg: Config) -> GridPoller | None:
         gi = cfg.cost.grid_intensity

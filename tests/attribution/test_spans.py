@@ -454,3 +454,64 @@ def test_late_spans_never_change_settled_energy(
     with_late, splitter, added = run(ops, extra_late=2)
     assert splitter.stats.late_spans - added == run(ops)[1].stats.late_spans
     assert with_late.results == plain.results
+
+
+def test_cpu_budget_gives_a_short_request_the_cpu_it_used() -> None:
+    from jouled.attribution.spans import Span as S
+    from jouled.attribution.spans import SpanSplitter as Splitter
+
+    sp = Splitter(settle_seconds=0.0)
+    sp.add_span(S("api", "m", 100.0, 100.006, gflops=1.0))
+    # 10 J in a 1 s tick; the workload ran 6 ms of CPU: all of it fits in the 6 ms span.
+    sp.add_tick(100.0, 101.0, {"api": {"cpu": 10.0}}, busy_s={"api": 0.006})
+    res = sp.settle(200.0)
+    assert res.requests[0].energy_j["cpu"] == pytest.approx(10.0)
+    # 60 ms of CPU: the span can hold 6 ms of it, so 10 %; the rest ran outside.
+    sp2 = Splitter(settle_seconds=0.0)
+    sp2.add_span(S("api", "m", 100.0, 100.006, gflops=1.0))
+    sp2.add_tick(100.0, 101.0, {"api": {"cpu": 10.0}}, busy_s={"api": 0.06})
+    res2 = sp2.settle(200.0)
+    assert res2.requests[0].energy_j["cpu"] == pytest.approx(1.0)
+    assert res2.outside_j["api"]["cpu"] == pytest.approx(9.0)
+    # Never less than the time share: a span covering the tick keeps it all with 2 busy cores.
+    sp3 = Splitter(settle_seconds=0.0)
+    sp3.add_span(S("api", "m", 100.0, 101.0))
+    sp3.add_tick(100.0, 101.0, {"api": {"cpu": 10.0}}, busy_s={"api": 2.0})
+    assert sp3.settle(200.0).requests[0].energy_j["cpu"] == pytest.approx(10.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(st.floats(0, 3), st.floats(0, 2), st.none() | st.floats(0, 100)),
+        max_size=12,
+    ),
+    ticks=st.lists(
+        st.tuples(st.floats(0, 500), st.none() | st.floats(0, 4)), min_size=1, max_size=4
+    ),
+)
+def test_cpu_budget_conserves_energy_and_never_cuts_the_time_share(spans, ticks) -> None:
+    from jouled.attribution.spans import Span as S
+    from jouled.attribution.spans import SpanSplitter as Splitter
+
+    timed = Splitter(settle_seconds=0.0)
+    budgeted = Splitter(settle_seconds=0.0)
+    for start, length, gflops in spans:
+        for sp in (timed, budgeted):
+            sp.add_span(S("w", "m", 1000.0 + start, 1000.0 + start + length, gflops=gflops))
+    total = 0.0
+    for i, (joules, busy) in enumerate(ticks):
+        bounds = (1000.0 + i, 1001.0 + i)
+        timed.add_tick(*bounds, {"w": {"cpu": joules}})
+        budgeted.add_tick(*bounds, {"w": {"cpu": joules}}, busy_s={"w": busy} if busy else None)
+        total += joules
+    a, b = timed.flush(), budgeted.flush()
+    in_a = a.in_spans_j.get("w", {}).get("cpu", 0.0)
+    in_b = b.in_spans_j.get("w", {}).get("cpu", 0.0)
+    out_b = b.outside_j.get("w", {}).get("cpu", 0.0)
+    assert in_b + out_b == pytest.approx(total, rel=1e-9, abs=1e-9)
+    assert out_b >= -1e-9 and in_b >= -1e-9
+    assert in_b >= in_a - 1e-9 * max(1.0, total)  # the budget only ever adds to spans
+    assert sum(sum(r.energy_j.values()) for r in b.requests) == pytest.approx(
+        in_b, rel=1e-9, abs=1e-9
+    )

@@ -14,13 +14,24 @@ T0 = 1_700_000_000.0
 
 
 class FakeTracker:
-    """CPU time per tick as the test dictates."""
+    """CPU time per tick as the test dictates; optionally a sub-tick CPU profile."""
 
     def __init__(self, shares: dict[str, float]) -> None:
         self.shares = shares
+        self.profile: dict[str, tuple[float, ...]] = {}
+        self.cuts: tuple[float, ...] = ()  # offsets within the tick, 0 and 1 excluded
 
-    def tick(self) -> CpuTick:
-        return CpuTick(1.0, dict(self.shares), {w: frozenset([1]) for w in self.shares})
+    def tick(self, t: float | None = None) -> CpuTick:
+        times: tuple[float, ...] = ()
+        if self.profile and t is not None:
+            times = (t - 1.0, *(t - 1.0 + c for c in self.cuts), t)
+        return CpuTick(
+            1.0,
+            dict(self.shares),
+            {w: frozenset([1]) for w in self.shares},
+            profile_t=times,
+            profile=dict(self.profile),
+        )
 
     def workload_of(self, pid: int) -> str | None:
         return {101: "api"}.get(pid)
@@ -181,3 +192,42 @@ def test_span_accounting_always_balances() -> None:
     assert snap.spans_balance == 0
     final = stage.flush(T0 + 100)
     assert final is not None and final.spans_pending == 0 and final.spans_balance == 0
+
+
+def test_a_short_request_gets_the_cpu_spent_during_it_not_a_share_of_wall_time() -> None:
+    # The workload spends all of its tick's CPU in the first 100 ms, serving one request;
+    # the rest of the second it idles. Even in time the request would get 10 %.
+    stage = make_stage()
+    tracker = stage.tracker
+    assert isinstance(tracker, FakeTracker)
+    tracker.cuts = tuple(k / 10 for k in range(1, 10))
+    tracker.profile = {"api": (0.1, *([0.0] * 9))}
+    stage.submit([Span("api", "bert", T0 + 1.0, T0 + 1.1, gflops=5.0)])
+    for seq in range(1, 6):
+        snap = stage.on_tick(tick(seq), EMPTY)
+    req = snap.requests[("api", "bert")]
+    assert req.count == 1
+    assert req.energy_sum_j == pytest.approx(100.0)  # the whole active energy of its tick
+    # Conservation still holds: settled ticks 1-3 = 300 J, 100 J of it in the span.
+    assert snap.workload_in_spans_j[("api", "cpu")] == pytest.approx(100.0)
+    assert snap.workload_in_spans_j[("api", "cpu")] + snap.workload_outside_spans_j[
+        ("api", "cpu")
+    ] == pytest.approx(300.0)
+
+
+def test_an_even_profile_keeps_the_tick_whole() -> None:
+    from jouled.attribution.stage import sub_ticks
+
+    cpu = CpuTick(1.0, {"api": 1.0}, profile_t=(0.0, 0.5, 1.0), profile={"api": (0.5, 0.52)})
+    t = Tick(1, 0.0, 1.0, T0, T0 + 1, frozen({}), frozen({}), frozen({}))
+    assert sub_ticks(t, {"api": {"cpu": 10.0}}, cpu) == [
+        (T0, T0 + 1, {"api": {"cpu": 10.0}}, {"api": 1.0})
+    ]
+    uneven = CpuTick(1.0, {"api": 1.0}, profile_t=(0.0, 0.5, 1.0), profile={"api": (0.9, 0.1)})
+    parts = sub_ticks(t, {"api": {"cpu": 10.0, "gpu": 4.0}}, uneven)
+    assert [(a - T0, b - T0) for a, b, _, _ in parts] == [(0.0, 0.5), (0.5, 1.0)]
+    assert [busy["api"] for _, _, _, busy in parts] == pytest.approx([0.9, 0.1])
+    assert parts[0][2]["api"]["cpu"] == pytest.approx(9.0)
+    assert parts[1][2]["api"]["cpu"] == pytest.approx(1.0)
+    # GPU energy is not driven by the CPU: it stays even in time.
+    assert parts[0][2]["api"]["gpu"] == pytest.approx(2.0)

@@ -201,3 +201,25 @@ def test_procfs_agrees_with_psutil_on_the_real_kernel() -> None:
     assert abs(st.cpu_s - (times.user + times.system)) < 0.05
     assert ProcFS().host_busy_s() > 0
     assert os.getpid() in ProcFS().pids()
+
+
+def test_sub_tick_samples_say_when_the_cpu_was_spent(tmp_path: Path) -> None:
+    hz = os.sysconf("SC_CLK_TCK")
+    fs = FakeProc(tmp_path / "proc")
+    fs.put(100, 1, 5000, 0, "python", "python serve.py")
+    fs.put(200, 1, 6000, 0, "sleep", "sleep 1000")  # matched but never runs
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve.py|sleep 1000"))], proc=fs)
+    tracker.tick(0.0)
+    fs.put(100, 1, 5000, hz // 10, "python", "python serve.py")  # became active
+    tracker.tick(1.0)
+    # Tick 2: 30 ticks of CPU between 1.25 and 1.5, nothing else.
+    tracker.subsample(1.25)
+    fs.put(100, 1, 5000, hz // 10 + 30, "python", "python serve.py")
+    tracker.subsample(1.5)
+    tracker.subsample(1.75)
+    cpu = tracker.tick(2.0)
+    assert cpu.profile_t == (1.0, 1.25, 1.5, 1.75, 2.0)
+    assert cpu.profile["api"] == pytest.approx((0.0, 30 / hz, 0.0, 0.0))
+    assert sum(cpu.profile["api"]) == pytest.approx(cpu.workload_s["api"])
+    # A tick without samples has no profile: its energy is split evenly in time.
+    assert tracker.tick(3.0).profile_t == ()
