@@ -327,14 +327,18 @@ def plot(rows: list[ScenarioRow], path: Path, *, title: str, estimated: bool) ->
     ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     color = "#c0803a" if estimated else "#3a7dc0"
-    for ax, values, ylabel in (
-        (axes[0], [r.joules_per_request for r in rows], "joules per request"),
-        (axes[1], [r.joules_per_text for r in rows], "joules per text"),
+    for ax, values, ylabel, scale in (
+        # Requests span three decades (1 text to 500): log. Per text should be flat: linear
+        # from zero, so that equal bars look equal.
+        (axes[0], [r.joules_per_request for r in rows], "joules per request", "log"),
+        (axes[1], [r.joules_per_text for r in rows], "joules per text", "linear"),
     ):
         bars = ax.bar(labels, values, color=color)
         ax.bar_label(bars, fmt="%.3g")
         ax.set_ylabel(ylabel)
-        ax.set_yscale("log")
+        ax.set_yscale(scale)
+        if scale == "linear":
+            ax.set_ylim(0, max(values, default=1.0) * 1.2 or 1.0)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
