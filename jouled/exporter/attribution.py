@@ -15,6 +15,7 @@ from prometheus_client.utils import floatToGoString
 
 from jouled.attribution.stage import AttributionSnapshot
 from jouled.daemon.snapshot import Snapshot
+from jouled.exporter.families import family
 
 
 def _le(bound: float) -> str:
@@ -76,10 +77,7 @@ class RequestCollector(Collector):
             ("jouled_energy_per_gflop_joules", a.energy_per_gflop_j),
             ("jouled_predicted_request_energy_joules", a.predicted_request_j),
         ):
-            family = GaugeMetricFamily(name, HELP[name], labels=["workload", "model"])
-            for (workload, model), v in sorted(values.items()):
-                family.add_metric([workload, model], v)
-            yield family
+            yield family(GaugeMetricFamily, name, HELP[name], ["workload", "model"], values)
 
 
 class AttributionCollector(Collector):
@@ -90,70 +88,57 @@ class AttributionCollector(Collector):
         a = section_of(self._snapshot())
         if a is None:
             return
-        idle = CounterMetricFamily(
+        counter, gauge = CounterMetricFamily, GaugeMetricFamily
+        yield family(
+            counter,
             "jouled_host_idle_energy_joules",
             "Host energy counted as idle (idle power x time) and attributed to no workload.",
-            labels=["component"],
+            ["component"],
+            a.idle_energy_j,
         )
-        for component, j in sorted(a.idle_energy_j.items()):
-            idle.add_metric([component], j)
-        yield idle
-
-        idle_w = GaugeMetricFamily(
+        yield family(
+            gauge,
             "jouled_host_idle_power_watts",
             "Idle power in use per component: configured, or learned as the lowest "
             "10-tick average over the last hour.",
-            labels=["component"],
+            ["component"],
+            a.idle_power_w,
         )
-        for component, w in sorted(a.idle_power_w.items()):
-            idle_w.add_metric([component], w)
-        yield idle_w
-
-        unattr = CounterMetricFamily(
+        yield family(
+            counter,
             "jouled_unattributed_energy_joules",
             "Active host energy used by processes of no configured workload.",
-            labels=["component", "source"],
+            ["component", "source"],
+            a.unattributed_energy_j,
         )
-        for (component, source), j in sorted(a.unattributed_energy_j.items()):
-            unattr.add_metric([component, source], j)
-        yield unattr
-
-        wl = CounterMetricFamily(
+        yield family(
+            counter,
             "jouled_workload_energy_joules",
             "Energy attributed to each workload (its processes and their children).",
-            labels=["workload", "component", "source"],
+            ["workload", "component", "source"],
+            a.workload_energy_j,
         )
-        for (workload, component, source), j in sorted(a.workload_energy_j.items()):
-            wl.add_metric([workload, component, source], j)
-        yield wl
-
-        outside = CounterMetricFamily(
+        yield family(
+            counter,
             "jouled_workload_outside_spans_energy_joules",
             "Settled workload energy spent while no request span was open.",
-            labels=["workload", "component"],
+            ["workload", "component"],
+            a.workload_outside_spans_j,
         )
-        for (workload, component), j in sorted(a.workload_outside_spans_j.items()):
-            outside.add_metric([workload, component], j)
-        yield outside
-
-        inside = CounterMetricFamily(
+        yield family(
+            counter,
             "jouled_workload_spans_energy_joules",
             "Settled workload energy given to request spans.",
-            labels=["workload", "component"],
+            ["workload", "component"],
+            a.workload_in_spans_j,
         )
-        for (workload, component), j in sorted(a.workload_in_spans_j.items()):
-            inside.add_metric([workload, component], j)
-        yield inside
-
-        procs = GaugeMetricFamily(
+        yield family(
+            gauge,
             "jouled_workload_processes",
             "Live processes matched to each workload (0: the workload is not running).",
-            labels=["workload"],
+            ["workload"],
+            a.workload_processes,
         )
-        for workload, n in sorted(a.workload_processes.items()):
-            procs.add_metric([workload], float(n))
-        yield procs
-
         received = CounterMetricFamily(
             "jouled_spans_received", "Spans received on the ingest listener."
         )
@@ -165,12 +150,10 @@ class AttributionCollector(Collector):
         )
         late.add_metric([], float(a.spans_late))
         yield late
-        rejected = CounterMetricFamily(
-            "jouled_spans_rejected", "Spans refused, by reason.", labels=["reason"]
-        )
-        for reason, n in sorted(a.spans_rejected.items()):
-            rejected.add_metric([reason], float(n))
-        yield rejected
+        yield family(
+            counter, "jouled_spans_rejected", "Spans refused, by reason.", ["reason"],
+            a.spans_rejected,
+        )  # fmt: skip
         for name, value, text in (
             ("jouled_spans_settled", a.spans_settled, "Spans settled into requests."),
             (
@@ -184,9 +167,9 @@ class AttributionCollector(Collector):
                 "Spans evicted over the pending cap before receiving energy.",
             ),
         ):
-            family = CounterMetricFamily(name, text)
-            family.add_metric([], float(value))
-            yield family
+            total = CounterMetricFamily(name, text)
+            total.add_metric([], float(value))
+            yield total
         pending = GaugeMetricFamily(
             "jouled_spans_pending", "Accepted spans waiting for their ticks to settle."
         )

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from jouled import __version__
 from jouled.daemon.snapshot import Snapshot
+from jouled.exporter.families import family
 
 
 class SnapshotCollector(Collector):
@@ -33,58 +34,51 @@ class SnapshotCollector(Collector):
         info.add_metric([__version__, platform.python_version()], 1.0)
         yield info
 
-        domains = CounterMetricFamily(
+        yield family(
+            CounterMetricFamily,
             "jouled_domain_energy_joules",
             "Energy of each raw meter (RAPL zone, GPU board, estimate) since jouled started. "
             "Zones overlap (package contains core and uncore): do not sum across domains.",
-            labels=["domain", "source"],
+            ["domain", "source"],
+            snap.domain_energy_j,
         )
-        for (domain, source), joules in sorted(snap.domain_energy_j.items()):
-            domains.add_metric([domain, source], joules)
-        yield domains
-
-        host = CounterMetricFamily(
+        yield family(
+            CounterMetricFamily,
             "jouled_host_energy_joules",
             "Host IT energy by non-overlapping component (cpu, dram, gpu, other); "
             "sums to the host's measured or estimated energy.",
-            labels=["component", "source"],
+            ["component", "source"],
+            snap.host_energy_j,
         )
-        for (component, source), joules in sorted(snap.host_energy_j.items()):
-            host.add_metric([component, source], joules)
-        yield host
-
-        resets = CounterMetricFamily(
+        yield family(
+            CounterMetricFamily,
             "jouled_domain_resets",
             "Hardware energy counter resets detected (driver reload, GPU reset); "
             "unfolded without a negative delta or a spike.",
-            labels=["domain", "source"],
+            ["domain", "source"],
+            snap.counter_resets,
         )
-        for (domain, source), count in sorted(snap.counter_resets.items()):
-            resets.add_metric([domain, source], float(count))
-        yield resets
-
-        up = GaugeMetricFamily(
-            "jouled_collector_up",
-            "1 when the collector's last read succeeded, 0 when it failed or timed out.",
-            labels=["collector"],
-        )
-        duration = GaugeMetricFamily(
-            "jouled_collector_duration_seconds",
-            "How long the collector's last read took.",
-            labels=["collector"],
-        )
-        problems = GaugeMetricFamily(
-            "jouled_collector_domain_errors",
-            "Domains the collector could not read on its last read (vanished zone, lost GPU).",
-            labels=["collector"],
-        )
-        for name, status in sorted(snap.collectors.items()):
-            up.add_metric([name], 1.0 if status.up else 0.0)
-            duration.add_metric([name], status.duration_s)
-            problems.add_metric([name], float(len(status.problems)))
-        yield up
-        yield duration
-        yield problems
+        status = sorted(snap.collectors.items())
+        for name, doc, value in (
+            (
+                "jouled_collector_up",
+                "1 when the collector's last read succeeded, 0 when it failed or timed out.",
+                lambda st: 1.0 if st.up else 0.0,
+            ),
+            (
+                "jouled_collector_duration_seconds",
+                "How long the collector's last read took.",
+                lambda st: st.duration_s,
+            ),
+            (
+                "jouled_collector_domain_errors",
+                "Domains the collector could not read on its last read (vanished zone, lost GPU).",
+                lambda st: float(len(st.problems)),
+            ),
+        ):
+            yield family(
+                GaugeMetricFamily, name, doc, ["collector"], {c: value(st) for c, st in status}
+            )
 
         last = GaugeMetricFamily(
             "jouled_last_tick_timestamp_seconds",
