@@ -35,12 +35,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _host_busy_s() -> float:
-    import psutil
+    from jouled.collectors.estimate import host_cpu_times
 
-    t = psutil.cpu_times()
-    idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
-    guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
-    return float(sum(t) - guest - idle)
+    return host_cpu_times().busy_s
 
 
 class LoadFollowingRapl:

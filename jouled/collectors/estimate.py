@@ -25,7 +25,8 @@ class CpuTimes:
     total_s: float
 
 
-def _host_cpu_times() -> CpuTimes:
+def host_cpu_times() -> CpuTimes:
+    """Busy and total CPU seconds of the whole host since boot."""
     t = psutil.cpu_times()
     # iowait and idle are time the CPU was not executing; steal was spent by other guests.
     idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
@@ -49,7 +50,7 @@ class EstimateCollector:
         memory_watts_per_gb: float = 0.392,
         vcpus: int | None = None,
         memory_gb: float | None = None,
-        cpu_times: Callable[[], CpuTimes] = _host_cpu_times,
+        cpu_times: Callable[[], CpuTimes] = host_cpu_times,
     ) -> None:
         self._clock = clock
         self._min_w = cpu_min_watts_per_vcpu
