@@ -83,12 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("fit", help="fit energy against GFLOPs (thesis) and compare predictors")
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--csv",
-        required=True,
         help="CSV with model,gflops,joules (+ parameters_m, tokens, layers, requests)"
         "; or thesis:inference, thesis:finetune, thesis:coldstart",
     )
+    source.add_argument(
+        "--ledger",
+        type=Path,
+        help="jouled's ledger (SQLite): per model, GFLOPs and joules per request as measured",
+    )
+    p.add_argument("--since-days", type=_positive_float, help="with --ledger: the last N days")
     p.add_argument("--x", default="gflops", help="predictor column (default gflops)")
     p.add_argument("--y", default="joules", help="energy column (default joules)")
     p.add_argument(
@@ -203,7 +209,10 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from jouled.costmodel import fit
 
-    path = datasets.resolve_csv(args.csv)
+    if args.ledger is not None:
+        path = datasets.ledger_csv(args.ledger, since_days=args.since_days)
+    else:
+        path = datasets.resolve_csv(args.csv)
     frame = fit.read_measurements(
         path, x=args.x, y=args.y, where=args.where, requests=args.requests
     )

@@ -57,3 +57,45 @@ def published() -> dict[str, Any]:
         (data_dir() / "thesis_published.json").read_text(encoding="utf-8")
     )
     return data
+
+
+def ledger_csv(ledger: Path, *, since_days: float | None = None) -> Path:
+    """A measurements CSV (``model,gflops,joules,requests``) from jouled's ledger: per
+    (workload, model) with known work, GFLOPs per request and the energy of its requests.
+
+    Written to a temporary file that ``fit`` reads like any other CSV.
+    """
+    import csv
+    import sqlite3
+    import tempfile
+    import time
+
+    if not ledger.exists():
+        raise FileNotFoundError(f"{ledger}: no such ledger (ledger.path of the daemon)")
+    since = 0 if since_days is None else int(time.time() - since_days * 86400)
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as conn:
+            rows = conn.execute(
+                "SELECT workload, model, SUM(requests), SUM(gflops), SUM(energy_j) "
+                "FROM minutes WHERE scope = 'model' AND minute >= ? "
+                "GROUP BY workload, model HAVING SUM(requests) > 0 AND SUM(gflops) > 0 "
+                "ORDER BY workload, model",
+                (since,),
+            ).fetchall()
+    except sqlite3.Error as exc:
+        raise FileNotFoundError(f"{ledger}: not a readable jouled ledger ({exc})") from None
+    if not rows:
+        raise FileNotFoundError(
+            f"{ledger}: no requests with known GFLOPs in the ledger"
+            + (f" over the last {since_days:g} days" if since_days else "")
+            + " (spans need jouled.gflops, or tokens and spans.gflops_per_token)"
+        )
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".csv", prefix="jouled-ledger-", delete=False, newline=""
+    ) as fh:
+        out = csv.writer(fh)
+        out.writerow(["model", "workload", "gflops", "joules", "requests"])
+        for workload, model, requests, gflops, energy in rows:
+            # joules is the total: fit divides it by the requests column (thesis Eq. 5.1).
+            out.writerow([model, workload, gflops / requests, energy, requests])
+    return Path(fh.name)
