@@ -163,6 +163,8 @@ class AttributionConfig(_Strict):
     # How often per tick the workloads' recently active processes are sampled, so that a
     # tick's energy goes to the requests running while the CPU was spent. 1 turns it off.
     cpu_samples_per_tick: int = Field(default=10, ge=1, le=100)
+    # Where to read processes from: the host's /proc, e.g. /host/proc in a container.
+    proc_path: Path = Path("/proc")
 
 
 DEFAULT_BUCKETS = (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettleResult, Span, SpanSplitter
-from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker
+from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker, ProcFS
 from jouled.config import Config, WorkloadConfig
 from jouled.costmodel.fitfile import Fit
 from jouled.daemon.sampler import Tick
@@ -214,7 +214,9 @@ class AttributionStage:
         fit: Fit | None = None,
     ) -> None:
         self.fit = fit
-        self.tracker = tracker or ProcessTracker(matchers_from(cfg.workloads))
+        self.tracker = tracker or ProcessTracker(
+            matchers_from(cfg.workloads), proc=ProcFS(cfg.attribution.proc_path)
+        )
         self._gpu_processes = gpu_processes
         self._mode: IdleMode = cfg.attribution.idle
         idle_cfg = cfg.attribution.idle_power_watts
@@ -249,7 +251,9 @@ class AttributionStage:
 
     def reconfigure(self, cfg: Config) -> None:
         """Apply reloaded workloads and idle settings; totals and pending spans carry on."""
-        self.tracker = ProcessTracker(matchers_from(cfg.workloads))
+        self.tracker = ProcessTracker(
+            matchers_from(cfg.workloads), proc=ProcFS(cfg.attribution.proc_path)
+        )
         self._workloads = [w.name for w in cfg.workloads]
         self._mode = cfg.attribution.idle
         idle_cfg = cfg.attribution.idle_power_watts
