@@ -216,6 +216,9 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config
         log.info("jouled %s starting (interval %.2fs)", __version__, cfg.interval)
+        # Files the config names are checked before anything starts.
+        token = _read_token(cfg.ingest.token_file) if cfg.ingest.enabled else None
+        fit = _load_fit(cfg)
         plan = await asyncio.to_thread(
             build_collectors, cfg, self.clock, nvml_module=self._nvml_module
         )
@@ -224,7 +227,7 @@ class Daemon:
         if not plan.collectors:
             log.warning("no collector enabled: jouled serves health metrics only")
         self.attribution = AttributionStage(
-            cfg, gpu_processes=_gpu_processes(plan.collectors), fit=_load_fit(cfg)
+            cfg, gpu_processes=_gpu_processes(plan.collectors), fit=fit
         )
         # An unwritable ledger logs one warning and leaves the live metrics running.
         ledger = self.ledger = Ledger(
@@ -275,7 +278,7 @@ class Daemon:
                 gflops_per_token=cfg.spans.gflops_per_token,
                 max_body_bytes=cfg.spans.max_body_bytes,
                 model_cap=cfg.spans.max_models_per_workload,
-                token=_read_token(cfg.ingest.token_file),
+                token=token,
                 max_requests_per_second=cfg.ingest.max_requests_per_second,
             )
             await self._serve(
