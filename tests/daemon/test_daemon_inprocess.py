@@ -138,3 +138,26 @@ async def test_an_unusable_fit_file_stops_startup_with_the_key_and_the_file(
     with pytest.raises(StartupError, match=r"spans\.fit_file: cannot use .*fit\.json"):
         await daemon.start()
     await daemon.shutdown()
+
+
+@pytest.mark.parametrize("content", [None, "  \n"])
+async def test_a_missing_or_empty_token_file_stops_startup(
+    tmp_path: Path, content: str | None
+) -> None:
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+    cfg = config.validate(
+        {
+            "listen": f"127.0.0.1:{free_port()}",
+            "ingest": {"listen": f"127.0.0.1:{free_port()}", "token_file": str(token)},
+            "collectors": {"rapl": {"enabled": False}, "nvml": {"enabled": False}},
+            "ledger": {"path": None},
+        },
+        "test",
+    )
+    daemon = Daemon(cfg, clock=FakeClock(), notifier=Notifier({}))
+    with pytest.raises(StartupError, match=r"ingest\.token_file: .*token"):
+        await daemon.start()
+    assert daemon.bound == {}  # nothing was listening
+    await daemon.shutdown()
