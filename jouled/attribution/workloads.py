@@ -248,6 +248,11 @@ class ProcessTracker:
 
     ACTIVE_TICKS = 30  # a process stays sub-sampled this many ticks after it last ran
 
+    @property
+    def has_active(self) -> bool:
+        """Whether any workload process used CPU recently (so sub-samples are worth taking)."""
+        return bool(self._active)
+
     def subsample(self, t: float) -> None:
         """Record the CPU time of the recently active workload processes at monotonic ``t``.
 

@@ -289,12 +289,17 @@ class Daemon:
         """Sample the workloads' active processes between ticks (attribution's CPU profile)."""
         while True:
             n = self.config.attribution.cpu_samples_per_tick
-            await asyncio.sleep(self.config.interval / n if n > 1 else self.config.interval)
-            if n > 1 and self.attribution is not None:
-                try:
-                    self.attribution.tracker.subsample(self.clock.monotonic())
-                except Exception:  # never let sampling end the task
-                    log.exception("sub-tick CPU sampling failed")
+            tracker = self.attribution.tracker if self.attribution is not None else None
+            # With no recently active workload process there is nothing to sample: wake
+            # once a tick to look again, not n times (an idle daemon stays idle).
+            if n <= 1 or tracker is None or not tracker.has_active:
+                await asyncio.sleep(self.config.interval)
+                continue
+            await asyncio.sleep(self.config.interval / n)
+            try:
+                tracker.subsample(self.clock.monotonic())
+            except Exception:  # never let sampling end the task
+                log.exception("sub-tick CPU sampling failed")
 
     def _grid_poller(self, cfg: Config) -> GridPoller | None:
         gi = cfg.cost.grid_intensity
