@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from jouled.costmodel.grid import GridStatus
 from jouled.costmodel.live import CostSnapshot
 from jouled.daemon.snapshot import Snapshot
+from jouled.exporter.families import family
 from jouled.ledger import LedgerStatus
 
 
@@ -44,98 +45,97 @@ class CostCollector(Collector):
 def _cost(c: CostSnapshot) -> Iterator[Metric]:
     f = c.factors
     cur = f.currency
-    g = GaugeMetricFamily(
+    gauge, counter = GaugeMetricFamily, CounterMetricFamily
+    yield family(
+        gauge,
         "jouled_host_cost_per_hour",
         "Host cost rate: energy = IT power over cost.window x PUE x price in force; "
         "hardware = configured hourly prices.",
-        labels=["currency", "kind"],
+        ["currency", "kind"],
+        {(cur, kind): v for kind, v in c.host_cost_per_hour.items()},
     )
-    for kind, v in sorted(c.host_cost_per_hour.items()):
-        g.add_metric([cur, kind], v)
-    yield g
-    g = GaugeMetricFamily(
+    yield family(
+        gauge,
         "jouled_workload_cost_per_hour",
         "Workload cost rate over cost.window (hardware: by its share of each item's "
         "component energy).",
-        labels=["workload", "currency", "kind"],
+        ["workload", "currency", "kind"],
+        {(w, cur, kind): v for (w, kind), v in c.workload_cost_per_hour.items()},
     )
-    for (workload, kind), v in sorted(c.workload_cost_per_hour.items()):
-        g.add_metric([workload, cur, kind], v)
-    yield g
-    g = GaugeMetricFamily(
+    yield family(
+        gauge,
         "jouled_host_emissions_grams_per_hour",
         "Host emissions rate in gCO2e/h: IT power over cost.window x PUE x grid intensity.",
+        [],
+        {(): c.host_emissions_g_per_hour},
     )
-    g.add_metric([], c.host_emissions_g_per_hour)
-    yield g
-    g = GaugeMetricFamily(
+    yield family(
+        gauge,
         "jouled_workload_emissions_grams_per_hour",
         "Workload emissions rate in gCO2e/h over cost.window, PUE included.",
-        labels=["workload"],
+        ["workload"],
+        c.workload_emissions_g_per_hour,
     )
-    for workload, v in sorted(c.workload_emissions_g_per_hour.items()):
-        g.add_metric([workload], v)
-    yield g
-
-    k = CounterMetricFamily(
+    yield family(
+        counter,
         "jouled_host_cost",
         "Host cost since start, each tick at the price in force (time-matched).",
-        labels=["currency", "kind"],
+        ["currency", "kind"],
+        {(cur, kind): v for kind, v in c.host_cost_total.items()},
     )
-    for kind, v in sorted(c.host_cost_total.items()):
-        k.add_metric([cur, kind], v)
-    yield k
-    k = CounterMetricFamily(
+    yield family(
+        counter,
         "jouled_workload_cost",
         "Workload cost since start, each tick at the price in force.",
-        labels=["workload", "currency", "kind"],
+        ["workload", "currency", "kind"],
+        {(w, cur, kind): v for (w, kind), v in c.workload_cost_total.items()},
     )
-    for (workload, kind), v in sorted(c.workload_cost_total.items()):
-        k.add_metric([workload, cur, kind], v)
-    yield k
-    k = CounterMetricFamily(
+    yield family(
+        counter,
         "jouled_host_emissions_grams",
         "Host emissions in gCO2e since start, each tick at the grid intensity in force.",
+        [],
+        {(): c.host_emissions_g_total},
     )
-    k.add_metric([], c.host_emissions_g_total)
-    yield k
-    k = CounterMetricFamily(
+    yield family(
+        counter,
         "jouled_workload_emissions_grams",
         "Workload emissions in gCO2e since start, PUE included.",
-        labels=["workload"],
+        ["workload"],
+        c.workload_emissions_g_total,
     )
-    for workload, v in sorted(c.workload_emissions_g_total.items()):
-        k.add_metric([workload], v)
-    yield k
-
-    g = GaugeMetricFamily(
-        "jouled_grid_intensity_grams_per_kwh", "Grid carbon intensity in force (gCO2e/kWh)."
+    yield family(
+        gauge,
+        "jouled_grid_intensity_grams_per_kwh",
+        "Grid carbon intensity in force (gCO2e/kWh).",
+        [],
+        {(): f.grid_g_per_kwh},
     )
-    g.add_metric([], f.grid_g_per_kwh)
-    yield g
-    g = GaugeMetricFamily(
+    yield family(
+        gauge,
         "jouled_grid_intensity_age_seconds",
         "Age of the grid intensity in force: 0 for a configured value; for a provider, "
         "seconds since its last good answer (since start if none yet).",
+        [],
+        {(): f.grid_age_s},
     )
-    g.add_metric([], f.grid_age_s)
-    yield g
-    g = GaugeMetricFamily("jouled_pue", "Power usage effectiveness applied (facility / IT).")
-    g.add_metric([], f.pue)
-    yield g
-    g = GaugeMetricFamily(
-        "jouled_energy_price_per_kwh", "Energy price in force per kWh.", labels=["currency"]
+    yield family(
+        gauge, "jouled_pue", "Power usage effectiveness applied (facility / IT).", [], {(): f.pue}
     )
-    g.add_metric([cur], f.price_per_kwh)
-    yield g
-    g = GaugeMetricFamily(
+    yield family(
+        gauge,
+        "jouled_energy_price_per_kwh",
+        "Energy price in force per kWh.",
+        ["currency"],
+        {cur: f.price_per_kwh},
+    )
+    yield family(
+        gauge,
         "jouled_hardware_price_per_hour",
         "Configured hardware price per hour (all units of the item).",
-        labels=["hardware", "currency"],
+        ["hardware", "currency"],
+        {(name, cur): v for name, v in c.hardware_per_hour.items()},
     )
-    for name, v in sorted(c.hardware_per_hour.items()):
-        g.add_metric([name, cur], v)
-    yield g
 
 
 def _grid(s: GridStatus) -> Iterator[Metric]:
