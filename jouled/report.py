@@ -288,7 +288,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="end (exclusive), same forms; default now")
     p.add_argument("--by", choices=["workload", "model", "day"], default="workload")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--plot", type=Path, help="also draw the rows as a PNG (needs matplotlib)")
     return p
+
+
+def _label(row: dict[str, Any], by: str) -> str:
+    if by == "day":
+        return f"{row['day']} {row['party']}"
+    if by == "model":
+        return f"{row['workload']}/{row['model']}"
+    return str(row["workload"])
+
+
+def plot(items: list[dict[str, Any]], by: str, currency: str | None, path: Path) -> None:
+    """Energy (kWh), emissions (gCO2e) and cost per row, side by side, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ReportError("--plot needs matplotlib: pip install 'jouled[report]'") from None
+    labels = [_label(r, by) for r in items]
+    panels = (
+        ("energy (kWh)", [(r.get("energy_joules") or 0.0) / 3.6e6 for r in items]),
+        ("emissions (gCO2e)", [r.get("emissions_grams") or 0.0 for r in items]),
+        (f"cost ({currency or '-'})", [r.get("cost") or 0.0 for r in items]),
+    )
+    height = max(3.0, 0.35 * len(labels) + 1.5)
+    fig, axes = plt.subplots(1, 3, figsize=(13, height), sharey=True)
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        bars = ax.barh(labels, values, color="#3a7dc0")
+        ax.bar_label(bars, fmt="%.3g", padding=2, fontsize=8)
+        ax.set_title(title)
+        ax.invert_yaxis()  # first row on top, as in the table
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlim(0, max(values, default=1.0) * 1.25 or 1.0)
+    fig.suptitle(f"jouled report by {by}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None = None) -> int:
@@ -331,6 +370,15 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
         **doc,
     }
     items = rows(doc, args.by, days)
+    if args.plot is not None:
+        if not any((r.get("energy_joules") or 0.0) > 0 for r in items):
+            print("jouled report: no ledger rows in this range to plot", file=sys.stderr)
+            return 1
+        try:
+            plot(items, args.by, doc["currency"], args.plot)
+        except ReportError as exc:
+            print(f"jouled report: {exc}", file=sys.stderr)
+            return 2
     if args.format == "json":
         doc["by"] = args.by
         doc["rows"] = items

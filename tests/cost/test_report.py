@@ -165,3 +165,28 @@ def test_cost_metrics_render_and_pass_promtool(tmp_path: Path) -> None:
         [promtool, "check", "metrics"], input=text, capture_output=True, check=False
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("by", ["workload", "model", "day"])
+def test_plot_draws_the_rows_as_a_png(tmp_path: Path, by: str) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "l.db"
+    build_ledger(path, days=2)
+    png = tmp_path / f"report-{by}.png"
+    code, text = run("--ledger", str(path), "--by", by, "--plot", str(png))
+    assert code == 0 and text  # the table is still printed
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(str(png)).shape[:2]
+    assert width > 1000 and height > 300
+
+
+def test_plot_of_an_empty_range_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "l.db"
+    build_ledger(path, days=1)
+    code, _ = run("--ledger", str(path), "--since", "2030-01-01", "--plot", str(tmp_path / "x.png"))
+    assert code == 1
+    assert "no ledger rows" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
