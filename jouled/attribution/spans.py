@@ -18,7 +18,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 EnergyByWorkload = Mapping[str, Mapping[str, float]]
@@ -83,8 +83,10 @@ class _Pending:
     seq: int
     rate: float  # GFLOPs per second; 0.0 when work is unknown
     known: bool
-    energy_j: dict[str, float] = field(default_factory=dict)
+    # Created on the first share: most pending spans wait seconds before any tick settles.
+    energy_j: dict[str, float] | None = None
     done: bool = False
+    dedup: int = 0  # the _by_id key; 0 when the span has no trace and span id
 
 
 @dataclass(slots=True)
@@ -347,6 +349,9 @@ class SpanSplitter:
         self._pending[rec.seq] = rec
         if span.trace_id and span.span_id:
             self._by_id[key] = rec.seq
+            rec.dedup = key
+            # Keep the hash, not the two hex strings: ~150 B per span in flight.
+            rec.span = replace(span, trace_id="", span_id="")
         heapq.heappush(self._ends, (span.end, rec.seq, rec))
         if duration > 0:
             # Zero-length spans never receive energy; they only wait to be counted.
@@ -445,7 +450,10 @@ class SpanSplitter:
                     for rec, frac in zip(active, fractions, strict=True):
                         if frac > 0.0:
                             share = joules * frac
-                            rec.energy_j[component] = rec.energy_j.get(component, 0.0) + share
+                            got = rec.energy_j
+                            if got is None:
+                                got = rec.energy_j = {}
+                            got[component] = got.get(component, 0.0) + share
                             in_spans += share
                     _add(self._in_spans, workload, component, in_spans)
             if lane is not None:
@@ -469,10 +477,8 @@ class SpanSplitter:
         rec.done = True
         span = rec.span
         self._pending.pop(rec.seq, None)
-        if span.trace_id and span.span_id:
-            key = hash((span.workload, span.trace_id, span.span_id))
-            if self._by_id.get(key) == rec.seq:
-                del self._by_id[key]
+        if rec.dedup and self._by_id.get(rec.dedup) == rec.seq:
+            del self._by_id[rec.dedup]
         lane = self._lanes.get(span.workload)
         if lane is not None:
             lane.active.pop(rec.seq, None)
@@ -480,7 +486,7 @@ class SpanSplitter:
             SettledRequest(
                 workload=span.workload,
                 model=span.model,
-                energy_j=dict(rec.energy_j),
+                energy_j=dict(rec.energy_j or {}),
                 gflops=span.gflops,
                 duration_s=span.end - span.start,
                 route=span.route,
@@ -498,9 +504,8 @@ class SpanSplitter:
         rec.done = True
         self._pending.pop(rec.seq)
         span = rec.span
-        key = hash((span.workload, span.trace_id, span.span_id))
-        if self._by_id.get(key) == rec.seq:
-            del self._by_id[key]
+        if rec.dedup and self._by_id.get(rec.dedup) == rec.seq:
+            del self._by_id[rec.dedup]
         lane = self._lanes.get(span.workload)
         if lane is not None:
             lane.active.pop(rec.seq, None)
