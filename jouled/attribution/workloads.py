@@ -38,10 +38,6 @@ class Matcher:
     systemd_unit: str | None = None  # e.g. api.service: matched as a cgroup path component
 
     @property
-    def needs_cmdline(self) -> bool:
-        return self.cmdline is not None
-
-    @property
     def needs_cgroup(self) -> bool:
         return self.cgroup is not None or self.systemd_unit is not None
 
@@ -170,10 +166,6 @@ class ProcessTracker:
         # costs nothing), pid -> ticks left in the active set.
         self._active: dict[int, int] = {}
         self._samples: list[tuple[float, dict[int, float]]] = []
-
-    @property
-    def workloads(self) -> list[str]:
-        return [m.name for m in self.matchers]
 
     def _pidfile_pid(self, m: Matcher) -> int | None:
         if m.pidfile is None:
