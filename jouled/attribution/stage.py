@@ -12,9 +12,11 @@ import bisect
 import itertools
 import logging
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettleResult, Span, SpanSplitter
@@ -74,8 +76,6 @@ class AttributionSnapshot:
 
 
 def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
-    import re
-
     out = []
     for w in workloads:
         m = w.match
@@ -149,6 +149,10 @@ def sub_ticks(
     return out
 
 
+def _tracker_for(cfg: Config) -> ProcessTracker:
+    return ProcessTracker(matchers_from(cfg.workloads), proc=ProcFS(cfg.attribution.proc_path))
+
+
 class _Histogram:
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
@@ -214,18 +218,10 @@ class AttributionStage:
         fit: Fit | None = None,
     ) -> None:
         self.fit = fit
-        self.tracker = tracker or ProcessTracker(
-            matchers_from(cfg.workloads), proc=ProcFS(cfg.attribution.proc_path)
-        )
+        self.tracker = tracker or _tracker_for(cfg)
         self._gpu_processes = gpu_processes
         self._mode: IdleMode = cfg.attribution.idle
-        idle_cfg = cfg.attribution.idle_power_watts
-        self._idle_cfg = {
-            "cpu": idle_cfg.cpu,
-            "dram": idle_cfg.dram,
-            "other": idle_cfg.other,
-            "gpu": idle_cfg.gpu,
-        }
+        self._idle_cfg = cfg.attribution.idle_power_watts
         self._idle: dict[Key, IdleModel] = {}
         self._gpu_idle: dict[str, IdleModel] = {}
         self.splitter = SpanSplitter(settle_seconds=cfg.spans.settle_seconds)
@@ -251,16 +247,25 @@ class AttributionStage:
 
     def reconfigure(self, cfg: Config) -> None:
         """Apply reloaded workloads and idle settings; totals and pending spans carry on."""
-        self.tracker = ProcessTracker(
-            matchers_from(cfg.workloads), proc=ProcFS(cfg.attribution.proc_path)
-        )
+        self.tracker = _tracker_for(cfg)
         self._workloads = [w.name for w in cfg.workloads]
         self._mode = cfg.attribution.idle
-        idle_cfg = cfg.attribution.idle_power_watts
+        # Models made from now on read the new settings; those already learning are updated.
+        self._idle_cfg = cfg.attribution.idle_power_watts
         for (component, _source), model in self._idle.items():
-            model.configured_w = getattr(idle_cfg, component, None)
+            model.configured_w = self._configured_idle_w(component)
         for model in self._gpu_idle.values():
-            model.configured_w = idle_cfg.gpu
+            model.configured_w = self._configured_idle_w("gpu")
+
+    def _configured_idle_w(self, component: str) -> float | None:
+        value: float | None = getattr(self._idle_cfg, component, None)
+        return value
+
+    def _idle_power(self, store: dict[Any, IdleModel], key: Any, component: str) -> IdleModel:
+        model = store.get(key)
+        if model is None:
+            model = store[key] = IdleModel(self._configured_idle_w(component))
+        return model
 
     # --- the span sink (called by the ingest listener on the same event loop) ---
     def known_workloads(self) -> set[str]:
@@ -307,9 +312,7 @@ class AttributionStage:
     def _idle_w(self, host_j: Mapping[Key, float], seconds: float) -> dict[Key, float]:
         out = {}
         for key, joules in host_j.items():
-            model = self._idle.get(key)
-            if model is None:
-                model = self._idle[key] = IdleModel(self._idle_cfg.get(key[0]))
+            model = self._idle_power(self._idle, key, key[0])
             model.observe(joules, seconds)
             out[key] = model.power_w
         return out
@@ -338,9 +341,7 @@ class AttributionStage:
         idle_w = self._idle_w(tick.host_j, seconds)
         gpu_idle_w = {}
         for device, joules in tick.gpu_j.items():
-            model = self._gpu_idle.get(device)
-            if model is None:
-                model = self._gpu_idle[device] = IdleModel(self._idle_cfg.get("gpu"))
+            model = self._idle_power(self._gpu_idle, device, "gpu")
             model.observe(joules, seconds)
             gpu_idle_w[device] = model.power_w
         gpu_weights = self._gpu_weights()

@@ -231,3 +231,25 @@ def test_an_even_profile_keeps_the_tick_whole() -> None:
     assert parts[1][2]["api"]["cpu"] == pytest.approx(1.0)
     # GPU energy is not driven by the CPU: it stays even in time.
     assert parts[0][2]["api"]["gpu"] == pytest.approx(2.0)
+
+
+def test_reloaded_idle_power_applies_to_components_first_seen_after_the_reload() -> None:
+    stage = make_stage()  # idle cpu 10 W, dram learned
+    stage.on_tick(tick(1), EMPTY)  # only cpu seen so far
+    cfg = config.validate(
+        {
+            "workloads": [{"name": "api", "match": {"pid": 1}}],
+            "attribution": {"idle_power_watts": {"cpu": 20.0, "dram": 3.0}},
+        },
+        "test",
+    )
+    stage.reconfigure(cfg)
+    stage.tracker = FakeTracker({"api": 1.0})  # the test's CPU shares, as before the reload
+    t = tick(2)
+    t = Tick(
+        t.seq, t.t0, t.t1, t.w0, t.w1, t.domain_j,
+        frozen({("cpu", "rapl"): 110.0, ("dram", "rapl"): 10.0}), t.gpu_j,
+    )  # fmt: skip
+    snap = stage.on_tick(t, EMPTY)
+    assert snap.idle_power_w == {"cpu": 20.0, "dram": 3.0}
+    assert snap.idle_energy_j["dram"] == pytest.approx(3.0)
