@@ -28,13 +28,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.procs import Proc, fake_powercap, jouled, wait_for
+from tests.support.procs import fake_powercap, jouled, start_busy
 
-BUSY = (
-    "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n"
-    "while True:\n    t = time.monotonic()\n    while time.monotonic() - t < 0.002: pass\n"
-    "    time.sleep(0.004)\n"
-)
 BALANCE = re.compile(
     r"spans: received (\d+) = settled (\d+) \+ late (\d+) \+ rejected (\d+) \+ "
     r"duplicate (\d+) \+ dropped (\d+) \+ pending (\d+) \(balance (-?\d+)\)"
@@ -136,10 +131,9 @@ def sender(url: str, per_second: int, stop: threading.Event, result: SoakResult)
 def soak(seconds: float, per_second: int, tmp: Path, *, progress: bool = True) -> SoakResult:
     result = SoakResult(seconds)
     pidfile = tmp / "api.pid"
-    busy = Proc([sys.executable, "-c", BUSY, str(pidfile)], tmp / "busy.log")
+    busy = start_busy(pidfile, tmp / "busy.log", busy_s=0.002, idle_s=0.004)
     stop = threading.Event()
     try:
-        wait_for(pidfile.exists, 15, "the busy workload")
         with (
             fake_powercap(tmp, "--package-watts", "45", "--dram-watts", "5") as powercap,
             jouled(

@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.procs import Proc, http_get, jouled, wait_for
+from tests.support.procs import Proc, http_get, jouled, start_busy, wait_for
 
 pytestmark = pytest.mark.slow
 
-BUSY = "import os,sys,time\nopen(sys.argv[1],'w').write(str(os.getpid()))\n" + (
-    "while True:\n    t=time.monotonic()\n    while time.monotonic()-t<0.002: pass\n"
-    "    time.sleep(0.002)\n"
-)
 
 Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -55,6 +51,8 @@ def post_spans(url: str, n: int) -> None:
 
 
 def test_report_after_sigterm_matches_metrics_before_the_stop(tmp_path: Path) -> None:
+    pidfile = tmp_path / "api.pid"
+    busy = start_busy(pidfile, tmp_path / "busy.log", busy_s=0.002, idle_s=0.002)
     ready = tmp_path / "ready"
     powercap = Proc(
         [
@@ -72,8 +70,6 @@ def test_report_after_sigterm_matches_metrics_before_the_stop(tmp_path: Path) ->
         ],
         tmp_path / "fake_powercap.log",
     )
-    pidfile = tmp_path / "api.pid"
-    busy = Proc([sys.executable, "-c", BUSY, str(pidfile)], tmp_path / "busy.log")
     ledger = tmp_path / "state" / "ledger.db"
     per_hour = 2.0
     cfg = {
@@ -95,7 +91,6 @@ def test_report_after_sigterm_matches_metrics_before_the_stop(tmp_path: Path) ->
     }
     try:
         wait_for(ready.exists, 15, "the fake powercap tree")
-        wait_for(pidfile.exists, 15, "the busy workload")
         with jouled(tmp_path, cfg) as daemon:
             time.sleep(1.0)  # spans older than the daemon's first ticks would be late
             for _ in range(3):

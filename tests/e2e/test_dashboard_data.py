@@ -3,7 +3,6 @@ posted, a real Prometheus loading our recording and alert rules and scraping it,
 Grafana panel query answered with data, or listed below with the reason it cannot be."""
 
 import json
-import sys
 import threading
 import time
 import urllib.request
@@ -13,16 +12,11 @@ import pytest
 
 from jouled.costmodel.fitfile import Fit
 from tests.deploy.test_deploy_grafana import exprs, load_dashboard
-from tests.support.procs import Proc, fake_powercap, jouled, wait_for
+from tests.support.procs import fake_powercap, jouled, start_busy, wait_for
 from tests.support.prometheus import RULE_FILES, run_prometheus
 
 pytestmark = pytest.mark.slow
 
-BUSY = (
-    "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n"
-    "while True:\n    t = time.monotonic()\n    while time.monotonic() - t < 0.003: pass\n"
-    "    time.sleep(0.003)\n"
-)
 
 # Panels that cannot have data in a 30-second run, and why. Everything else must.
 EMPTY_BY_NATURE = {
@@ -64,10 +58,9 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
     pidfile = tmp_path / "api.pid"
     fit = tmp_path / "fit.json"
     fit.write_text(json.dumps(Fit(slope_joules_per_gflop=0.05).to_dict()))
-    busy = Proc([sys.executable, "-c", BUSY, str(pidfile)], tmp_path / "busy.log")
+    busy = start_busy(pidfile, tmp_path / "busy.log", busy_s=0.003, idle_s=0.003)
     stop = threading.Event()
     try:
-        wait_for(pidfile.exists, 15, "the busy workload")
         with (
             fake_powercap(tmp_path, "--package-watts", "60", "--dram-watts", "6") as powercap,
             jouled(

@@ -76,6 +76,27 @@ class Proc:
         return self.popen.returncode
 
 
+_BUSY = (
+    "import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n"
+    "busy, idle = float(sys.argv[2]), float(sys.argv[3])\n"
+    "while True:\n    t = time.monotonic()\n    while time.monotonic() - t < busy: pass\n"
+    "    time.sleep(idle)\n"
+)
+
+
+def start_busy(pidfile: Path, log: Path, *, busy_s: float, idle_s: float) -> Proc:
+    """A workload that burns ``busy_s`` then sleeps ``idle_s``, forever; it writes its pid to
+    ``pidfile`` (for a ``match: {pidfile: ...}`` workload) and is returned once it has.
+    The caller stops it."""
+    proc = Proc([sys.executable, "-c", _BUSY, str(pidfile), str(busy_s), str(idle_s)], log)
+    try:
+        wait_for(pidfile.exists, 15, "the busy workload")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
 @contextlib.contextmanager
 def fake_powercap(root: Path, *args: str) -> Iterator[Path]:
     """Run the emulator in real time; yields the class/powercap path to point jouled at."""
