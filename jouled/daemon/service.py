@@ -349,24 +349,25 @@ class Daemon:
     def request_reload(self) -> None:
         self._reload_requested.set()
 
+    def _reject_reload(self, reason: Exception) -> bool:
+        log.error("reload rejected, keeping the running config: %s", reason)
+        self.notifier.ready("reload rejected")
+        return False
+
     def reload(self) -> bool:
         """Re-read the config file; keep the running config if the new one is bad."""
         self.notifier.reloading()
         try:
             new = config_mod.load(self.config_path).with_overrides(**self._flags)
         except ConfigError as exc:
-            log.error("reload rejected, keeping the running config: %s", exc)
-            self.notifier.ready("reload rejected")
-            return False
+            return self._reject_reload(exc)
         old = self.config
         fit = self.attribution.fit if self.attribution is not None else None
         if new.spans.fit_file != old.spans.fit_file:
             try:
                 fit = _load_fit(new)
             except StartupError as exc:
-                log.error("reload rejected, keeping the running config: %s", exc)
-                self.notifier.ready("reload rejected")
-                return False
+                return self._reject_reload(exc)
         if new.spans.model_copy(update={"fit_file": None}) != old.spans.model_copy(
             update={"fit_file": None}
         ):
@@ -377,9 +378,7 @@ class Daemon:
             try:
                 plan = build_collectors(new, self.clock, nvml_module=self._nvml_module)
             except StartupError as exc:
-                log.error("reload rejected, keeping the running config: %s", exc)
-                self.notifier.ready("reload rejected")
-                return False
+                return self._reject_reload(exc)
             previous = self.sampler.collectors
             self.sampler.set_collectors(plan.collectors)
             if self.attribution is not None:
