@@ -7,13 +7,13 @@ from typing import Any, TextIO
 
 from jouled.clock import Clock
 from jouled.collectors.base import CheckRow
-from jouled.collectors.estimate import EstimateCollector
 from jouled.config import Config
 
 
 def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> list[CheckRow]:
     from jouled.collectors.nvml import check_nvml
     from jouled.collectors.rapl import check_rapl
+    from jouled.daemon.service import estimate_collector
 
     rows: list[CheckRow] = []
     rc = cfg.collectors.rapl
@@ -28,17 +28,12 @@ def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> l
         rows.append(CheckRow("nvml", "-", True, "disabled in config"))
     else:
         rows.extend(check_nvml(nvml_module, clock))
-    ec = cfg.collectors.estimate
-    if ec.enabled is True or (ec.enabled == "auto" and not rapl_ok):
-        est = EstimateCollector(
-            clock,
-            cpu_min_watts_per_vcpu=ec.cpu_min_watts_per_vcpu,
-            cpu_max_watts_per_vcpu=ec.cpu_max_watts_per_vcpu,
-            memory_watts_per_gb=ec.memory_watts_per_gb,
-        )
+    est = estimate_collector(cfg, clock, rapl_readable=rapl_ok)
+    if est is not None:
         rows.extend(est.check())
     else:
-        why = "disabled in config" if ec.enabled is False else "not needed: RAPL is readable"
+        disabled = cfg.collectors.estimate.enabled is False
+        why = "disabled in config" if disabled else "not needed: RAPL is readable"
         rows.append(CheckRow("estimate", "-", True, why))
     return rows
 

@@ -68,6 +68,22 @@ def _load_nvml(module: ModuleType | Any | None) -> Any:
         ) from exc
 
 
+def estimate_collector(
+    cfg: Config, clock: Clock, *, rapl_readable: bool
+) -> EstimateCollector | None:
+    """The estimate, where the config wants one: always (``true``) or, in ``auto``, only
+    where no RAPL zone can be read."""
+    ec = cfg.collectors.estimate
+    if not (ec.enabled is True or (ec.enabled == "auto" and not rapl_readable)):
+        return None
+    return EstimateCollector(
+        clock,
+        cpu_min_watts_per_vcpu=ec.cpu_min_watts_per_vcpu,
+        cpu_max_watts_per_vcpu=ec.cpu_max_watts_per_vcpu,
+        memory_watts_per_gb=ec.memory_watts_per_gb,
+    )
+
+
 def build_collectors(
     cfg: Config, clock: Clock, *, nvml_module: Any | None = None, probe: bool = True
 ) -> CollectorPlan:
@@ -120,18 +136,11 @@ def build_collectors(
         else:
             plan.collectors.append(nvml)
             plan.notes.append("NVML: reading NVIDIA GPUs")
-    ec = cfg.collectors.estimate
-    use_estimate = ec.enabled is True or (ec.enabled == "auto" and not plan.rapl_readable)
-    if use_estimate:
-        plan.collectors.append(
-            EstimateCollector(
-                clock,
-                cpu_min_watts_per_vcpu=ec.cpu_min_watts_per_vcpu,
-                cpu_max_watts_per_vcpu=ec.cpu_max_watts_per_vcpu,
-                memory_watts_per_gb=ec.memory_watts_per_gb,
-            )
-        )
-        why = "forced by config" if ec.enabled is True else "no readable RAPL zone"
+    estimate = estimate_collector(cfg, clock, rapl_readable=plan.rapl_readable)
+    if estimate is not None:
+        plan.collectors.append(estimate)
+        forced = cfg.collectors.estimate.enabled is True
+        why = "forced by config" if forced else "no readable RAPL zone"
         plan.notes.append(
             f"estimate: CPU and memory power estimated from utilization ({why}); "
             'every estimated series is labelled source="estimate"'
