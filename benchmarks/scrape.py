@@ -23,10 +23,10 @@ from benchmarks._util import free_port, percentiles, save
 from jouled.attribution.stage import AttributionSnapshot, RequestStats
 from jouled.collectors.base import Component, Source
 from jouled.config import DEFAULT_BUCKETS
-from jouled.daemon.snapshot import CollectorStatus, Snapshot, frozen
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.http import TextExposition, build_metrics_app
 from jouled.exporter.metrics import SnapshotCollector
+from jouled.pipeline.snapshot import CollectorStatus, Snapshot, frozen
 
 
 def snapshot(workloads: int, models: int) -> Snapshot:

@@ -26,7 +26,7 @@ from jouled.attribution.stage import AttributionStage
 from jouled.clock import FakeClock
 from jouled.collectors.rapl import RaplCollector
 from jouled.config import validate
-from jouled.daemon.sampler import Sampler
+from jouled.pipeline.sampler import Sampler
 from jouled.testing.fake_powercap import FakePowercap
 
 SETTLE_S = 5.0

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
-from jouled.costmodel.live import Books, CostDelta, Factors
+from jouled.cost.live import Books, CostDelta, Factors
 
 log = logging.getLogger(__name__)
 

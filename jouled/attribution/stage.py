@@ -23,8 +23,8 @@ from jouled.attribution.spans import SettleResult, Span, SpanSplitter
 from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker, ProcFS
 from jouled.config import Config, WorkloadConfig
 from jouled.costmodel.fitfile import Fit
-from jouled.daemon.sampler import Tick
-from jouled.daemon.snapshot import Snapshot, frozen
+from jouled.pipeline.sampler import Tick
+from jouled.pipeline.snapshot import Snapshot, frozen
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,9 @@ from jouled.clock import Clock, SystemClock
 from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
 from jouled.collectors.estimate import EstimateCollector
 from jouled.config import Config, ConfigError, GridProviderConfig
+from jouled.cost.grid import GridPoller
+from jouled.cost.live import CostStage
 from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
-from jouled.costmodel.grid import GridPoller
-from jouled.costmodel.live import CostStage
-from jouled.daemon.sampler import Sampler
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.cost import CostCollector
@@ -40,6 +39,7 @@ from jouled.exporter.http import TextExposition, build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.ingest.app import build_ingest_app
 from jouled.ledger import Ledger
+from jouled.pipeline.sampler import Sampler
 
 log = logging.getLogger(__name__)
 

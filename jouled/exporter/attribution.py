@@ -14,8 +14,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from jouled.attribution.stage import AttributionSnapshot
-from jouled.daemon.snapshot import Snapshot
 from jouled.exporter.families import family
+from jouled.pipeline.snapshot import Snapshot
 
 
 def _le(bound: float) -> str:

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jouled.costmodel.grid import GridStatus
-from jouled.costmodel.live import CostSnapshot
-from jouled.daemon.snapshot import Snapshot
+from jouled.cost.grid import GridStatus
+from jouled.cost.live import CostSnapshot
 from jouled.exporter.families import family
 from jouled.ledger import LedgerStatus
+from jouled.pipeline.snapshot import Snapshot
 
 
 class CostCollector(Collector):

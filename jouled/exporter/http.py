@@ -9,9 +9,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
-from jouled.daemon.snapshot import Snapshot
 from jouled.exporter.attribution import section_of
 from jouled.exporter.text import RequestText
+from jouled.pipeline.snapshot import Snapshot
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 TextRenderer = Callable[[], bytes]

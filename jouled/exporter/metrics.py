@@ -14,8 +14,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from jouled import __version__
-from jouled.daemon.snapshot import Snapshot
 from jouled.exporter.families import family
+from jouled.pipeline.snapshot import Snapshot
 
 
 class SnapshotCollector(Collector):

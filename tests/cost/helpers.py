@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from jouled.attribution.stage import AttributionSnapshot, RequestStats
-from jouled.daemon.sampler import Tick
-from jouled.daemon.snapshot import EMPTY, Snapshot, frozen
+from jouled.pipeline.sampler import Tick
+from jouled.pipeline.snapshot import EMPTY, Snapshot, frozen
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

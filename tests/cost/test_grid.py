@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from jouled.clock import FakeClock
 from jouled.config import GridProviderConfig
-from jouled.costmodel import grid
-from jouled.costmodel.grid import GridPoller, ProviderError
-from jouled.daemon.snapshot import EMPTY
+from jouled.cost import grid
+from jouled.cost.grid import GridPoller, ProviderError
 from jouled.exporter.cost import CostCollector
+from jouled.pipeline.snapshot import EMPTY
 
 TOKEN = "s3cret-T0KEN-value"
 
@@ -212,7 +212,7 @@ async def test_failures_keep_the_last_good_value_and_count_the_reason(
     api.handler = lambda r: web.json_response(EMAPS)
     assert await p.poll_once(session) == 302.0
     api.handler = handler
-    with caplog.at_level(logging.DEBUG, logger="jouled.costmodel.grid"):
+    with caplog.at_level(logging.DEBUG, logger="jouled.cost.grid"):
         assert await p.poll_once(session) is None
     s = p.status()
     assert s.errors == {reason: 1} and not s.up

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jouled import config
-from jouled.costmodel import live
-from jouled.costmodel.live import CostDelta, CostStage
+from jouled.cost import live
+from jouled.cost.live import CostDelta, CostStage
 from tests.cost.helpers import T0, attribution, snapshot, tick
 
 

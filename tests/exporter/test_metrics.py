@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jouled.daemon.snapshot import CollectorStatus, Snapshot, frozen
 from jouled.exporter.metrics import SnapshotCollector
+from jouled.pipeline.snapshot import CollectorStatus, Snapshot, frozen
 
 GOLDEN = Path(__file__).parent / "golden_metrics.txt"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jouled.costmodel.live import Books, CostDelta, Factors, RequestBooks
+from jouled.cost.live import Books, CostDelta, Factors, RequestBooks
 from jouled.ledger import Ledger, connect
 from jouled.report import totals
 

@@ -12,8 +12,8 @@ from jouled.collectors.base import (
     Sample,
     Source,
 )
-from jouled.daemon.sampler import Sampler, Tick, host_components
-from jouled.daemon.snapshot import Snapshot
+from jouled.pipeline.sampler import Sampler, Tick, host_components
+from jouled.pipeline.snapshot import Snapshot
 
 
 @dataclass

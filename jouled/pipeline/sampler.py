@@ -25,7 +25,7 @@ from jouled.collectors.base import (
     Sample,
     Source,
 )
-from jouled.daemon.snapshot import EMPTY, CollectorStatus, Snapshot, frozen
+from jouled.pipeline.snapshot import EMPTY, CollectorStatus, Snapshot, frozen
 
 log = logging.getLogger(__name__)
 
