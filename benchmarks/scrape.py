@@ -20,12 +20,12 @@ from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from benchmarks._util import free_port, percentiles, save
-from jouled.attribution.stage import AttributionSnapshot, RequestStats
 from jouled.collectors.base import Component, Source
 from jouled.config import DEFAULT_BUCKETS
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.http import TextExposition, build_metrics_app
 from jouled.exporter.metrics import SnapshotCollector
+from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import CollectorStatus, Snapshot, frozen
 
 

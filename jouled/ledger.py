@@ -17,13 +17,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
-from jouled.cost.live import Books, CostDelta, Factors
+from jouled.pipeline.cost import Books, CostDelta, Factors, LedgerStatus
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +94,6 @@ class _Row:
         for k, v in other.values.items():
             self.values[k] += v
         self.factors = other.factors or self.factors
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerStatus:
-    enabled: bool  # a path is configured
-    up: bool  # the file is open and the last flush succeeded
-    path: str
-    rows_written: int
-    flushes: int
-    pending_rows: int
-    errors: Mapping[str, int]  # reason -> count
 
 
 def _reason(exc: BaseException) -> str:

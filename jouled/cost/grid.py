@@ -16,7 +16,6 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -25,6 +24,7 @@ import aiohttp
 
 from jouled.clock import Clock
 from jouled.config import GridProviderConfig
+from jouled.pipeline.cost import GridStatus
 
 log = logging.getLogger(__name__)
 
@@ -250,14 +250,6 @@ def backoff_s(failures: int, interval_s: float, retry_after_s: float | None = No
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
     return delay
-
-
-@dataclass(frozen=True, slots=True)
-class GridStatus:
-    provider: str
-    up: bool  # the last poll succeeded
-    polls: int
-    errors: Mapping[str, int]  # reason -> count
 
 
 Sleep = Callable[[float], Awaitable[None]]

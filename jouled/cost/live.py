@@ -17,12 +17,13 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Protocol, runtime_checkable
 
 from jouled.config import CostConfig, GridProviderConfig
 from jouled.costmodel.hardware import PRESETS
+from jouled.pipeline.cost import Books, CostDelta, CostSnapshot, Factors, RequestBooks
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,6 @@ class StaticIntensity:
 
     def current(self, wall_s: float, mono_s: float) -> tuple[float, float]:
         return hour_of(self.value, wall_s), 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Factors:
-    """The conversion factors in force at one tick (stored with every ledger row)."""
-
-    pue: float
-    grid_g_per_kwh: float
-    grid_age_s: float
-    price_per_kwh: float
-    currency: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,56 +140,7 @@ class AttributionLike(Protocol):
     def requests(self) -> Mapping[tuple[str, str], RequestStatsLike]: ...
 
 
-# --- one tick's books, handed to the ledger ---
-@dataclass(frozen=True, slots=True)
-class Books:
-    """Energy (IT, by component), money and emissions of one party over one tick."""
-
-    energy_j: Mapping[str, float]
-    cost_energy: float
-    cost_hardware: float
-    emissions_g: float
-
-
-@dataclass(frozen=True, slots=True)
-class RequestBooks:
-    """Requests settled this tick for one (workload, model): their energy and its price."""
-
-    count: int
-    energy_j: float
-    gflops: float
-    cost_energy: float
-    emissions_g: float
-
-
-@dataclass(frozen=True, slots=True)
-class CostDelta:
-    wall_s: float  # end of the tick (the ledger's minute)
-    seconds: float
-    factors: Factors
-    host: Books
-    workloads: Mapping[str, Books]
-    requests: Mapping[tuple[str, str], RequestBooks]
-
-
 CostSink = Callable[[CostDelta], None]
-
-
-# --- the published section ---
-@dataclass(frozen=True, slots=True)
-class CostSnapshot:
-    factors: Factors
-    grid_source: str
-    window_s: float  # seconds of ticks behind the gauges (less than `window` after start)
-    host_cost_per_hour: Mapping[str, float]  # kind
-    host_emissions_g_per_hour: float
-    workload_cost_per_hour: Mapping[tuple[str, str], float]  # (workload, kind)
-    workload_emissions_g_per_hour: Mapping[str, float]
-    host_cost_total: Mapping[str, float]  # kind
-    host_emissions_g_total: float
-    workload_cost_total: Mapping[tuple[str, str], float]
-    workload_emissions_g_total: Mapping[str, float]
-    hardware_per_hour: Mapping[str, float] = field(default_factory=dict)  # item name
 
 
 def _frozen(m: Mapping[Any, Any]) -> Mapping[Any, Any]:

@@ -13,8 +13,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from jouled.attribution.stage import AttributionSnapshot
 from jouled.exporter.families import family
+from jouled.pipeline.attribution import AttributionSnapshot
 from jouled.pipeline.snapshot import Snapshot
 
 

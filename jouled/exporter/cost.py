@@ -11,10 +11,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jouled.cost.grid import GridStatus
-from jouled.cost.live import CostSnapshot
 from jouled.exporter.families import family
-from jouled.ledger import LedgerStatus
+from jouled.pipeline.cost import CostSnapshot, GridStatus, LedgerStatus
 from jouled.pipeline.snapshot import Snapshot
 
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 from prometheus_client.utils import floatToGoString
 
-from jouled.attribution.stage import AttributionSnapshot, RequestStats
 from jouled.exporter.attribution import HELP, _le
+from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 
 
 def _escape(value: str) -> str:

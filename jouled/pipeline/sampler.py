@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from jouled.clock import Clock
@@ -26,30 +26,9 @@ from jouled.collectors.base import (
     Source,
 )
 from jouled.pipeline.snapshot import EMPTY, CollectorStatus, Snapshot, frozen
+from jouled.pipeline.tick import DomainKey, HostKey, Tick
 
 log = logging.getLogger(__name__)
-
-DomainKey = tuple[str, str]  # (domain, source)
-HostKey = tuple[str, str]  # (component, source)
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """Energy spent during one interval, handed to the stages after the sampler."""
-
-    seq: int
-    t0: float  # monotonic start
-    t1: float  # monotonic end
-    w0: float  # wall-clock start (unix seconds), for matching spans
-    w1: float
-    domain_j: Mapping[DomainKey, float]
-    host_j: Mapping[HostKey, float]
-    # GPU index -> joules this tick, for per-GPU attribution.
-    gpu_j: Mapping[str, float]
-
-    @property
-    def seconds(self) -> float:
-        return self.t1 - self.t0
 
 
 class Stage(Protocol):

@@ -7,8 +7,8 @@ from jouled import config
 from jouled.attribution.spans import Span
 from jouled.attribution.stage import AttributionStage
 from jouled.attribution.workloads import CpuTick
-from jouled.pipeline.sampler import Tick
 from jouled.pipeline.snapshot import EMPTY, frozen
+from jouled.pipeline.tick import Tick
 
 T0 = 1_700_000_000.0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from jouled.attribution.stage import AttributionSnapshot, RequestStats
-from jouled.pipeline.sampler import Tick
+from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import EMPTY, Snapshot, frozen
+from jouled.pipeline.tick import Tick
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 

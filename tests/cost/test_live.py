@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from jouled import config
 from jouled.cost import live
-from jouled.cost.live import CostDelta, CostStage
+from jouled.cost.live import CostStage
+from jouled.pipeline.cost import CostDelta, Factors
 from tests.cost.helpers import T0, attribution, snapshot, tick
 
 
@@ -103,7 +104,7 @@ def test_counters_accumulate_per_tick_and_the_sink_gets_every_tick() -> None:
     assert len(deltas) == 20
     assert math.fsum(d.host.emissions_g for d in deltas) == pytest.approx(c.host_emissions_g_total)
     assert deltas[-1].workloads["a"].energy_j == {"cpu": 40.0, "gpu": 150.0}
-    assert deltas[-1].factors == live.Factors(1.5, 400.0, 0.0, 0.2, "USD")
+    assert deltas[-1].factors == Factors(1.5, 400.0, 0.0, 0.2, "USD")
 
 
 class SteppedGrid:

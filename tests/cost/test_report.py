@@ -14,9 +14,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from jouled import config
-from jouled.cost.live import CostStage, Factors
+from jouled.cost.live import CostStage
 from jouled.exporter.cost import CostCollector
 from jouled.ledger import Ledger
+from jouled.pipeline.cost import Factors
 from jouled.pipeline.snapshot import EMPTY, frozen
 from jouled.report import ReportError, main, parse_time
 from tests.cost.helpers import T0, attribution, snapshot, tick
@@ -125,7 +126,7 @@ def test_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_mixed_currencies_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from jouled.cost.live import Books, CostDelta
+    from jouled.pipeline.cost import Books, CostDelta
 
     ledger = Ledger(tmp_path / "l.db")
     assert ledger.open()

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from jouled.attribution.stage import AttributionSnapshot, RequestStats
 from jouled.exporter.attribution import RequestCollector
 from jouled.exporter.text import RequestText
+from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import EMPTY, frozen
 
 BOUNDS = (0.001, 0.5, 1.0, 2.5, 1000.0, 1e5)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jouled.cost.live import Books, CostDelta, Factors, RequestBooks
 from jouled.ledger import Ledger, connect
+from jouled.pipeline.cost import Books, CostDelta, Factors, RequestBooks
 from jouled.report import totals
 
 T0 = 1_700_000_080.0  # 40 s into a minute

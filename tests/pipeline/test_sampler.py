@@ -12,8 +12,9 @@ from jouled.collectors.base import (
     Sample,
     Source,
 )
-from jouled.pipeline.sampler import Sampler, Tick, host_components
+from jouled.pipeline.sampler import Sampler, host_components
 from jouled.pipeline.snapshot import Snapshot
+from jouled.pipeline.tick import Tick
 
 
 @dataclass
