@@ -70,7 +70,7 @@ def snapshot(workloads: int, models: int) -> Snapshot:
         host_energy_j=frozen(host),
         counter_resets=frozen({}),
         collectors=frozen({"rapl": CollectorStatus(True, 0.001)}),
-        extra=frozen({"attribution": section} if section else {}),
+        attribution=section,
     )
 
 

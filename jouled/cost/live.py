@@ -8,7 +8,7 @@ energy of the component that hardware is (a GPU by GPU energy, the rest by CPU e
 Counters accumulate tick by tick with the factors in force (time-matched accounting); the
 $/h and gCO2e/h gauges use the power of the last ``window`` seconds and today's factors.
 
-Stdlib only, and no import of the daemon: ticks and snapshots are read through protocols.
+Stdlib only; it reads the tick and the attribution section from ``jouled.pipeline``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Final, Protocol
 
 from jouled.config import CostConfig, GridProviderConfig
 from jouled.costmodel.hardware import PRESETS
+from jouled.pipeline.attribution import AttributionSnapshot
 from jouled.pipeline.cost import Books, CostDelta, CostSnapshot, Factors, RequestBooks
+from jouled.pipeline.snapshot import Snapshot, frozen
+from jouled.pipeline.tick import Tick
 
 log = logging.getLogger(__name__)
 
@@ -106,45 +108,7 @@ def hardware_items(cfg: CostConfig) -> tuple[HardwareItem, ...]:
     return tuple(items)
 
 
-# --- what the stage reads (structural: costmodel never imports the daemon) ---
-class TickLike(Protocol):
-    @property
-    def t1(self) -> float: ...
-    @property
-    def w1(self) -> float: ...
-    @property
-    def seconds(self) -> float: ...
-    @property
-    def host_j(self) -> Mapping[tuple[str, str], float]: ...
-
-
-class SnapshotLike(Protocol):
-    @property
-    def extra(self) -> Mapping[str, Any]: ...
-
-
-class RequestStatsLike(Protocol):
-    @property
-    def count(self) -> int: ...
-    @property
-    def energy_sum_j(self) -> float: ...
-    @property
-    def gflops_total(self) -> float: ...
-
-
-@runtime_checkable
-class AttributionLike(Protocol):
-    @property
-    def workload_energy_j(self) -> Mapping[tuple[str, str, str], float]: ...
-    @property
-    def requests(self) -> Mapping[tuple[str, str], RequestStatsLike]: ...
-
-
 CostSink = Callable[[CostDelta], None]
-
-
-def _frozen(m: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    return MappingProxyType(dict(m))
 
 
 @dataclass(slots=True)
@@ -202,22 +166,21 @@ class CostStage:
         return Factors(self._cfg.pue, grid_g, age_s, price, self._cfg.energy_price.currency)
 
     # --- the tick ---
-    def on_tick(self, tick: TickLike, snapshot: SnapshotLike) -> CostSnapshot:
+    def on_tick(self, tick: Tick, snapshot: Snapshot) -> CostSnapshot:
         host_j: dict[str, float] = {}
         for (component, _source), j in tick.host_j.items():
             host_j[component] = host_j.get(component, 0.0) + j
-        section = snapshot.extra.get("attribution")
-        attribution = section if isinstance(section, AttributionLike) else None
-        return self._account(tick.w1, tick.t1, tick.seconds, host_j, attribution)
+        return self._account(tick.w1, tick.t1, tick.seconds, host_j, snapshot.attribution)
 
-    def flush(self, attribution: object, wall_s: float, mono_s: float) -> CostSnapshot | None:
+    def flush(
+        self, attribution: AttributionSnapshot | None, wall_s: float, mono_s: float
+    ) -> CostSnapshot | None:
         """Books for what the attribution's final flush settled (no time passes)."""
-        section = attribution if isinstance(attribution, AttributionLike) else None
-        if self.last is None and section is None:
+        if self.last is None and attribution is None:
             return None
-        return self._account(wall_s, mono_s, 0.0, {}, section)
+        return self._account(wall_s, mono_s, 0.0, {}, attribution)
 
-    def _workload_deltas(self, a: AttributionLike | None) -> dict[str, dict[str, float]]:
+    def _workload_deltas(self, a: AttributionSnapshot | None) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         if a is None:
             return out
@@ -232,7 +195,7 @@ class CostStage:
         return out
 
     def _request_deltas(
-        self, a: AttributionLike | None, f: Factors
+        self, a: AttributionSnapshot | None, f: Factors
     ) -> dict[tuple[str, str], RequestBooks]:
         out: dict[tuple[str, str], RequestBooks] = {}
         if a is None:
@@ -259,14 +222,14 @@ class CostStage:
         mono_s: float,
         seconds: float,
         host_j: dict[str, float],
-        attribution: AttributionLike | None,
+        attribution: AttributionSnapshot | None,
     ) -> CostSnapshot:
         f = self.factors(wall_s, mono_s)
         workload_j = self._workload_deltas(attribution)
         host_total_j = math.fsum(host_j.values())
         host_hw = math.fsum(i.total_per_hour for i in self._items) * seconds / SECONDS_PER_HOUR
         host = Books(
-            energy_j=_frozen(host_j),
+            energy_j=frozen(host_j),
             cost_energy=energy_cost(host_total_j, f.pue, f.price_per_kwh),
             cost_hardware=host_hw,
             emissions_g=emissions_g(host_total_j, f.pue, f.grid_g_per_kwh),
@@ -280,7 +243,7 @@ class CostStage:
             for item in self._items:
                 hw += item.total_per_hour * seconds / SECONDS_PER_HOUR * _share(by, host_by, item)
             workloads[workload] = Books(
-                energy_j=_frozen(parts),
+                energy_j=frozen(parts),
                 cost_energy=energy_cost(wl_total, f.pue, f.price_per_kwh),
                 cost_hardware=hw,
                 emissions_g=emissions_g(wl_total, f.pue, f.grid_g_per_kwh),
@@ -349,15 +312,15 @@ class CostStage:
             factors=f,
             grid_source=self._grid.name,
             window_s=span_s,
-            host_cost_per_hour=_frozen(host_rate),
+            host_cost_per_hour=frozen(host_rate),
             host_emissions_g_per_hour=rate_per_hour(host_w, f.pue, f.grid_g_per_kwh),
-            workload_cost_per_hour=_frozen(wl_rate),
-            workload_emissions_g_per_hour=_frozen(wl_g_rate),
-            host_cost_total=_frozen(self._host_cost),
+            workload_cost_per_hour=frozen(wl_rate),
+            workload_emissions_g_per_hour=frozen(wl_g_rate),
+            host_cost_total=frozen(self._host_cost),
             host_emissions_g_total=self._host_g,
-            workload_cost_total=_frozen(self._wl_cost),
-            workload_emissions_g_total=_frozen(self._wl_g),
-            hardware_per_hour=_frozen({i.name: i.total_per_hour for i in self._items}),
+            workload_cost_total=frozen(self._wl_cost),
+            workload_emissions_g_total=frozen(self._wl_g),
+            hardware_per_hour=frozen({i.name: i.total_per_hour for i in self._items}),
         )
 
 

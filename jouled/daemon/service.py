@@ -488,7 +488,7 @@ class Daemon:
         self._tasks.clear()
         if self.cost is not None and self.sampler is not None:
             # Books for the requests the attribution flush settled, then the last write.
-            section = self.sampler.snapshot.extra.get("attribution")
+            section = self.sampler.snapshot.attribution
             self.sampler.publish_stage(
                 self.cost.name, self.cost.flush(section, self.clock.time(), self.clock.monotonic())
             )

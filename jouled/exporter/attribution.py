@@ -35,8 +35,7 @@ HELP = {
 
 
 def section_of(snapshot: Snapshot) -> AttributionSnapshot | None:
-    section = snapshot.extra.get("attribution")
-    return section if isinstance(section, AttributionSnapshot) else None
+    return snapshot.attribution
 
 
 class RequestCollector(Collector):

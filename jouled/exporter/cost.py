@@ -29,8 +29,8 @@ class CostCollector(Collector):
         self._grid = grid
 
     def collect(self) -> Iterator[Metric]:
-        section = self._snapshot().extra.get("cost")
-        if isinstance(section, CostSnapshot):
+        section = self._snapshot().cost
+        if section is not None:
             yield from _cost(section)
         grid = self._grid()
         if grid is not None:

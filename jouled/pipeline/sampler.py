@@ -25,18 +25,25 @@ from jouled.collectors.base import (
     Sample,
     Source,
 )
-from jouled.pipeline.snapshot import EMPTY, CollectorStatus, Snapshot, frozen
+from jouled.pipeline.snapshot import EMPTY, SECTIONS, CollectorStatus, Snapshot, frozen
 from jouled.pipeline.tick import DomainKey, HostKey, Tick
 
 log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
-    """A later step of the pipeline (attribution, cost). Returns its snapshot section."""
+    """A later step of the pipeline (attribution, cost). Returns its snapshot section, which
+    the sampler publishes in the ``Snapshot`` field named like the stage."""
 
     name: str
 
     def on_tick(self, tick: Tick, snapshot: Snapshot) -> object: ...
+
+
+def _section(name: str) -> str:
+    if name not in SECTIONS:
+        raise ValueError(f"a stage named {name!r} has no snapshot section ({sorted(SECTIONS)})")
+    return name
 
 
 def host_components(readings: Sequence[tuple[DomainReading, float]]) -> dict[HostKey, float]:
@@ -89,7 +96,8 @@ class Sampler:
     ) -> None:
         self._clock = clock
         self.timeout_s = timeout_s
-        self._stages = list(stages)
+        self._stages: list[Stage] = []
+        self.set_stages(stages)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix="jouled-collector"
         )
@@ -119,6 +127,8 @@ class Sampler:
         self._collectors = list(collectors)
 
     def set_stages(self, stages: Sequence[Stage]) -> None:
+        for stage in stages:
+            _section(stage.name)
         self._stages = list(stages)
 
     def _forget(self, collector_name: str) -> None:
@@ -227,27 +237,26 @@ class Sampler:
             counter_resets=frozen(self._resets),
             collectors=frozen(self._status),
         )
-        extra: dict[str, Any] = {}
+        sections: dict[str, Any] = {}  # stage name -> its section (a Snapshot field)
         for stage in self._stages:
             # Each stage sees the sections the stages before it published this tick.
-            view = base if not extra else replace(base, extra=frozen(extra))
+            view = replace(base, **sections) if sections else base
             try:
-                extra[stage.name] = stage.on_tick(tick, view)
+                sections[stage.name] = stage.on_tick(tick, view)
             except Exception:  # one stage's bug degrades its series, not the loop
                 log.exception("stage %s failed on tick %d", stage.name, tick.seq)
-                previous = self.snapshot.extra.get(stage.name)
+                previous = getattr(self.snapshot, stage.name)
                 if previous is not None:
-                    extra[stage.name] = previous
-        self.snapshot = replace(base, extra=frozen(extra))
+                    sections[stage.name] = previous
+        self.snapshot = replace(base, **sections)
         return self.snapshot
 
     def publish_stage(self, name: str, section: object) -> None:
         """Replace one stage's section outside a tick (the final flush on shutdown)."""
         if section is None:
             return
-        extra = dict(self.snapshot.extra)
-        extra[name] = section
-        self.snapshot = replace(self.snapshot, extra=frozen(extra))
+        changes: dict[str, Any] = {_section(name): section}
+        self.snapshot = replace(self.snapshot, **changes)
 
     def close(self) -> None:
         for collector in self._collectors:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from jouled.pipeline.attribution import AttributionSnapshot
+from jouled.pipeline.cost import CostSnapshot
+
 
 def frozen(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """A read-only view of a copy: safe to hand to readers on other tasks."""
@@ -37,8 +40,12 @@ class Snapshot:
     # (domain, source) -> counter resets detected (driver reloads, GPU resets).
     counter_resets: Mapping[tuple[str, str], int]
     collectors: Mapping[str, CollectorStatus]
-    # Sections owned by later stages (attribution, cost); None until that stage runs.
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Sections owned by later stages; None until that stage has run.
+    attribution: AttributionSnapshot | None = None
+    cost: CostSnapshot | None = None
+
+
+SECTIONS = frozenset({"attribution", "cost"})  # the stage names the snapshot has a field for
 
 
 EMPTY = Snapshot(

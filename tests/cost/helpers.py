@@ -56,4 +56,4 @@ def attribution(
 def snapshot(section: AttributionSnapshot | None) -> Snapshot:
     from dataclasses import replace
 
-    return replace(EMPTY, extra=frozen({"attribution": section} if section else {}))
+    return replace(EMPTY, attribution=section)

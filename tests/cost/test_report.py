@@ -18,7 +18,7 @@ from jouled.cost.live import CostStage
 from jouled.exporter.cost import CostCollector
 from jouled.ledger import Ledger
 from jouled.pipeline.cost import Factors
-from jouled.pipeline.snapshot import EMPTY, frozen
+from jouled.pipeline.snapshot import EMPTY
 from jouled.report import ReportError, main, parse_time
 from tests.cost.helpers import T0, attribution, snapshot, tick
 
@@ -140,7 +140,7 @@ def test_mixed_currencies_are_refused(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_cost_metrics_render_and_pass_promtool(tmp_path: Path) -> None:
     stage = build_ledger(tmp_path / "l.db", days=1)
-    snap = replace(EMPTY, extra=frozen({"cost": stage.last}))
+    snap = replace(EMPTY, cost=stage.last)
     ledger = Ledger(tmp_path / "l.db")
     registry = CollectorRegistry()
     registry.register(CostCollector(lambda: snap, ledger=ledger.status))

@@ -45,7 +45,7 @@ def section(requests, per_gflop, predicted) -> AttributionSnapshot:
 
 
 def reference(a: AttributionSnapshot) -> str:
-    snap = replace(EMPTY, extra=frozen({"attribution": a}))
+    snap = replace(EMPTY, attribution=a)
     registry = CollectorRegistry()
     registry.register(RequestCollector(lambda: snap))
     return generate_latest(registry).decode()

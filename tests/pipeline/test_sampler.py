@@ -194,7 +194,7 @@ async def test_stages_get_ticks_and_a_failing_stage_keeps_its_last_section() -> 
     seen: list[Tick] = []
 
     class Recorder:
-        name = "rec"
+        name = "attribution"
         explode = False
 
         def on_tick(self, tick: Tick, snapshot: Snapshot) -> object:
@@ -209,7 +209,7 @@ async def test_stages_get_ticks_and_a_failing_stage_keeps_its_last_section() -> 
     clock.advance(2.0)
     set_energy(rapl, "package-0", 10.0)
     snap = await sampler.tick()
-    assert snap.extra["rec"] == 2
+    assert snap.attribution == 2
     assert seen[-1].seconds == 2.0
     assert seen[-1].w1 - seen[-1].w0 == 2.0
     assert seen[-1].host_j[("cpu", "rapl")] == 10.0
@@ -217,7 +217,7 @@ async def test_stages_get_ticks_and_a_failing_stage_keeps_its_last_section() -> 
     clock.advance(1)
     snap = await sampler.tick()
     assert snap.seq == 3
-    assert snap.extra["rec"] == 2
+    assert snap.attribution == 2
     sampler.close()
 
 
@@ -247,7 +247,7 @@ async def test_wall_clock_steps_never_stretch_or_invert_a_tick() -> None:
     seen: list[Tick] = []
 
     class Recorder:
-        name = "rec"
+        name = "attribution"
 
         def on_tick(self, tick: Tick, snapshot: Snapshot) -> object:
             seen.append(tick)
@@ -266,3 +266,14 @@ async def test_wall_clock_steps_never_stretch_or_invert_a_tick() -> None:
     assert seen[2].w1 == clock.time()
     assert [t.seconds for t in seen[1:]] == [1.0, 1.0]
     sampler.close()
+
+
+def test_a_stage_with_no_snapshot_section_is_refused() -> None:
+    class Nameless:
+        name = "rec"
+
+        def on_tick(self, tick: Tick, snapshot: Snapshot) -> object:
+            return None
+
+    with pytest.raises(ValueError, match="'rec' has no snapshot section"):
+        Sampler([], FakeClock(), stages=[Nameless()])
