@@ -2,20 +2,29 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Two install levels, each with its own stamp: `run` gets the daemon's dependencies only
+# (about a tenth of the dev set), `test` and the other targets add the extras on top.
+# pip shows its progress: the first `make run` on a fresh clone spends its time here.
+CKSUM    := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
+STAMP    := $(VENV)/.installed-dev-$(CKSUM)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck pytest quick bench demo soak system-deps clean
+.PHONY: run test lint typecheck pytest quick bench demo soak system-deps clean venv
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
+	@echo "make run: installing the daemon's dependencies into $(VENV) (make test adds the rest)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-*; touch $@
+	$(BIN)/pip install --disable-pip-version-check -e .
+	rm -f $(VENV)/.installed-run-*; touch $@
+
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/pip install --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-dev-*; touch $@
 
 venv: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/jouled run $(ARGS)
 
 # Debian packages the tests use for real: promtool and a Prometheus server, systemd-analyze.

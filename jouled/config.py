@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -50,10 +52,58 @@ def _check_hostport(value: str) -> str:
 
 HostPort = Annotated[str, Field(description="HOST:PORT")]
 
+_ENV_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def expand_path(value: Any) -> Any:
+    """``~``, ``~user``, ``$VAR`` and ``${VAR}`` expanded in a path value (else unchanged).
+
+    An unset variable or an unknown user is an error rather than a literal ``$VAR`` or
+    ``./~`` directory created beside the working directory.
+    """
+    if not isinstance(value, str | Path) or str(value) == "":
+        return value
+
+    def var(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in os.environ:
+            raise ValueError(f"environment variable ${name} is not set (in {str(value)!r})")
+        return os.environ[name]
+
+    text = _ENV_VAR.sub(var, str(value))
+    if text.startswith("~"):
+        expanded = os.path.expanduser(text)
+        if expanded.startswith("~"):
+            raise ValueError(f"cannot expand {text.split('/')[0]!r}: no such user or no HOME")
+        text = expanded
+    return Path(text)
+
+
+# Every path key of the config: ~ and environment variables expanded when it is read.
+UserPath = Annotated[Path, BeforeValidator(expand_path)]
+
+
+def default_ledger_path() -> Path:
+    """Where the ledger goes when ``ledger.path`` is not configured.
+
+    systemd's ``$STATE_DIRECTORY`` (``StateDirectory=jouled``) first, then
+    ``/var/lib/jouled/ledger.db`` for root, else the XDG state directory:
+    ``$XDG_STATE_HOME/jouled/ledger.db`` (default ``~/.local/state/jouled/ledger.db``).
+    """
+    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_dir:
+        return Path(state_dir) / "ledger.db"
+    if os.geteuid() == 0:
+        return Path("/var/lib/jouled/ledger.db")
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(xdg):  # the XDG spec: a relative value is ignored
+        xdg = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "jouled" / "ledger.db"
+
 
 class RaplConfig(_Strict):
     enabled: Enabled = "auto"
-    path: Path = Path("/sys/class/powercap")
+    path: UserPath = Path("/sys/class/powercap")
     # Most power a single zone can plausibly draw; separates a counter wrap from a reset.
     max_power_watts: float = Field(default=2000.0, gt=0)
 
@@ -97,7 +147,7 @@ class IngestConfig(_Strict):
     listen: HostPort = "127.0.0.1:9878"
     enabled: bool = True
     # A file holding the bearer token senders must present; never logged or exported.
-    token_file: Path | None = None
+    token_file: UserPath | None = None
     socket_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
     # Requests per second over /v1/* (a token bucket); 0 = unlimited.
     max_requests_per_second: float = Field(default=1000.0, ge=0)
@@ -116,7 +166,7 @@ class MatchConfig(_Strict):
     """How to find a workload's processes; any rule that matches claims a process."""
 
     pid: int | None = Field(default=None, gt=0)
-    pidfile: Path | None = None
+    pidfile: UserPath | None = None
     cmdline: str | None = None  # a Python regex searched in the space-joined command line
     cgroup: str | None = None  # a cgroup v2 path prefix, e.g. /kubepods.slice/...
     systemd_unit: str | None = None  # e.g. inference.service
@@ -164,7 +214,7 @@ class AttributionConfig(_Strict):
     # tick's energy goes to the requests running while the CPU was spent. 1 turns it off.
     cpu_samples_per_tick: int = Field(default=10, ge=1, le=100)
     # Where to read processes from: the host's /proc, e.g. /host/proc in a container.
-    proc_path: Path = Path("/proc")
+    proc_path: UserPath = Path("/proc")
 
 
 DEFAULT_BUCKETS = (
@@ -186,7 +236,7 @@ class SpansConfig(_Strict):
     window: float = Field(default=300.0, gt=0)
     # A fit file from `jouled model fit --out`: exported as the predicted joules per request
     # beside the measured ones, so drift from the model can be alerted on.
-    fit_file: Path | None = None
+    fit_file: UserPath | None = None
 
     @field_validator("buckets")
     @classmethod
@@ -229,7 +279,7 @@ class GridProviderConfig(_Strict):
     zone: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # A file holding the API token (watttime: a token, or USER:PASSWORD to log in).
     # Read on each poll, so a rotated token is picked up; never logged or exported.
-    token_file: Path | None = None
+    token_file: UserPath | None = None
     # Base URL override (a proxy, a test server); default: the provider's public API.
     url: str | None = Field(default=None, pattern=r"^https?://")
     interval: float = Field(default=300.0, ge=0.05, le=86400)
@@ -371,7 +421,8 @@ class CostConfig(_Strict):
 
 class LedgerConfig(_Strict):
     # SQLite file (WAL); empty or null disables the ledger. Its directory is created.
-    path: Path | None = Path("/var/lib/jouled/ledger.db")
+    # Not configured: default_ledger_path() (root: /var/lib/jouled, else the XDG state dir).
+    path: UserPath | None = Field(default_factory=default_ledger_path)
     # Seconds between writes; a crash (kill -9) loses at most this much of the books.
     flush_interval: float = Field(default=10.0, ge=0.05, le=3600)
     # Days of per-minute rows kept; 0 keeps them forever.
@@ -392,7 +443,7 @@ class Config(_Strict):
     attribution: AttributionConfig = AttributionConfig()
     spans: SpansConfig = SpansConfig()
     cost: CostConfig = CostConfig()
-    ledger: LedgerConfig = LedgerConfig()
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)  # its path follows the user
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     _hp = field_validator("listen")(_check_hostport)
@@ -408,7 +459,8 @@ class Config(_Strict):
 
     def with_overrides(self, **flags: Any) -> Config:
         """Flags win over the file; ``None`` means the flag was not given."""
-        data = self.model_dump()
+        # Only what was set: defaults that follow the environment (the ledger) stay defaults.
+        data = self.model_dump(exclude_unset=True)
         for key, value in flags.items():
             if value is not None:
                 data[key] = value
@@ -512,7 +564,7 @@ def _describe(exc: ValidationError, source: str, text: str | None) -> str:
 def load(path: Path | None) -> Config:
     """Embedded defaults, overlaid by the file at ``path`` (if any)."""
     if path is None:
-        return DEFAULT_CONFIG
+        return Config()  # not DEFAULT_CONFIG: the ledger's default follows the environment
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

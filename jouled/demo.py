@@ -208,6 +208,8 @@ def _config(
         "workloads": [{"name": WORKLOAD, "match": {"pidfile": str(pidfile)}}],
         "attribution": {"idle": "exclude", "idle_power_watts": idle},
         "spans": {"settle_seconds": plan.settle_s},
+        # Its own books: the demo's workload never lands in the host's (system) ledger.
+        "ledger": {"path": str(work / "ledger.db")},
         "log_level": "warning",
     }
 

@@ -166,16 +166,16 @@ class Ledger:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.warning(
                 "ledger disabled: cannot open %s: %s. Set ledger.path to a writable file "
-                "(e.g. ~/.local/state/jouled/ledger.db), or run under systemd with "
-                "StateDirectory=jouled; ledger.path: '' turns the ledger off. Live metrics "
-                "go on; jouled_ledger_up is 0.",
+                "(e.g. ~/.local/state/jouled/ledger.db, the default when not root), or run "
+                "under systemd with StateDirectory=jouled; ledger.path: '' turns the ledger "
+                "off. Live metrics go on; jouled_ledger_up is 0.",
                 self.path,
                 detail,
             )
             self._conn = None
             return False
         self._up = True
-        log.info("ledger at %s", self.path)
+        log.info("ledger in use: %s", self.path)
         return True
 
     def close(self) -> None:

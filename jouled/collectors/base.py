@@ -74,7 +74,10 @@ class CheckRow:
     target: str  # zone path, GPU index, or "-" for the collector as a whole
     readable: bool
     detail: str  # what was read (e.g. "package-0, 43.2 W") or what failed
-    fix: str = ""  # the exact remedy when not readable
+    fix: str = ""  # the exact remedy when not readable: what to do, not the problem again
+    # The source does not exist here (no powercap tree, no NVIDIA driver): with
+    # ``enabled: auto`` that is no failure, and ``jouled check`` shows it as absent.
+    absent: bool = False
 
 
 class CollectorError(Exception):

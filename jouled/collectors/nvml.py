@@ -69,12 +69,13 @@ _TRANSLATIONS: dict[int, tuple[str, str]] = {
     _NOT_FOUND: ("no data", _DEFAULT_FIX),
     _DRIVER_NOT_LOADED: (
         "NVIDIA kernel driver not loaded",
-        "load it (modprobe nvidia; see dmesg) or disable the nvml collector",
+        "load it (modprobe nvidia; see dmesg) or set collectors.nvml.enabled: false",
     ),
     _TIMEOUT: ("NVML timed out", "the GPU may be hung: " + _DEFAULT_FIX),
     _LIBRARY_NOT_FOUND: (
         "NVIDIA driver library libnvidia-ml.so not found: no NVIDIA GPU on this host",
-        "install the NVIDIA driver (it ships libnvidia-ml.so.1) or disable the nvml collector",
+        "install the NVIDIA driver (it ships libnvidia-ml.so.1) "
+        "or set collectors.nvml.enabled: false",
     ),
     _GPU_IS_LOST: ("GPU is lost", GPU_LOST_FIX),
     _RESET_REQUIRED: (
@@ -210,7 +211,7 @@ class NvmlCollector:
             raise HardwareAbsent(
                 "NVML found no NVIDIA GPU on this host",
                 fix="check nvidia-smi -L and the container's GPU access, "
-                "or disable the nvml collector",
+                "or set collectors.nvml.enabled: false",
             )
         try:
             self._driver_version = str(nvml.nvmlSystemGetDriverVersion())
@@ -517,7 +518,8 @@ def check_nvml(nvml: Any = None, clock: Clock | None = None) -> list[CheckRow]:
         collector = NvmlCollector(nvml, clock, start_poller=False)
     except CollectorError as exc:
         detail = str(exc.args[0]) if exc.args else type(exc).__name__
-        return [CheckRow("nvml", "-", False, detail, exc.fix)]
+        absent = isinstance(exc, HardwareAbsent)
+        return [CheckRow("nvml", "-", False, detail, exc.fix, absent=absent)]
     try:
         return collector.check()
     finally:

@@ -50,8 +50,9 @@ PERMISSION_FIX = (
     "jouled -' in /etc/tmpfiles.d/jouled-rapl.conf, with jouled running in group jouled"
 )
 ABSENT_FIX = (
-    "RAPL is unavailable on this host (a VM, or a CPU or kernel without intel_rapl / "
-    "powercap): jouled will estimate CPU energy instead, labelled source=estimate"
+    "on bare metal, load the powercap RAPL driver: modprobe intel_rapl_msr (Intel, and AMD "
+    "Zen on Linux 5.8+); a VM has none to load (jouled estimates instead, source=estimate); "
+    "collectors.rapl.enabled: false stops looking"
 )
 
 _PACKAGE_RE = re.compile(r"package-(\d+)(?:-die-(\d+))?")
@@ -452,7 +453,11 @@ def check_rapl(
     except Exception as exc:  # check() reports; it never raises
         return [CheckRow("rapl", "-", False, f"cannot scan {root}: {exc}", ABSENT_FIX)]
     if not scan.any_entry:
-        return [CheckRow("rapl", "-", False, f"no RAPL powercap zones under {root}", ABSENT_FIX)]
+        return [
+            CheckRow(
+                "rapl", "-", False, f"no RAPL powercap zones under {root}", ABSENT_FIX, absent=True
+            )
+        ]
     rows: list[CheckRow] = []
     for entry, problem in sorted(scan.problems.items()):
         rows.append(CheckRow("rapl", str(Path(root) / entry), False, problem, _fix_for(problem)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from typing import Any, TextIO
 
@@ -35,7 +36,23 @@ def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> l
         disabled = cfg.collectors.estimate.enabled is False
         why = "disabled in config" if disabled else "not needed: RAPL is readable"
         rows.append(CheckRow("estimate", "-", True, why))
-    return rows
+    required = {
+        name
+        for name, enabled in (("rapl", rc.enabled), ("nvml", cfg.collectors.nvml.enabled))
+        if enabled is True
+    }
+    # Absent is only no failure where the collector is optional (enabled: auto).
+    return [
+        dataclasses.replace(r, absent=False) if r.absent and r.collector in required else r
+        for r in rows
+    ]
+
+
+def status(row: CheckRow) -> str:
+    """The STATUS column: ok, absent (optional, nothing to read here) or FAIL."""
+    if row.readable:
+        return "ok"
+    return "absent" if row.absent else "FAIL"
 
 
 def required_failures(cfg: Config, rows: list[CheckRow]) -> list[str]:
@@ -54,7 +71,7 @@ def required_failures(cfg: Config, rows: list[CheckRow]) -> list[str]:
 def render(rows: list[CheckRow], out: TextIO) -> None:
     width = shutil.get_terminal_size((120, 20)).columns
     headers = ("COLLECTOR", "TARGET", "STATUS", "DETAIL")
-    table = [(r.collector, r.target, "ok" if r.readable else "FAIL", r.detail) for r in rows]
+    table = [(r.collector, r.target, status(r), r.detail) for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers[:3])]
     line = "  ".join(h.ljust(w) for h, w in zip(headers[:3], widths, strict=False))
     out.write(f"{line}  {headers[3]}\n")
@@ -62,4 +79,10 @@ def render(rows: list[CheckRow], out: TextIO) -> None:
         head = "  ".join(v.ljust(w) for v, w in zip(t[:3], widths, strict=False))
         out.write(f"{head}  {t[3]}"[: max(width, 200)] + "\n")
         if not row.readable and row.fix:
-            out.write(f"{'':>{len(head)}}  fix: {row.fix}\n")
+            # An absent optional source needs nothing; the line says what to do if one was expected.
+            what = "if expected" if row.absent else "fix"
+            out.write(f"{'':>{len(head)}}  {what}: {row.fix}\n")
+    if any(r.absent for r in rows):
+        out.write(
+            "absent: optional (enabled: auto) and not on this host: not an error, nothing to do\n"
+        )

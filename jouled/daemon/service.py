@@ -243,6 +243,16 @@ class Daemon:
             cfg.ledger.path, retention_days=cfg.ledger.retention_days, wall=self.clock.time
         )
         if cfg.ledger.path is not None:
+            if "path" not in cfg.ledger.model_fields_set:
+                log.info(
+                    "ledger.path not configured: using %s (%s)",
+                    cfg.ledger.path,
+                    "systemd StateDirectory"
+                    if os.environ.get("STATE_DIRECTORY")
+                    else "root"
+                    if os.geteuid() == 0
+                    else "not root: the XDG state directory",
+                )
             await ledger.open_async()
         self.grid = self._grid_poller(cfg)
         self.cost = CostStage(cfg.cost, self.grid, sink=ledger.add)

@@ -411,7 +411,7 @@ def test_check_nvml_without_library_is_one_row() -> None:
     fake = FakeNvml([VOLTA], init_error=pynvml.NVMLError_LibraryNotFound)
     rows = check_nvml(fake, fake.clock)
     assert len(rows) == 1
-    assert rows[0].target == "-" and not rows[0].readable
+    assert rows[0].target == "-" and not rows[0].readable and rows[0].absent
     assert "libnvidia-ml.so" in rows[0].detail and "install the NVIDIA driver" in rows[0].fix
 
 

@@ -534,8 +534,8 @@ def test_check_on_an_absent_tree_says_estimate(tmp_path: Path) -> None:
     rows = check_rapl(tmp_path / "missing")
     assert len(rows) == 1
     assert rows[0].target == "-"
-    assert not rows[0].readable
-    assert "estimate" in rows[0].fix
+    assert not rows[0].readable and rows[0].absent
+    assert "modprobe intel_rapl_msr" in rows[0].fix and "estimate" in rows[0].fix
 
 
 # -- the realtime driver ----------------------------------------------------------------

@@ -50,5 +50,33 @@ def test_check_on_this_vm_recommends_the_estimate_and_exits_0(tmp_path: Path) ->
     empty.mkdir()
     out = run_check(tmp_path, {"collectors": {"rapl": {"path": str(empty)}}})
     assert out.returncode == 0
-    assert any(line.startswith("estimate") and " ok " in line for line in out.stdout.splitlines())
-    assert "nvml" in out.stdout
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("estimate") and " ok " in line for line in lines)
+    # Absent and optional (enabled: auto): says so, no FAIL, and the fix is an action.
+    rapl = next(line for line in lines if line.startswith("rapl"))
+    assert rapl.split()[:3] == ["rapl", "-", "absent"], rapl
+    nvml = next(line for line in lines if line.startswith("nvml"))
+    assert nvml.split()[:3] == ["nvml", "-", "absent"], nvml
+    assert "FAIL" not in out.stdout and "fix:" not in out.stdout
+    hint = lines[lines.index(rapl) + 1].strip()
+    assert hint.startswith("if expected: on bare metal, load the powercap RAPL driver: modprobe")
+    assert "unavailable" not in hint and "no RAPL" not in hint
+    assert lines[-1].startswith("absent: optional (enabled: auto)")
+
+
+def test_check_status_absent_only_where_optional(tmp_path: Path) -> None:
+    from jouled.clock import SystemClock
+    from jouled.config import validate
+    from jouled.daemon.check import collect_rows, status
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    auto = validate({"collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}}}, "t")
+    [rapl] = [r for r in collect_rows(auto, SystemClock()) if r.collector == "rapl"]
+    assert status(rapl) == "absent"
+    required = validate(
+        {"collectors": {"rapl": {"enabled": True, "path": str(empty)}, "nvml": {"enabled": False}}},
+        "t",
+    )
+    [rapl] = [r for r in collect_rows(required, SystemClock()) if r.collector == "rapl"]
+    assert status(rapl) == "FAIL"

@@ -3,6 +3,7 @@ load-following RAPL emulator every request is settled with measured-like joules,
 RAPL the output says plainly that the joules are estimates."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,11 @@ def test_demo_on_emulated_rapl_settles_every_request(tmp_path: Path) -> None:
     assert not result["estimated"] and "EMULATED RAPL" in proc.stdout
     png = tmp_path / "out" / "demo.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The demo keeps its own books, beside its logs (never the system ledger).
+    [ledger] = (tmp_path / "out").glob("run-*/ledger.db")
+    with sqlite3.connect(ledger) as db:
+        scopes = {row[0] for row in db.execute("SELECT DISTINCT scope FROM minutes")}
+    assert scopes >= {"host", "workload", "model"}
 
 
 def test_demo_without_rapl_says_it_runs_on_estimates(tmp_path: Path) -> None:
