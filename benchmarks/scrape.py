@@ -57,7 +57,6 @@ def snapshot(workloads: int, models: int) -> Snapshot:
             spans_late=3,
             spans_rejected=frozen({"too_old": 2}),
             spans_pending=100,
-            predicted_request_j=frozen({k: 50.0 for k in requests}),
             spans_settled=10**6 - 103,
             spans_duplicate=0,
             spans_dropped=0,

@@ -21,7 +21,6 @@ from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettleResult, Span, SpanSplitter
 from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker, ProcFS
 from jouled.config import Config, WorkloadConfig
-from jouled.costmodel.fitfile import Fit
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import Snapshot, frozen
 from jouled.pipeline.tick import Tick
@@ -171,9 +170,7 @@ class AttributionStage:
         *,
         tracker: ProcessTracker | None = None,
         gpu_processes: GpuProcesses | None = None,
-        fit: Fit | None = None,
     ) -> None:
-        self.fit = fit
         self.tracker = tracker or _tracker_for(cfg)
         self._gpu_processes = gpu_processes
         self._mode: IdleMode = cfg.attribution.idle
@@ -369,21 +366,6 @@ class AttributionStage:
                     window = self._recent[key] = _Window(self._window_s)
                 window.add(now_wall, joules, req.gflops)
 
-    def _predicted(self) -> dict[tuple[str, str], float]:
-        """Per model: the fit file's own entry, else the fit applied to the mean GFLOPs of
-        the requests seen (only where their work is known)."""
-        fit = self.fit
-        out: dict[tuple[str, str], float] = {}
-        if fit is None:
-            return out
-        for key, hist in self._hist.items():
-            listed = fit.joules_for_model(key[1])
-            if listed is not None:
-                out[key] = listed
-            elif hist.n and hist.gflops > 0:
-                out[key] = fit.predict_joules(hist.gflops / hist.n)
-        return out
-
     def _freeze(
         self,
         pids: Mapping[str, frozenset[int]],
@@ -397,7 +379,6 @@ class AttributionStage:
                 per_gflop[key] = ratio
         stats = self.splitter.stats
         return AttributionSnapshot(
-            predicted_request_j=frozen(self._predicted()),
             workload_energy_j=frozen(self._workload_j),
             idle_energy_j=frozen(self._idle_j),
             idle_power_w=frozen(idle_power),

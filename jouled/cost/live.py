@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from jouled.config import CostConfig, GridProviderConfig
+from jouled.costmodel.fitfile import Fit
 from jouled.costmodel.hardware import PRESETS
 from jouled.pipeline.attribution import AttributionSnapshot
 from jouled.pipeline.cost import Books, CostDelta, CostSnapshot, Factors, RequestBooks
@@ -130,8 +131,10 @@ class CostStage:
         grid: IntensitySource | None = None,
         *,
         sink: CostSink | None = None,
+        fit: Fit | None = None,
     ) -> None:
         self._sink = sink
+        self.fit = fit  # spans.fit_file: predicted joules per request beside the measured
         self._grid: IntensitySource = StaticIntensity(475.0)
         self._cfg = cfg
         self._items: tuple[HardwareItem, ...] = ()
@@ -278,10 +281,25 @@ class CostStage:
                 self._sink(CostDelta(wall_s, seconds, f, host, workloads, requests))
             except Exception:  # the books failing must not stop the live numbers
                 log.exception("cost sink failed; this tick is missing from the ledger")
-        self.last = self._publish(f)
+        self.last = self._publish(f, self._predicted(attribution))
         return self.last
 
-    def _publish(self, f: Factors) -> CostSnapshot:
+    def _predicted(self, a: AttributionSnapshot | None) -> dict[tuple[str, str], float]:
+        """Per (workload, model): the fit file's own entry for the model, else the fit applied
+        to the mean GFLOPs of the requests settled (only where their work is known)."""
+        fit = self.fit
+        out: dict[tuple[str, str], float] = {}
+        if fit is None or a is None:
+            return out
+        for key, st in a.requests.items():
+            listed = fit.joules_for_model(key[1])
+            if listed is not None:
+                out[key] = listed
+            elif st.count and st.gflops_total > 0:
+                out[key] = fit.predict_joules(st.gflops_total / st.count)
+        return out
+
+    def _publish(self, f: Factors, predicted: Mapping[tuple[str, str], float]) -> CostSnapshot:
         span_s = math.fsum(t.seconds for t in self._window)
         host_sum: dict[str, float] = {}
         wl_sum: dict[str, dict[str, float]] = {}
@@ -321,6 +339,7 @@ class CostStage:
             workload_cost_total=frozen(self._wl_cost),
             workload_emissions_g_total=frozen(self._wl_g),
             hardware_per_hour=frozen({i.name: i.total_per_hour for i in self._items}),
+            predicted_request_j=frozen(predicted),
         )
 
 

@@ -235,9 +235,7 @@ class Daemon:
             log.info("%s", note)
         if not plan.collectors:
             log.warning("no collector enabled: jouled serves health metrics only")
-        self.attribution = AttributionStage(
-            cfg, gpu_processes=_gpu_processes(plan.collectors), fit=fit
-        )
+        self.attribution = AttributionStage(cfg, gpu_processes=_gpu_processes(plan.collectors))
         # An unwritable ledger logs one warning and leaves the live metrics running.
         ledger = self.ledger = Ledger(
             cfg.ledger.path, retention_days=cfg.ledger.retention_days, wall=self.clock.time
@@ -255,7 +253,7 @@ class Daemon:
                 )
             await ledger.open_async()
         self.grid = self._grid_poller(cfg)
-        self.cost = CostStage(cfg.cost, self.grid, sink=ledger.add)
+        self.cost = CostStage(cfg.cost, self.grid, sink=ledger.add, fit=fit)
         self.sampler = Sampler(
             plan.collectors,
             self.clock,
@@ -381,7 +379,7 @@ class Daemon:
         except ConfigError as exc:
             return self._reject_reload(exc)
         old = self.config
-        fit = self.attribution.fit if self.attribution is not None else None
+        fit = self.cost.fit if self.cost is not None else None
         if new.spans.fit_file != old.spans.fit_file:
             try:
                 fit = _load_fit(new)
@@ -413,8 +411,8 @@ class Daemon:
             new.workloads != old.workloads or new.attribution != old.attribution
         ):
             self.attribution.reconfigure(new)
-        if self.attribution is not None:
-            self.attribution.fit = fit
+        if self.cost is not None:
+            self.cost.fit = fit
         if self.cost is not None and new.cost != old.cost:
             if new.cost.grid_intensity != old.cost.grid_intensity:
                 self.grid = self._grid_poller(new)

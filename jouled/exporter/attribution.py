@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -38,6 +38,11 @@ def section_of(snapshot: Snapshot) -> AttributionSnapshot | None:
     return snapshot.attribution
 
 
+def predicted_of(snapshot: Snapshot) -> Mapping[tuple[str, str], float]:
+    """The cost stage's predicted joules per request (rendered with the request families)."""
+    return snapshot.cost.predicted_request_j if snapshot.cost is not None else {}
+
+
 class RequestCollector(Collector):
     """The per-(workload, model) families: the bulk of a large exposition. ``RequestText``
     renders the same families as text several times faster; this one serves OpenMetrics."""
@@ -46,7 +51,8 @@ class RequestCollector(Collector):
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        a = section_of(self._snapshot())
+        snap = self._snapshot()
+        a = section_of(snap)
         if a is None:
             return
         requests = CounterMetricFamily(
@@ -74,7 +80,7 @@ class RequestCollector(Collector):
         yield gflops
         for name, values in (
             ("jouled_energy_per_gflop_joules", a.energy_per_gflop_j),
-            ("jouled_predicted_request_energy_joules", a.predicted_request_j),
+            ("jouled_predicted_request_energy_joules", predicted_of(snap)),
         ):
             yield family(GaugeMetricFamily, name, HELP[name], ["workload", "model"], values)
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import choose_encoder
 
-from jouled.exporter.attribution import section_of
+from jouled.exporter.attribution import predicted_of, section_of
 from jouled.exporter.text import RequestText
 from jouled.pipeline.snapshot import Snapshot
 
@@ -77,7 +77,9 @@ class TextExposition:
         snap = self._snapshot()
         if snap is not self._last:
             section = section_of(snap)
-            tail = self._requests.render(section).encode() if section is not None else b""
+            tail = b""
+            if section is not None:
+                tail = self._requests.render(section, predicted_of(snap)).encode()
             self._body = generate_latest(self._light) + tail
             self._last = snap
         return self._body

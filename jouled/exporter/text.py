@@ -64,7 +64,8 @@ class RequestText:
             self._bucket_lines[(key, bounds)] = cached
         return cached
 
-    def render(self, a: AttributionSnapshot) -> str:
+    def render(self, a: AttributionSnapshot, predicted: Mapping[tuple[str, str], float]) -> str:
+        """The request families of ``a`` and the cost stage's ``predicted`` joules."""
         items: list[tuple[tuple[str, str], RequestStats]] = sorted(a.requests.items())
         out: list[str] = [_header("jouled_requests_total", "counter")]
         for key, st in items:
@@ -93,7 +94,7 @@ class RequestText:
             )
         gauges: tuple[tuple[str, Mapping[tuple[str, str], float]], ...] = (
             ("jouled_energy_per_gflop_joules", a.energy_per_gflop_j),
-            ("jouled_predicted_request_energy_joules", a.predicted_request_j),
+            ("jouled_predicted_request_energy_joules", predicted),
         )
         for name, values in gauges:
             out.append(_header(name, "gauge"))

@@ -6,7 +6,9 @@ Energies are cumulative joules since the daemon started; counts are since start 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,28 +19,36 @@ class RequestStats:
     gflops_total: float
 
 
+def _empty() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class AttributionSnapshot:
-    workload_energy_j: Mapping[tuple[str, str, str], float]  # (workload, component, source)
-    idle_energy_j: Mapping[str, float]  # component
-    idle_power_w: Mapping[str, float]  # component (gpu: summed over boards)
-    unattributed_energy_j: Mapping[tuple[str, str], float]  # (component, source)
-    workload_in_spans_j: Mapping[tuple[str, str], float]  # (workload, component)
-    workload_outside_spans_j: Mapping[tuple[str, str], float]
-    workload_processes: Mapping[str, int]
-    requests: Mapping[tuple[str, str], RequestStats]  # (workload, model)
-    energy_per_gflop_j: Mapping[tuple[str, str], float]
-    # The cost model's prediction per (workload, model), where a fit file is configured.
-    predicted_request_j: Mapping[tuple[str, str], float]
-    buckets: tuple[float, ...]
-    spans_received: int
-    spans_accepted: int
-    spans_late: int
-    spans_rejected: Mapping[str, int]
-    spans_pending: int
-    spans_settled: int  # became requests (with all the energy their time had)
-    spans_duplicate: int  # resent copies of a pending span, counted once
-    spans_dropped: int  # evicted over the pending cap before any energy
+    """Cumulative joules and counts since start, keyed: ``workload_energy_j`` by (workload,
+    component, source); ``idle_*`` by component (gpu summed over boards);
+    ``unattributed_energy_j`` by (component, source); ``workload_*_spans_j`` by (workload,
+    component); ``requests`` and ``energy_per_gflop_j`` by (workload, model). Every field
+    defaults to empty or zero, so a test or a bench names only what it sets."""
+
+    workload_energy_j: Mapping[tuple[str, str, str], float] = field(default_factory=_empty)
+    idle_energy_j: Mapping[str, float] = field(default_factory=_empty)
+    idle_power_w: Mapping[str, float] = field(default_factory=_empty)
+    unattributed_energy_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
+    workload_in_spans_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
+    workload_outside_spans_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
+    workload_processes: Mapping[str, int] = field(default_factory=_empty)
+    requests: Mapping[tuple[str, str], RequestStats] = field(default_factory=_empty)
+    energy_per_gflop_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
+    buckets: tuple[float, ...] = ()
+    spans_received: int = 0
+    spans_accepted: int = 0
+    spans_late: int = 0
+    spans_rejected: Mapping[str, int] = field(default_factory=_empty)
+    spans_pending: int = 0
+    spans_settled: int = 0  # became requests (with all the energy their time had)
+    spans_duplicate: int = 0  # resent copies of a pending span, counted once
+    spans_dropped: int = 0  # evicted over the pending cap before any energy
 
     @property
     def spans_balance(self) -> int:

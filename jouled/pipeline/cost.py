@@ -68,6 +68,8 @@ class CostSnapshot:
     workload_cost_total: Mapping[tuple[str, str], float]
     workload_emissions_g_total: Mapping[str, float]
     hardware_per_hour: Mapping[str, float] = field(default_factory=dict)  # item name
+    # The cost model's predicted joules per request by (workload, model), with spans.fit_file.
+    predicted_request_j: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,31 +145,6 @@ def test_gpu_processes_of_the_workload_get_the_board() -> None:
     assert snap.unattributed_energy_j[("gpu", "nvml")] == pytest.approx(150.0)
 
 
-def test_a_fit_file_gives_the_predicted_energy_per_request_beside_the_measured() -> None:
-    from types import MappingProxyType
-
-    from jouled.costmodel.fitfile import Fit, ModelEntry
-
-    stage = make_stage()
-    stage.fit = Fit(
-        slope_joules_per_gflop=2.0,
-        models=MappingProxyType({"bert": ModelEntry(gflops=97.1, joules_per_request=60.0)}),
-    )
-    stage.submit(
-        [
-            Span("api", "bert", T0 + 0.0, T0 + 1.0, gflops=97.1),
-            Span("api", "tiny", T0 + 0.0, T0 + 1.0, gflops=10.0),
-            Span("api", "tiny", T0 + 0.0, T0 + 1.0, gflops=30.0),
-            Span("api", "unknown-work", T0 + 0.0, T0 + 1.0),
-        ]
-    )
-    for seq in range(1, 5):
-        snap = stage.on_tick(tick(seq), EMPTY)
-    assert snap.predicted_request_j[("api", "bert")] == 60.0  # the fit file's own entry
-    assert snap.predicted_request_j[("api", "tiny")] == pytest.approx(2.0 * 20.0)  # mean work
-    assert ("api", "unknown-work") not in snap.predicted_request_j  # no work, no prediction
-
-
 def test_span_accounting_always_balances() -> None:
     stage = make_stage()
     stage.submit(

@@ -30,26 +30,9 @@ def attribution(
 ) -> AttributionSnapshot:
     return AttributionSnapshot(
         workload_energy_j=frozen(workload_j),
-        idle_energy_j=frozen({}),
-        idle_power_w=frozen({}),
-        unattributed_energy_j=frozen({}),
-        workload_in_spans_j=frozen({}),
-        workload_outside_spans_j=frozen({}),
-        workload_processes=frozen({}),
         requests=frozen(
             {k: RequestStats(n, j, (n,), g) for k, (n, j, g) in (requests or {}).items()}
         ),
-        energy_per_gflop_j=frozen({}),
-        buckets=(),
-        spans_received=0,
-        spans_accepted=0,
-        spans_late=0,
-        spans_rejected=frozen({}),
-        spans_pending=0,
-        predicted_request_j=frozen({}),
-        spans_settled=0,
-        spans_duplicate=0,
-        spans_dropped=0,
     )
 
 

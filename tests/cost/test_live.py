@@ -229,3 +229,27 @@ def test_workloads_never_cost_more_than_the_host(
     for kind in ("energy", "hardware"):
         wl = sum(v for (_w, k), v in c.workload_cost_total.items() if k == kind)
         assert wl <= c.host_cost_total[kind] * slack + 1e-12
+
+
+def test_a_fit_file_gives_the_predicted_energy_per_request_beside_the_measured() -> None:
+    from types import MappingProxyType
+
+    from jouled.costmodel.fitfile import Fit, ModelEntry
+
+    stage = CostStage(cost_cfg())
+    stage.fit = Fit(
+        slope_joules_per_gflop=2.0,
+        models=MappingProxyType({"bert": ModelEntry(gflops=97.1, joules_per_request=60.0)}),
+    )
+    # (count, joules, gflops) settled per (workload, model)
+    a = attribution(
+        {},
+        {("api", "bert"): (1, 5.0, 97.1), ("api", "tiny"): (2, 3.0, 40.0)}
+        | {("api", "unknown-work"): (1, 1.0, 0.0)},
+    )
+    snap = stage.on_tick(tick(1, {}), snapshot(a))
+    assert snap.predicted_request_j[("api", "bert")] == 60.0  # the fit file's own entry
+    assert snap.predicted_request_j[("api", "tiny")] == pytest.approx(2.0 * 20.0)  # mean work
+    assert ("api", "unknown-work") not in snap.predicted_request_j  # no work, no prediction
+    stage.fit = None
+    assert stage.on_tick(tick(2, {}), snapshot(a)).predicted_request_j == {}
