@@ -22,13 +22,9 @@ from aiohttp import ClientSession
 from benchmarks._util import cpu_seconds, daemon, json_batch, otlp_batch, save, wait_for
 from jouled.attribution.stage import AttributionStage
 from jouled.config import validate
-from jouled.ingest.decode import (
-    ModelCap,
-    Rules,
-    apply_model_cap,
-    decode_otlp_protobuf,
-    decode_spans_json,
-)
+from jouled.ingest.decode import decode_otlp_protobuf, decode_spans_json
+from jouled.ingest.modelcap import ModelCap, apply_model_cap
+from jouled.ingest.rules import Rules
 
 WORKLOADS = [f"w{i}" for i in range(10)]
 MODELS = [f"model-{i}" for i in range(50)]

@@ -20,18 +20,10 @@ from aiohttp import web
 
 from jouled.attribution.spans import Span
 from jouled.clock import Clock
-from jouled.ingest.decode import (
-    MALFORMED,
-    DecodeResult,
-    MalformedBody,
-    ModelCap,
-    Rules,
-    apply_model_cap,
-    decode_otlp_json,
-    decode_otlp_protobuf,
-    decode_spans_json,
-)
+from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
 from jouled.ingest.guard import TokenBucket, guard_middleware
+from jouled.ingest.modelcap import ModelCap, apply_model_cap
+from jouled.ingest.rules import MALFORMED, DecodeResult, MalformedBody, Rules
 
 log = logging.getLogger(__name__)
 

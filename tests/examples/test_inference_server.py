@@ -20,7 +20,8 @@ from examples.inference_server.model import (
 )
 from examples.inference_server.server import build_app
 from jouled.costmodel.flops import count
-from jouled.ingest.decode import Rules, decode_spans_json
+from jouled.ingest.decode import decode_spans_json
+from jouled.ingest.rules import Rules
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,253 @@
+"""What a decoded span must satisfy, and the label sanitizing every network value passes.
+
+Each span is validated on its own: a bad one is rejected with a short ``reason`` code (the
+label of ``jouled_spans_rejected_total``); a body that cannot be parsed raises
+``MalformedBody``. Pure functions: the clock's ``now`` comes in as an argument (``Rules``).
+The readers that turn OTLP and jouled JSON into ``RawSpan`` live in ``decode``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from jouled.attribution.spans import Span
+
+# Rejection reasons: the `reason` label values of jouled_spans_rejected_total.
+END_BEFORE_START: Final = "end_before_start"
+BAD_GFLOPS: Final = "bad_gflops"
+BAD_TOKENS: Final = "bad_tokens"
+TOO_FAR_FUTURE: Final = "too_far_future"
+TOO_OLD: Final = "too_old"
+MISSING_WORKLOAD: Final = "missing_workload"
+UNKNOWN_WORKLOAD: Final = "unknown_workload"
+BAD_TIME: Final = "bad_time"
+MALFORMED: Final = "malformed"
+REASONS: Final = (
+    END_BEFORE_START,
+    BAD_GFLOPS,
+    BAD_TOKENS,
+    TOO_FAR_FUTURE,
+    TOO_OLD,
+    MISSING_WORKLOAD,
+    UNKNOWN_WORKLOAD,
+    BAD_TIME,
+    MALFORMED,
+)
+
+UNKNOWN_MODEL: Final = "unknown"
+OTHER_MODEL: Final = "other"
+LABEL_MAX_CHARS: Final = 128
+
+
+class MalformedBody(ValueError):
+    """The body as a whole cannot be decoded; ``str()`` says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeResult:
+    spans: tuple[Span, ...]
+    rejected: Mapping[str, int]  # reason -> count
+    first_error: str | None  # the first rejection, human-readable
+    ignored: int = 0  # OTLP spans that are not requests (children, CLIENT/PRODUCER spans)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a valid span must satisfy, relative to an injected wall-clock ``now``."""
+
+    now: float
+    known_workloads: Collection[str] | None = None
+    gflops_per_token: Mapping[str, float] = field(default_factory=dict)
+    max_future_s: float = 300.0  # clock skew allowed between the workload and jouled
+    max_age_s: float = 3600.0  # older spans are not late but wrong (a clock problem)
+
+
+# Characters that are always kept; a value made only of them needs no per-character pass.
+_SAFE_LABEL: Final = re.compile(r"[\w.:/@+=,;~-]+(?: [\w.:/@+=,;~-]+)*")
+
+
+def sanitize_label(value: str, max_chars: int = LABEL_MAX_CHARS) -> str:
+    """A Prometheus-safe label value: printable, no quotes, backslashes or newlines, cut.
+
+    Scaphandre exported a 4,478-character command line as a label and broke Prometheus;
+    labels from the network are untrusted.
+    """
+    if len(value) <= max_chars and _SAFE_LABEL.fullmatch(value):
+        return value  # the common case: nothing to remove, nothing to cut
+    return sanitize_label_slow(value, max_chars)
+
+
+def sanitize_label_slow(value: str, max_chars: int = LABEL_MAX_CHARS) -> str:
+    """The character-by-character rule ``sanitize_label`` shortcuts (kept for its tests)."""
+    out: list[str] = []
+    for ch in value:
+        if ch.isprintable() and ch not in "\"'`\\":
+            out.append(ch)
+            if len(out) >= max_chars:
+                break
+    return "".join(out).strip()
+
+
+@dataclass(slots=True)
+class RawSpan:
+    """One candidate span before validation; values as they came off the wire."""
+
+    workload: Any
+    model: Any
+    start: Any  # float seconds, or None when absent
+    end: Any
+    gflops: Any = None
+    input_tokens: Any = None
+    output_tokens: Any = None
+    route: Any = None
+    trace_id: str = ""
+    span_id: str = ""
+    child_gflops: list[Any] = field(default_factory=list)
+    child_tokens: list[Any] = field(default_factory=list)
+    child_model: Any = None
+
+
+class Tally:
+    """The spans accepted and the rejections counted while decoding one body."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.rejected: dict[str, int] = {}
+        self.first_error: str | None = None
+
+    def reject(self, reason: str, detail: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if self.first_error is None:
+            self.first_error = f"{reason}: {detail}"
+
+    def result(self, ignored: int = 0) -> DecodeResult:
+        return DecodeResult(tuple(self.spans), dict(self.rejected), self.first_error, ignored)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def as_float(value: Any) -> float | None:
+    """A number from a JSON/OTLP value (numbers or numeric strings); None if it is not one."""
+    if is_number(value) or isinstance(value, str):
+        try:
+            return float(value)
+        except (ValueError, OverflowError):  # "abc"; an int beyond float range
+            return None
+    return None
+
+
+def _as_count(value: Any) -> int | None:
+    number = as_float(value)
+    if number is None or not math.isfinite(number) or number < 0 or number != int(number):
+        return None
+    return int(number)
+
+
+def _label(value: Any) -> str | None:
+    if isinstance(value, str):
+        return sanitize_label(value)
+    if is_number(value):
+        return sanitize_label(str(value))
+    return None
+
+
+def _sum_gflops(values: list[Any]) -> float:
+    total = 0.0
+    for value in values:
+        number = as_float(value)
+        if number is None or not math.isfinite(number) or number < 0:
+            raise _Reject(BAD_GFLOPS, f"GFLOPs must be a finite number >= 0, got {value!r:.40}")
+        total += number
+    return total
+
+
+def _token_gflops(values: list[Any], model: str, rules: Rules) -> float | None:
+    tokens = 0
+    for value in values:
+        count = _as_count(value)
+        if count is None:
+            raise _Reject(BAD_TOKENS, f"token counts must be integers >= 0, got {value!r:.40}")
+        tokens += count
+    per_token = rules.gflops_per_token.get(model)
+    return tokens * per_token if per_token is not None else None
+
+
+def _work(raw: RawSpan, model: str, rules: Rules) -> float | None:
+    """GFLOPs of a span, None when unknown: its own attributes first, then its children's."""
+    if raw.gflops is not None:
+        return _sum_gflops([raw.gflops])
+    own_tokens = [t for t in (raw.input_tokens, raw.output_tokens) if t is not None]
+    if own_tokens:
+        return _token_gflops(own_tokens, model, rules)
+    if raw.child_gflops:
+        return _sum_gflops(raw.child_gflops)
+    if raw.child_tokens:
+        return _token_gflops(raw.child_tokens, model, rules)
+    return None
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _times(raw: RawSpan, workload: str, rules: Rules) -> tuple[float, float]:
+    start = as_float(raw.start) if is_number(raw.start) else None
+    end = as_float(raw.end) if is_number(raw.end) else None
+    if start is None or end is None or not math.isfinite(start + end):
+        raise _Reject(BAD_TIME, f"span of {workload!r} lacks a valid start and end time")
+    if start <= 0 or end <= 0:
+        raise _Reject(BAD_TIME, f"span of {workload!r} has an unset (zero) time")
+    if end < start:
+        raise _Reject(END_BEFORE_START, f"span of {workload!r} ends {start - end:.6f} s early")
+    if end < rules.now - rules.max_age_s:
+        raise _Reject(TOO_OLD, f"span of {workload!r} ended {rules.now - end:.0f} s ago")
+    if end > rules.now + rules.max_future_s:
+        raise _Reject(TOO_FAR_FUTURE, f"span of {workload!r} ends {end - rules.now:.0f} s ahead")
+    return start, end
+
+
+def _to_span(raw: RawSpan, rules: Rules) -> Span:
+    workload = _label(raw.workload) if raw.workload is not None else None
+    if not workload:
+        raise _Reject(MISSING_WORKLOAD, "no workload (OTLP: resource attribute service.name)")
+    if rules.known_workloads is not None and workload not in rules.known_workloads:
+        raise _Reject(UNKNOWN_WORKLOAD, f"workload {workload!r} is not configured")
+    start, end = _times(raw, workload, rules)
+    model_value = raw.model if raw.model is not None else raw.child_model
+    model = _label(model_value) if model_value is not None else UNKNOWN_MODEL
+    if model is None:
+        raise _Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
+    model = model or UNKNOWN_MODEL
+    gflops = _work(raw, model, rules)
+    route = _label(raw.route) if raw.route is not None else ""
+    return Span(
+        workload=workload,
+        model=model,
+        start=start,
+        end=end,
+        gflops=gflops,
+        route=route or "",
+        trace_id=raw.trace_id,
+        span_id=raw.span_id,
+    )
+
+
+def validate(raw: RawSpan, rules: Rules, tally: Tally) -> None:
+    """Validate one candidate: its ``Span`` goes into ``tally``, or its rejection reason."""
+    try:
+        tally.spans.append(_to_span(raw, rules))
+    except _Reject as rej:
+        tally.reject(rej.reason, rej.detail)
