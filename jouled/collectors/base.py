@@ -53,6 +53,9 @@ class DomainReading:
     source: Source
     energy_j: float
     device: str = ""  # GPU index or socket, for attribution; "" when not applicable
+    # The counter has not moved while the host was busy: not a measurement. Its energy is
+    # still exported (flat) but it covers no host component, so an estimate can take over.
+    frozen: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class Sample:
     resets: dict[str, int] = field(default_factory=dict)
     # Domains that could not be read this time, with a reason; the others are still valid.
     problems: dict[str, str] = field(default_factory=dict)
+    # Cumulative count of absurd single reads dropped per domain (never a baseline).
+    glitches: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from jouled.collectors.base import (
     Sample,
     Source,
 )
-from jouled.collectors.counter import Event, unfold
+from jouled.collectors.counter import CounterTrack, Event, FrozenWatch
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class GpuInfo:
 class _Gpu:
     """Mutable per-board state; guarded by the collector's lock."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, bound_mj: Callable[[float], int]) -> None:
         self.index = index
         self.domain = f"gpu-{index}"
         self.handle: Any = None
@@ -141,12 +142,12 @@ class _Gpu:
         self.mig_enabled = False
         self.method = Method.UNKNOWN
         self.energy_j = 0.0  # cumulative since the collector started; never decreases
-        self.resets = 0
         self.problem: str | None = None  # what failed at the last attempt, None when readable
         self.fix = ""
         self.lost = False
-        self.counter_mj: int | None = None
-        self.counter_t = 0.0
+        # The energy counter (64-bit mJ, never wraps): resets confirmed, glitches dropped.
+        self.track = CounterTrack(None, bound_mj)
+        self.frozen = FrozenWatch()
         self.power_w: float | None = None
         self.power_t = 0.0
         self.last_seen_us = 0  # lastSeenTimeStamp for nvmlDeviceGetProcessUtilization
@@ -172,6 +173,8 @@ class NvmlCollector:
         poll_interval_s: float = 0.1,
         max_power_w: float = 3000.0,
         start_poller: bool = True,
+        *,
+        host_busy_s: Callable[[], float] | None = None,
     ) -> None:
         if poll_interval_s <= 0 or max_power_w <= 0:
             raise ValueError("poll_interval_s and max_power_w must be positive")
@@ -188,6 +191,7 @@ class NvmlCollector:
         self._poll_interval_s = poll_interval_s
         self._max_power_w = max_power_w
         self._start_poller = start_poller
+        self._host_busy_s = host_busy_s
         errors: list[type[BaseException]] = [nvml.NVMLError]
         # Raised instead of an NVMLError when pynvml and libnvidia-ml disagree on a version.
         mismatch = getattr(nvml, "NVMLLibraryMismatchError", None)
@@ -217,7 +221,7 @@ class NvmlCollector:
             self._driver_version = str(nvml.nvmlSystemGetDriverVersion())
         except self._errors:
             self._driver_version = "unknown"
-        self._gpus = [_Gpu(i) for i in range(count)]
+        self._gpus = [_Gpu(i, self._bound_mj) for i in range(count)]
         with self._lock:
             for gpu in self._gpus:
                 self._attach(gpu)
@@ -252,8 +256,9 @@ class NvmlCollector:
         if self._closed:
             raise CollectorError("the nvml collector is closed", fix="restart jouled")
         with self._lock:
+            busy = self._host_busy()
             for gpu in self._gpus:
-                self._refresh(gpu)
+                self._refresh(gpu, busy)
             readings = tuple(
                 DomainReading(
                     domain=g.domain,
@@ -261,19 +266,21 @@ class NvmlCollector:
                     source=Source.NVML,
                     energy_j=g.energy_j,
                     device=str(g.index),
+                    frozen=g.frozen.frozen,
                 )
                 for g in self._gpus
             )
             problems = {
                 g.domain: f"{g.problem} (fix: {g.fix})" for g in self._gpus if g.problem is not None
             }
-            resets = {g.domain: g.resets for g in self._gpus}
+            resets = {g.domain: g.track.resets for g in self._gpus}
+            glitches = {g.domain: g.track.glitches for g in self._gpus}
         if len(problems) == len(readings):
             raise CollectorError(
                 "no GPU could be read: " + "; ".join(f"{d}: {p}" for d, p in problems.items()),
                 fix=_DEFAULT_FIX,
             )
-        return Sample(readings=readings, resets=resets, problems=problems)
+        return Sample(readings=readings, resets=resets, problems=problems, glitches=glitches)
 
     def poll_once(self) -> None:
         """Read the power of every power-polled GPU and integrate it; never raises."""
@@ -355,8 +362,8 @@ class NvmlCollector:
                 gpu.mig_enabled = False  # no MIG support on this board or driver
         if gpu.method is Method.UNKNOWN:
             try:
-                gpu.counter_mj = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
-                gpu.counter_t = self._clock.monotonic()
+                raw = int(nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
+                gpu.track.feed(raw, self._clock.monotonic())
                 gpu.method = Method.ENERGY_COUNTER
             except self._errors as exc:
                 if _code(exc) != _NOT_SUPPORTED:
@@ -384,48 +391,77 @@ class NvmlCollector:
 
     # ----- reading -------------------------------------------------------------------------
 
-    def _refresh(self, gpu: _Gpu) -> None:
+    def _bound_mj(self, elapsed_s: float) -> int:
+        """The most a counter can plausibly advance in ``elapsed_s``, in mJ."""
+        return int(self._max_power_w * (max(0.0, elapsed_s) + _COUNTER_SLACK_S) * 1000)
+
+    def _host_busy(self) -> float | None:
+        if self._host_busy_s is None:
+            return None
+        try:
+            return self._host_busy_s()
+        except Exception as exc:  # a broken /proc must not stop energy reads
+            log.debug("host busy time unreadable: %s", exc)
+            return None
+
+    def _refresh(self, gpu: _Gpu, busy: float | None = None) -> None:
         if (gpu.handle is None or gpu.method is Method.UNKNOWN) and not self._attach(gpu):
             return
         if gpu.method is Method.ENERGY_COUNTER:
-            self._read_counter(gpu)
+            self._read_counter(gpu, busy)
         else:
             # Poll at the read itself, so the reading is current at the tick boundary.
             self._poll_power(gpu)
 
-    def _read_counter(self, gpu: _Gpu) -> None:
+    def _read_counter(self, gpu: _Gpu, busy: float | None) -> None:
         try:
             cur_mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
         except self._errors as exc:
             self._fail(gpu, exc)
             return
         now = self._clock.monotonic()
+        was_lost = gpu.lost
         self._ok(gpu)
-        if gpu.counter_mj is None:
-            gpu.counter_mj, gpu.counter_t = cur_mj, now
-            return
-        elapsed_s = max(0.0, now - gpu.counter_t)
-        max_delta_mj = int(self._max_power_w * (elapsed_s + _COUNTER_SLACK_S) * 1000)
-        step = unfold(gpu.counter_mj, cur_mj, None, max_delta_mj)
-        if step.event is Event.RESET:
-            gpu.resets += 1
-            log.warning(
-                "nvml: %s energy counter went back from %d to %d mJ (driver reload or GPU "
-                "reset); counted as a reset, energy before it since the last read is lost",
+        base, base_t = gpu.track.base, gpu.track.base_t
+        # Back from "GPU is lost": the board was reset, so a lower counter is a restart.
+        step = gpu.track.restarted(cur_mj, now) if was_lost else gpu.track.feed(cur_mj, now)
+        if step.event is Event.PENDING:
+            log.info(
+                "nvml: %s energy counter read %d mJ after %s mJ %.3f s earlier, beyond %.0f W: "
+                "held until the next read tells a glitch from a reset",
                 gpu.domain,
-                gpu.counter_mj,
                 cur_mj,
-            )
-        elif step.event is Event.GLITCH:
-            log.warning(
-                "nvml: %s energy counter jumped %d mJ in %.3f s, beyond %.0f W: dropped",
-                gpu.domain,
-                cur_mj - gpu.counter_mj,
-                elapsed_s,
+                base,
+                now - base_t,
                 self._max_power_w,
             )
+        if step.dropped is not None:
+            log.warning(
+                "nvml: %s energy counter glitch: one read of %d mJ fits neither the reads "
+                "before nor after it; dropped (jouled_domain_glitches_total)",
+                gpu.domain,
+                step.dropped,
+            )
+        if step.event is Event.RESET:
+            log.warning(
+                "nvml: %s energy counter went from %s to %d mJ (driver reload or GPU reset, "
+                "confirmed by the read after it or by the board's recovery); counted %d mJ "
+                "since the reset",
+                gpu.domain,
+                base,
+                cur_mj,
+                step.delta,
+            )
         gpu.energy_j += step.delta / 1000
-        gpu.counter_mj, gpu.counter_t = cur_mj, now
+        was = gpu.frozen.frozen
+        if gpu.frozen.observe(cur_mj, now, busy) and not was:
+            log.warning(
+                "nvml: %s energy counter has stayed at %d mJ for %.0f s while the host was "
+                "busy: a frozen counter is not a measurement; marked jouled_domain_frozen 1",
+                gpu.domain,
+                cur_mj,
+                now - gpu.frozen.since,
+            )
 
     def _poll_power(self, gpu: _Gpu) -> None:
         try:

@@ -13,9 +13,10 @@ import errno
 import logging
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jouled.clock import Clock, SystemClock
@@ -28,7 +29,7 @@ from jouled.collectors.base import (
     Sample,
     Source,
 )
-from jouled.collectors.counter import Event, unfold
+from jouled.collectors.counter import CounterTrack, Event, FrozenWatch
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ _MMIO_PREFIX = "intel-rapl-mmio:"
 _MAX_DELTA_MARGIN = 1.5
 _MAX_DELTA_FLOOR_UJ = 1_000_000
 _REDISCOVER_EVERY = 60
+# Zones of one socket and kind whose raw counters agree within this many µJ, moving, this
+# many reads in a row, are one meter exposed twice (AMD multi-die parts expose
+# package-0-die-N with one counter). Sockets are never compared: each has its own meter.
+_MIRROR_TOLERANCE_UJ = 100_000
+_MIRROR_CONFIRM_READS = 3
+# Only these kinds feed host components, so only they are judged frozen: a client part's
+# uncore (integrated GPU) legitimately sits at 0 while power-gated.
+_FROZEN_KINDS = frozenset({Kind.PACKAGE, Kind.DRAM, Kind.PSYS})
 
 PERMISSION_FIX = (
     "energy_uj is readable by root only since Linux 5.10 (CVE-2020-8694). Run jouled as "
@@ -49,11 +58,29 @@ PERMISSION_FIX = (
     "or a systemd-tmpfiles line 'z /sys/class/powercap/intel-rapl*/energy_uj 0440 root "
     "jouled -' in /etc/tmpfiles.d/jouled-rapl.conf, with jouled running in group jouled"
 )
+FROZEN_FIX = (
+    "this counter does not advance (hypervisors often expose RAPL files they never update): "
+    "leave collectors.estimate.enabled at auto so the estimate covers it, or set "
+    "collectors.rapl.enabled: false on this host"
+)
 ABSENT_FIX = (
     "on bare metal, load the powercap RAPL driver: modprobe intel_rapl_msr (Intel, and AMD "
     "Zen on Linux 5.8+); a VM has none to load (jouled estimates instead, source=estimate); "
     "collectors.rapl.enabled: false stops looking"
 )
+
+
+def _kernel_range_uj(esu: int) -> int:
+    """``max_energy_range_uj`` as the kernel computes it for energy-status-unit ``esu``: the
+    32-bit counter mask times the unit, the unit kept in whole nJ (intel_rapl_common.c)."""
+    unit_nj = 1_000_000_000 // (1 << esu)
+    return 0xFFFFFFFF * unit_nj // 1000
+
+
+# Candidate ranges where max_energy_range_uj reads 0: the energy status MSR is 32 bits wide,
+# its unit 1/2^ESU J with ESU a 5-bit field (14 on Intel packages, 61 µJ; 16 on AMD and on
+# Intel server DRAM, 15.3 µJ). Tiny ranges are pruned once the counter is seen above them.
+ASSUMED_RANGES_UJ: tuple[int, ...] = tuple(sorted({_kernel_range_uj(esu) for esu in range(32)}))
 
 _PACKAGE_RE = re.compile(r"package-(\d+)(?:-die-(\d+))?")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
@@ -79,6 +106,7 @@ class _Zone:
     device: str  # socket index, "" for platform-wide zones
     max_range_uj: int | None
     error: str | None  # why the zone cannot be used (max range unreadable), or None
+    range_assumed: bool = False  # max_energy_range_uj read 0: wraps unfold on candidates
 
     @property
     def energy_path(self) -> Path:
@@ -99,12 +127,20 @@ class _DomainState:
     device: str
     zone: _Zone | None  # None while the zone has vanished
     last_zone_id: str
+    track: CounterTrack
     cumulative_uj: int = 0
-    prev_raw_uj: int | None = None  # None: the next successful read is a baseline
-    prev_mono: float = 0.0
-    resets: int = 0
     ever_read: bool = False
     problem: str | None = None
+    frozen: FrozenWatch = field(default_factory=FrozenWatch)
+    # Mirror detection: the domain this one agrees with, for how many reads, and the energy
+    # held back meanwhile (released if they part, dropped once the mirror is confirmed).
+    mirror_candidate: str | None = None
+    mirror_reads: int = 0
+    held_uj: int = 0
+    mirror_of: str | None = None
+    raw: int | None = None  # this read's raw value, for mirror detection
+    moved: bool = False
+    last_delta: int = 0
 
 
 def parse_zone_name(entry: str) -> tuple[bool, tuple[int, ...]] | None:
@@ -186,16 +222,31 @@ def _scan(root: Path, read_text: Callable[[Path], str]) -> _Scan:
         range_path = root / entry / "max_energy_range_uj"
         max_range: int | None = None
         error: str | None = None
+        assumed = False
         try:
             text = read_text(range_path).strip()
-            if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+            if not (text.isascii() and text.isdigit()):
                 error = f"unusable {range_path}: {text[:40]!r}"
+            elif int(text) == 0:
+                assumed = True  # reported on some kernels: the counter still works
             else:
                 max_range = int(text)
         except OSError as exc:
             error = _describe_oserror(exc, range_path)
         found.append(
-            _Zone(entry, root / entry, ids, mmio, names[key], base, kind, device, max_range, error)
+            _Zone(
+                entry,
+                root / entry,
+                ids,
+                mmio,
+                names[key],
+                base,
+                kind,
+                device,
+                max_range,
+                error,
+                assumed,
+            )
         )
     # intel-rapl-mmio duplicates an MSR package domain on recent client CPUs: counting both
     # would double the package. Prefer MSR; fall back to MMIO only where MSR is missing.
@@ -216,8 +267,15 @@ class RaplCollector:
 
     ``root`` is the powercap class directory; ``clock`` gives the monotonic time that
     bounds a plausible delta (``max_power_w`` per zone); ``read_text`` reads one sysfs file
-    (inject a fake's to emulate EACCES or EIO even as root). Raises ``HardwareAbsent`` when
-    ``root`` holds no RAPL zone.
+    (inject a fake's to emulate EACCES or EIO even as root); ``host_busy_s`` returns the
+    host's cumulative busy CPU seconds (/proc/stat), so a counter that does not move while
+    the host works is marked frozen (``None``: never judged frozen). Raises
+    ``HardwareAbsent`` when ``root`` holds no RAPL zone.
+
+    Counter faults it handles (docs/MEASUREMENT.md has the table): wraps (at the published
+    range, or at an assumed 32-bit range where ``max_energy_range_uj`` reads 0), resets
+    confirmed by the read after them, single absurd reads dropped (``glitches``), zones that
+    mirror another zone's counter (counted once), counters frozen while the host is busy.
     """
 
     name = "rapl"
@@ -229,6 +287,8 @@ class RaplCollector:
         max_power_w: float = 2000.0,
         read_text: Callable[[Path], str] | None = None,
         rediscover_every: int = _REDISCOVER_EVERY,
+        *,
+        host_busy_s: Callable[[], float] | None = None,
     ) -> None:
         if max_power_w <= 0:
             raise ValueError("max_power_w must be positive")
@@ -237,6 +297,7 @@ class RaplCollector:
         self._max_power_w = max_power_w
         self._read_text = read_text if read_text is not None else read_sysfs_text
         self._rediscover_every = max(1, rediscover_every)
+        self._host_busy_s = host_busy_s
         self._reads = 0
         self._stale = False
         # zone id -> domain, so a name given once (psys-1) never moves to another zone.
@@ -282,12 +343,13 @@ class RaplCollector:
             present.add(domain)
             st = self._domains.get(domain)
             if st is None:
-                self._domains[domain] = _DomainState(z.kind, z.device, z, z.zone_id)
+                track = CounterTrack(self._ranges_for(z, scan.zones), self._max_delta_uj)
+                self._domains[domain] = _DomainState(z.kind, z.device, z, z.zone_id, track)
                 continue
             if st.zone is None or st.zone.zone_id != z.zone_id:
                 if st.zone is None:
                     logger.info("RAPL zone %s (%s) is back", z.zone_id, domain)
-                st.prev_raw_uj = None  # another counter (or a reloaded one): new baseline
+                st.track.rebase()  # another counter (or a reloaded one): new baseline
             st.zone, st.last_zone_id = z, z.zone_id
         for domain, st in self._domains.items():
             if domain not in present and st.zone is not None:
@@ -295,6 +357,25 @@ class RaplCollector:
         self._stale = any(st.zone is None for st in self._domains.values()) or any(
             z.error is not None for z in scan.zones
         )
+
+    def _ranges_for(self, z: _Zone, zones: list[_Zone]) -> int | tuple[int, ...]:
+        if z.max_range_uj is not None:
+            return z.max_range_uj
+        # Unpublished: a sibling's published range (same energy unit, mostly) or any
+        # 32-bit x energy-unit range; the smallest that makes a wrap plausible wins.
+        siblings = {s.max_range_uj for s in zones if s.max_range_uj is not None}
+        candidates = tuple(sorted(siblings | set(ASSUMED_RANGES_UJ)))
+        logger.warning(
+            "RAPL zone %s (%s): max_energy_range_uj reads 0; reading it anyway and unfolding "
+            "wraps as a 32-bit energy-status counter (range 2^32 energy units; %s J on "
+            "Intel packages, %s J at AMD's unit%s); the range is fixed at the first wrap",
+            z.zone_id,
+            z.base,
+            _kernel_range_uj(14) // 1_000_000,
+            _kernel_range_uj(16) // 1_000_000,
+            f", or a sibling zone's {sorted(siblings)} uJ" if siblings else "",
+        )
+        return candidates
 
     def _vanish(self, domain: str, st: _DomainState) -> None:
         logger.warning(
@@ -304,7 +385,7 @@ class RaplCollector:
             st.cumulative_uj / 1e6,
         )
         st.zone = None
-        st.prev_raw_uj = None
+        st.track.rebase()
         self._stale = True
 
     def _rediscover(self) -> None:
@@ -329,6 +410,9 @@ class RaplCollector:
         if self._stale or self._reads % self._rediscover_every == 0:
             self._rediscover()
         now = self._clock.monotonic()
+        busy = self._host_busy()
+        for st in self._domains.values():
+            st.raw, st.moved = None, False
         problems = dict(self._scan_problems)
         denied: list[Path] = []
         attempted = succeeded = 0
@@ -362,6 +446,7 @@ class RaplCollector:
             succeeded += 1
             self._note_problem(domain, st, None)
             self._advance(domain, st, zone, raw, now)
+            self._watch_frozen(domain, st, zone, now, busy)
         if attempted and not succeeded:
             if len(denied) == attempted:
                 more = f" (and {len(denied) - 1} other zones)" if len(denied) > 1 else ""
@@ -377,13 +462,121 @@ class RaplCollector:
                 f"every RAPL zone under {self.root} vanished (driver unloaded?)",
                 fix="reload the intel_rapl_msr module (modprobe intel_rapl_msr)",
             )
+        self._match_mirrors()
+        counted = [
+            (d, st)
+            for d, st in sorted(self._domains.items())
+            if st.ever_read and st.mirror_of is None
+        ]
         readings = tuple(
-            DomainReading(domain, st.kind, Source.RAPL, st.cumulative_uj / 1e6, st.device)
-            for domain, st in sorted(self._domains.items())
-            if st.ever_read
+            DomainReading(
+                domain,
+                st.kind,
+                Source.RAPL,
+                st.cumulative_uj / 1e6,
+                st.device,
+                frozen=st.frozen.frozen and st.kind in _FROZEN_KINDS,
+            )
+            for domain, st in counted
         )
-        resets = {d: st.resets for d, st in sorted(self._domains.items()) if st.ever_read}
-        return Sample(readings=readings, resets=resets, problems=problems)
+        resets = {d: st.track.resets for d, st in counted}
+        glitches = {d: st.track.glitches for d, st in counted}
+        return Sample(readings=readings, resets=resets, problems=problems, glitches=glitches)
+
+    def _host_busy(self) -> float | None:
+        if self._host_busy_s is None:
+            return None
+        try:
+            return self._host_busy_s()
+        except Exception as exc:  # a broken /proc must not stop energy reads
+            logger.debug("host busy time unreadable: %s", exc)
+            return None
+
+    @property
+    def frozen_domains(self) -> frozenset[str]:
+        """Domains whose counters stopped while the host was busy (not measurements)."""
+        return frozenset(
+            d
+            for d, st in self._domains.items()
+            if st.frozen.frozen and st.kind in _FROZEN_KINDS and st.mirror_of is None
+        )
+
+    @property
+    def mirrors(self) -> dict[str, str]:
+        """Domain -> the domain whose counter it repeats (not counted)."""
+        return {d: st.mirror_of for d, st in self._domains.items() if st.mirror_of is not None}
+
+    def _watch_frozen(
+        self, domain: str, st: _DomainState, zone: _Zone, now: float, busy: float | None
+    ) -> None:
+        raw = st.raw if st.raw is not None else 0
+        was = st.frozen.frozen
+        since = st.frozen.since
+        busy_then = st.frozen.busy_at_since
+        if st.frozen.observe(raw, now, busy) == was or st.kind not in _FROZEN_KINDS:
+            return
+        if st.frozen.frozen:
+            logger.warning(
+                "RAPL %s (%s): energy_uj has stayed at %d for %.0f s while the host was busy "
+                "(%.1f CPU-seconds): a frozen counter is not a measurement (a VM exposing "
+                "RAPL files it does not update?). Marked jouled_domain_frozen 1; it covers no "
+                "host component, so the estimate takes over where it runs (estimate: auto)",
+                domain,
+                zone.zone_id,
+                raw,
+                now - since,
+                (busy or 0.0) - (busy_then or 0.0),
+            )
+        else:
+            logger.info("RAPL %s (%s) moves again: measuring", domain, zone.zone_id)
+
+    def _match_mirrors(self) -> None:
+        """Find zones whose counters agree read after read: one meter exposed twice."""
+        moving = sorted(
+            (d, st)
+            for d, st in self._domains.items()
+            if st.moved and st.raw is not None and st.mirror_of is None
+        )
+        for i, (domain, st) in enumerate(moving):
+            assert st.raw is not None
+            twin = next(
+                (
+                    d
+                    for d, other in moving[:i]
+                    if other.kind is st.kind
+                    and other.device == st.device
+                    and other.mirror_candidate is None
+                    and other.raw is not None
+                    and abs(other.raw - st.raw) <= _MIRROR_TOLERANCE_UJ
+                ),
+                None,
+            )
+            if twin is None or twin != (st.mirror_candidate or twin):
+                if st.held_uj:
+                    st.cumulative_uj += st.held_uj  # they parted: the energy was its own
+                st.mirror_candidate, st.mirror_reads, st.held_uj = None, 0, 0
+                continue
+            if st.mirror_candidate is None:
+                # This read's energy was counted before the likeness showed: hold it too.
+                st.cumulative_uj -= st.last_delta
+                st.held_uj += st.last_delta
+            st.mirror_candidate = twin
+            st.mirror_reads += 1
+            if st.mirror_reads >= _MIRROR_CONFIRM_READS:
+                st.mirror_of = twin
+                st.held_uj = 0
+                zone_id = st.zone.zone_id if st.zone is not None else st.last_zone_id
+                twin_zone = self._domains[twin].last_zone_id
+                logger.warning(
+                    "RAPL %s (%s) reads the same counter as %s (%s), %d reads in a row: one "
+                    "meter exposed twice (AMD multi-die parts do this); counting %s only",
+                    domain,
+                    zone_id,
+                    twin,
+                    twin_zone,
+                    st.mirror_reads,
+                    twin,
+                )
 
     def _read_energy(self, zone: _Zone) -> tuple[int | None, str | None]:
         """(raw µJ, None), or (None, why): "vanished" when the zone is gone."""
@@ -402,34 +595,56 @@ class RaplCollector:
         return int(stripped), None
 
     def _advance(self, domain: str, st: _DomainState, zone: _Zone, raw: int, now: float) -> None:
-        if st.prev_raw_uj is None:
-            # First read of this counter: a baseline. Energy before it is unknowable.
-            st.prev_raw_uj, st.prev_mono, st.ever_read = raw, now, True
-            return
-        step = unfold(
-            st.prev_raw_uj, raw, zone.max_range_uj, self._max_delta_uj(now - st.prev_mono)
-        )
-        if step.event is Event.RESET:
-            st.resets += 1
-            logger.warning(
-                "RAPL counter reset on %s (%s): %d -> %d uJ; counted %d uJ since the reset",
+        track = st.track
+        base, base_t = track.base, track.base_t
+        # The first read of a counter is a baseline: energy before it is unknowable.
+        step = track.feed(raw, now)
+        st.ever_read = True
+        st.raw, st.moved = raw, base is not None and raw != base
+        st.last_delta = step.delta
+        if step.event is Event.PENDING:
+            logger.info(
+                "RAPL %s (%s): %d uJ after %d uJ %.3f s earlier is implausible; held until the "
+                "next read tells a glitch from a reset",
                 domain,
                 zone.zone_id,
-                st.prev_raw_uj,
+                raw,
+                base,
+                now - base_t,
+            )
+        if step.dropped is not None:
+            logger.warning(
+                "RAPL counter glitch on %s (%s): one read of %d uJ fits neither the reads "
+                "before nor after it; dropped (jouled_domain_glitches_total)",
+                domain,
+                zone.zone_id,
+                step.dropped,
+            )
+        if step.event is Event.RESET:
+            logger.warning(
+                "RAPL counter reset on %s (%s): went from %d to %d uJ, confirmed by the next "
+                "read; counted %d uJ since the reset",
+                domain,
+                zone.zone_id,
+                base,
                 raw,
                 step.delta,
             )
-        elif step.event is Event.GLITCH:
-            logger.warning(
-                "RAPL counter glitch on %s (%s): %d -> %d uJ in %.3f s is implausible; counted 0",
+        if (
+            step.event is Event.WRAP
+            and track.learned_range == step.wrap_range
+            and (zone.range_assumed and step.wrap_range is not None)
+        ):
+            logger.info(
+                "RAPL %s (%s) wrapped: its unpublished range is %d uJ (assumed from now on)",
                 domain,
                 zone.zone_id,
-                st.prev_raw_uj,
-                raw,
-                now - st.prev_mono,
+                step.wrap_range,
             )
-        st.cumulative_uj += step.delta
-        st.prev_raw_uj, st.prev_mono = raw, now
+        if st.mirror_candidate is not None:
+            st.held_uj += step.delta  # released or dropped by _match_mirrors
+        else:
+            st.cumulative_uj += step.delta
 
     # -- diagnosis -----------------------------------------------------------------------
     def check(self) -> list[CheckRow]:
@@ -440,12 +655,19 @@ class RaplCollector:
 
 
 def check_rapl(
-    root: Path = DEFAULT_ROOT, read_text: Callable[[Path], str] | None = None
+    root: Path = DEFAULT_ROOT,
+    read_text: Callable[[Path], str] | None = None,
+    *,
+    wait_s: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[CheckRow]:
     """One row per zone under ``root`` for ``jouled check``; never raises.
 
     A function as well as a method, so ``jouled check`` can report an absent tree (where
-    the collector's constructor raises ``HardwareAbsent``).
+    the collector's constructor raises ``HardwareAbsent``). With ``wait_s`` > 0 every
+    readable zone is read again after that long: a package, dram or psys counter that has
+    not moved is frozen (a real one moves by joules every second, even idle), and a zone
+    whose counter equals another's is a mirror, counted once.
     """
     reader = read_text if read_text is not None else read_sysfs_text
     try:
@@ -462,9 +684,75 @@ def check_rapl(
     for entry, problem in sorted(scan.problems.items()):
         rows.append(CheckRow("rapl", str(Path(root) / entry), False, problem, _fix_for(problem)))
     used = [(z, None) for z in scan.zones] + [(z, msr) for z, msr in scan.duplicates]
+    first: dict[int, int] = {}  # row index -> raw value, for the zones counted
     for zone, duplicate_of in used:
-        rows.append(_check_zone(zone, duplicate_of, reader))
+        row, raw = _check_zone(zone, duplicate_of, reader)
+        if raw is not None and duplicate_of is None:
+            first[len(rows)] = raw
+        rows.append(row)
+    if wait_s > 0 and first:
+        sleep(wait_s)
+        _probe_motion(
+            rows,
+            first=first,
+            zones=[z for z, _ in used],
+            offset=len(scan.problems),
+            reader=reader,
+            wait_s=wait_s,
+        )
     return rows
+
+
+def _probe_motion(
+    rows: list[CheckRow],
+    *,
+    first: dict[int, int],
+    zones: list[_Zone],
+    offset: int,
+    reader: Callable[[Path], str],
+    wait_s: float,
+) -> None:
+    """Second read of each counted zone: flag frozen counters and mirrored zones in place."""
+    second: dict[int, int] = {}
+    for i in first:
+        try:
+            text = reader(zones[i - offset].energy_path).strip()
+        except OSError:
+            continue
+        if text.isascii() and text.isdigit():
+            second[i] = int(text)
+    seen: list[int] = []
+    for i, raw in sorted(second.items()):
+        zone, row = zones[i - offset], rows[i]
+        if raw == first[i]:
+            if zone.kind in _FROZEN_KINDS:
+                rows[i] = replace(
+                    row,
+                    readable=False,
+                    detail=f"{row.detail}; energy_uj did not move in {wait_s:g} s: frozen, "
+                    "not a measurement",
+                    fix=FROZEN_FIX,
+                )
+            continue
+        twin = next(
+            (
+                j
+                for j in seen
+                if zones[j - offset].kind is zone.kind
+                and zones[j - offset].device == zone.device
+                and abs(second[j] - raw) <= _MIRROR_TOLERANCE_UJ
+                and abs(first[j] - first[i]) <= _MIRROR_TOLERANCE_UJ
+            ),
+            None,
+        )
+        if twin is not None:
+            rows[i] = replace(
+                row,
+                detail=f"{row.detail}; same counter as {zones[twin - offset].base}: one meter, "
+                "counted once",
+            )
+        else:
+            seen.append(i)
 
 
 _DRIVER_FIX = "the kernel driver failed this read; check dmesg for intel_rapl errors"
@@ -474,35 +762,43 @@ def _fix_for(problem: str) -> str:
     return PERMISSION_FIX if "EACCES" in problem or "EPERM" in problem else _DRIVER_FIX
 
 
-def _check_zone(zone: _Zone, duplicate_of: _Zone | None, reader: Callable[[Path], str]) -> CheckRow:
+def _check_zone(
+    zone: _Zone, duplicate_of: _Zone | None, reader: Callable[[Path], str]
+) -> tuple[CheckRow, int | None]:
     target = str(zone.path)
     label = f"{zone.base} ({zone.zone_id})"
     if duplicate_of is not None:
         label += f", duplicate of {duplicate_of.zone_id}, not counted"
     if zone.error is not None:
-        return CheckRow("rapl", target, False, f"{label}: {zone.error}", _fix_for(zone.error))
+        row = CheckRow("rapl", target, False, f"{label}: {zone.error}", _fix_for(zone.error))
+        return row, None
     path = zone.energy_path
     try:
         text = reader(path).strip()
     except PermissionError:
-        return CheckRow(
+        row = CheckRow(
             "rapl", target, False, f"{label}: permission denied reading {path}", PERMISSION_FIX
         )
+        return row, None
     except OSError as exc:
-        return CheckRow(
-            "rapl",
-            target,
-            False,
-            f"{label}: {_describe_oserror(exc, path)}",
-            _DRIVER_FIX,
+        row = CheckRow(
+            "rapl", target, False, f"{label}: {_describe_oserror(exc, path)}", _DRIVER_FIX
         )
+        return row, None
     if not (text.isascii() and text.isdigit()):
-        return CheckRow(
+        row = CheckRow(
             "rapl",
             target,
             False,
             f"{label}: unparseable {path}: {text[:40]!r}",
             "the kernel returned garbage; check dmesg for intel_rapl errors",
         )
-    assert zone.max_range_uj is not None
-    return CheckRow("rapl", target, True, f"{label}, max range {zone.max_range_uj // 1_000_000} J")
+        return row, None
+    if zone.max_range_uj is None:
+        detail = (
+            f"{label}, max_energy_range_uj reads 0: counted anyway, wraps unfolded as a "
+            "32-bit energy-status counter"
+        )
+    else:
+        detail = f"{label}, max range {zone.max_range_uj // 1_000_000} J"
+    return CheckRow("rapl", target, True, detail), int(text)

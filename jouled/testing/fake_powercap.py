@@ -65,6 +65,7 @@ class _Fault:
 
     errno_code: int | None = None
     text: str | None = None
+    once: bool = False  # a single bad read, then the file is read again
 
 
 def parse_zone_id(path_id: str | Sequence[int]) -> tuple[int, ...]:
@@ -108,6 +109,8 @@ class FakeZone:
         power_w: float,
         max_energy_range_uj: int,
         mmio: bool,
+        published_range_uj: int | None = None,
+        mirror_of: FakeZone | None = None,
     ) -> None:
         if max_energy_range_uj <= 0:
             raise ValueError("max_energy_range_uj must be positive")
@@ -123,6 +126,14 @@ class FakeZone:
         self._residual_uj = 0.0  # sub-µJ energy not yet counted, so long runs stay exact
         self._counter_origin_uj = 0  # _total_uj at the last reset (counter restarted at 0)
         self.present = True
+        # What max_energy_range_uj shows (0 on some kernels); the counter still wraps at
+        # max_energy_range_uj, the hardware's real range.
+        self.published_range_uj = (
+            max_energy_range_uj if published_range_uj is None else published_range_uj
+        )
+        # Another zone whose counter this one repeats (AMD package-0-die-1 mirroring die-0).
+        self.mirror_of = mirror_of
+        self.frozen_uj: int | None = None  # freeze(): the counter shows this, whatever is spent
 
     # -- identity and paths --------------------------------------------------------------
     @property
@@ -158,6 +169,10 @@ class FakeZone:
         fake and the readers use the range itself, so a wrap is exact here and off by one
         unit (about 61 µJ) on hardware.
         """
+        if self.frozen_uj is not None:
+            return self.frozen_uj
+        if self.mirror_of is not None:
+            return self.mirror_of.energy_uj
         return (self._total_uj - self._counter_origin_uj) % self.max_energy_range_uj
 
     @property
@@ -187,6 +202,23 @@ class FakeZone:
         with self._owner.lock:
             self._counter_origin_uj = self._total_uj
             self._owner.sync_energy(self)
+
+    def freeze(self) -> None:
+        """The counter stops at its present value while the hardware keeps spending (a VM
+        exposing RAPL files that never move). :meth:`thaw` undoes it."""
+        with self._owner.lock:
+            self.frozen_uj = self.energy_uj
+
+    def thaw(self) -> None:
+        with self._owner.lock:
+            self.frozen_uj = None
+            self._owner.sync_energy(self)
+
+    def glitch_once(self, text: str = "18446744073447456768\n") -> None:
+        """The next read of ``energy_uj`` through ``read_text`` returns ``text`` once (a
+        driver hiccup: the default is a read reported on a 100 W zone), then reads resume."""
+        with self._owner.lock:
+            self._owner.set_fault(self, _Fault(text=text, once=True))
 
     def deny(self) -> None:
         """Reads of ``energy_uj`` fail with EACCES (chmod 000, and via ``read_text``)."""
@@ -266,10 +298,16 @@ class FakePowercap:
         power_w: float,
         max_energy_range_uj: int = DEFAULT_MAX_RANGE_UJ,
         mmio: bool = False,
+        *,
+        published_range_uj: int | None = None,
+        mirror_of: FakeZone | None = None,
     ) -> FakeZone:
         """Add a zone; ``path_id`` is the kernel's hex suffix (``"0"``, ``"0:1"``, ``"a"``).
 
         A subzone's parent must exist already, as its directory nests inside the parent's.
+        ``published_range_uj`` is what ``max_energy_range_uj`` shows (``0``: the kernel bug;
+        the counter still wraps at ``max_energy_range_uj``). ``mirror_of``: this zone's
+        counter is that zone's (one meter exposed twice, as on AMD multi-die parts).
         """
         ids = parse_zone_id(path_id)
         key = (mmio, ids)
@@ -285,6 +323,8 @@ class FakePowercap:
                 power_w=power_w,
                 max_energy_range_uj=max_energy_range_uj,
                 mmio=mmio,
+                published_range_uj=published_range_uj,
+                mirror_of=mirror_of,
             )
             self._zones[key] = zone
             self._ensure_control_type(mmio)
@@ -307,7 +347,7 @@ class FakePowercap:
         zone_dir.mkdir(parents=True, exist_ok=True)
         files = {
             "name": zone.name,
-            "max_energy_range_uj": str(zone.max_energy_range_uj),
+            "max_energy_range_uj": str(zone.published_range_uj),
             "enabled": "1",
             "constraint_0_name": "long_term",
             # A plausible TDP-ish limit: the zone's power with headroom, at least 1 W.
@@ -355,7 +395,10 @@ class FakePowercap:
         ``class/powercap`` symlink and the real directory are the same file.
         """
         with self.lock:
-            fault = self._faults.get(os.path.realpath(path))
+            key = os.path.realpath(path)
+            fault = self._faults.get(key)
+            if fault is not None and fault.once:
+                del self._faults[key]
         if fault is not None:
             if fault.text is not None:
                 return fault.text
@@ -375,6 +418,7 @@ class FakePowercap:
         with self.lock:
             for zone in self._zones.values():
                 zone._accrue(seconds)
+            for zone in self._zones.values():  # after all accrue: mirrors show their source
                 self.sync_energy(zone)
 
     def run_realtime(

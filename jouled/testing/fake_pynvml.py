@@ -6,7 +6,8 @@ loaded, power in mW, utilization timestamps in CPU microseconds) and raises the 
 an injected ``FakeClock``: energy accrues exactly as the integral of the set power.
 
 Scenario controls: GPUs with or without the energy counter (Volta+ vs older boards), power
-steps and linear ramps, a GPU lost mid-run, an energy counter reset (driver reload), an
+steps and linear ramps, a GPU lost mid-run, an energy counter reset (driver reload), one
+absurd counter read, a counter that stops moving (frozen), an
 error injected into any call, a missing library or unloaded driver at ``nvmlInit``, zero
 GPUs, MIG mode, and compute processes with their SM utilization.
 """
@@ -89,6 +90,8 @@ class _Gpu:
     ramp_from_w: float = 0.0
     ramp_to_w: float = 0.0
     lost: bool = False
+    glitch_mj: list[int] = field(default_factory=list)  # reads returned once each, in order
+    frozen_mj: int | None = None  # the counter shows this while frozen
     processes: dict[int, _Process] = field(default_factory=dict)
     util_samples: collections.deque[Any] = field(default_factory=collections.deque)
 
@@ -208,6 +211,20 @@ class FakeNvml:
             self._sync()
             self._gpus[index].counter_mj = 0.0
 
+    def glitch_energy_once(self, index: int, value_mj: int) -> None:
+        """The next total-energy read of the board returns ``value_mj`` once; the counter
+        itself goes on, so the read after it is normal again."""
+        with self._lock:
+            self._gpus[index].glitch_mj.append(value_mj)
+
+    def freeze_energy_counter(self, index: int, frozen: bool = True) -> None:
+        """The total-energy counter stops at its present value (``frozen=False``: moves
+        again, showing the energy spent meanwhile) while the board keeps drawing power."""
+        with self._lock:
+            self._sync()
+            gpu = self._gpus[index]
+            gpu.frozen_mj = int(gpu.counter_mj) if frozen else None
+
     def fail(
         self,
         function: str,
@@ -307,6 +324,10 @@ class FakeNvml:
             gpu = self._device("nvmlDeviceGetTotalEnergyConsumption", handle)
             if not gpu.spec.energy_counter:
                 raise pynvml.NVMLError_NotSupported()
+            if gpu.glitch_mj:
+                return gpu.glitch_mj.pop(0)
+            if gpu.frozen_mj is not None:
+                return gpu.frozen_mj
             return int(gpu.counter_mj)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:

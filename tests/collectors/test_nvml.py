@@ -82,13 +82,16 @@ def test_counter_reset_is_counted_without_negative_or_spike(
     fake.reset_energy_counter(0)  # driver reload: the counter restarts at 0
     fake.advance(1.0)
     after = c.read()
-    # Only the energy since the reset is known; the 0.5 s before it is lost, never invented.
-    assert energy(after)["gpu-0"] == 400.0
-    assert after.resets == {"gpu-0": 1}
+    # One read cannot tell a reset from a glitch: the energy is held, not invented.
+    assert energy(after)["gpu-0"] == 200.0
+    assert after.resets == {"gpu-0": 0}
     fake.advance(1.0)
     later = c.read()
+    # The next read continues from the low value: a confirmed reset. Only the energy since
+    # the reset is known; the 0.5 s before it is lost, never invented.
     assert energy(later)["gpu-0"] == 600.0
     assert later.resets == {"gpu-0": 1}
+    assert later.glitches == {"gpu-0": 0}
 
 
 def test_energy_counter_follows_a_power_ramp(closing: list[NvmlCollector]) -> None:
