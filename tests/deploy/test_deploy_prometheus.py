@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.deploy.tools import DEPLOY, RULE_FILES, PrometheusServer, require_tool
+from tests.deploy.tools import DEPLOY, RULE_FILES, PrometheusServer, require_tool, run_prometheus
 
 PROM = DEPLOY / "prometheus"
 RULE_TESTS = sorted((PROM / "tests").glob("*.yml"))
@@ -159,3 +160,31 @@ def test_real_prometheus_loads_every_rule(prometheus: PrometheusServer) -> None:
     }
     assert loaded == expected
     assert loaded >= ALERTS
+
+
+def test_example_relabel_keeps_ip_targets_whole_and_shortens_dns_names(tmp_path: Path) -> None:
+    """The example's relabel_configs in a real Prometheus: no fleet scraped by IP collapses
+    into instance="127" (issue 15). Target labels are final before any scrape answers."""
+    job = next(
+        j for j in load(PROM / "prometheus.yml")["scrape_configs"] if j["job_name"] == "jouled"
+    )
+    expected = {
+        "127.0.0.1:9877": ("127.0.0.1", "127.0.0.1"),
+        "127.0.0.2:9877": ("127.0.0.2", "127.0.0.2"),
+        "10.0.0.7:9877": ("10.0.0.7", "10.0.0.7"),
+        "[::1]:9877": ("::1", "::1"),
+        "[fe80::1]:9877": ("fe80::1", "fe80::1"),
+        "localhost:9877": ("localhost", "localhost"),
+        "gpu-node-01.example.internal:9877": ("gpu-node-01", "gpu-node-01.example.internal"),
+        "node7.dc-2.example.com:9877": ("node7", "node7.dc-2.example.com"),
+    }
+    with run_prometheus(
+        tmp_path, list(expected), rule_files=(), relabel_configs=job["relabel_configs"]
+    ) as prom:
+        deadline = time.monotonic() + 30  # targets appear after the first discovery sync
+        active: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(active) < len(expected):
+            active = prom.api("/api/v1/targets")["data"]["activeTargets"]
+            time.sleep(0.2)
+    got = {t["discoveredLabels"]["__address__"]: t["labels"] for t in active}
+    assert {a: (lab["instance"], lab["host"]) for a, lab in got.items()} == expected

@@ -102,17 +102,19 @@ def write_prometheus_config(
     scrape_targets: Sequence[str],
     rule_files: Sequence[Path] = RULE_FILES,
     scrape_interval: str = "1s",
+    relabel_configs: Sequence[dict[str, Any]] = (),
 ) -> None:
     scrape_configs: list[dict[str, Any]] = []
     if scrape_targets:
-        scrape_configs.append(
-            {
-                "job_name": "jouled",
-                "scrape_interval": scrape_interval,
-                "scrape_timeout": scrape_interval,
-                "static_configs": [{"targets": list(scrape_targets)}],
-            }
-        )
+        job: dict[str, Any] = {
+            "job_name": "jouled",
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "static_configs": [{"targets": list(scrape_targets)}],
+        }
+        if relabel_configs:
+            job["relabel_configs"] = list(relabel_configs)
+        scrape_configs.append(job)
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(p) for p in rule_files],
@@ -127,12 +129,17 @@ def run_prometheus(
     scrape_targets: Sequence[str] = (),
     rule_files: Sequence[Path] = RULE_FILES,
     scrape_interval: str = "1s",
+    relabel_configs: Sequence[dict[str, Any]] = (),
 ) -> Iterator[PrometheusServer]:
-    """Start /usr/bin/prometheus on a free loopback port with a scratch TSDB; stop it after."""
+    """Start /usr/bin/prometheus on a free loopback port with a scratch TSDB; stop it after.
+
+    ``relabel_configs`` are the scrape job's (e.g. deploy/prometheus/prometheus.yml's)."""
     binary = require_tool("prometheus", "/usr/bin/prometheus", "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prometheus.yml"
-    write_prometheus_config(config_path, scrape_targets, rule_files, scrape_interval)
+    write_prometheus_config(
+        config_path, scrape_targets, rule_files, scrape_interval, relabel_configs
+    )
     port = free_port()
     log_path = workdir / "prometheus.log"
     with log_path.open("wb") as log:
