@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import json
 import os
 import platform
@@ -28,6 +29,24 @@ import yaml
 
 RESULTS = Path(__file__).with_name("results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# What a real Prometheus sends on every scrape (scrape/scrape.go, scrapeAcceptHeader with
+# OpenMetrics enabled; Go's HTTP transport adds Accept-Encoding: gzip).
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
+
+def scrape_like_prometheus(url: str, timeout: float = 5.0) -> tuple[bytes, int]:
+    """GET ``url`` with Prometheus's headers: (the decompressed body, bytes on the wire)."""
+    req = urllib.request.Request(url, headers=PROMETHEUS_HEADERS)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        wire = resp.read()
+        gzipped = resp.headers.get("Content-Encoding") == "gzip"
+    return (gzip.decompress(wire) if gzipped else wire), len(wire)
 
 
 def free_port() -> int:
@@ -133,7 +152,12 @@ class DaemonProc:
     def pid(self) -> int:
         return self.proc.pid
 
+    def scrape(self) -> bytes:
+        """/metrics as a real Prometheus asks for it (OpenMetrics, gzip), decompressed."""
+        return scrape_like_prometheus(self.metrics_url + "/metrics")[0]
+
     def metrics(self) -> bytes:
+        """/metrics in the plain text format (no Accept header), to read values from."""
         status, body = http_get(self.metrics_url + "/metrics")
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")

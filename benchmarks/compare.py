@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from benchmarks._util import (
     percentiles,
     rss_mb,
     save,
+    scrape_like_prometheus,
     wait_for,
 )
 from jouled.testing.fake_powercap import FakePowercap
@@ -47,18 +47,19 @@ t.stop()
 
 
 def _scrapes(url: str, pid: int, n: int) -> dict[str, Any]:
+    """n scrapes with a real Prometheus's Accept and Accept-Encoding headers."""
     times = []
     c0 = cpu_seconds(pid)
     for _ in range(n):
         t0 = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=5) as r:
-            body = r.read()
+        body, wire = scrape_like_prometheus(url)
         times.append(time.perf_counter() - t0)
     cpu = cpu_seconds(pid) - c0
     return {
         **percentiles(times[5:]),
         "cpu_ms_per_scrape": 1000 * cpu / n,
         "bytes": len(body),
+        "bytes_on_the_wire": wire,
         "rss_mb": rss_mb(pid),
     }
 

@@ -1,8 +1,12 @@
 """Cost of one scrape of ``/metrics``: the foundation's host series alone, then with
 attribution for 10 workloads x 50 models (500 request histograms of 26 buckets).
 
-Rendered in-process (``generate_latest`` over jouled's registry), then served over loopback
-HTTP by jouled's own metrics app and fetched with aiohttp, one scrape at a time.
+Two header profiles side by side: plain text (no Accept header, as curl or an old
+Prometheus), and a real Prometheus's (``PROMETHEUS_HEADERS``: OpenMetrics first, gzip).
+Rendered in-process (a new tick before every scrape: no cache hit), against
+prometheus-client's own encoders over the same registry, then served over loopback HTTP by
+jouled's metrics app and fetched with aiohttp, one scrape at a time, again after a new tick
+each time (a real Prometheus scrapes slower than jouled ticks, so every scrape renders).
 
     .venv/bin/python -m benchmarks.scrape [--scrapes 500]
 """
@@ -18,12 +22,14 @@ from typing import Any
 
 from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from benchmarks._util import free_port, percentiles, save
+from benchmarks._util import PROMETHEUS_HEADERS, free_port, percentiles, save
 from jouled.collectors.base import Component, Source
 from jouled.config import DEFAULT_BUCKETS
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
-from jouled.exporter.http import TextExposition, build_metrics_app
+from jouled.exporter.exposition import Exposition
+from jouled.exporter.http import build_metrics_app
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import CollectorStatus, Snapshot, frozen
@@ -89,11 +95,21 @@ def fresh_snapshots(w: int, m: int) -> Iterator[Snapshot]:
         yield replace(base)
 
 
+PROFILES: dict[str, dict[str, str]] = {
+    "text": {"Accept-Encoding": "identity"},
+    "prometheus": PROMETHEUS_HEADERS,
+}
+
+
 async def over_http(
-    reg: CollectorRegistry, scrapes: int, text: TextExposition | None = None
+    exposition: Exposition,
+    scrapes: int,
+    headers: dict[str, str],
+    new_tick: Any,
+    *,
+    prefetch: bool = False,
 ) -> tuple[dict[str, float], int]:
-    snap_now = time.monotonic
-    app = build_metrics_app(reg, lambda: (True, "ok"), text=text)
+    app = build_metrics_app(CollectorRegistry(), lambda: (True, "ok"), exposition=exposition)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
@@ -101,12 +117,18 @@ async def over_http(
     times: list[float] = []
     size = 0
     try:
-        async with ClientSession() as session:
+        async with ClientSession(auto_decompress=False) as session:
             for _ in range(scrapes):
-                t0 = snap_now()
-                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                    body = await resp.read()
-                times.append(snap_now() - t0)
+                new_tick()
+                if prefetch:
+                    # As the daemon does after each tick, for a regular scraper due before
+                    # the next tick; the scrape comes later in the tick.
+                    exposition.prefetch(1.0)
+                    await asyncio.sleep(0.05)
+                t0 = time.monotonic()
+                async with session.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as r:
+                    body = await r.read()
+                times.append(time.monotonic() - t0)
                 size = len(body)
     finally:
         await runner.cleanup()
@@ -114,38 +136,50 @@ async def over_http(
 
 
 def bench(scrapes: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"scrapes": scrapes}
+    out: dict[str, Any] = {"scrapes": scrapes, "headers": PROFILES}
     for name, w, m in (("foundation", 0, 0), ("10_workloads_x_50_models", 10, 50)):
         snaps = fresh_snapshots(w, m)
         current = [next(snaps)]
-        reg = registry_for(current[0])
-        light = CollectorRegistry(auto_describe=True)
 
         def now(current: list[Snapshot] = current) -> Snapshot:
             return current[0]
 
+        def new_tick(current: list[Snapshot] = current, snaps: Iterator[Snapshot] = snaps) -> None:
+            current[0] = next(snaps)  # the served path cannot reuse its cache
+
+        reg = registry_for(current[0])
+        light = CollectorRegistry(auto_describe=True)
         light.register(SnapshotCollector(now))
         light.register(AttributionCollector(now))
-        exposition = TextExposition(light, now)
-        client_times, served_times = [], []
-        for _ in range(scrapes):
-            t0 = time.perf_counter()
-            body = generate_latest(reg)  # prometheus-client alone (the OpenMetrics path)
-            client_times.append(time.perf_counter() - t0)
-            current[0] = next(snaps)  # a new tick: the served path cannot reuse its cache
-            t0 = time.perf_counter()
-            served = exposition()
-            served_times.append(time.perf_counter() - t0)
-        assert served == body, "the served text must equal prometheus-client's"
-        http, size = asyncio.run(over_http(reg, scrapes, exposition))
-        out[name] = {
-            "render_prometheus_client": percentiles(client_times[10:]),
-            "render": percentiles(served_times[10:]),
-            "http": http,
-            "bytes": len(body),
-            "lines": body.count(b"\n"),
-            "http_bytes": size,
-        }
+        exposition = Exposition(light, now)
+        result: dict[str, Any] = {}
+        encoders = (("text", generate_latest), ("openmetrics", generate_openmetrics))
+        for encoder_name, encoder in encoders:
+            times = []
+            for _ in range(max(20, scrapes // 5)):
+                t0 = time.perf_counter()
+                body = encoder(reg)
+                times.append(time.perf_counter() - t0)
+            result[f"render_prometheus_client_{encoder_name}"] = percentiles(times[5:])
+            result[f"bytes_{encoder_name}"] = len(body)
+        result["lines"] = body.count(b"\n")
+        for profile, headers in PROFILES.items():
+            times = []
+            for _ in range(scrapes):
+                new_tick()
+                t0 = time.perf_counter()
+                exposition.render(headers.get("Accept", ""), headers.get("Accept-Encoding", ""))
+                times.append(time.perf_counter() - t0)
+            http, size = asyncio.run(over_http(exposition, scrapes, headers, new_tick))
+            ready, _ = asyncio.run(over_http(exposition, scrapes, headers, new_tick, prefetch=True))
+            result[profile] = {
+                "render": percentiles(times[10:]),
+                "http": http,
+                "http_prefetched": ready,
+                "http_bytes": size,
+            }
+        exposition.close()
+        out[name] = result
     return out
 
 
@@ -157,11 +191,19 @@ def main() -> None:
     for name in ("foundation", "10_workloads_x_50_models"):
         r = results[name]
         print(
-            f"{name:26} {r['lines']:6} lines | served render p50 {r['render']['p50_ms']:6.2f} "
-            f"p99 {r['render']['p99_ms']:6.2f} ms | prometheus-client p99 "
-            f"{r['render_prometheus_client']['p99_ms']:6.2f} ms | "
-            f"http p50 {r['http']['p50_ms']:6.2f} p99 {r['http']['p99_ms']:6.2f} ms"
+            f"{name}: {r['lines']} lines; prometheus-client alone p99: text "
+            f"{r['render_prometheus_client_text']['p99_ms']:.2f} ms, OpenMetrics "
+            f"{r['render_prometheus_client_openmetrics']['p99_ms']:.2f} ms"
         )
+        for profile in PROFILES:
+            p = r[profile]
+            print(
+                f"  {profile:10} render p50 {p['render']['p50_ms']:6.2f} p99 "
+                f"{p['render']['p99_ms']:6.2f} ms | http p50 {p['http']['p50_ms']:6.2f} p99 "
+                f"{p['http']['p99_ms']:6.2f} ms | prefetched http p50 "
+                f"{p['http_prefetched']['p50_ms']:6.2f} p99 {p['http_prefetched']['p99_ms']:6.2f}"
+                f" ms | {p['http_bytes']:,} bytes on the wire"
+            )
     print("saved", save("scrape", results))
 
 

@@ -26,8 +26,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from benchmarks._util import scrape_like_prometheus
 from tests.support.procs import fake_powercap, jouled, start_busy
 
 BALANCE = re.compile(
@@ -153,7 +154,9 @@ def soak(seconds: float, per_second: int, tmp: Path, *, progress: bool = True) -
             thread.start()
             start = time.monotonic()
             while (elapsed := time.monotonic() - start) < seconds:
-                worst, balanced = check_scrape(daemon.metrics())
+                worst, balanced = check_scrape(
+                    scrape_like_prometheus(daemon.metrics_url + "/metrics")[0].decode()
+                )
                 result.scrapes += 1
                 result.conservation_worst_rel = max(result.conservation_worst_rel, worst)
                 result.books_unbalanced += 0 if balanced else 1

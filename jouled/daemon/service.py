@@ -35,7 +35,8 @@ from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.cost import CostCollector
-from jouled.exporter.http import TextExposition, build_metrics_app, tick_health
+from jouled.exporter.exposition import Exposition
+from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.ingest.app import build_ingest_app
 from jouled.ledger import Ledger
@@ -218,6 +219,7 @@ class Daemon:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.bound: dict[str, tuple[str, int]] = {}
+        self.exposition: Exposition | None = None
 
     def _timeout(self, cfg: Config) -> float:
         return min(cfg.collectors.timeout, cfg.interval * 0.8)
@@ -274,7 +276,7 @@ class Daemon:
             light.register(collector)
             self.registry.register(collector)
         self.registry.register(RequestCollector(lambda: sampler.snapshot))
-        self.text_exposition = TextExposition(light, lambda: sampler.snapshot)
+        self.exposition = Exposition(light, lambda: sampler.snapshot)
         await sampler.tick()  # baselines; the first published tick carries no energy yet
         self._start_task("subsample", self._subsample())
         self._start_task("ledger", ledger.run(cfg.ledger.flush_interval))
@@ -283,7 +285,7 @@ class Daemon:
         health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)
         await self._serve(
             "metrics",
-            build_metrics_app(self.registry, health, text=self.text_exposition),
+            build_metrics_app(self.registry, health, exposition=self.exposition),
             cfg.listen,
         )
         if cfg.ingest.enabled:
@@ -455,6 +457,9 @@ class Daemon:
                     self.reload()
                     continue
             await sampler.tick()
+            if self.exposition is not None:
+                # Formats a scraper will ask for before the next tick render now, off the loop.
+                self.exposition.prefetch(self.config.interval)
             now = self.clock.monotonic()
             next_tick += self.config.interval
             if next_tick < now:
@@ -473,6 +478,8 @@ class Daemon:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.exposition is not None:
+            self.exposition.close()
         if self.attribution is not None and self.sampler is not None:
             final = self.attribution.flush(self.clock.time())
             self.sampler.publish_stage(self.attribution.name, final)

@@ -1,36 +1,32 @@
-"""The metrics listener: ``GET /metrics`` (Prometheus text, OpenMetrics on request) and
-``GET /healthz``. State lives on the aiohttp Application under typed keys."""
+"""The metrics listener: ``GET /metrics`` (Prometheus text 0.0.4, or OpenMetrics 1.0 when
+the Accept header asks; gzip when Accept-Encoding does) and ``GET /healthz``. State lives on
+the aiohttp Application under typed keys; bodies come from ``Exposition``'s per-tick cache."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry
 
-from jouled.exporter.attribution import predicted_of, section_of
-from jouled.exporter.text import RequestText
+from jouled.exporter.exposition import Exposition
 from jouled.pipeline.snapshot import Snapshot
 
-REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-TextRenderer = Callable[[], bytes]
-TEXT_KEY: web.AppKey[TextRenderer | None] = web.AppKey("text")
+EXPOSITION_KEY = web.AppKey("exposition", Exposition)
 HealthCheck = Callable[[], tuple[bool, str]]
 HEALTH_KEY: web.AppKey[HealthCheck] = web.AppKey("health")
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY_KEY]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    text = request.app[TEXT_KEY]
-    if text is not None and content_type.startswith("text/plain"):
-        body = text()  # the fast path for Prometheus's default text format
-    else:
-        body = encoder(registry)
+    body, content_type, gzipped = await request.app[EXPOSITION_KEY].serve(
+        request.headers.get("Accept", ""), request.headers.get("Accept-Encoding", "")
+    )
     resp = web.Response(body=body)
-    # content_type carries parameters (version, charset): set the raw header.
+    # content_type carries parameters (version, charset, escaping): set the raw header.
     resp.headers["Content-Type"] = content_type
+    resp.headers["Vary"] = "Accept, Accept-Encoding"
+    if gzipped:
+        resp.headers["Content-Encoding"] = "gzip"
     return resp
 
 
@@ -49,40 +45,16 @@ def build_metrics_app(
     registry: CollectorRegistry,
     health: Callable[[], tuple[bool, str]],
     *,
-    text: TextRenderer | None = None,
+    exposition: Exposition | None = None,
 ) -> web.Application:
+    """``exposition``: what /metrics serves; default: all of ``registry``, uncached."""
     app = web.Application()
-    app[REGISTRY_KEY] = registry
-    app[TEXT_KEY] = text
+    app[EXPOSITION_KEY] = exposition if exposition is not None else Exposition(registry)
     app[HEALTH_KEY] = health
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", index)
     return app
-
-
-class TextExposition:
-    """Prometheus text for a scrape: prometheus-client for the small families, ``RequestText``
-    for the per-model ones; kept per snapshot, so concurrent scrapers (an HA Prometheus pair)
-    of one tick share one rendering."""
-
-    def __init__(self, light: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
-        self._light = light
-        self._snapshot = snapshot
-        self._requests = RequestText()
-        self._last: Snapshot | None = None
-        self._body = b""
-
-    def __call__(self) -> bytes:
-        snap = self._snapshot()
-        if snap is not self._last:
-            section = section_of(snap)
-            tail = b""
-            if section is not None:
-                tail = self._requests.render(section, predicted_of(snap)).encode()
-            self._body = generate_latest(self._light) + tail
-            self._last = snap
-        return self._body
 
 
 def tick_health(

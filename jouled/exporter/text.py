@@ -1,4 +1,4 @@
-"""A fast Prometheus text rendering of the per-(workload, model) request families.
+"""A fast Prometheus text (and OpenMetrics) rendering of the per-(workload, model) request families.
 
 With 10 workloads x 50 models these are ~16,000 lines; prometheus-client formats each
 sample anew (label sorting, escaping, float formatting: ~8 us a line). Here each series'
@@ -30,8 +30,14 @@ def _num(value: float) -> str:
     return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
-def _header(name: str, kind: str) -> str:
-    return f"# HELP {name} {HELP[name.removesuffix('_total')]}\n# TYPE {name} {kind}\n"
+def _header(name: str, kind: str, openmetrics: bool) -> str:
+    base = name.removesuffix("_total")
+    # OpenMetrics names a counter family without its _total suffix (its samples keep it)
+    # and escapes quotes in HELP; the text format keeps the suffix and only \\ and newlines.
+    if openmetrics:
+        return f"# HELP {base} {_escape(HELP[base])}\n# TYPE {base} {kind}\n"
+    doc = HELP[base].replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
 class RequestText:
@@ -64,13 +70,21 @@ class RequestText:
             self._bucket_lines[(key, bounds)] = cached
         return cached
 
-    def render(self, a: AttributionSnapshot, predicted: Mapping[tuple[str, str], float]) -> str:
-        """The request families of ``a`` and the cost stage's ``predicted`` joules."""
+    def render(
+        self,
+        a: AttributionSnapshot,
+        predicted: Mapping[tuple[str, str], float],
+        *,
+        openmetrics: bool = False,
+    ) -> str:
+        """The request families of ``a`` and the cost stage's ``predicted`` joules, as
+        Prometheus text 0.0.4, or as OpenMetrics 1.0 (without the closing ``# EOF``)."""
+        om = openmetrics
         items: list[tuple[tuple[str, str], RequestStats]] = sorted(a.requests.items())
-        out: list[str] = [_header("jouled_requests_total", "counter")]
+        out: list[str] = [_header("jouled_requests_total", "counter", om)]
         for key, st in items:
             out.append(f"jouled_requests_total{{{self._label(key)}}} {_num(float(st.count))}\n")
-        out.append(_header("jouled_request_energy_joules", "histogram"))
+        out.append(_header("jouled_request_energy_joules", "histogram", om))
         for key, st in items:
             label = self._label(key)
             prefixes = self._buckets(key, a.buckets)
@@ -87,7 +101,7 @@ class RequestText:
             out.append(f"jouled_request_energy_joules_count{{{label}}} ")
             out.append(f"{_num(float(st.bucket_counts[-1]))}\n")
             out.append(f"jouled_request_energy_joules_sum{{{label}}} {_num(st.energy_sum_j)}\n")
-        out.append(_header("jouled_request_gflops_total", "counter"))
+        out.append(_header("jouled_request_gflops_total", "counter", om))
         for key, st in items:
             out.append(
                 f"jouled_request_gflops_total{{{self._label(key)}}} {_num(st.gflops_total)}\n"
@@ -97,7 +111,7 @@ class RequestText:
             ("jouled_predicted_request_energy_joules", predicted),
         )
         for name, values in gauges:
-            out.append(_header(name, "gauge"))
+            out.append(_header(name, "gauge", om))
             for key, v in sorted(values.items()):
                 out.append(f"{name}{{{self._label(key)}}} {_num(v)}\n")
         return "".join(out)

@@ -53,24 +53,25 @@ def reference(a: AttributionSnapshot, predicted=None) -> str:
 keys = st.tuples(names, names)
 
 
+def request_maps(max_size: int) -> st.SearchStrategy[dict[tuple[str, str], RequestStats]]:
+    """(workload, model) -> RequestStats with any counts and any floats (NaN, inf too)."""
+    entry = st.tuples(
+        st.integers(0, 10**8),
+        values,
+        st.lists(st.integers(0, 10**8), min_size=7, max_size=7),
+        values,
+    ).map(lambda t: RequestStats(t[0], t[1], tuple(sorted(t[2])), t[3]))
+    return st.dictionaries(keys, entry, max_size=max_size)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
-    requests=st.dictionaries(
-        keys,
-        st.tuples(
-            st.integers(0, 10**8),
-            values,
-            st.lists(st.integers(0, 10**8), min_size=7, max_size=7),
-            values,
-        ),
-        max_size=6,
-    ),
+    requests=request_maps(6),
     per_gflop=st.dictionaries(keys, values, max_size=4),
     predicted=st.dictionaries(keys, values, max_size=4),
 )
 def test_fast_text_is_byte_identical_to_prometheus_client(requests, per_gflop, predicted) -> None:
-    reqs = {k: RequestStats(n, s, tuple(sorted(b)), g) for k, (n, s, b, g) in requests.items()}
-    a = section(reqs, per_gflop)
+    a = section(requests, per_gflop)
     renderer = RequestText()
     assert renderer.render(a, predicted) == reference(a, predicted)
     # and again, from the label caches
