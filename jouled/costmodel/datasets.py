@@ -39,16 +39,25 @@ def resolve_csv(spec: str) -> Path:
 
 
 def resolve_config(spec: str) -> Path:
-    """A config.json path, or the name of a packaged config (e.g. ``bert-base-uncased``)."""
+    """A config.json path, or the name of a packaged config (e.g. ``bert-base-uncased``).
+
+    A Hugging Face id (``org/name``) that is not a file resolves to the packaged config of
+    that name when there is one; otherwise FileNotFoundError lists the packaged configs.
+    """
     path = Path(spec)
-    if path.exists() or path.suffix == ".json" or "/" in spec:
+    if path.exists():
         return path
-    packaged = data_dir() / "configs" / f"{spec}.json"
-    if packaged.exists():
+    packaged = data_dir() / "configs" / f"{path.name}.json"
+    if path.suffix != ".json" and packaged.exists():
         return packaged
-    raise FileNotFoundError(
-        f"{spec!r} is neither a file nor a packaged config; packaged: {', '.join(config_names())}"
-    )
+    if path.suffix == ".json":
+        what = f"{spec}: no such file"
+    elif "/" in spec:  # a Hugging Face id: jouled downloads nothing
+        what = f"{spec}: no such file or packaged config (save the model's config.json and "
+        what += "give its path)"
+    else:
+        what = f"{spec!r} is neither a file nor a packaged config"
+    raise FileNotFoundError(f"{what}; packaged: {', '.join(config_names())}")
 
 
 def published() -> dict[str, Any]:

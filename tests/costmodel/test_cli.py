@@ -154,6 +154,14 @@ def test_validate_thesis(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         (["validate", "--csv", "thesis:inference"], "--holdout"),
         (["fit", "--csv", "thesis:nothing"], "no packaged table"),
+        # A name with a slash that is not a file lists the packaged configs too (issue 15).
+        (
+            ["flops", "--config", "some-org/Unknown-7B", "--seq-len", "8"],
+            "some-org/Unknown-7B: no such file or packaged config (save the model's "
+            "config.json and give its path); packaged: ",
+        ),
+        (["flops", "--config", "llama3", "--seq-len", "8"], "bert-base-uncased, "),
+        (["flops", "--config", "{tmp}/no.json", "--seq-len", "8"], "no.json: no such file;"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(
@@ -165,6 +173,13 @@ def test_errors_are_one_line_and_exit_2(
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1 and message in err
+
+
+def test_a_hugging_face_id_finds_the_packaged_config_of_its_name() -> None:
+    from jouled.costmodel import datasets
+
+    path = datasets.resolve_config("TinyLlama/TinyLlama-1.1B-Chat-v1.0")
+    assert path == datasets.data_dir() / "configs" / "TinyLlama-1.1B-Chat-v1.0.json"
 
 
 def test_help_returns_zero(capsys: pytest.CaptureFixture[str]) -> None:
