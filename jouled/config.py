@@ -191,9 +191,32 @@ class MatchConfig(_Strict):
         return self
 
 
+class ServerMetricsConfig(_Strict):
+    """The workload's inference server's own Prometheus endpoint (vLLM, SGLang, TGI, Triton),
+    read each tick for its token and request counters (docs/TOKENS.md)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    # Seconds a read may take (at most 0.8 x interval); a slower read marks the server down.
+    timeout: float = Field(default=0.5, gt=0, le=30)
+    # A page longer than this is refused (and the server marked down) instead of parsed.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # The model's name where the server labels none (TGI serves one model); default: the
+    # workload's name.
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    # Energy of ticks in which the server reported no work waits this long for the next
+    # work seen (TGI counts a request's tokens when it ends), then counts as unserved.
+    carry_seconds: float = Field(default=60.0, ge=0, le=3600)
+
+
 class WorkloadConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     match: MatchConfig
+    server_metrics: ServerMetricsConfig | None = None
+
+    @field_validator("server_metrics", mode="before")
+    @classmethod
+    def _url_alone(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
 
 
 class IdlePowerConfig(_Strict):

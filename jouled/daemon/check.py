@@ -9,6 +9,7 @@ from typing import Any, TextIO
 from jouled.clock import Clock
 from jouled.collectors.base import CheckRow
 from jouled.config import Config
+from jouled.ingest.server_metrics import check_rows
 
 
 def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> list[CheckRow]:
@@ -36,6 +37,7 @@ def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> l
         disabled = cfg.collectors.estimate.enabled is False
         why = "disabled in config" if disabled else "not needed: RAPL is readable"
         rows.append(CheckRow("estimate", "-", True, why))
+    rows.extend(check_rows(cfg.workloads))
     required = {
         name
         for name, enabled in (("rapl", rc.enabled), ("nvml", cfg.collectors.nvml.enabled))

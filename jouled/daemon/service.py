@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from jouled import __version__
 from jouled import config as config_mod
+from jouled.attribution.server_stage import ServerMetricsStage
 from jouled.attribution.stage import AttributionStage, GpuProcesses
 from jouled.clock import Clock, SystemClock
 from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
@@ -38,6 +39,7 @@ from jouled.exporter.cost import CostCollector
 from jouled.exporter.exposition import Exposition
 from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
+from jouled.exporter.server import ServerMetricsCollector, server_requests
 from jouled.ingest.app import build_ingest_app
 from jouled.ledger import Ledger
 from jouled.pipeline.sampler import Sampler
@@ -214,6 +216,7 @@ class Daemon:
         self.sampler: Sampler | None = None
         self.attribution: AttributionStage | None = None
         self.cost: CostStage | None = None
+        self.server_metrics: ServerMetricsStage | None = None
         self.ledger: Ledger | None = None
         self.grid: GridPoller | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -256,17 +259,19 @@ class Daemon:
             await ledger.open_async()
         self.grid = self._grid_poller(cfg)
         self.cost = CostStage(cfg.cost, self.grid, sink=ledger.add, fit=fit)
+        self.server_metrics = ServerMetricsStage(cfg, self.clock)
         self.sampler = Sampler(
             plan.collectors,
             self.clock,
             timeout_s=self._timeout(cfg),
-            stages=[self.attribution, self.cost],
+            stages=[self.attribution, self.server_metrics, self.cost],
         )
         sampler = self.sampler
         light = CollectorRegistry(auto_describe=True)  # all but the per-model families
         for collector in (
             SnapshotCollector(lambda: sampler.snapshot),
             AttributionCollector(lambda: sampler.snapshot),
+            ServerMetricsCollector(lambda: sampler.snapshot),
             CostCollector(
                 lambda: sampler.snapshot,
                 ledger=ledger.status,
@@ -275,7 +280,7 @@ class Daemon:
         ):
             light.register(collector)
             self.registry.register(collector)
-        self.registry.register(RequestCollector(lambda: sampler.snapshot))
+        self.registry.register(RequestCollector(lambda: sampler.snapshot, server_requests))
         self.exposition = Exposition(light, lambda: sampler.snapshot)
         await sampler.tick()  # baselines; the first published tick carries no energy yet
         self._start_task("subsample", self._subsample())
@@ -413,6 +418,8 @@ class Daemon:
             new.workloads != old.workloads or new.attribution != old.attribution
         ):
             self.attribution.reconfigure(new)
+        if self.server_metrics is not None and new.workloads != old.workloads:
+            self.server_metrics.reconfigure(new)
         if self.cost is not None:
             self.cost.fit = fit
         if self.cost is not None and new.cost != old.cost:
@@ -497,6 +504,8 @@ class Daemon:
                     final.spans_pending,
                     final.spans_balance,
                 )
+        if self.server_metrics is not None:
+            await self.server_metrics.close()
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -24,7 +24,8 @@ def _le(bound: float) -> str:
 
 
 HELP = {
-    "jouled_requests": "Requests (spans) settled per workload and model.",
+    "jouled_requests": "Requests per workload and model: spans settled, or the inference "
+    "server's own request counter (server-metrics mode).",
     "jouled_request_energy_joules": "Energy per settled request (all components), in joules.",
     "jouled_request_gflops": "Work of settled requests, in GFLOPs (where known).",
     "jouled_energy_per_gflop_joules": "Joules per GFLOP of the requests settled in the recent "
@@ -47,14 +48,22 @@ class RequestCollector(Collector):
     """The per-(workload, model) families: the bulk of a large exposition. ``RequestText``
     renders the same families as text several times faster; this one serves OpenMetrics."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        server_requests: Callable[[Snapshot], Mapping[tuple[str, str], float]] | None = None,
+    ) -> None:
         self._snapshot = snapshot
+        self._server_requests = server_requests
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         a = section_of(snap)
         if a is None:
             return
+        counts = {key: float(st.count) for key, st in a.requests.items()}
+        if self._server_requests is not None:
+            counts |= self._server_requests(snap)
         requests = CounterMetricFamily(
             "jouled_requests", HELP["jouled_requests"], labels=["workload", "model"]
         )
@@ -67,8 +76,9 @@ class RequestCollector(Collector):
             labels=["workload", "model"],
         )
         bounds = [_le(b) for b in a.buckets] + ["+Inf"]
+        for (workload, model), n in sorted(counts.items()):
+            requests.add_metric([workload, model], n)
         for (workload, model), st in sorted(a.requests.items()):
-            requests.add_metric([workload, model], float(st.count))
             gflops.add_metric([workload, model], st.gflops_total)
             hist.add_metric(
                 [workload, model],

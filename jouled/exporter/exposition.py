@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from jouled.exporter.attribution import predicted_of, section_of
+from jouled.exporter.server import server_requests
 from jouled.exporter.text import RequestText
 from jouled.pipeline.snapshot import Snapshot
 
@@ -177,7 +178,12 @@ class Exposition:
             tail = b""
             if section is not None:
                 predicted = predicted_of(snap) if snap is not None else {}
-                tail = self._requests.render(section, predicted, openmetrics=openmetrics).encode()
+                tail = self._requests.render(
+                    section,
+                    predicted,
+                    openmetrics=openmetrics,
+                    server_requests=server_requests(snap) if snap is not None else None,
+                ).encode()
         if openmetrics:
             # The request families go before the light registry's closing "# EOF".
             body = head.removesuffix(OPENMETRICS_EOF) + tail + OPENMETRICS_EOF

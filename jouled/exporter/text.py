@@ -76,13 +76,20 @@ class RequestText:
         predicted: Mapping[tuple[str, str], float],
         *,
         openmetrics: bool = False,
+        server_requests: Mapping[tuple[str, str], float] | None = None,
     ) -> str:
         """The request families of ``a`` and the cost stage's ``predicted`` joules, as
-        Prometheus text 0.0.4, or as OpenMetrics 1.0 (without the closing ``# EOF``)."""
+        Prometheus text 0.0.4, or as OpenMetrics 1.0 (without the closing ``# EOF``).
+        ``server_requests``: requests counted by inference servers (server-metrics mode);
+        they stand for ``jouled_requests_total`` of their (workload, model)."""
         om = openmetrics
         items: list[tuple[tuple[str, str], RequestStats]] = sorted(a.requests.items())
         out: list[str] = [_header("jouled_requests_total", "counter", om)]
-        for key, st in items:
+        if server_requests:
+            merged = {key: float(st.count) for key, st in items} | dict(server_requests)
+            for key, n in sorted(merged.items()):
+                out.append(f"jouled_requests_total{{{self._label(key)}}} {_num(n)}\n")
+        for key, st in items if not server_requests else ():
             out.append(f"jouled_requests_total{{{self._label(key)}}} {_num(float(st.count))}\n")
         out.append(_header("jouled_request_energy_joules", "histogram", om))
         for key, st in items:

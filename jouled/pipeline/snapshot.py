@@ -13,6 +13,7 @@ from typing import Any
 
 from jouled.pipeline.attribution import AttributionSnapshot
 from jouled.pipeline.cost import CostSnapshot
+from jouled.pipeline.server_metrics import ServerMetricsSnapshot
 
 
 def frozen(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
@@ -43,9 +44,12 @@ class Snapshot:
     # Sections owned by later stages; None until that stage has run.
     attribution: AttributionSnapshot | None = None
     cost: CostSnapshot | None = None
+    server_metrics: ServerMetricsSnapshot | None = None
 
 
-SECTIONS = frozenset({"attribution", "cost"})  # the stage names the snapshot has a field for
+SECTIONS = frozenset(
+    {"attribution", "cost", "server_metrics"}
+)  # the stage names the snapshot has a field for
 
 
 EMPTY = Snapshot(

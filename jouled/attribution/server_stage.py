@@ -1,0 +1,267 @@
+"""The server-metrics stage: per tick, each workload's measured energy goes to the models its
+inference server reports work for (``workloads[].server_metrics``; docs/TOKENS.md).
+
+Runs after the attribution stage and reads its section (the workloads' cumulative energy).
+Each tick it takes the page read that finished since the last tick, turns it into
+per-model token and request increases (``CounterFollower``, resets handled), splits the
+workload's energy of the tick by the models' work (``split_by_work``), and starts the next
+read. Reads run as tasks on the event loop (aiohttp, with a timeout) and are parsed in a
+worker thread: the tick never waits for a server. A read that fails, times out or finds no
+recognized counter marks the server down in ``jouled_server_metrics_up``.
+
+Books per workload, exact at every tick: energy = Σ models + unserved + pending, where
+pending is energy waiting (at most ``carry_seconds``) for the server to report work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from jouled.attribution.by_model import GflopsOf, split_by_work, work_by_model
+from jouled.clock import Clock
+from jouled.config import Config, ServerMetricsConfig
+from jouled.ingest.server_metrics import (
+    CounterFollower,
+    Counts,
+    Page,
+    PageError,
+    fetch_page,
+    parse_page,
+)
+from jouled.pipeline.server_metrics import ServerMetricsSnapshot, ServerStatus
+from jouled.pipeline.snapshot import Snapshot, frozen
+from jouled.pipeline.tick import Tick
+
+log = logging.getLogger(__name__)
+
+
+Fetch = Callable[[ServerMetricsConfig], Awaitable[str]]  # a page's text (tests, benchmarks)
+
+
+class _Server:
+    """One workload's server: its reads, counters and energy books."""
+
+    def __init__(self, workload: str, cfg: ServerMetricsConfig) -> None:
+        self.workload = workload
+        self.cfg = cfg
+        self.follower = CounterFollower()
+        self.task: asyncio.Task[tuple[Page | None, str, float]] | None = None
+        self.status = ServerStatus(False, "not read yet", (), 0.0)
+        self.pending: deque[tuple[float, float]] = deque()  # (wall, joules)
+        self.last_energy: float | None = None
+
+    @property
+    def default_model(self) -> str:
+        return self.cfg.model or self.workload
+
+
+class ServerMetricsStage:
+    name = "server_metrics"
+
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Clock,
+        *,
+        gflops_of: GflopsOf | None = None,
+        fetch: Fetch | None = None,
+    ) -> None:
+        self._clock = clock
+        self._gflops_of = gflops_of
+        self._fetch = fetch
+        self._session: Any = None
+        self._servers: dict[str, _Server] = {}
+        self._interval = cfg.interval
+        self._model_cap = cfg.spans.max_models_per_workload
+        self._model_j: dict[tuple[str, str], float] = {}
+        self._tokens: dict[tuple[str, str, str], float] = {}
+        self._requests: dict[tuple[str, str], float] = {}
+        self._unserved: dict[str, float] = {}
+        self.reconfigure(cfg)
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply reloaded workloads: new servers start with a baseline read; totals stay."""
+        self._interval = cfg.interval
+        wanted = {w.name: w.server_metrics for w in cfg.workloads if w.server_metrics}
+        for name in list(self._servers):
+            server = self._servers[name]
+            if wanted.get(name) != server.cfg:
+                if server.task is not None:
+                    server.task.cancel()
+                del self._servers[name]
+        for name, sm in wanted.items():
+            if name not in self._servers:
+                self._servers[name] = _Server(name, sm)
+
+    @property
+    def workloads(self) -> frozenset[str]:
+        return frozenset(self._servers)
+
+    # --- reads ---
+    def _timeout(self, server: _Server) -> float:
+        return min(server.cfg.timeout, 0.8 * self._interval)
+
+    async def _get(self, server: _Server) -> str:
+        if self._fetch is not None:
+            return await self._fetch(server.cfg)
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None), raise_for_status=False
+            )
+        return await fetch_page(self._session, server.cfg.url, max_bytes=server.cfg.max_body_bytes)
+
+    async def _read(self, server: _Server) -> tuple[Page | None, str, float]:
+        start = self._clock.monotonic()
+        timeout = self._timeout(server)
+        try:
+            async with asyncio.timeout(timeout):
+                text = await self._get(server)
+                # Parsing a large page takes milliseconds: off the event loop.
+                page = await asyncio.to_thread(parse_page, text, default_model=server.default_model)
+        except TimeoutError:
+            return None, f"no answer within {timeout:g}s", self._clock.monotonic() - start
+        except PageError as exc:
+            return None, str(exc), self._clock.monotonic() - start
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # refused, reset, DNS, TLS: the server is down
+            return None, f"{type(exc).__name__}: {exc}", self._clock.monotonic() - start
+        return page, "", self._clock.monotonic() - start
+
+    def _collect(self, server: _Server) -> dict[str, Counts]:
+        """The increases of the read that finished since the last tick (none: empty)."""
+        task = server.task
+        if task is None or not task.done():
+            return {}
+        server.task = None
+        if task.cancelled():
+            return {}
+        page, error, duration = task.result()
+        before = server.status
+        if page is None:
+            server.status = ServerStatus(False, error, before.servers, duration)
+            if before.up or before.error != error:
+                log.warning(
+                    "server_metrics of workload %s (%s) is down: %s",
+                    server.workload,
+                    server.cfg.url,
+                    error,
+                )
+            return {}
+        server.status = ServerStatus(True, "", tuple(sorted(page.servers)), duration)
+        if not before.up:
+            log.info(
+                "server_metrics of workload %s: reading %s counters from %s",
+                server.workload,
+                "/".join(sorted(page.servers)),
+                server.cfg.url,
+            )
+        resets = server.follower.resets
+        counts = server.follower.advance(page)
+        if server.follower.resets != resets:
+            log.warning(
+                "server_metrics of workload %s: a counter went down (the server restarted); "
+                "counting from zero",
+                server.workload,
+            )
+        return self._capped(counts)
+
+    def _capped(self, counts: dict[str, Counts]) -> dict[str, Counts]:
+        """At most ``spans.max_models_per_workload`` models; the rest count as "other"."""
+        if len(counts) <= self._model_cap:
+            return counts
+        keep = sorted(counts, key=lambda m: -(counts[m].input + counts[m].output))
+        out = {m: counts[m] for m in keep[: self._model_cap - 1]}
+        rest = [counts[m] for m in keep[self._model_cap - 1 :]]
+        out["other"] = Counts(
+            math.fsum(c.input for c in rest),
+            math.fsum(c.output for c in rest),
+            math.fsum(c.requests for c in rest),
+        )
+        return out
+
+    def _start(self, server: _Server) -> None:
+        if server.task is not None:
+            return  # the last read is still running: one at a time per server
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        server.task = loop.create_task(self._read(server))
+
+    # --- the tick ---
+    def on_tick(self, tick: Tick, snapshot: Snapshot) -> ServerMetricsSnapshot:
+        energy = _workload_energy(snapshot)
+        for server in self._servers.values():
+            counts = self._collect(server)
+            self._book(server, tick.w1, energy.get(server.workload, 0.0), counts)
+            self._start(server)
+        return self._freeze()
+
+    def _book(
+        self, server: _Server, wall: float, total_j: float, counts: dict[str, Counts]
+    ) -> None:
+        w = server.workload
+        # The attribution section carries cumulative energy: this tick's is the difference.
+        tick_j = 0.0 if server.last_energy is None else max(0.0, total_j - server.last_energy)
+        server.last_energy = total_j
+        for model, c in counts.items():
+            for kind, value in (("input", c.input), ("output", c.output)):
+                key = (w, model, kind)
+                self._tokens[key] = self._tokens.get(key, 0.0) + value
+            self._requests[(w, model)] = self._requests.get((w, model), 0.0) + c.requests
+        if tick_j > 0:
+            server.pending.append((wall, tick_j))
+        _basis, work = work_by_model(counts, self._gflops_of)
+        if work and server.pending:
+            joules = math.fsum(j for _, j in server.pending)
+            server.pending.clear()
+            for model, j in split_by_work(joules, work).items():
+                self._model_j[(w, model)] = self._model_j.get((w, model), 0.0) + j
+            return
+        horizon = wall - server.cfg.carry_seconds
+        while server.pending and server.pending[0][0] <= horizon:
+            _, j = server.pending.popleft()
+            self._unserved[w] = self._unserved.get(w, 0.0) + j
+
+    def _freeze(self) -> ServerMetricsSnapshot:
+        return ServerMetricsSnapshot(
+            model_energy_j=frozen(self._model_j),
+            tokens=frozen(self._tokens),
+            requests=frozen(self._requests),
+            status=frozen({w: s.status for w, s in self._servers.items()}),
+            resets=frozen({w: s.follower.resets for w, s in self._servers.items()}),
+            unserved_j=frozen({w: self._unserved.get(w, 0.0) for w in self._servers}),
+            pending_j=frozen(
+                {w: math.fsum(j for _, j in s.pending) for w, s in self._servers.items()}
+            ),
+            workloads=frozenset(self._servers),
+        )
+
+    async def close(self) -> None:
+        tasks = [s.task for s in self._servers.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _workload_energy(snapshot: Snapshot) -> dict[str, float]:
+    """Cumulative joules per workload (all components) from the attribution section."""
+    section = snapshot.attribution
+    parts: Mapping[tuple[str, str, str], float] = getattr(section, "workload_energy_j", {})
+    sums: dict[str, list[float]] = {}
+    for (workload, _component, _source), j in parts.items():
+        sums.setdefault(workload, []).append(j)
+    return {w: math.fsum(v) for w, v in sums.items()}

@@ -1,0 +1,299 @@
+"""Server-metrics mode: an inference server's own Prometheus ``/metrics`` page, read each
+tick, turned into per-model token and request counts (no spans needed).
+
+The page is parsed with prometheus-client's parser; only the families below are read, and
+every other family is ignored. Names, types and labels are the servers' own (sources):
+
+- vLLM (``vllm/v1/metrics/loggers.py``, ``PrometheusStatLogger``): counters
+  ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``,
+  ``vllm:request_success_total``; labels ``model_name``, ``engine`` (and ``finished_reason``
+  on request_success).
+- SGLang (``python/sglang/srt/metrics/collector.py``, ``TokenizerMetricsCollector``):
+  counters ``sglang:prompt_tokens_total``, ``sglang:generation_tokens_total``,
+  ``sglang:num_requests_total``; labels ``model_name``, ``engine_type``.
+- Text Generation Inference (``router/src/server.rs`` and ``router/src/validation.rs``,
+  rendered by the Rust ``metrics-exporter-prometheus`` crate): histograms
+  ``tgi_request_input_length`` and ``tgi_request_generated_tokens`` (their ``_sum`` is the
+  tokens), counter ``tgi_request_success`` (written without ``_total``); no model label
+  (one model per server: ``server_metrics.model`` names it).
+- Triton (``triton-inference-server/core`` ``src/metrics.cc``: counter
+  ``nv_inference_request_success``, labels ``model``, ``version``) with the TensorRT-LLM
+  backend (``NVIDIA/TensorRT-LLM``
+  ``triton_backend/inflight_batcher_llm/src/custom_metrics_reporter/custom_metrics_reporter.cc``:
+  histograms ``nv_llm_input_token_len`` and ``nv_llm_output_token_len``, labels ``model``,
+  ``version``, ``response_metric_type``).
+
+Per model the series of one family are summed over their other labels (engines, finish
+reasons, versions). Any counter on the page that goes down means the server restarted:
+then every counter on that page counts from zero, never a negative delta. (A restart
+after which every counter is back above its old value before the next read cannot be
+seen from the counters, as with Prometheus's own ``increase()``.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from jouled.collectors.base import CheckRow
+
+Kind = Literal["input", "output", "requests"]
+KINDS: tuple[Kind, ...] = ("input", "output", "requests")
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One recognized family: the sample that carries the count and the model's label."""
+
+    server: str
+    family: str  # the family name as prometheus-client's parser reports it
+    sample: str  # the sample that holds the running count
+    kind: Kind
+    model_label: str | None  # None: the server serves one model and labels none
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("vllm", "vllm:prompt_tokens", "vllm:prompt_tokens_total", "input", "model_name"),
+    Family(
+        "vllm", "vllm:generation_tokens", "vllm:generation_tokens_total", "output", "model_name"
+    ),
+    Family("vllm", "vllm:request_success", "vllm:request_success_total", "requests", "model_name"),
+    Family("sglang", "sglang:prompt_tokens", "sglang:prompt_tokens_total", "input", "model_name"),
+    Family(
+        "sglang",
+        "sglang:generation_tokens",
+        "sglang:generation_tokens_total",
+        "output",
+        "model_name",
+    ),
+    Family("sglang", "sglang:num_requests", "sglang:num_requests_total", "requests", "model_name"),
+    Family("tgi", "tgi_request_input_length", "tgi_request_input_length_sum", "input", None),
+    Family(
+        "tgi", "tgi_request_generated_tokens", "tgi_request_generated_tokens_sum", "output", None
+    ),
+    # metrics-exporter-prometheus writes the counter without _total; the parser adds it.
+    Family("tgi", "tgi_request_success", "tgi_request_success_total", "requests", None),
+    Family("triton", "nv_llm_input_token_len", "nv_llm_input_token_len_sum", "input", "model"),
+    Family("triton", "nv_llm_output_token_len", "nv_llm_output_token_len_sum", "output", "model"),
+    Family(
+        "triton",
+        "nv_inference_request_success",
+        "nv_inference_request_success_total",
+        "requests",
+        "model",
+    ),
+)
+_BY_FAMILY = {f.family: f for f in FAMILIES}
+SERVERS = ("vllm", "sglang", "tgi", "triton")
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
+
+
+class PageError(ValueError):
+    """The page is not Prometheus text, or carries none of the recognized families."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    key: SeriesKey
+    model: str
+    kind: Kind
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The recognized series of one read of the page."""
+
+    servers: frozenset[str]
+    series: tuple[Series, ...]
+
+
+def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Page:
+    """Recognized series of a ``/metrics`` page, by model.
+
+    ``default_model`` names the model of a server whose families carry no model label (TGI).
+    Raises ``PageError`` when the text does not parse, when a recognized series holds a
+    negative or non-finite count, or when no recognized family is present.
+    """
+    out: list[Series] = []
+    servers: set[str] = set()
+    try:
+        for fam in text_string_to_metric_families(text):
+            spec = _BY_FAMILY.get(fam.name)
+            if spec is None:
+                continue
+            for s in fam.samples:
+                if s.name != spec.sample:
+                    continue
+                if not math.isfinite(s.value) or s.value < 0:
+                    raise PageError(f"{s.name} holds {s.value!r}: a count must be finite and >= 0")
+                model = s.labels.get(spec.model_label, "") if spec.model_label else ""
+                out.append(
+                    Series(
+                        key=(s.name, tuple(sorted(s.labels.items()))),
+                        model=model or default_model,
+                        kind=spec.kind,
+                        value=float(s.value),
+                    )
+                )
+                servers.add(spec.server)
+                if len(out) > max_series:
+                    raise PageError(f"more than {max_series} recognized series on one page")
+    except PageError:
+        raise
+    except Exception as exc:  # the parser raises ValueError/IndexError/... on bad text
+        raise PageError(f"not Prometheus text: {type(exc).__name__}: {exc}") from None
+    if not out:
+        raise PageError(
+            "no token or request counters of vLLM, SGLang, TGI or Triton on the page "
+            "(is this the inference server's own /metrics endpoint?)"
+        )
+    return Page(frozenset(servers), tuple(out))
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Tokens and requests of one model since the previous read."""
+
+    input: float = 0.0
+    output: float = 0.0
+    requests: float = 0.0
+
+    def get(self, kind: Kind) -> float:
+        value: float = getattr(self, kind)
+        return value
+
+
+@dataclass(slots=True)
+class CounterFollower:
+    """Turns successive pages into per-model increases; a counter that goes down means the
+    server restarted, and the page's counters count from zero (``increase()`` does the same
+    per series).
+
+    The first page is a baseline (no increase); a series first seen on a later page counts
+    from zero (a model loaded, a finish reason seen for the first time).
+    """
+
+    last: dict[SeriesKey, float] = field(default_factory=dict)
+    resets: int = 0
+    primed: bool = False
+    max_series: int = 10_000
+
+    def advance(self, page: Page) -> dict[str, Counts]:
+        seen = {s.key: s.value for s in page.series}
+        # One server process writes the page: if any of its counters went down, it has
+        # restarted and every counter on the page counts from zero (a series that happens
+        # to be back at or above its old value is no increase over it).
+        reset = self.primed and any(v < self.last[k] for k, v in seen.items() if k in self.last)
+        if reset:
+            self.resets += 1
+        acc: dict[str, dict[Kind, float]] = {}
+        for s in page.series:
+            prev = self.last.get(s.key)
+            if not self.primed:
+                delta = 0.0
+            elif prev is None or reset:
+                delta = s.value
+            else:
+                delta = s.value - prev
+            per = acc.setdefault(s.model, {})
+            per[s.kind] = per.get(s.kind, 0.0) + delta
+        # A series missing from one page keeps its last value (a restarted server lists it
+        # again once used; lower then, it is a reset). Bounded: labels that churn start over.
+        merged = {**self.last, **seen}
+        self.last = merged if len(merged) <= 2 * self.max_series else seen
+        self.primed = True
+        return {m: Counts(**{k: v for k, v in per.items()}) for m, per in acc.items()}
+
+
+def merge(counts: Iterable[Mapping[str, Counts]]) -> dict[str, Counts]:
+    """Per-model sums of several reads' increases."""
+    out: dict[str, Counts] = {}
+    for one in counts:
+        for model, c in one.items():
+            was = out.get(model, Counts())
+            out[model] = Counts(
+                was.input + c.input, was.output + c.output, was.requests + c.requests
+            )
+    return out
+
+
+async def fetch_page(session: Any, url: str, *, max_bytes: int) -> str:
+    """GET ``url`` with an aiohttp ``session``; the body, at most ``max_bytes`` of it.
+
+    Raises ``PageError`` on an HTTP error status or a longer body; aiohttp's own errors
+    (refused, reset, timeout) pass through.
+    """
+    async with session.get(url, headers={"Accept": "text/plain"}) as resp:
+        if resp.status != 200:
+            raise PageError(f"HTTP {resp.status} from {url}")
+        body: bytes = await resp.content.read(max_bytes + 1)
+        if len(body) > max_bytes:
+            raise PageError(f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)")
+    return body.decode("utf-8", errors="replace")
+
+
+def read_page_blocking(url: str, *, timeout: float, max_bytes: int) -> str:
+    """The same read for ``jouled check`` (no event loop): urllib, with a timeout."""
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body: bytes = resp.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise PageError(f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)")
+    return body.decode("utf-8", errors="replace")
+
+
+def check_rows(workloads: Iterable[Any]) -> list[CheckRow]:
+    """``jouled check`` rows: one per workload with ``server_metrics``, read once now."""
+    rows: list[CheckRow] = []
+    for w in workloads:
+        sm = w.server_metrics
+        if sm is None:
+            continue
+        target = f"{w.name} {sm.url}"
+        try:
+            text = read_page_blocking(sm.url, timeout=sm.timeout, max_bytes=sm.max_body_bytes)
+            page = parse_page(text, default_model=sm.model or w.name)
+        except PageError as exc:
+            rows.append(
+                CheckRow(
+                    "server_metrics",
+                    target,
+                    False,
+                    str(exc),
+                    "point workloads[].server_metrics.url at the server's own /metrics "
+                    "(vLLM, SGLang: the API port; TGI: --prometheus-port; Triton: port 8002)",
+                )
+            )
+            continue
+        except Exception as exc:  # refused, timeout, HTTP error, DNS
+            rows.append(
+                CheckRow(
+                    "server_metrics",
+                    target,
+                    False,
+                    f"cannot read: {type(exc).__name__}: {exc}",
+                    "start the inference server, or correct workloads[].server_metrics.url "
+                    f"(timeout {sm.timeout:g}s)",
+                )
+            )
+            continue
+        models = sorted({s.model for s in page.series})
+        kinds = sorted({s.kind for s in page.series})
+        shown = ", ".join(models[:5]) + (f" (+{len(models) - 5})" if len(models) > 5 else "")
+        rows.append(
+            CheckRow(
+                "server_metrics",
+                target,
+                True,
+                f"{'/'.join(sorted(page.servers))}: {', '.join(kinds)} of model(s) {shown}",
+            )
+        )
+    return rows

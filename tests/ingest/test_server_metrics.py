@@ -1,0 +1,191 @@
+"""Reading inference servers' own /metrics pages: recognition, per-model sums, resets,
+bounds, and the read over real loopback HTTP (pages replayed from each server's source)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from jouled.config import validate
+from jouled.ingest.server_metrics import (
+    CounterFollower,
+    Counts,
+    PageError,
+    check_rows,
+    fetch_page,
+    merge,
+    parse_page,
+)
+from tests.support.server_pages import REPLAYS, SglangReplay, TritonReplay, VllmReplay, serving
+
+TYPE = "# TYPE vllm:prompt_tokens_total counter\n"
+MODEL = {"vllm": "llama-3-8b", "sglang": "qwen2-7b", "tgi": "mistral-7b", "triton": "tensorrt_llm"}
+
+
+def follow(replay_pages: list[str], default_model: str = "served") -> tuple[list, CounterFollower]:
+    f = CounterFollower()
+    return [f.advance(parse_page(p, default_model=default_model)) for p in replay_pages], f
+
+
+@pytest.mark.parametrize("server", sorted(REPLAYS))
+def test_each_servers_page_gives_its_tokens_and_requests_across_a_restart(server: str) -> None:
+    replay = REPLAYS[server]([MODEL[server]])
+    model = MODEL[server]
+    pages = [replay.page()]  # baseline: the server has been running before jouled
+    replay.serve(model, 512, 128)
+    replay.serve(model, 40, 9)
+    pages.append(replay.page())
+    replay.restart()  # the server restarts: every counter starts over
+    replay.serve(model, 100, 20)
+    pages.append(replay.page())
+    replay.serve(model, 8, 3)
+    pages.append(replay.page())
+    steps, follower = follow(pages, default_model=model)
+    key = model
+    assert steps[0] == {key: Counts()} or all(c == Counts() for c in steps[0].values())
+    assert steps[1][key] == Counts(552, 137, 2)
+    assert steps[2][key] == Counts(100, 20, 1)  # after the restart: counted from zero
+    assert steps[3][key] == Counts(8, 3, 1)
+    assert follower.resets == 1
+    # The same totals as the server's own, summed over the reads.
+    assert merge(steps)[key] == Counts(660, 160, 4)
+
+
+def test_vllm_sums_engines_and_finish_reasons_per_model_name() -> None:
+    replay = VllmReplay(["a", "b"])
+    f = CounterFollower()
+    f.advance(parse_page(replay.page(), default_model="x"))
+    for i in range(5):
+        replay.serve("a", 10, i)  # odd counts finish on "length", even on "stop"
+    replay.serve("b", 1000, 1)
+    page = parse_page(replay.page(), default_model="x")
+    assert page.servers == {"vllm"}
+    assert {s.key[0] for s in page.series} == {
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:request_success_total",
+    }
+    assert f.advance(page) == {"a": Counts(50, 10, 5), "b": Counts(1000, 1, 1)}
+
+
+def test_triton_counts_requests_of_every_ensemble_member_and_tokens_of_the_llm() -> None:
+    replay = TritonReplay(["tensorrt_llm"])
+    f = CounterFollower()
+    f.advance(parse_page(replay.page(), default_model="x"))
+    replay.serve("tensorrt_llm", 64, 32)
+    got = f.advance(parse_page(replay.page(), default_model="x"))
+    assert got["tensorrt_llm"] == Counts(64, 32, 1)
+    assert got["ensemble"] == Counts(0, 0, 1)
+
+
+def test_a_series_first_seen_after_the_baseline_counts_from_zero() -> None:
+    f = CounterFollower()
+    f.advance(parse_page(SglangReplay(["a"]).page(), default_model="x"))
+    later = SglangReplay(["a", "b"])
+    later.serve("b", 7, 2)
+    assert f.advance(parse_page(later.page(), default_model="x"))["b"] == Counts(7, 2, 1)
+    assert f.resets == 0
+
+
+def test_a_series_missing_from_one_page_is_not_counted_twice() -> None:
+    both = VllmReplay(["a", "b"])
+    both.serve("b", 100, 10)
+    only_a = VllmReplay(["a"])
+    f = CounterFollower()
+    f.advance(parse_page(both.page(), default_model="x"))
+    f.advance(parse_page(only_a.page(), default_model="x"))
+    both.serve("b", 1, 1)
+    assert f.advance(parse_page(both.page(), default_model="x"))["b"] == Counts(1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("# TYPE node_cpu_seconds_total counter\nnode_cpu_seconds_total 5\n", "no token"),
+        ("", "no token"),
+        ('vllm:prompt_tokens_total{model_name="m"} not-a-number\n', "not Prometheus"),
+        (
+            f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} -3\n',
+            "finite and >= 0",
+        ),
+        (
+            f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} NaN\n',
+            "finite and >= 0",
+        ),
+    ],
+)
+def test_pages_that_cannot_be_used_say_why(text: str, message: str) -> None:
+    with pytest.raises(PageError, match=message):
+        parse_page(text, default_model="x")
+
+
+def test_the_number_of_series_read_from_one_page_is_bounded() -> None:
+    lines = ["# TYPE sglang:num_requests_total counter"]
+    lines += [f'sglang:num_requests_total{{model_name="m{i}"}} 1' for i in range(50)]
+    with pytest.raises(PageError, match="more than 20"):
+        parse_page("\n".join(lines) + "\n", default_model="x", max_series=20)
+
+
+async def test_a_page_over_the_size_limit_or_an_error_status_is_refused() -> None:
+    big = "# TYPE tgi_request_success counter\ntgi_request_success 1\n" + "#" * 5000 + "\n"
+
+    async def metrics(request: web.Request) -> web.Response:
+        if request.query.get("fail"):
+            return web.Response(status=503, text="loading")
+        return web.Response(text=big)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    async with TestServer(app, host="127.0.0.1") as srv, aiohttp.ClientSession() as session:
+        url = str(srv.make_url("/metrics"))
+        text = await fetch_page(session, url, max_bytes=len(big))
+        assert parse_page(text, default_model="m").series[0].value == 1
+        with pytest.raises(PageError, match=r"over server_metrics\.max_body_bytes"):
+            await fetch_page(session, url, max_bytes=4096)
+        with pytest.raises(PageError, match="HTTP 503"):
+            await fetch_page(session, url + "?fail=1", max_bytes=4096)
+
+
+def test_jouled_check_reads_each_server_once_and_says_what_it_found(tmp_path: Path) -> None:
+    replay = VllmReplay(["llama-3-8b"])
+    with serving(replay) as url:
+        cfg = validate(
+            {
+                "workloads": [
+                    {"name": "chat", "match": {"pid": 1}, "server_metrics": url},
+                    {
+                        "name": "gone",
+                        "match": {"pid": 1},
+                        "server_metrics": {"url": "http://127.0.0.1:9/metrics", "timeout": 1},
+                    },
+                    {"name": "plain", "match": {"pid": 1}},
+                ]
+            },
+            "test",
+        )
+        ok, down = check_rows(cfg.workloads)
+    assert ok.readable and ok.collector == "server_metrics"
+    assert ok.target == f"chat {url}"
+    assert ok.detail == "vllm: input, output, requests of model(s) llama-3-8b"
+    assert not down.readable and "cannot read" in down.detail
+    assert "server_metrics.url" in down.fix
+
+
+def test_counts_add_up_exactly_like_the_servers_totals() -> None:
+    replay = VllmReplay(["m"])
+    pages = [replay.page()]
+    for i in range(30):
+        replay.serve("m", 100 + i, 1 + i % 7)
+        if i % 4 == 0:
+            pages.append(replay.page())
+    pages.append(replay.page())
+    steps, _ = follow(pages)
+    total = merge(steps)["m"]
+    assert total.input == replay.totals["m"].input
+    assert total.output == replay.totals["m"].output
+    assert math.isclose(total.requests, 30)
