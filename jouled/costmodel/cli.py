@@ -379,6 +379,17 @@ _COMMANDS = {
 }
 
 
+# The offline half's libraries are extras, not daemon dependencies: a missing one is a
+# one-line instruction, never a traceback.
+_MODEL_EXTRA = "needs numpy, pandas and scipy, not installed here: pip install 'jouled[model]'"
+_OFFLINE_EXTRAS = {
+    "numpy": _MODEL_EXTRA,
+    "pandas": _MODEL_EXTRA,
+    "scipy": _MODEL_EXTRA,
+    "matplotlib": "plots need matplotlib: pip install 'jouled[report]'",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``jouled model`` with ``argv`` (without the program name); return the exit code."""
     parser = build_parser()
@@ -387,6 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except SystemExit as stop:  # --help
         return stop.code if isinstance(stop.code, int) else 0
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").partition(".")[0]
+        if missing not in _OFFLINE_EXTRAS:
+            raise
+        command = " ".join(["jouled model", *list(sys.argv[1:] if argv is None else argv)[:1]])
+        print(f"{command}: {_OFFLINE_EXTRAS[missing]}", file=sys.stderr)
+        return 2
     except (
         UsageError,
         ConfigError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,35 @@ def test_a_hugging_face_id_finds_the_packaged_config_of_its_name() -> None:
 
     path = datasets.resolve_config("TinyLlama/TinyLlama-1.1B-Chat-v1.0")
     assert path == datasets.data_dir() / "configs" / "TinyLlama-1.1B-Chat-v1.0.json"
+
+
+@pytest.mark.parametrize(
+    ("argv", "hidden", "line"),
+    [
+        (["fit", "--csv", "thesis:inference"], "numpy",
+         "jouled model fit: needs numpy, pandas and scipy, not installed here: "
+         "pip install 'jouled[model]'"),
+        (["validate"], "scipy",
+         "jouled model validate: needs numpy, pandas and scipy, not installed here: "
+         "pip install 'jouled[model]'"),
+        (["fit", "--csv", "thesis:inference", "--plot", "x.png"], "matplotlib",
+         "jouled model: error: plots need matplotlib: pip install 'jouled[report]'"),
+    ],
+)  # fmt: skip
+def test_without_the_offline_extras_one_line_says_what_to_install(
+    tmp_path: Path, argv: list[str], hidden: str, line: str
+) -> None:
+    """As in ``make run``'s virtualenv (the daemon's dependencies only): no traceback."""
+    code = (
+        f"import sys; sys.modules[{hidden!r}] = None\n"  # import raises ModuleNotFoundError
+        "from jouled.costmodel.cli import main\n"
+        f"raise SystemExit(main({argv!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", line + "\n")
 
 
 def test_help_returns_zero(capsys: pytest.CaptureFixture[str]) -> None:

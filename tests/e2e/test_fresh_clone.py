@@ -2,6 +2,7 @@
 daemon's dependencies only, pip's progress shown, the XDG ledger, and /metrics answering."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,4 +29,14 @@ def test_make_run_on_a_fresh_clone_as_a_newcomer_serves_metrics() -> None:
         assert f"ledger in use: {ledger}" in out, out[-3000:]
         assert "not root: the XDG state directory" in out
         assert ledger.exists()
+        # The offline model is an extra: one line says what to install, no traceback.
+        fit = subprocess.run(
+            [str(run.clone / ".venv/bin/jouled"), "model", "fit", "--csv", "thesis:inference"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (fit.returncode, fit.stderr) == (
+            2,
+            "jouled model fit: needs numpy, pandas and scipy, not installed here: "
+            "pip install 'jouled[model]'\n",
+        )
         print(f"\nfresh clone: /metrics after {run.seconds:.1f} s, venv {run.venv_bytes()} B")
