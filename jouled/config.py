@@ -6,10 +6,12 @@ stops start-up with one line naming the file, the key (and its line) and what is
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import itertools
 import os
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -287,9 +289,19 @@ def _is_number(value: Any) -> bool:
 def _hourly(value: float | tuple[float, ...], what: str) -> float | tuple[float, ...]:
     if isinstance(value, tuple) and len(value) != HOURS_PER_DAY:
         raise ValueError(
-            f"an hourly {what} profile needs exactly 24 values (hour 0 to 23 UTC), got {len(value)}"
+            f"an hourly {what} profile needs exactly 24 values (hour 0 to 23 of "
+            f"cost.timezone), got {len(value)}"
         )
     return value
+
+
+# Kinds of grid emission factor (docs/COST.md): an *average* factor is the grid's mix (the
+# GHG Protocol Scope 2 location-based method asks for it); a *marginal* one is the plant that
+# answers one more kWh (for decisions, not inventories). *operational* counts combustion at
+# the plant; *lifecycle* adds upstream fuel, construction and end of life, which in a GHG
+# inventory belongs in Scope 3 category 3. ``unstated``: nobody said (a bare number).
+FactorType = Literal["average", "marginal", "unstated"]
+FactorBoundary = Literal["operational", "lifecycle", "unstated"]
 
 
 class GridProviderConfig(_Strict):
@@ -311,6 +323,11 @@ class GridProviderConfig(_Strict):
     max_age: float = Field(default=6 * 3600.0, gt=0)
     # gCO2e/kWh in force until the first good answer (and after max_age).
     fallback: float = Field(default=475.0, ge=0, le=5000)
+    # What kind of factor the provider gives; omitted: what the provider's answer or
+    # documentation says (electricitymaps: average, lifecycle unless `operational`, then
+    # jouled asks for emissionFactorType=direct; uk_national_grid: average, operational;
+    # watttime: marginal, operational).
+    boundary: Literal["operational", "lifecycle"] | None = None
 
     @model_validator(mode="after")
     def _needs(self) -> GridProviderConfig:
@@ -323,8 +340,91 @@ class GridProviderConfig(_Strict):
         return self
 
 
+class GridFactorConfig(_Strict):
+    """A configured grid factor with its provenance: ``{value: 380, factor_type: average,
+    boundary: operational, source: "UBA 2024, DE"}``."""
+
+    # gCO2e/kWh, or 24 hourly values (hours of cost.timezone).
+    value: float | tuple[float, ...]
+    factor_type: FactorType = "unstated"
+    boundary: FactorBoundary = "unstated"
+    # Grid zone or region the factor is for (free text, e.g. DE, CAISO_NORTH).
+    zone: str = Field(default="", max_length=64)
+    # Where the number comes from (publication, year): kept in the ledger as the provider.
+    source: str = Field(default="configured", min_length=1, max_length=120)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _shape(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            if not all(_is_number(v) for v in value):
+                raise ValueError("an hourly profile must hold 24 numbers (gCO2e/kWh)")
+            return tuple(float(v) for v in value)
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _range(cls, value: float | tuple[float, ...]) -> float | tuple[float, ...]:
+        values = value if isinstance(value, tuple) else (value,)
+        if any(not 0 <= v <= 5000 for v in values):
+            raise ValueError("grid intensity must be between 0 and 5000 gCO2e/kWh")
+        return _hourly(value, "grid intensity")
+
+
+class InstrumentConfig(_Strict):
+    """A contractual instrument (GHG Protocol Scope 2 Guidance, market-based method): an
+    energy attribute certificate (GO, REC, I-REC), a PPA or a green tariff, for ``mwh`` of
+    this host's electricity consumed in [start, end), at ``factor`` gCO2e/kWh."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    kind: Literal["certificate", "ppa", "green_tariff", "other"] = "certificate"
+    mwh: float = Field(gt=0, le=1e9)
+    start: dt.datetime
+    end: dt.datetime
+    # Emission rate the instrument conveys (0 for wind, solar, hydro certificates).
+    factor: float = Field(default=0.0, ge=0, le=5000)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+    @model_validator(mode="after")
+    def _period(self) -> InstrumentConfig:
+        if self.end <= self.start:
+            raise ValueError(f"instrument {self.name!r}: end must be after start")
+        return self
+
+
+class MarketBasedConfig(_Strict):
+    """Inputs of the market-based Scope 2 method; energy no instrument covers gets the
+    supplier's factor, else the residual mix, else (flagged) the location-based factor."""
+
+    instruments: tuple[InstrumentConfig, ...] = ()
+    # The supplier's disclosed emission rate for this contract (gCO2e/kWh).
+    supplier_factor: float | None = Field(default=None, ge=0, le=5000)
+    # The residual mix of the market (e.g. AIB European Residual Mixes), gCO2e/kWh.
+    residual_mix: float | None = Field(default=None, ge=0, le=5000)
+
+    @field_validator("instruments")
+    @classmethod
+    def _unique(cls, value: tuple[InstrumentConfig, ...]) -> tuple[InstrumentConfig, ...]:
+        names = [i.name for i in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"instrument names must be unique: {', '.join(dupes)} repeated")
+        return value
+
+
 class EnergyPriceConfig(_Strict):
-    # A flat price, or 24 hourly prices (hour 0 to 23 UTC) for a time-of-use tariff.
+    # A flat price, or 24 hourly prices (hours of cost.timezone) for a time-of-use tariff.
     per_kwh: float | tuple[float, ...] = Field(default=0.20)
     # ISO 4217 code; every cost jouled reports is in this currency.
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
@@ -359,6 +459,10 @@ class HardwareCostConfig(_Strict):
     # The component whose energy share charges a workload: gpu for accelerators, cpu for the
     # rest; host: the share of all host IT energy. Omitted: gpu for a GPU preset, else cpu.
     component: Literal["cpu", "dram", "gpu", "other", "host"] | None = None
+    # Embodied (manufacturing) emissions per unit in kgCO2e, amortized linearly over
+    # lifetime_years (GHG Scope 3 category 2); omitted: the preset's (jouled/cost/embodied.py).
+    embodied_kgco2e: float | None = Field(default=None, ge=0, le=1e6)
+    lifetime_years: float | None = Field(default=None, gt=0, le=50)
 
 
 class CostConfig(_Strict):
@@ -367,11 +471,31 @@ class CostConfig(_Strict):
     # Power usage effectiveness: facility energy / IT energy. 1.58 is the Uptime Institute
     # survey average; hyperscale clouds report about 1.1 (docs/COST.md lists values).
     pue: float = Field(default=1.58, ge=1.0, le=5.0)
-    # gCO2e per kWh: a number (475: the IEA world average), 24 hourly values (UTC), or a
-    # provider block.
-    grid_intensity: float | tuple[float, ...] | GridProviderConfig = 475.0
+    # gCO2e per kWh: a number (475: the IEA world average), 24 hourly values, a block with
+    # the factor's provenance {value, factor_type, boundary, zone, source}, or a provider
+    # block. This is the location-based Scope 2 factor.
+    grid_intensity: float | tuple[float, ...] | GridFactorConfig | GridProviderConfig = 475.0
+    # Market-based Scope 2 inputs; omitted: the market-based series equals location-based.
+    market_based: MarketBasedConfig = MarketBasedConfig()
     energy_price: EnergyPriceConfig = EnergyPriceConfig()
     hardware: tuple[HardwareCostConfig, ...] = ()
+    # IANA time zone of the hourly price and intensity profiles (DST by zoneinfo).
+    timezone: str = "UTC"
+    # Water usage effectiveness, litres per kWh of IT energy, on site (The Green Grid WUE).
+    wue: float = Field(default=0.0, ge=0, le=100)
+    # Water consumed off site to generate a kWh of the grid's electricity (L/kWh).
+    grid_water_intensity: float = Field(default=0.0, ge=0, le=1000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: give an IANA name such as Europe/Berlin or UTC"
+            ) from None
+        return value
 
     @field_validator("grid_intensity", mode="before")
     @classmethod
@@ -379,8 +503,9 @@ class CostConfig(_Strict):
         # Validated here rather than by the union, so an error names the branch the user
         # meant instead of listing every branch's complaint.
         if isinstance(value, dict):
+            model = GridProviderConfig if "provider" in value else GridFactorConfig
             try:
-                return GridProviderConfig.model_validate(value)
+                return model.model_validate(value)
             except ValidationError as exc:
                 err = exc.errors()[0]
                 key = ".".join(str(x) for x in err["loc"])
@@ -395,6 +520,7 @@ class CostConfig(_Strict):
         if not _is_number(value):
             raise ValueError(
                 "expected a number (gCO2e/kWh), a list of 24 hourly numbers, "
+                "a block {value, factor_type, boundary, source}, "
                 "or a provider block {provider: electricitymaps | uk_national_grid | watttime}"
             )
         return value
@@ -402,9 +528,9 @@ class CostConfig(_Strict):
     @field_validator("grid_intensity")
     @classmethod
     def _intensity(
-        cls, value: float | tuple[float, ...] | GridProviderConfig
-    ) -> float | tuple[float, ...] | GridProviderConfig:
-        if isinstance(value, GridProviderConfig):
+        cls, value: float | tuple[float, ...] | GridFactorConfig | GridProviderConfig
+    ) -> float | tuple[float, ...] | GridFactorConfig | GridProviderConfig:
+        if isinstance(value, GridProviderConfig | GridFactorConfig):
             return value
         values = value if isinstance(value, tuple) else (value,)
         if any(not 0 <= v <= 5000 for v in values):
@@ -416,6 +542,8 @@ class CostConfig(_Strict):
     def _hardware_prices(
         cls, value: tuple[HardwareCostConfig, ...], info: ValidationInfo
     ) -> tuple[HardwareCostConfig, ...]:
+        from jouled.cost.embodied import PRESETS as EMBODIED
+        from jouled.cost.embodied import preset as embodied_preset
         from jouled.costmodel.hardware import PRESETS
 
         names = [h.name.lower() for h in value]
@@ -426,13 +554,21 @@ class CostConfig(_Strict):
         currency = price.currency if isinstance(price, EnergyPriceConfig) else "USD"
         priced = sorted(n for n, p in PRESETS.items() if p.price_per_hour_usd is not None)
         for h in value:
+            embodied = embodied_preset(h.name)
+            if h.embodied_kgco2e is not None and h.lifetime_years is None and embodied is None:
+                raise ValueError(
+                    f"hardware {h.name!r}: embodied_kgco2e needs lifetime_years (e.g. 4)"
+                )
             if h.per_hour is not None:
                 continue
+            if h.embodied_kgco2e is not None or embodied is not None:
+                continue  # carbon books only: no hourly price, cost 0
             preset = next((p for n, p in PRESETS.items() if n.lower() == h.name.lower()), None)
             if preset is None or preset.price_per_hour_usd is None:
                 raise ValueError(
-                    f"hardware {h.name!r} needs per_hour (presets with a price: "
-                    f"{', '.join(priced)})"
+                    f"hardware {h.name!r} needs per_hour or embodied_kgco2e (presets with a "
+                    f"price: {', '.join(priced)}; with embodied emissions: "
+                    f"{', '.join(EMBODIED)})"
                 )
             if currency != "USD":
                 raise ValueError(

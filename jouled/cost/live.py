@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from jouled.config import CostConfig, GridProviderConfig
+from jouled.config import CostConfig, GridFactorConfig, GridProviderConfig
 from jouled.costmodel.fitfile import Fit
 from jouled.costmodel.hardware import PRESETS
 from jouled.pipeline.attribution import AttributionSnapshot
@@ -102,8 +102,9 @@ def hardware_items(cfg: CostConfig) -> tuple[HardwareItem, ...]:
         preset = next((p for n, p in PRESETS.items() if n.lower() == h.name.lower()), None)
         price = h.per_hour
         if price is None:
-            assert preset is not None and preset.price_per_hour_usd is not None
-            price = preset.price_per_hour_usd
+            # No price and no priced preset: an item for the carbon books only (validated).
+            price = preset.price_per_hour_usd if preset is not None else None
+            price = price or 0.0
         component = h.component or ("gpu" if h.name.lower() in GPU_PRESETS else "cpu")
         items.append(HardwareItem(h.name, price, h.count, component))
     return tuple(items)
@@ -157,6 +158,8 @@ class CostStage:
         elif isinstance(cfg.grid_intensity, GridProviderConfig):
             # No poller handed in: the provider's fallback stands, visibly static.
             self._grid = StaticIntensity(cfg.grid_intensity.fallback)
+        elif isinstance(cfg.grid_intensity, GridFactorConfig):
+            self._grid = StaticIntensity(cfg.grid_intensity.value)
         else:
             self._grid = StaticIntensity(cfg.grid_intensity)
 
