@@ -286,6 +286,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _no_repeats(names: list[str], what: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique: {', '.join(dupes)} repeated")
+
+
 def _hourly(value: float | tuple[float, ...], what: str) -> float | tuple[float, ...]:
     if isinstance(value, tuple) and len(value) != HOURS_PER_DAY:
         raise ValueError(
@@ -416,10 +422,7 @@ class MarketBasedConfig(_Strict):
     @field_validator("instruments")
     @classmethod
     def _unique(cls, value: tuple[InstrumentConfig, ...]) -> tuple[InstrumentConfig, ...]:
-        names = [i.name for i in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"instrument names must be unique: {', '.join(dupes)} repeated")
+        _no_repeats([i.name for i in value], "instrument")
         return value
 
 
@@ -546,10 +549,7 @@ class CostConfig(_Strict):
         from jouled.cost.embodied import preset as embodied_preset
         from jouled.costmodel.hardware import PRESETS
 
-        names = [h.name.lower() for h in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"hardware names must be unique: {', '.join(dupes)} repeated")
+        _no_repeats([h.name.lower() for h in value], "hardware")
         price = info.data.get("energy_price")
         currency = price.currency if isinstance(price, EnergyPriceConfig) else "USD"
         priced = sorted(n for n, p in PRESETS.items() if p.price_per_hour_usd is not None)
@@ -610,10 +610,7 @@ class Config(_Strict):
     @field_validator("workloads")
     @classmethod
     def _unique(cls, value: tuple[WorkloadConfig, ...]) -> tuple[WorkloadConfig, ...]:
-        names = [w.name for w in value]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"workload names must be unique: {', '.join(dupes)} repeated")
+        _no_repeats([w.name for w in value], "workload")
         return value
 
     def with_overrides(self, **flags: Any) -> Config:
