@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import logging
 import math
+import zoneinfo
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from jouled.config import CostConfig, GridFactorConfig, GridProviderConfig
+from jouled.cost import embodied
+from jouled.cost.books import CarbonAccount
+from jouled.cost.carbon import hour_of
 from jouled.costmodel.fitfile import Fit
 from jouled.costmodel.hardware import PRESETS
 from jouled.pipeline.attribution import AttributionSnapshot
@@ -34,6 +38,7 @@ J_PER_KWH: Final = 3.6e6
 SECONDS_PER_HOUR: Final = 3600.0
 KIND_ENERGY: Final = "energy"
 KIND_HARDWARE: Final = "hardware"
+ESTIMATE: Final = "estimate"  # the source label of the estimate collector's energy
 GPU_PRESETS: Final = frozenset(n.lower() for n in PRESETS if not n.startswith("thesis-"))
 
 
@@ -55,13 +60,6 @@ def rate_per_hour(it_power_w: float, pue: float, per_kwh: float) -> float:
     return it_power_w / 1000.0 * pue * per_kwh
 
 
-def hour_of(value: float | tuple[float, ...], wall_s: float) -> float:
-    """A flat value, or the entry of a 24-hour profile for the UTC hour of ``wall_s``."""
-    if isinstance(value, tuple):
-        return value[int(wall_s // SECONDS_PER_HOUR) % 24]
-    return value
-
-
 # --- where the grid intensity comes from ---
 class IntensitySource(Protocol):
     """gCO2e/kWh in force at a time, and how old that value is (seconds)."""
@@ -72,15 +70,16 @@ class IntensitySource(Protocol):
 
 
 class StaticIntensity:
-    """A configured number or hourly profile: always fresh (age 0)."""
+    """A configured number or hourly profile (hours of ``tz``): always fresh (age 0)."""
 
     name = "static"
 
-    def __init__(self, value: float | tuple[float, ...]) -> None:
+    def __init__(self, value: float | tuple[float, ...], tz: str = "UTC") -> None:
         self.value = value
+        self.tz = zoneinfo.ZoneInfo(tz)
 
     def current(self, wall_s: float, mono_s: float) -> tuple[float, float]:
-        return hour_of(self.value, wall_s), 0.0
+        return hour_of(self.value, wall_s, self.tz), 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +88,7 @@ class HardwareItem:
     per_hour: float  # per unit, in the energy price's currency
     count: int
     component: str  # cpu | dram | gpu | other | host
+    embodied_g_per_s: float = 0.0  # all units, amortized over the lifetime
 
     @property
     def total_per_hour(self) -> float:
@@ -105,8 +105,15 @@ def hardware_items(cfg: CostConfig) -> tuple[HardwareItem, ...]:
             # No price and no priced preset: an item for the carbon books only (validated).
             price = preset.price_per_hour_usd if preset is not None else None
             price = price or 0.0
-        component = h.component or ("gpu" if h.name.lower() in GPU_PRESETS else "cpu")
-        items.append(HardwareItem(h.name, price, h.count, component))
+        server = embodied.preset(h.name)
+        default = "gpu" if h.name.lower() in GPU_PRESETS else "host" if server else "cpu"
+        kg = h.embodied_kgco2e if h.embodied_kgco2e is not None else None
+        years = h.lifetime_years
+        if server is not None:
+            kg = server.embodied_kgco2e if kg is None else kg
+            years = server.lifetime_years if years is None else years
+        g_per_s = embodied.amortized_g(kg, years, 1.0) * h.count if kg and years else 0.0
+        items.append(HardwareItem(h.name, price, h.count, h.component or default, g_per_s))
     return tuple(items)
 
 
@@ -139,6 +146,7 @@ class CostStage:
         self._grid: IntensitySource = StaticIntensity(475.0)
         self._cfg = cfg
         self._items: tuple[HardwareItem, ...] = ()
+        self._carbon = CarbonAccount(cfg)
         self.reconfigure(cfg, grid)
         self._window: deque[_WindowTick] = deque()
         self._last_workload_j: dict[tuple[str, str, str], float] = {}
@@ -153,30 +161,37 @@ class CostStage:
         """Apply reloaded settings; totals carry on (a price change is not retroactive)."""
         self._cfg = cfg
         self._items = hardware_items(cfg)
+        self._carbon.reconfigure(cfg)
+        tz = cfg.timezone
         if grid is not None:
             self._grid = grid
         elif isinstance(cfg.grid_intensity, GridProviderConfig):
             # No poller handed in: the provider's fallback stands, visibly static.
-            self._grid = StaticIntensity(cfg.grid_intensity.fallback)
+            self._grid = StaticIntensity(cfg.grid_intensity.fallback, tz)
         elif isinstance(cfg.grid_intensity, GridFactorConfig):
-            self._grid = StaticIntensity(cfg.grid_intensity.value)
+            self._grid = StaticIntensity(cfg.grid_intensity.value, tz)
         else:
-            self._grid = StaticIntensity(cfg.grid_intensity)
+            self._grid = StaticIntensity(cfg.grid_intensity, tz)
 
     def set_sink(self, sink: CostSink | None) -> None:
         self._sink = sink
 
     def factors(self, wall_s: float, mono_s: float) -> Factors:
         grid_g, age_s = self._grid.current(wall_s, mono_s)
-        price = hour_of(self._cfg.energy_price.per_kwh, wall_s)
+        price = hour_of(self._cfg.energy_price.per_kwh, wall_s, self._carbon.tz)
         return Factors(self._cfg.pue, grid_g, age_s, price, self._cfg.energy_price.currency)
 
     # --- the tick ---
     def on_tick(self, tick: Tick, snapshot: Snapshot) -> CostSnapshot:
         host_j: dict[str, float] = {}
-        for (component, _source), j in tick.host_j.items():
+        estimated = 0.0
+        for (component, source), j in tick.host_j.items():
             host_j[component] = host_j.get(component, 0.0) + j
-        return self._account(tick.w1, tick.t1, tick.seconds, host_j, snapshot.attribution)
+            if source == ESTIMATE:
+                estimated += j
+        return self._account(
+            tick.w1, tick.t1, tick.seconds, host_j, snapshot.attribution, host_estimated_j=estimated
+        )
 
     def flush(
         self, attribution: AttributionSnapshot | None, wall_s: float, mono_s: float
@@ -186,7 +201,11 @@ class CostStage:
             return None
         return self._account(wall_s, mono_s, 0.0, {}, attribution)
 
-    def _workload_deltas(self, a: AttributionSnapshot | None) -> dict[str, dict[str, float]]:
+    def _workload_deltas(
+        self, a: AttributionSnapshot | None, estimated: dict[str, float]
+    ) -> dict[str, dict[str, float]]:
+        """Per workload and component, the energy since the last tick; ``estimated`` gets
+        the part of it that came from the estimate collector."""
         out: dict[str, dict[str, float]] = {}
         if a is None:
             return out
@@ -198,6 +217,8 @@ class CostStage:
                 continue  # cumulative never rewinds; a negative step is not energy
             parts = out.setdefault(key[0], {})
             parts[key[1]] = parts.get(key[1], 0.0) + delta
+            if key[2] == ESTIMATE:
+                estimated[key[0]] = estimated.get(key[0], 0.0) + delta
         return out
 
     def _request_deltas(
@@ -213,13 +234,14 @@ class CostStage:
             if n <= 0:
                 continue
             j = max(0.0, st.energy_sum_j - j0)
-            out[key] = RequestBooks(
+            books = RequestBooks(
                 count=n,
                 energy_j=j,
                 gflops=max(0.0, st.gflops_total - g0),
                 cost_energy=energy_cost(j, f.pue, f.price_per_kwh),
                 emissions_g=emissions_g(j, f.pue, f.grid_g_per_kwh),
             )
+            out[key] = self._carbon.request(f, books)
         return out
 
     def _account(
@@ -229,30 +251,40 @@ class CostStage:
         seconds: float,
         host_j: dict[str, float],
         attribution: AttributionSnapshot | None,
+        *,
+        host_estimated_j: float = 0.0,
     ) -> CostSnapshot:
-        f = self.factors(wall_s, mono_s)
-        workload_j = self._workload_deltas(attribution)
+        wl_estimated: dict[str, float] = {}
+        workload_j = self._workload_deltas(attribution, wl_estimated)
         host_total_j = math.fsum(host_j.values())
+        f = self._carbon.factors(self.factors(wall_s, mono_s), host_total_j, wall_s, seconds)
         host_hw = math.fsum(i.total_per_hour for i in self._items) * seconds / SECONDS_PER_HOUR
+        host_embodied = math.fsum(i.embodied_g_per_s for i in self._items) * seconds
         host = Books(
             energy_j=frozen(host_j),
             cost_energy=energy_cost(host_total_j, f.pue, f.price_per_kwh),
             cost_hardware=host_hw,
             emissions_g=emissions_g(host_total_j, f.pue, f.grid_g_per_kwh),
         )
+        host = self._carbon.books(f, host, host_embodied, host_estimated_j)
         host_by = {**host_j, "host": host_total_j}
         workloads: dict[str, Books] = {}
         for workload, parts in workload_j.items():
             wl_total = math.fsum(parts.values())
             by = {**parts, "host": wl_total}
-            hw = 0.0
+            hw = embodied_g = 0.0
             for item in self._items:
-                hw += item.total_per_hour * seconds / SECONDS_PER_HOUR * _share(by, host_by, item)
-            workloads[workload] = Books(
+                share = _share(by, host_by, item)
+                hw += item.total_per_hour * seconds / SECONDS_PER_HOUR * share
+                embodied_g += item.embodied_g_per_s * seconds * share
+            books = Books(
                 energy_j=frozen(parts),
                 cost_energy=energy_cost(wl_total, f.pue, f.price_per_kwh),
                 cost_hardware=hw,
                 emissions_g=emissions_g(wl_total, f.pue, f.grid_g_per_kwh),
+            )
+            workloads[workload] = self._carbon.books(
+                f, books, embodied_g, wl_estimated.get(workload, 0.0)
             )
         requests = self._request_deltas(attribution, f)
 
@@ -267,6 +299,7 @@ class CostStage:
                     continue
                 self._wl_cost[(workload, kind)] = self._wl_cost.get((workload, kind), 0.0) + v
             self._wl_g[workload] = self._wl_g.get(workload, 0.0) + b.emissions_g
+        self._carbon.add(host, workloads)
         if seconds > 0:
             self._window.append(
                 _WindowTick(
@@ -320,15 +353,26 @@ class CostStage:
             host_rate[KIND_HARDWARE] = hw_per_hour
         wl_rate: dict[tuple[str, str], float] = {}
         wl_g_rate: dict[str, float] = {}
+        wl_power: dict[str, float] = {}
+        wl_embodied_rate: dict[str, float] = {}
         for w in sorted({w for (w, _k) in self._wl_cost} | set(wl_sum)):
             parts = wl_sum.get(w, {})
             power_w = parts.get("host", 0.0) / span_s if span_s > 0 else 0.0
+            wl_power[w] = power_w
+            wl_embodied_rate[w] = SECONDS_PER_HOUR * math.fsum(
+                i.embodied_g_per_s * _share(parts, host_sum, i) for i in self._items
+            )
             wl_rate[(w, KIND_ENERGY)] = rate_per_hour(power_w, f.pue, f.price_per_kwh)
             if self._items:
                 wl_rate[(w, KIND_HARDWARE)] = math.fsum(
                     i.total_per_hour * _share(parts, host_sum, i) for i in self._items
                 )
             wl_g_rate[w] = rate_per_hour(power_w, f.pue, f.grid_g_per_kwh)
+        embodied_items = [i for i in self._items if i.embodied_g_per_s > 0]
+        embodied_rates = None
+        if embodied_items:
+            host_rate_g = SECONDS_PER_HOUR * math.fsum(i.embodied_g_per_s for i in embodied_items)
+            embodied_rates = (host_rate_g, wl_embodied_rate)
         return CostSnapshot(
             factors=f,
             grid_source=self._grid.name,
@@ -343,6 +387,10 @@ class CostStage:
             workload_emissions_g_total=frozen(self._wl_g),
             hardware_per_hour=frozen({i.name: i.total_per_hour for i in self._items}),
             predicted_request_j=frozen(predicted),
+            embodied_g_per_hour=frozen(
+                {i.name: i.embodied_g_per_s * SECONDS_PER_HOUR for i in embodied_items}
+            ),
+            **self._carbon.publish(f, host_w, wl_power, embodied_rates),
         )
 
 

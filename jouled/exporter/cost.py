@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jouled.exporter.carbon import by_method, carbon_families
 from jouled.exporter.families import family
 from jouled.pipeline.cost import CostSnapshot, GridStatus, LedgerStatus
 from jouled.pipeline.snapshot import Snapshot
@@ -60,19 +61,21 @@ def _cost(c: CostSnapshot) -> Iterator[Metric]:
         ["workload", "currency", "kind"],
         {(w, cur, kind): v for (w, kind), v in c.workload_cost_per_hour.items()},
     )
+    market = c.emissions_market
     yield family(
         gauge,
         "jouled_host_emissions_grams_per_hour",
-        "Host emissions rate in gCO2e/h: IT power over cost.window x PUE x grid intensity.",
-        [],
-        {(): c.host_emissions_g_per_hour},
+        "Host Scope 2 emissions rate in gCO2e/h: IT power over cost.window x PUE x factor; "
+        "method: location (grid average) or market (instruments, supplier, residual mix).",
+        ["method"],
+        by_method(c.host_emissions_g_per_hour, market.host_per_hour if market else None),
     )
     yield family(
         gauge,
         "jouled_workload_emissions_grams_per_hour",
-        "Workload emissions rate in gCO2e/h over cost.window, PUE included.",
-        ["workload"],
-        c.workload_emissions_g_per_hour,
+        "Workload Scope 2 emissions rate in gCO2e/h over cost.window, PUE included.",
+        ["workload", "method"],
+        by_method(c.workload_emissions_g_per_hour, market.workload_per_hour if market else None),
     )
     yield family(
         counter,
@@ -91,17 +94,19 @@ def _cost(c: CostSnapshot) -> Iterator[Metric]:
     yield family(
         counter,
         "jouled_host_emissions_grams",
-        "Host emissions in gCO2e since start, each tick at the grid intensity in force.",
-        [],
-        {(): c.host_emissions_g_total},
+        "Host Scope 2 emissions in gCO2e since start, each tick at the factor in force; "
+        "method: location or market (sum one method, never both).",
+        ["method"],
+        by_method(c.host_emissions_g_total, market.host_total if market else None),
     )
     yield family(
         counter,
         "jouled_workload_emissions_grams",
-        "Workload emissions in gCO2e since start, PUE included.",
-        ["workload"],
-        c.workload_emissions_g_total,
+        "Workload Scope 2 emissions in gCO2e since start, PUE included, by method.",
+        ["workload", "method"],
+        by_method(c.workload_emissions_g_total, market.workload_total if market else None),
     )
+    yield from carbon_families(c)
     yield family(
         gauge,
         "jouled_grid_intensity_grams_per_kwh",

@@ -6,6 +6,7 @@ Money is in the energy price's currency, emissions in grams of CO2e, energy in j
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -19,6 +20,16 @@ class Factors:
     grid_age_s: float
     price_per_kwh: float
     currency: str
+    # Provenance of the location-based factor (jouled.cost.carbon.Provenance, flattened).
+    provider: str = "configured"
+    zone: str = ""
+    factor_type: str = "unstated"  # average | marginal | unstated
+    boundary: str = "unstated"  # operational | lifecycle | unstated
+    # The market-based factor of the tick (instruments, then supplier/residual/location),
+    # and how the energy no instrument covered was priced (supplier | residual_mix |
+    # location_fallback). NaN until the tick's energy is known.
+    market_g_per_kwh: float = math.nan
+    market_basis: str = "location_fallback"
 
 
 # --- one tick's books, handed to the ledger ---
@@ -29,7 +40,12 @@ class Books:
     energy_j: Mapping[str, float]
     cost_energy: float
     cost_hardware: float
-    emissions_g: float
+    emissions_g: float  # location-based, PUE included
+    emissions_market_g: float = 0.0  # market-based, PUE included
+    embodied_g: float = 0.0  # amortized manufacturing emissions of the hardware items
+    water_on_site_l: float = 0.0
+    water_off_site_l: float = 0.0
+    estimated_j: float = 0.0  # the part of energy_j from the estimate collector
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,9 @@ class RequestBooks:
     gflops: float
     cost_energy: float
     emissions_g: float
+    emissions_market_g: float = 0.0
+    water_on_site_l: float = 0.0
+    water_off_site_l: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +73,17 @@ class CostDelta:
 
 
 # --- the published section ---
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One quantity for the host and each workload: a rate per hour (over cost.window, at
+    today's factors) and a total since start (tick by tick, at the factors in force)."""
+
+    host_per_hour: float
+    host_total: float
+    workload_per_hour: Mapping[str, float]
+    workload_total: Mapping[str, float]
+
+
 @dataclass(frozen=True, slots=True)
 class CostSnapshot:
     factors: Factors
@@ -70,6 +100,11 @@ class CostSnapshot:
     hardware_per_hour: Mapping[str, float] = field(default_factory=dict)  # item name
     # The cost model's predicted joules per request by (workload, model), with spans.fit_file.
     predicted_request_j: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    emissions_market: Series | None = None  # gCO2e, market-based Scope 2
+    embodied: Series | None = None  # gCO2e, amortized (None without embodied items)
+    embodied_g_per_hour: Mapping[str, float] = field(default_factory=dict)  # item name
+    water_on_site: Series | None = None  # litres (None when cost.wue is 0)
+    water_off_site: Series | None = None  # litres (None when grid_water_intensity is 0)
 
 
 @dataclass(frozen=True, slots=True)

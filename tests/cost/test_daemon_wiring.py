@@ -19,6 +19,8 @@ from jouled.report import totals
 from jouled.testing.fake_powercap import FakePowercap
 from tests.support.procs import free_port
 
+LOC = {"method": "location"}
+
 
 async def test_daemon_books_at_the_provider_value_reloads_and_flushes(tmp_path: Path) -> None:
     async def intensity(request: web.Request) -> web.Response:
@@ -67,9 +69,11 @@ async def test_daemon_books_at_the_provider_value_reloads_and_flushes(tmp_path: 
         reg = daemon.registry
         assert reg.get_sample_value("jouled_grid_intensity_grams_per_kwh") == 100.0
         # 120 W for 10 s = 1200 J; x 1.5 / 3.6e6 kWh x 100 g/kWh = 0.05 g.
-        assert reg.get_sample_value("jouled_host_emissions_grams_total") == pytest.approx(0.05)
+        assert reg.get_sample_value("jouled_host_emissions_grams_total", LOC) == pytest.approx(0.05)
         # 120 W x 1.5 x 100 g/kWh = 18 g/h.
-        assert reg.get_sample_value("jouled_host_emissions_grams_per_hour") == pytest.approx(18.0)
+        assert reg.get_sample_value("jouled_host_emissions_grams_per_hour", LOC) == pytest.approx(
+            18.0
+        )
         assert reg.get_sample_value("jouled_ledger_up") == 1.0
         assert reg.get_sample_value("jouled_grid_provider_up", {"provider": "uk_national_grid"})
 
@@ -83,7 +87,9 @@ async def test_daemon_books_at_the_provider_value_reloads_and_flushes(tmp_path: 
         assert reg.get_sample_value("jouled_pue") == 1.2
         # The old ticks keep their factors; the new one is at 1.2 and 200 g/kWh.
         expected = 0.05 + 120 * 1.2 / 3.6e6 * 200
-        assert reg.get_sample_value("jouled_host_emissions_grams_total") == pytest.approx(expected)
+        assert reg.get_sample_value("jouled_host_emissions_grams_total", LOC) == pytest.approx(
+            expected
+        )
     finally:
         await daemon.shutdown()
         await runner.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zoneinfo
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,8 @@ from jouled.cost import live
 from jouled.cost.live import CostStage
 from jouled.pipeline.cost import CostDelta, Factors
 from tests.cost.helpers import T0, attribution, snapshot, tick
+
+UTC = zoneinfo.ZoneInfo("UTC")
 
 
 def cost_cfg(**cost: object) -> config.CostConfig:
@@ -29,9 +32,9 @@ def test_the_issue_example_100w_pue_1_5_at_400g_is_60g_per_hour() -> None:
 
 def test_hourly_profile_picks_the_utc_hour() -> None:
     profile = tuple(float(h * 10) for h in range(24))
-    assert live.hour_of(profile, 5 * 3600 + 59.9) == 50.0
-    assert live.hour_of(profile, 86400 + 23 * 3600) == 230.0
-    assert live.hour_of(475.0, 123.0) == 475.0
+    assert live.hour_of(profile, 5 * 3600 + 59.9, UTC) == 50.0
+    assert live.hour_of(profile, 86400 + 23 * 3600, UTC) == 230.0
+    assert live.hour_of(475.0, 123.0, UTC) == 475.0
 
 
 def test_defaults_are_the_documented_averages() -> None:
@@ -104,7 +107,8 @@ def test_counters_accumulate_per_tick_and_the_sink_gets_every_tick() -> None:
     assert len(deltas) == 20
     assert math.fsum(d.host.emissions_g for d in deltas) == pytest.approx(c.host_emissions_g_total)
     assert deltas[-1].workloads["a"].energy_j == {"cpu": 40.0, "gpu": 150.0}
-    assert deltas[-1].factors == Factors(1.5, 400.0, 0.0, 0.2, "USD")
+    # No market-based inputs: the market-based factor is the location-based one, flagged.
+    assert deltas[-1].factors == Factors(1.5, 400.0, 0.0, 0.2, "USD", market_g_per_kwh=400.0)
 
 
 class SteppedGrid:

@@ -153,7 +153,7 @@ def test_cost_metrics_render_and_pass_promtool(tmp_path: Path) -> None:
     assert registry.get_sample_value("jouled_energy_price_per_kwh", {"currency": "USD"}) == 0.2
     assert registry.get_sample_value("jouled_ledger_up") == 0.0  # never opened
     assert registry.get_sample_value(
-        "jouled_workload_emissions_grams_total", {"workload": "api"}
+        "jouled_workload_emissions_grams_total", {"workload": "api", "method": "location"}
     ) == pytest.approx(24 * 90 * 1.5 / 3.6e6 * 400)
     assert registry.get_sample_value(
         "jouled_workload_cost_total", {"workload": "api", "currency": "USD", "kind": "energy"}

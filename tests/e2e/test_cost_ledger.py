@@ -150,7 +150,7 @@ def test_report_after_sigterm_matches_metrics_before_the_stop(tmp_path: Path) ->
         total(m, "jouled_host_energy_joules_total"), rel=rel
     )
     assert host["emissions_grams"] == pytest.approx(
-        total(m, "jouled_host_emissions_grams_total"), rel=rel
+        total(m, "jouled_host_emissions_grams_total", method="location"), rel=rel
     )
     assert host["cost_energy"] == pytest.approx(
         total(m, "jouled_host_cost_total", kind="energy", currency="EUR"), rel=rel
@@ -167,7 +167,8 @@ def test_report_after_sigterm_matches_metrics_before_the_stop(tmp_path: Path) ->
         total(m, "jouled_workload_energy_joules_total", workload="api"), rel=rel
     )
     assert api["emissions_grams"] == pytest.approx(
-        total(m, "jouled_workload_emissions_grams_total", workload="api"), rel=rel
+        total(m, "jouled_workload_emissions_grams_total", workload="api", method="location"),
+        rel=rel,
     )
     assert api["cost"] == pytest.approx(
         total(m, "jouled_workload_cost_total", workload="api"), rel=rel
@@ -182,7 +183,11 @@ def test_report_after_sigterm_matches_metrics_before_the_stop(tmp_path: Path) ->
     )
     worst = max(
         abs(host["energy_joules"] / total(m, "jouled_host_energy_joules_total") - 1),
-        abs(host["emissions_grams"] / total(m, "jouled_host_emissions_grams_total") - 1),
+        abs(
+            host["emissions_grams"]
+            / total(m, "jouled_host_emissions_grams_total", method="location")
+            - 1
+        ),
         abs(api["energy_joules"] / total(m, "jouled_workload_energy_joules_total") - 1),
         abs(api["cost"] / total(m, "jouled_workload_cost_total", workload="api") - 1),
     )
@@ -206,7 +211,7 @@ def test_an_unwritable_ledger_does_not_stop_the_daemon(tmp_path: Path) -> None:
         m = samples(daemon.metrics())
         assert m[("jouled_ledger_up", ())] == 0.0
         assert m[("jouled_ledger_errors_total", (("reason", "open"),))] == 1.0
-        assert ("jouled_host_emissions_grams_total", ()) in m
+        assert ("jouled_host_emissions_grams_total", (("method", "location"),)) in m
         assert http_get(daemon.metrics_url + "/healthz")[0] == 200
         daemon.proc.signal(signal.SIGTERM)
         assert daemon.proc.wait(15) == 0
