@@ -23,11 +23,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from jouled.ledger_schema import (
+    ENERGY_SOURCE,
+    MERGE_SOURCE,
+    SCHEMA_VERSION,
+    V2_FACTORS,
+    V2_SUMMED,
+    LedgerSchemaError,
+    energy_source,
+    migrate,
+)
 from jouled.pipeline.cost import Books, CostDelta, Factors, LedgerStatus
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+__all__ = ["SCHEMA_VERSION", "Ledger", "connect", "reading"]
 COMPONENTS: Final = ("cpu", "dram", "gpu", "other")
 SCOPE_HOST: Final = "host"
 SCOPE_WORKLOAD: Final = "workload"
@@ -71,15 +81,18 @@ _SUMMED: Final = (
     "cost_energy",
     "cost_hardware",
     "emissions_g",
+    *V2_SUMMED,  # schema version 2 (jouled/ledger_schema.py): NULL in older rows
 )
-_FACTORS: Final = ("pue", "grid_g_per_kwh", "price_per_kwh", "currency")
-_COLUMNS: Final = ("minute", "scope", "workload", "model", *_SUMMED, *_FACTORS)
+_FACTORS: Final = ("pue", "grid_g_per_kwh", "price_per_kwh", "currency", *V2_FACTORS)
+_COLUMNS: Final = ("minute", "scope", "workload", "model", *_SUMMED, *_FACTORS, ENERGY_SOURCE)
 UPSERT: Final = (
     f"INSERT INTO minutes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
     "ON CONFLICT (minute, scope, workload, model) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMMED)
+    + ", ".join(f"{c} = COALESCE({c}, 0) + excluded.{c}" for c in _SUMMED)
     + ", "
     + ", ".join(f"{c} = excluded.{c}" for c in _FACTORS)
+    + ", "
+    + MERGE_SOURCE
 )
 
 RowKey = tuple[int, str, str, str]  # (minute, scope, workload, model)
@@ -90,10 +103,18 @@ class _Row:
     values: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMMED, 0.0))
     factors: Factors | None = None
 
+    scope: str = SCOPE_HOST
+
     def merge(self, other: _Row) -> None:
         for k, v in other.values.items():
             self.values[k] += v
         self.factors = other.factors or self.factors
+
+    def source(self) -> str | None:
+        """measured | estimate | mixed for host and workload rows (None for models)."""
+        if self.scope == SCOPE_MODEL:
+            return None
+        return energy_source(self.values["energy_j"], self.values["energy_estimated_j"])
 
 
 def _reason(exc: BaseException) -> str:
@@ -118,11 +139,13 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
-        with conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        try:
+            old = migrate(conn)
+        except Exception:
+            conn.close()
+            raise
+        if 0 < old < SCHEMA_VERSION:
+            log.info("ledger %s migrated from schema %d to %d", path, old, SCHEMA_VERSION)
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
@@ -161,6 +184,11 @@ class Ledger:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = connect(self.path)
+        except LedgerSchemaError as exc:
+            self._count("schema")
+            log.warning("ledger disabled: %s: %s. Live metrics go on.", self.path, exc)
+            self._conn = None
+            return False
         except (OSError, sqlite3.Error) as exc:
             self._count(_reason(exc) if isinstance(exc, sqlite3.Error) else "open")
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -199,13 +227,16 @@ class Ledger:
                 ((minute, SCOPE_WORKLOAD, workload, ""), _books_row(books, 0.0, delta.factors))
             )
         for (workload, model), req in delta.requests.items():
-            row = _Row(factors=delta.factors)
+            row = _Row(factors=delta.factors, scope=SCOPE_MODEL)
             row.values.update(
                 energy_j=req.energy_j,
                 requests=float(req.count),
                 gflops=req.gflops,
                 cost_energy=req.cost_energy,
                 emissions_g=req.emissions_g,
+                emissions_market_g=req.emissions_market_g,
+                water_on_site_l=req.water_on_site_l,
+                water_off_site_l=req.water_off_site_l,
             )
             rows.append(((minute, SCOPE_MODEL, workload, model), row))
         with self._lock:
@@ -236,7 +267,12 @@ class Ledger:
         if conn is None or not pending:
             return 0
         params = [
-            (*key, *(row.values[c] for c in _SUMMED), *_factor_values(row.factors))
+            (
+                *key,
+                *(row.values[c] for c in _SUMMED),
+                *_factor_values(row.factors),
+                row.source(),
+            )
             for key, row in sorted(pending.items())
         ]
         try:
@@ -326,10 +362,22 @@ class Ledger:
             await self.flush_async()
 
 
-def _factor_values(f: Factors | None) -> tuple[float, float, float, str]:
+def _factor_values(f: Factors | None) -> tuple[float | str | None, ...]:
     if f is None:
-        return (0.0, 0.0, 0.0, "")
-    return (f.pue, f.grid_g_per_kwh, f.price_per_kwh, f.currency)
+        return (0.0, 0.0, 0.0, "", *(None,) * len(V2_FACTORS))
+    return (
+        f.pue,
+        f.grid_g_per_kwh,
+        f.price_per_kwh,
+        f.currency,
+        f.provider,
+        f.zone,
+        f.factor_type,
+        f.boundary,
+        f.grid_age_s,
+        f.market_g_per_kwh,  # NaN is stored as NULL
+        f.market_basis,
+    )
 
 
 def _books_row(books: Books, seconds: float, factors: Factors) -> _Row:
@@ -345,6 +393,11 @@ def _books_row(books: Books, seconds: float, factors: Factors) -> _Row:
         cost_energy=books.cost_energy,
         cost_hardware=books.cost_hardware,
         emissions_g=books.emissions_g,
+        emissions_market_g=books.emissions_market_g,
+        embodied_g=books.embodied_g,
+        water_on_site_l=books.water_on_site_l,
+        water_off_site_l=books.water_off_site_l,
+        energy_estimated_j=books.estimated_j,
     )
     return row
 
