@@ -15,7 +15,6 @@ import platform
 import secrets
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from jouled.testing.net import free_port, http_get
 
 RESULTS = Path(__file__).with_name("results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -47,20 +48,6 @@ def scrape_like_prometheus(url: str, timeout: float = 5.0) -> tuple[bytes, int]:
         wire = resp.read()
         gzipped = resp.headers.get("Content-Encoding") == "gzip"
     return (gzip.decompress(wire) if gzipped else wire), len(wire)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except OSError:
-        return 0, b""
 
 
 def wait_for(pred: Any, timeout: float, what: str) -> None:
@@ -161,7 +148,7 @@ class DaemonProc:
         status, body = http_get(self.metrics_url + "/metrics")
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
-        return body
+        return body.encode()
 
 
 @contextlib.contextmanager

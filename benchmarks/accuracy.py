@@ -1,12 +1,12 @@
 """Attribution accuracy against a known per-process power model, on the RAPL emulator.
 
-The emulated RAPL tree (``jouled.demo.LoadFollowingRapl``) draws idle power plus a fixed
-number of watts per busy CPU, read from /proc/stat every 20 ms: every CPU-second any process
-spends costs exactly ``J_PER_CPU_S`` joules. Three workload processes burn CPU at different
-duty cycles; each one's true energy is ``J_PER_CPU_S`` x its CPU seconds (from
-/proc/<pid>/stat). jouled (the real daemon, idle power configured to the emulator's) must
-attribute each workload that energy: the target is at most 2 % error per workload (Kepler's
-own end-to-end check allows 5 %).
+The emulated RAPL tree (``jouled.testing.load_following.LoadFollowingRapl``) draws idle
+power plus a fixed number of watts per busy CPU, read from /proc/stat every 20 ms: every
+CPU-second any process spends costs exactly ``J_PER_CPU_S`` joules. Three workload processes
+burn CPU at different duty cycles; each one's true energy is ``J_PER_CPU_S`` x its CPU
+seconds (from /proc/<pid>/stat). jouled (the real daemon, idle power configured to the
+emulator's) must attribute each workload that energy: the target is at most 2 % error per
+workload (Kepler's own end-to-end check allows 5 %).
 
     .venv/bin/python -m benchmarks.accuracy [--seconds 20] [--interval 0.5]
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._util import cpu_seconds, daemon, save, wait_for
-from jouled.demo import LoadFollowingRapl
-from jouled.loadgen import parse_metrics
+from jouled.loadgen.readout import parse_metrics
+from jouled.testing.load_following import LoadFollowingRapl
 
 DUTY = {"light": 0.15, "medium": 0.35, "heavy": 0.6}
 BURNER = """

@@ -99,7 +99,7 @@ def scrape_vs_node_exporter(n: int) -> dict[str, Any]:
         try:
             url = f"http://127.0.0.1:{port}/metrics"
             wait_for(lambda: http_get(url)[0] == 200, 15, "node_exporter")
-            body = http_get(url)[1].decode()
+            body = http_get(url)[1]
             out["node_exporter_rapl_lines"] = [
                 ln for ln in body.splitlines() if ln.startswith("node_rapl_")
             ]

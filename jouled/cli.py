@@ -14,7 +14,7 @@ from jouled import __version__
 _DELEGATED = {
     "model": "jouled.costmodel.cli",
     "report": "jouled.report",
-    "loadgen": "jouled.loadgen",
+    "loadgen": "jouled.loadgen.cli",
     "demo": "jouled.demo",
 }
 

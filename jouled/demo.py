@@ -16,111 +16,25 @@ import contextlib
 import json
 import math
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from jouled import loadgen
+from jouled.loadgen import driver, readout
+from jouled.loadgen.scenarios import SCENARIO_REQUESTS
+from jouled.testing.load_following import LoadFollowingRapl
+from jouled.testing.net import free_port, http_get
 
 WORKLOAD = "inference"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _host_busy_s() -> float:
-    from jouled.collectors.estimate import host_cpu_times
-
-    return host_cpu_times().busy_s
-
-
-class LoadFollowingRapl:
-    """An emulated RAPL tree whose power follows the host's CPU load: a known power model.
-
-    package power = ``package_idle_w`` + ``package_w_per_cpu`` x busy CPUs (from
-    /proc/stat), dram likewise. Every CPU-second any process spends thus costs
-    ``package_w_per_cpu + dram_w_per_cpu`` joules, which is the truth attribution is
-    checked against. Runs in a thread; point jouled at :attr:`class_dir`.
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        *,
-        package_idle_w: float = 8.0,
-        package_w_per_cpu: float = 15.0,
-        dram_idle_w: float = 1.5,
-        dram_w_per_cpu: float = 1.0,
-        step_s: float = 0.02,
-        busy_s: Callable[[], float] = _host_busy_s,
-    ) -> None:
-        from jouled.testing.fake_powercap import FakePowercap
-
-        self.package_idle_w = package_idle_w
-        self.package_w_per_cpu = package_w_per_cpu
-        self.dram_idle_w = dram_idle_w
-        self.dram_w_per_cpu = dram_w_per_cpu
-        self.fake = FakePowercap(root)
-        self.package = self.fake.add_zone("0", "package-0", package_idle_w)
-        self.dram = self.fake.add_zone("0:0", "dram", dram_idle_w)
-        self._busy = busy_s
-        self._step_s = step_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def class_dir(self) -> Path:
-        return self.fake.class_dir
-
-    @property
-    def joules_per_cpu_second(self) -> float:
-        return self.package_w_per_cpu + self.dram_w_per_cpu
-
-    def _loop(self) -> None:
-        last_t, last_busy = time.monotonic(), self._busy()
-        while not self._stop.wait(self._step_s):
-            now, busy = time.monotonic(), self._busy()
-            dt = now - last_t
-            if dt <= 0:
-                continue
-            cpus = max(0.0, busy - last_busy) / dt
-            with self.fake.lock:
-                self.package.set_power(self.package_idle_w + self.package_w_per_cpu * cpus)
-                self.dram.set_power(self.dram_idle_w + self.dram_w_per_cpu * cpus)
-                self.fake.advance(dt)
-            last_t, last_busy = now, busy
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="fake-rapl", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-
 # --- child processes ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -241,9 +155,9 @@ async def _scenario(
 ) -> ScenarioRow:
     import aiohttp
 
-    full = loadgen.SCENARIO_REQUESTS[scenario]
+    full = SCENARIO_REQUESTS[scenario]
     n = min(full, plan.scenario1_requests) if scenario == 1 else full
-    opts = loadgen.RunOptions(
+    opts = driver.RunOptions(
         url=server_url,
         seed=seed,
         scenario=scenario,
@@ -253,13 +167,13 @@ async def _scenario(
         timeout_s=120.0,
     )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        before = await loadgen.fetch_metrics(session, metrics_url)
-        progress = loadgen.Progress(n, sys.stderr)
-        result = await loadgen.run(opts, progress)
+        before = await readout.fetch_metrics(session, metrics_url)
+        progress = driver.Progress(n, sys.stderr)
+        result = await driver.run(opts, progress)
         progress.update(len(result.records), 0, force=True)
         progress.close()
-        summary = loadgen.summarize(result)
-        after = await loadgen.wait_settled(
+        summary = driver.summarize(result)
+        after = await readout.wait_settled(
             session,
             metrics_url,
             before,
@@ -267,7 +181,7 @@ async def _scenario(
             expected_requests=summary.requests - summary.errors,
             timeout_s=plan.settle_s + 10 * plan.interval_s + 10,
         )
-    energy = loadgen.energy_report(before, after, workload=WORKLOAD, texts=summary.texts)
+    energy = readout.energy_report(before, after, workload=WORKLOAD, texts=summary.texts)
     return ScenarioRow(
         scenario=scenario,
         requests=summary.requests,
@@ -370,7 +284,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, 
         settle_s=6.0 if args.backend == "tiny" else 30.0,
     )
     scenarios = [int(s) for s in args.scenarios.split(",") if s.strip()]
-    if not scenarios or any(s not in loadgen.SCENARIO_REQUESTS for s in scenarios):
+    if not scenarios or any(s not in SCENARIO_REQUESTS for s in scenarios):
         raise DemoError(f"--scenarios: choose among 1,2,3, got {args.scenarios!r}")
     server_module = REPO_ROOT / "examples" / "inference_server" / "server.py"
     if not server_module.exists():
@@ -438,7 +352,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, 
             def up(url: str, proc: subprocess.Popen[bytes], name: str) -> bool:
                 if proc.poll() is not None:
                     raise DemoError(f"{name} exited with {proc.returncode}; see {work}")
-                return _get(url)[0] == 200
+                return http_get(url, 2.0)[0] == 200
 
             wait_until(
                 lambda: up(f"http://127.0.0.1:{server_port}/healthz", server, "server"),
@@ -455,7 +369,7 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, 
             out(f"jouled serving {metrics_url}/metrics; logs in {work}")
 
             def matched() -> bool:
-                text = _get(metrics_url + "/metrics")[1]
+                text = http_get(metrics_url + "/metrics", 2.0)[1]
                 return f'jouled_workload_processes{{workload="{WORKLOAD}"}} 1.0' in text
 
             wait_until(matched, 15, "jouled to find the server's process")

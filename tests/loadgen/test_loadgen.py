@@ -14,19 +14,16 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jouled import loadgen
-from jouled.loadgen import (
-    DEFAULT_TEXTS,
-    LoadgenError,
-    energy_report,
-    parse_metrics,
+from jouled.loadgen import cli as loadgen_cli
+from jouled.loadgen.driver import (
     percentile,
-    plan_scenario,
-    poisson_arrivals,
     run_closed_loop,
     run_open_loop,
     run_scenario,
+    summarize,
 )
+from jouled.loadgen.readout import energy_report, parse_metrics
+from jouled.loadgen.scenarios import DEFAULT_TEXTS, LoadgenError, plan_scenario, poisson_arrivals
 
 
 def test_scenarios_match_the_thesis_appendix() -> None:
@@ -96,7 +93,7 @@ async def test_scenario_respects_max_requests_and_counts_errors() -> None:
     plan = plan_scenario(1, pause_scale=0.0)
     result = await run_scenario(plan, send, max_requests=9, duration_s=60)
     assert len(send.calls) == 9 and result.stopped_by == "max-requests"
-    summary = loadgen.summarize(result)
+    summary = summarize(result)
     assert summary.requests == 9 and summary.errors == 3
     assert summary.first_error == "RuntimeError: boom"
     assert summary.texts == 6
@@ -173,14 +170,14 @@ def test_energy_report_is_the_difference_of_jouled_counters() -> None:
     "url", ["http://127.0.0.1:1/p", "http://localhost:8080", "http://[::1]:80"]
 )
 def test_loopback_targets_are_allowed(url: str) -> None:
-    loadgen.check_loopback(url, allow_remote=False)
+    loadgen_cli.check_loopback(url, allow_remote=False)
 
 
 def test_remote_targets_need_a_flag() -> None:
     with pytest.raises(LoadgenError, match="allow-remote"):
-        loadgen.check_loopback("http://10.1.2.3:8080/predict", allow_remote=False)
-    loadgen.check_loopback("http://10.1.2.3:8080/predict", allow_remote=True)
-    assert loadgen.main(["--scenario", "1", "--url", "http://192.0.2.1/predict"]) == 2
+        loadgen_cli.check_loopback("http://10.1.2.3:8080/predict", allow_remote=False)
+    loadgen_cli.check_loopback("http://10.1.2.3:8080/predict", allow_remote=True)
+    assert loadgen_cli.main(["--scenario", "1", "--url", "http://192.0.2.1/predict"]) == 2
 
 
 @pytest.fixture
@@ -217,7 +214,7 @@ def test_command_sends_scenario_2_and_writes_a_summary(
 ) -> None:
     url, seen = server
     out = tmp_path / "summary.json"
-    code = loadgen.main(
+    code = loadgen_cli.main(
         ["--scenario", "2", "--url", url, "--pause-scale", "0", "--no-progress", "--json", str(out)]
     )
     assert code == 0
@@ -232,6 +229,8 @@ def test_command_counts_http_errors(server: tuple[str, list[list[str]]]) -> None
     url, _seen = server
     bad = url.replace("/predict", "/missing")
     assert (
-        loadgen.main(["--concurrency", "2", "--max-requests", "6", "--url", bad, "--no-progress"])
+        loadgen_cli.main(
+            ["--concurrency", "2", "--max-requests", "6", "--url", bad, "--no-progress"]
+        )
         == 1
     )

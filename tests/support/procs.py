@@ -5,23 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from jouled.testing.net import free_port, http_get
 
 
 def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
@@ -34,14 +27,6 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
                 return last
         time.sleep(0.1)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 class Proc:

@@ -1,0 +1,118 @@
+"""Reading jouled: its counters before and after a run, turned into joules per request."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MetricKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def parse_metrics(text: str) -> dict[MetricKey, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[MetricKey, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def _sum(m: Mapping[MetricKey, float], name: str, where: Callable[[dict[str, str]], bool]) -> float:
+    return math.fsum(v for (n, lab), v in m.items() if n == name and where(dict(lab)))
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyReport:
+    """Energy over a run from jouled's counters (after - before), for one workload or all."""
+
+    workload: str
+    requests_settled: float
+    request_energy_j: float  # energy of the requests' spans
+    request_gflops: float
+    workload_energy_j: float  # all the workload's active energy over the run (thesis Eq. 4.3)
+    sources: tuple[str, ...]  # rapl, nvml, estimate: what the joules rest on
+    texts: int
+    spans_late: float = 0.0  # arrived after their energy settled: never counted
+
+    @property
+    def joules_per_request(self) -> float:
+        return self.request_energy_j / self.requests_settled if self.requests_settled else math.nan
+
+    @property
+    def joules_per_text(self) -> float:
+        return self.request_energy_j / self.texts if self.texts else math.nan
+
+    @property
+    def gflops_per_request(self) -> float:
+        return self.request_gflops / self.requests_settled if self.requests_settled else math.nan
+
+    @property
+    def estimated(self) -> bool:
+        return "estimate" in self.sources
+
+
+def energy_report(
+    before: Mapping[MetricKey, float],
+    after: Mapping[MetricKey, float],
+    *,
+    workload: str | None,
+    texts: int,
+) -> EnergyReport:
+    def mine(lab: dict[str, str]) -> bool:
+        return workload is None or lab.get("workload") == workload
+
+    def delta(name: str) -> float:
+        return _sum(after, name, mine) - _sum(before, name, mine)
+
+    sources = sorted(
+        {
+            dict(lab).get("source", "")
+            for (n, lab), v in after.items()
+            if n == "jouled_workload_energy_joules_total"
+            and mine(dict(lab))
+            and v - before.get((n, lab), 0.0) > 0
+        }
+        - {""}
+    )
+    return EnergyReport(
+        workload=workload or "(all)",
+        requests_settled=delta("jouled_requests_total"),
+        request_energy_j=delta("jouled_request_energy_joules_sum"),
+        request_gflops=delta("jouled_request_gflops_total"),
+        workload_energy_j=delta("jouled_workload_energy_joules_total"),
+        sources=tuple(sources),
+        texts=texts,
+        spans_late=after.get(("jouled_spans_late_total", ()), 0.0)
+        - before.get(("jouled_spans_late_total", ()), 0.0),
+    )
+
+
+async def fetch_metrics(session: Any, base_url: str) -> dict[MetricKey, float]:
+    async with session.get(base_url.rstrip("/") + "/metrics") as resp:
+        resp.raise_for_status()
+        return parse_metrics(await resp.text())
+
+
+async def wait_settled(
+    session: Any,
+    base_url: str,
+    before: Mapping[MetricKey, float],
+    *,
+    workload: str | None,
+    expected_requests: int,
+    timeout_s: float,
+) -> dict[MetricKey, float]:
+    """Metrics once the run's spans have settled (or at ``timeout_s``, whichever first)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = await fetch_metrics(session, base_url)
+        settled = energy_report(before, after, workload=workload, texts=0).requests_settled
+        pending = after.get(("jouled_spans_pending", ()), 0.0)
+        if (settled >= expected_requests and pending == 0) or time.monotonic() >= deadline:
+            return after
+        await asyncio.sleep(0.25)
