@@ -55,29 +55,49 @@ class Replay:
         self.lock = threading.Lock()
         self.start_time = time.time()
         self.restarts = 0
+        self.before_restarts: dict[str, Totals] = {}
         self._fresh()
 
     def _fresh(self) -> None:
         self.totals = {m: Totals() for m in self.models}
 
     def serve(self, model: str, prompt_tokens: int, generated_tokens: int) -> None:
+        self.serve_all([(model, prompt_tokens, generated_tokens)])
+
+    def serve_all(self, requests: list[tuple[str, int, int]]) -> None:
+        """Several requests at once: a read sees all of them or none."""
         with self.lock:
-            t = self.totals[model]
-            t.input += prompt_tokens
-            t.output += generated_tokens
-            t.requests += 1
-            t.inputs.append(prompt_tokens)
-            t.outputs.append(generated_tokens)
-            self._observe(model, prompt_tokens, generated_tokens)
+            for model, prompt_tokens, generated_tokens in requests:
+                t = self.totals[model]
+                t.input += prompt_tokens
+                t.output += generated_tokens
+                t.requests += 1
+                t.inputs.append(prompt_tokens)
+                t.outputs.append(generated_tokens)
+                self._observe(model, prompt_tokens, generated_tokens)
 
     def _observe(self, model: str, prompt_tokens: int, generated_tokens: int) -> None:
         """Subclasses with a registry record the request there."""
 
     def restart(self) -> None:
+        """The server restarts: its counters start over (the totals before it are kept in
+        ``before_restarts`` for the test's own books)."""
         with self.lock:
             self.restarts += 1
             self.start_time = time.time()
+            for m, t in self.totals.items():
+                was = self.before_restarts.setdefault(m, Totals())
+                was.input += t.input
+                was.output += t.output
+                was.requests += t.requests
             self._fresh()
+
+    def lifetime(self, model: str) -> Totals:
+        """Tokens and requests served by ``model`` across restarts."""
+        with self.lock:
+            was = self.before_restarts.get(model, Totals())
+            t = self.totals[model]
+            return Totals(was.input + t.input, was.output + t.output, was.requests + t.requests)
 
     def page(self) -> str:
         raise NotImplementedError
