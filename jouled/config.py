@@ -151,8 +151,12 @@ class IngestConfig(_Strict):
     # A file holding the bearer token senders must present; never logged or exported.
     token_file: UserPath | None = None
     socket_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
-    # Requests per second over /v1/* (a token bucket); 0 = unlimited.
+    # Requests per second over /v1/* and gRPC Export together (a token bucket); 0 = unlimited.
     max_requests_per_second: float = Field(default=1000.0, ge=0)
+    # OTLP/gRPC (TraceService/Export) HOST:PORT; null turns the gRPC listener off.
+    grpc_listen: HostPort | None = "127.0.0.1:4317"
+    # Reject spans that name a workload whose processes did not send them (sender_mismatch).
+    verify_sender: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -162,6 +166,11 @@ class IngestConfig(_Strict):
                 raise ValueError(f"a unix socket needs an absolute path, got {value!r}")
             return value
         return _check_hostport(value)
+
+    @field_validator("grpc_listen")
+    @classmethod
+    def _grpc_listen(cls, value: str | None) -> str | None:
+        return None if value is None else _check_hostport(value)
 
 
 class MatchConfig(_Strict):
@@ -214,6 +223,8 @@ class WorkloadConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     match: MatchConfig
     server_metrics: ServerMetricsConfig | None = None
+    # The model this workload serves, for spans that name none (vLLM serves one per process).
+    model: str | None = Field(default=None, pattern=r"^[^\x00-\x1f\"'`\\]{1,128}$")
 
     @field_validator("server_metrics", mode="before")
     @classmethod
@@ -248,6 +259,23 @@ DEFAULT_BUCKETS = (
 )  # fmt: skip
 
 
+_AttrName = Annotated[str, Field(pattern=r"^[^\x00-\x1f]{1,255}$")]
+
+
+class SpanAttributeNames(_Strict):
+    """Span attribute names to read besides the built-in ones (docs/SPANS.md lists those);
+    each list is tried in order before the built-ins, the first present attribute wins."""
+
+    model: tuple[_AttrName, ...] = ()
+    input_tokens: tuple[_AttrName, ...] = ()
+    output_tokens: tuple[_AttrName, ...] = ()
+    total_tokens: tuple[_AttrName, ...] = ()  # used when neither input nor output is given
+    gflops: tuple[_AttrName, ...] = ()
+    # Span-name prefixes that are never a request (e.g. a server's internal RPCs); added to
+    # the built-in list (TGI's shard RPCs).
+    ignore_span_names: tuple[_AttrName, ...] = ()
+
+
 class SpansConfig(_Strict):
     # Spans are reported when they end: a tick must stay open longer than the longest
     # request plus the exporter's batch delay, or that request arrives late (uncounted).
@@ -262,6 +290,8 @@ class SpansConfig(_Strict):
     # A fit file from `jouled model fit --out`: exported as the predicted joules per request
     # beside the measured ones, so drift from the model can be alerted on.
     fit_file: UserPath | None = None
+    # Extra attribute names (tried before the built-in ones) and span names that never count.
+    attributes: SpanAttributeNames = SpanAttributeNames()
 
     @field_validator("buckets")
     @classmethod

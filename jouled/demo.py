@@ -117,7 +117,7 @@ def _config(
     return {
         "interval": plan.interval_s,
         "listen": f"127.0.0.1:{free_port()}",
-        "ingest": {"listen": f"127.0.0.1:{free_port()}"},
+        "ingest": {"listen": f"127.0.0.1:{free_port()}", "grpc_listen": None},
         "collectors": collectors,
         "workloads": [{"name": WORKLOAD, "match": {"pidfile": str(pidfile)}}],
         "attribution": {"idle": "exclude", "idle_power_watts": idle},

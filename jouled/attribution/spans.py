@@ -36,6 +36,7 @@ class Span:
     route: str = ""
     trace_id: str = ""
     span_id: str = ""
+    parent_id: str = ""  # the enclosing request span's id, when it is known to be one
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,13 +352,59 @@ class SpanSplitter:
             self._by_id[key] = rec.seq
             rec.dedup = key
             # Keep the hash, not the two hex strings: ~150 B per span in flight.
-            rec.span = replace(span, trace_id="", span_id="")
+            rec.span = replace(span, trace_id="", span_id="", parent_id="")
         heapq.heappush(self._ends, (span.end, rec.seq, rec))
         if duration > 0:
             # Zero-length spans never receive energy; they only wait to be counted.
             lane = self._lanes.setdefault(span.workload, _Lane())
             heapq.heappush(lane.waiting, (span.start, rec.seq, rec))
         return "accepted"
+
+    def _find(self, workload: str, trace_id: str, span_id: str) -> _Pending | None:
+        seq = self._by_id.get(hash((workload, trace_id, span_id)))
+        return self._pending.get(seq) if seq is not None else None
+
+    def amend(
+        self, workload: str, trace_id: str, span_id: str, *, model: str | None, gflops: float | None
+    ) -> bool:
+        """Give a pending span the model and/or work a nested span of its request names
+        (None keeps its own). False when the span is no longer pending."""
+        rec = self._find(workload, trace_id, span_id)
+        if rec is None:
+            return False
+        span = rec.span
+        if model is not None:
+            span = replace(span, model=model)
+        if gflops is not None and math.isfinite(gflops) and gflops >= 0:
+            span = replace(span, gflops=gflops)
+            duration = span.end - span.start
+            rec.known = True
+            rec.rate = gflops / duration if duration > 0 else 0.0
+        rec.span = span
+        return True
+
+    def widen(self, workload: str, trace_id: str, span_id: str, span: Span) -> bool:
+        """Put ``span`` (an enclosing span of the same request) in the place of a pending span
+        that has received no energy yet. False, changing nothing, when the pending span holds
+        energy or is gone, or when ``span`` would be late."""
+        if self._is_late(span) or not self.retract(workload, trace_id, span_id):
+            return False
+        self.add_span(span)
+        return True
+
+    def retract(self, workload: str, trace_id: str, span_id: str) -> bool:
+        """Take back a pending span that has received no energy yet (it turned out to be part
+        of another request). False, changing nothing, when it holds energy or is gone."""
+        rec = self._find(workload, trace_id, span_id)
+        if rec is None or rec.energy_j:
+            return False
+        rec.done = True  # its heap entries are dead now; _maybe_compact drops them
+        self._pending.pop(rec.seq, None)
+        del self._by_id[rec.dedup]
+        lane = self._lanes.get(workload)
+        if lane is not None:
+            lane.active.pop(rec.seq, None)
+        return True
 
     def _is_late(self, span: Span) -> bool:
         if span.start < self._frontier:

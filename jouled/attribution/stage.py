@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jouled.attribution.requests import RequestJoiner
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettleResult, Span, SpanSplitter
 from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker, ProcFS
@@ -28,6 +29,11 @@ from jouled.pipeline.tick import Tick
 log = logging.getLogger(__name__)
 
 GpuProcesses = Callable[[], Mapping[int, Mapping[int, float]]]
+
+
+def workload_models(cfg: Config) -> dict[str, str]:
+    """workload -> the model it serves (``workloads[].model``), where configured."""
+    return {w.name: w.model for w in cfg.workloads if w.model is not None}
 
 
 def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
@@ -178,6 +184,13 @@ class AttributionStage:
         self._idle: dict[Key, IdleModel] = {}
         self._gpu_idle: dict[str, IdleModel] = {}
         self.splitter = SpanSplitter(settle_seconds=cfg.spans.settle_seconds)
+        # Nested spans of one request (Triton's three SERVER spans) count once; a late child
+        # is still recognised a while after its request settled.
+        self.joiner = RequestJoiner(
+            self.splitter,
+            memory_s=cfg.spans.settle_seconds + 120.0,
+            fallback_models=workload_models(cfg),
+        )
         self.splitter_settle_s = cfg.spans.settle_seconds
         self._late_longest_s = 0.0
         self._late_logged_at = -math.inf
@@ -202,6 +215,7 @@ class AttributionStage:
         """Apply reloaded workloads and idle settings; totals and pending spans carry on."""
         self.tracker = _tracker_for(cfg)
         self._workloads = [w.name for w in cfg.workloads]
+        self.joiner.fallback_models = workload_models(cfg)
         self._mode = cfg.attribution.idle
         # Models made from now on read the new settings; those already learning are updated.
         self._idle_cfg = cfg.attribution.idle_power_watts
@@ -224,12 +238,20 @@ class AttributionStage:
     def known_workloads(self) -> set[str]:
         return set(self._workloads)
 
+    def default_models(self) -> Mapping[str, str]:
+        """workload -> its ``workloads[].model``, for spans that name no model."""
+        return self.joiner.fallback_models
+
+    def workload_pids(self) -> dict[int, str]:
+        """pid -> workload of every process a workload claims (the ingest's sender check)."""
+        return self.tracker.claimed()
+
     def submit(self, spans: Sequence[Span]) -> tuple[int, int]:
         accepted = late = 0
         for span in spans:
             self._received += 1
             try:
-                verdict = self.splitter.add_span(span)
+                verdict = self.joiner.add(span)
             except ValueError as exc:
                 log.debug("span refused by the splitter: %s", exc)
                 self._rejected["invalid"] = self._rejected.get("invalid", 0) + 1
@@ -324,6 +346,7 @@ class AttributionStage:
             for w0, w1, energy, busy in sub_ticks(tick, per_component, cpu):
                 self.splitter.add_tick(w0, w1, energy, busy)
         self._absorb(self.splitter.settle(tick.w1), tick.w1)
+        self.joiner.expire(tick.w1)
         idle_power: dict[str, float] = {}
         for (component, _source), model in self._idle.items():
             if component != "gpu":
@@ -395,6 +418,6 @@ class AttributionStage:
             spans_rejected=frozen(self._rejected),
             spans_pending=stats.pending_spans,
             spans_settled=self._settled,
-            spans_duplicate=stats.duplicate_spans,
+            spans_duplicate=stats.duplicate_spans + self.joiner.nested,
             spans_dropped=stats.dropped_spans,
         )

@@ -333,5 +333,9 @@ class ProcessTracker:
         proc = self._procs.get(pid)
         return proc.workload if proc is not None else None
 
+    def claimed(self) -> dict[int, str]:
+        """pid -> workload for every process a workload claims (a copy)."""
+        return {pid: p.workload for pid, p in self._procs.items() if p.workload is not None}
+
     def pids_of(self, workload: str) -> set[int]:
         return {p.pid for p in self._procs.values() if p.workload == workload}

@@ -40,7 +40,8 @@ from jouled.exporter.exposition import Exposition
 from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.exporter.server import ServerMetricsCollector, server_requests
-from jouled.ingest.app import build_ingest_app
+from jouled.ingest.grpc import GrpcIngest, Http2Hint
+from jouled.ingest.listeners import build_listeners
 from jouled.ledger import Ledger
 from jouled.pipeline.sampler import Sampler
 
@@ -223,6 +224,8 @@ class Daemon:
         self.registry = CollectorRegistry(auto_describe=True)
         self.bound: dict[str, tuple[str, int]] = {}
         self.exposition: Exposition | None = None
+        self.grpc: GrpcIngest | None = None
+        self._h2hint: Http2Hint | None = None
 
     def _timeout(self, cfg: Config) -> float:
         return min(cfg.collectors.timeout, cfg.interval * 0.8)
@@ -293,21 +296,32 @@ class Daemon:
             build_metrics_app(self.registry, health, exposition=self.exposition),
             cfg.listen,
         )
+        grpc_where = None
         if cfg.ingest.enabled:
-            stage = self.attribution
-            ingest = build_ingest_app(
-                stage,
-                clock=self.clock,
-                known_workloads=stage.known_workloads,
-                gflops_per_token=cfg.spans.gflops_per_token,
-                max_body_bytes=cfg.spans.max_body_bytes,
-                model_cap=cfg.spans.max_models_per_workload,
-                token=token,
-                max_requests_per_second=cfg.ingest.max_requests_per_second,
-            )
+            ingest = build_listeners(cfg, self.attribution, self.clock, token)
             await self._serve(
-                "ingest", ingest, cfg.ingest.listen, socket_mode=int(cfg.ingest.socket_mode, 8)
+                "ingest", ingest.http, cfg.ingest.listen, socket_mode=int(cfg.ingest.socket_mode, 8)
             )
+            if ingest.grpc is not None and cfg.ingest.grpc_listen is not None:
+                grpc_where = await self._serve_grpc(ingest.grpc, cfg.ingest.grpc_listen)
+        # A gRPC client on an HTTP port: one line saying where gRPC is, not a traceback.
+        self._h2hint = Http2Hint(grpc_where, self.clock)
+        logging.getLogger("aiohttp.server").addFilter(self._h2hint)
+
+    async def _serve_grpc(self, grpc: GrpcIngest, listen: str) -> str:
+        try:
+            host, port = await grpc.start(listen)
+        except OSError as exc:
+            await grpc.stop(0)
+            raise StartupError(
+                f"cannot listen on {listen} for OTLP/gRPC: {exc} (is another jouled or an "
+                "OpenTelemetry Collector on it? set ingest.grpc_listen to another address, "
+                "or null to turn gRPC off)"
+            ) from None
+        self.grpc = grpc
+        self.bound["grpc"] = (host, port)
+        log.info("OTLP/gRPC ingest listening on %s:%d", host, port)
+        return f"{host}:{port}"
 
     async def _subsample(self) -> None:
         """Sample the workloads' active processes between ticks (attribution's CPU profile)."""
@@ -482,6 +496,12 @@ class Daemon:
     async def shutdown(self) -> None:
         self.notifier.stopping()
         # Stop taking spans first, then settle everything accepted so none is lost.
+        if self.grpc is not None:
+            await self.grpc.stop()
+            self.grpc = None
+        if self._h2hint is not None:
+            logging.getLogger("aiohttp.server").removeFilter(self._h2hint)
+            self._h2hint = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

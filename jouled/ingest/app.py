@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,10 +21,12 @@ from aiohttp import web
 
 from jouled.attribution.spans import Span
 from jouled.clock import Clock
+from jouled.ingest.attributes import DEFAULT_NAMES, AttributeNames
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
 from jouled.ingest.guard import TokenBucket, guard_middleware
 from jouled.ingest.modelcap import ModelCap, apply_model_cap
 from jouled.ingest.rules import MALFORMED, DecodeResult, MalformedBody, Rules
+from jouled.ingest.sender import SenderLookup, UnknownServiceWarning
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,13 @@ class IngestState:
     model_cap: ModelCap
     max_future_s: float
     max_age_s: float
+    names: AttributeNames = DEFAULT_NAMES
+    default_models: Callable[[], Mapping[str, str]] | None = None
+    senders: SenderLookup | None = None
+    verify_sender: bool = False
+    unknown_warning: UnknownServiceWarning | None = None
 
-    def rules(self) -> Rules:
+    def rules(self, sender: Callable[[], str | None] | None = None) -> Rules:
         known = self.known_workloads() if self.known_workloads is not None else None
         return Rules(
             now=self.clock.time(),
@@ -74,7 +82,25 @@ class IngestState:
             gflops_per_token=self.gflops_per_token,
             max_future_s=self.max_future_s,
             max_age_s=self.max_age_s,
+            names=self.names,
+            default_models=self.default_models() if self.default_models is not None else {},
+            sender=sender,
+            verify_sender=self.verify_sender,
         )
+
+
+def request_sender(state: IngestState, request: web.Request) -> Callable[[], str | None] | None:
+    """The sending workload's resolver for an HTTP request (unix socket or loopback TCP)."""
+    if state.senders is None or request.transport is None:
+        return None
+    transport = request.transport
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+        return state.senders.for_unix(sock)
+    peer, local = transport.get_extra_info("peername"), transport.get_extra_info("sockname")
+    if isinstance(peer, tuple) and isinstance(local, tuple):
+        return state.senders.for_tcp((str(peer[0]), int(peer[1])), (str(local[0]), int(local[1])))
+    return None
 
 
 STATE_KEY: Final = web.AppKey("jouled_ingest_state", IngestState)
@@ -176,8 +202,18 @@ async def _ingest(
     """Read, decode, cap models and submit; (result, accepted, late). Raises _Refused."""
     state = request.app[STATE_KEY]
     body = await _read_body(request, state.max_body_bytes)
+    return await ingest_body(state, decoder, body, request_sender(state, request))
+
+
+async def ingest_body(
+    state: IngestState,
+    decoder: Callable[[bytes, Rules], DecodeResult],
+    body: bytes,
+    sender: Callable[[], str | None] | None,
+) -> tuple[DecodeResult, int, int]:
+    """Decode a read body, cap models and submit (HTTP and gRPC alike). Raises _Refused."""
     try:
-        result = await _decode(decoder, body, state.rules())
+        result = await _decode(decoder, body, state.rules(sender))
     except MalformedBody as exc:
         raise _Refused(400, MALFORMED, str(exc)) from None
     except Exception as exc:
@@ -188,6 +224,8 @@ async def _ingest(
     accepted, late = state.sink.submit(spans) if spans else (0, 0)
     for reason, n in result.rejected.items():
         state.sink.rejected(reason, n)
+    if result.unknown_services and state.unknown_warning is not None:
+        state.unknown_warning.note(result.unknown_services)
     return result, accepted, late
 
 
@@ -282,6 +320,13 @@ async def handle_healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+def request_bucket(max_requests_per_second: float, clock: Clock) -> TokenBucket | None:
+    """The ingest rate limit: bursts of twice the rate (at least 10); None when 0."""
+    if max_requests_per_second <= 0:
+        return None
+    return TokenBucket(max_requests_per_second, max(10.0, 2 * max_requests_per_second), clock)
+
+
 def build_ingest_app(
     sink: SpanSink,
     *,
@@ -294,18 +339,24 @@ def build_ingest_app(
     max_age_s: float = 3600.0,
     token: str | None = None,
     max_requests_per_second: float = 0.0,
+    bucket: TokenBucket | None = None,
+    names: AttributeNames = DEFAULT_NAMES,
+    default_models: Callable[[], Mapping[str, str]] | None = None,
+    senders: SenderLookup | None = None,
+    verify_sender: bool = False,
 ) -> web.Application:
     """The ingest listener's application; all state lives under ``STATE_KEY``.
 
     ``token``: require ``Authorization: Bearer <token>`` on /v1/*. ``max_requests_per_second``:
-    a token bucket (bursts of twice the rate, at least 10); 0 disables it.
+    a token bucket (bursts of twice the rate, at least 10); 0 disables it. ``bucket``: one
+    made by ``request_bucket`` and shared with the gRPC listener (wins over the rate).
+    ``senders``: finds the workload whose process sent a body (spans of an unknown
+    service.name go to it); ``verify_sender`` rejects spans naming another workload.
     """
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be >= 1")
-    bucket = None
-    if max_requests_per_second > 0:
-        burst = max(10.0, 2 * max_requests_per_second)
-        bucket = TokenBucket(max_requests_per_second, burst, clock)
+    if bucket is None:
+        bucket = request_bucket(max_requests_per_second, clock)
     # client_max_size only guards request.read()/post(); _read_body enforces the limit itself.
     app = web.Application(
         client_max_size=max_body_bytes,
@@ -320,6 +371,11 @@ def build_ingest_app(
         model_cap=ModelCap(model_cap),
         max_future_s=max_future_s,
         max_age_s=max_age_s,
+        names=names,
+        default_models=default_models,
+        senders=senders,
+        verify_sender=verify_sender,
+        unknown_warning=UnknownServiceWarning(clock),
     )
     app.router.add_post("/v1/traces", handle_traces)
     app.router.add_post("/v1/spans", handle_spans)

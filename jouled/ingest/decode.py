@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from jouled.ingest.attributes import AttributeNames, first
 from jouled.ingest.rules import (
     MALFORMED,
     DecodeResult,
@@ -27,12 +28,8 @@ from jouled.ingest.rules import (
     validate,
 )
 
-# OTLP attribute keys (see docs/SPANS.md).
+# OTLP attribute keys (see docs/SPANS.md and ingest/attributes.py for the configurable ones).
 ATTR_WORKLOAD: Final = "service.name"
-ATTR_MODELS: Final = ("gen_ai.request.model", "model")
-ATTR_GFLOPS: Final = "jouled.gflops"
-ATTR_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
-ATTR_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 ATTR_ROUTE: Final = "http.route"
 ATTR_REQUEST: Final = "jouled.request"
 
@@ -68,58 +65,64 @@ class _OtlpSpan:
     start_ns: int
     end_ns: int
     attrs: dict[str, Any]
+    name: str = ""
+    has_links: bool = False
 
 
-_WANTED: Final = frozenset(
-    {*ATTR_MODELS, ATTR_GFLOPS, ATTR_INPUT_TOKENS, ATTR_OUTPUT_TOKENS, ATTR_ROUTE, ATTR_REQUEST}
-)
-
-
-def _first_model(attrs: Mapping[str, Any]) -> Any:
-    for key in ATTR_MODELS:
-        if attrs.get(key) is not None:
-            return attrs[key]
-    return None
-
-
-def _is_request(span: _OtlpSpan) -> bool:
+def _is_request(span: _OtlpSpan, names: AttributeNames) -> bool:
     """One span per request: the workload's entry point, or what the workload says."""
     explicit = span.attrs.get(ATTR_REQUEST)
     if isinstance(explicit, bool):
         return explicit
+    if names.ignored(span.name):
+        return False
     if span.kind in (KIND_SERVER, KIND_CONSUMER):
         return True
-    return not span.parent_id and span.kind in (KIND_UNSPECIFIED, KIND_INTERNAL)
+    # A local root counts (a batch script), unless it links to other traces: then it is a
+    # batch working for requests counted in their own traces (TGI's router "batch" span).
+    local_root = not span.parent_id and not span.has_links
+    return local_root and span.kind in (KIND_UNSPECIFIED, KIND_INTERNAL)
+
+
+def _tokens(attrs: Mapping[str, Any], names: AttributeNames) -> tuple[Any, Any]:
+    """(input, output) token counts; a total alone stands in as input."""
+    given_in = first(attrs, names.input_tokens)
+    given_out = first(attrs, names.output_tokens)
+    if given_in is None and given_out is None:
+        return first(attrs, names.total_tokens), None
+    return given_in, given_out
 
 
 def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
     tally = Tally()
+    names = rules.names
     by_id = {(s.trace_id, s.span_id): s for s in spans if s.span_id}
     raws: dict[int, RawSpan] = {}
     counted: list[_OtlpSpan] = []
     for span in spans:
-        if _is_request(span):
+        if _is_request(span, names):
             counted.append(span)
+            input_tokens, output_tokens = _tokens(span.attrs, names)
             raws[id(span)] = RawSpan(
                 workload=span.workload,
-                model=_first_model(span.attrs),
+                model=first(span.attrs, names.model),
                 start=span.start_ns / _NS_PER_S if span.start_ns else 0.0,
                 end=span.end_ns / _NS_PER_S if span.end_ns else 0.0,
-                gflops=span.attrs.get(ATTR_GFLOPS),
-                input_tokens=span.attrs.get(ATTR_INPUT_TOKENS),
-                output_tokens=span.attrs.get(ATTR_OUTPUT_TOKENS),
+                gflops=first(span.attrs, names.gflops),
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
                 route=span.attrs.get(ATTR_ROUTE),
                 trace_id=span.trace_id,
                 span_id=span.span_id,
+                parent_id=span.parent_id,
             )
     for span in spans:
         if id(span) in raws or span.kind not in (KIND_UNSPECIFIED, KIND_INTERNAL):
             # CLIENT/PRODUCER spans describe work done elsewhere (a remote model): not ours.
             continue
-        model = _first_model(span.attrs)
-        gflops = span.attrs.get(ATTR_GFLOPS)
-        tokens = [span.attrs.get(k) for k in (ATTR_INPUT_TOKENS, ATTR_OUTPUT_TOKENS)]
-        tokens = [t for t in tokens if t is not None]
+        model = first(span.attrs, names.model)
+        gflops = first(span.attrs, names.gflops)
+        tokens = [t for t in _tokens(span.attrs, names) if t is not None]
         if model is None and gflops is None and not tokens:
             continue
         owner = _request_ancestor(span, by_id, raws)
@@ -134,6 +137,11 @@ def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
         owner.child_tokens.extend(tokens)
     for span in counted:
         raw = raws[id(span)]
+        # A request span nested in another of the same batch (Triton's InferRequest -> model
+        # -> compute, all SERVER) points at it, so that the stage counts the request once.
+        outer = _request_ancestor(span, by_id, raws)
+        if outer is not None:
+            raw.parent_id = outer.span_id
         if raw.model is None and raw.child_model is None:
             raw.model = span.resource_model
         validate(raw, rules, tally)
@@ -163,7 +171,7 @@ def _pb_value(value: Any) -> Any:
 
 
 def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
-    """Decode an OTLP/HTTP binary ``ExportTraceServiceRequest``."""
+    """Decode an OTLP binary ``ExportTraceServiceRequest`` (OTLP/HTTP body or gRPC message)."""
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
@@ -173,16 +181,20 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
         request = ExportTraceServiceRequest.FromString(body)
     except (DecodeError, ValueError, TypeError) as exc:
         raise MalformedBody(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
+    wanted = rules.names.wanted
+    model_names = rules.names.model
     spans: list[_OtlpSpan] = []
     for resource_spans in request.resource_spans:
         resource = {kv.key: _pb_value(kv.value) for kv in resource_spans.resource.attributes}
+        workload = resource.get(ATTR_WORKLOAD)
+        resource_model = first(resource, model_names)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                attrs = {kv.key: _pb_value(kv.value) for kv in span.attributes if kv.key in _WANTED}
+                attrs = {kv.key: _pb_value(kv.value) for kv in span.attributes if kv.key in wanted}
                 spans.append(
                     _OtlpSpan(
-                        workload=resource.get(ATTR_WORKLOAD),
-                        resource_model=_first_model(resource),
+                        workload=workload,
+                        resource_model=resource_model,
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),
                         parent_id=span.parent_span_id.hex(),
@@ -190,6 +202,8 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
                         start_ns=int(span.start_time_unix_nano),
                         end_ns=int(span.end_time_unix_nano),
                         attrs=attrs,
+                        name=span.name,
+                        has_links=len(span.links) > 0,
                     )
                 )
     return _select(spans, rules)
@@ -305,27 +319,39 @@ def _load_json(body: bytes) -> Any:
         raise MalformedBody(f"not valid JSON: {exc}") from None
 
 
+def _scope_spans(rs: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+    """ScopeSpans, and the pre-1.0 ``instrumentationLibrarySpans`` (older Go and Java SDKs),
+    which has the same shape."""
+    out = [(f"{where}.scopeSpans[{i}]", v) for i, v in enumerate(_list(rs, "scopeSpans", where))]
+    old = _list(rs, "instrumentationLibrarySpans", where)
+    out += [(f"{where}.instrumentationLibrarySpans[{i}]", v) for i, v in enumerate(old)]
+    return out
+
+
 def decode_otlp_json(body: bytes, rules: Rules) -> DecodeResult:
     """Decode an OTLP/HTTP JSON ``ExportTraceServiceRequest`` (hex ids, lowerCamelCase)."""
     top = _obj(_load_json(body), "body")
+    wanted = rules.names.wanted
     spans: list[_OtlpSpan] = []
     for r, rs_value in enumerate(_list(top, "resourceSpans", "body")):
         where_r = f"resourceSpans[{r}]"
         rs = _obj(rs_value, where_r)
         resource = _obj(rs.get("resource") or {}, f"{where_r}.resource")
         resource_attrs = _json_attrs(resource, f"{where_r}.resource", None)
-        for s, ss_value in enumerate(_list(rs, "scopeSpans", where_r)):
-            where_s = f"{where_r}.scopeSpans[{s}]"
+        workload = resource_attrs.get(ATTR_WORKLOAD)
+        resource_model = first(resource_attrs, rules.names.model)
+        for where_s, ss_value in _scope_spans(rs, where_r):
             ss = _obj(ss_value, where_s)
             for i, span_value in enumerate(_list(ss, "spans", where_s)):
                 where = f"{where_s}.spans[{i}]"
                 span = _obj(span_value, where)
                 start_ns = _json_uint64(span.get("startTimeUnixNano"))
                 end_ns = _json_uint64(span.get("endTimeUnixNano"))
+                name = span.get("name")
                 spans.append(
                     _OtlpSpan(
-                        workload=resource_attrs.get(ATTR_WORKLOAD),
-                        resource_model=_first_model(resource_attrs),
+                        workload=workload,
+                        resource_model=resource_model,
                         trace_id=_json_id(span.get("traceId"), 16, f"{where}.traceId"),
                         span_id=_json_id(span.get("spanId"), 8, f"{where}.spanId"),
                         parent_id=_json_id(span.get("parentSpanId"), 8, f"{where}.parentSpanId"),
@@ -333,7 +359,9 @@ def decode_otlp_json(body: bytes, rules: Rules) -> DecodeResult:
                         # An unreadable time becomes 0 (unset) and is rejected as bad_time.
                         start_ns=start_ns or 0,
                         end_ns=end_ns or 0,
-                        attrs=_json_attrs(span, where, _WANTED),
+                        attrs=_json_attrs(span, where, wanted),
+                        name=name if isinstance(name, str) else "",
+                        has_links=bool(_list(span, "links", where)),
                     )
                 )
     return _select(spans, rules)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jouled.attribution.spans import Span
+from jouled.ingest.attributes import DEFAULT_NAMES, AttributeNames
 
 # Rejection reasons: the `reason` label values of jouled_spans_rejected_total.
 END_BEFORE_START: Final = "end_before_start"
@@ -26,6 +27,7 @@ MISSING_WORKLOAD: Final = "missing_workload"
 UNKNOWN_WORKLOAD: Final = "unknown_workload"
 BAD_TIME: Final = "bad_time"
 MALFORMED: Final = "malformed"
+SENDER_MISMATCH: Final = "sender_mismatch"
 REASONS: Final = (
     END_BEFORE_START,
     BAD_GFLOPS,
@@ -36,6 +38,7 @@ REASONS: Final = (
     UNKNOWN_WORKLOAD,
     BAD_TIME,
     MALFORMED,
+    SENDER_MISMATCH,
 )
 
 UNKNOWN_MODEL: Final = "unknown"
@@ -53,6 +56,8 @@ class DecodeResult:
     rejected: Mapping[str, int]  # reason -> count
     first_error: str | None  # the first rejection, human-readable
     ignored: int = 0  # OTLP spans that are not requests (children, CLIENT/PRODUCER spans)
+    # service.name values of spans rejected as unknown_workload (for the operator's warning)
+    unknown_services: frozenset[str] = frozenset()
 
     @property
     def rejected_total(self) -> int:
@@ -68,6 +73,13 @@ class Rules:
     gflops_per_token: Mapping[str, float] = field(default_factory=dict)
     max_future_s: float = 300.0  # clock skew allowed between the workload and jouled
     max_age_s: float = 3600.0  # older spans are not late but wrong (a clock problem)
+    names: AttributeNames = DEFAULT_NAMES
+    # workload -> the model it serves, for spans that name none (workloads[].model)
+    default_models: Mapping[str, str] = field(default_factory=dict)
+    # The workload whose process sent the body (None: no workload's); called at most when a
+    # span names no known workload, or for every body when verify_sender is on.
+    sender: Callable[[], str | None] | None = None
+    verify_sender: bool = False
 
 
 # Characters that are always kept; a value made only of them needs no per-character pass.
@@ -110,6 +122,7 @@ class RawSpan:
     route: Any = None
     trace_id: str = ""
     span_id: str = ""
+    parent_id: str = ""
     child_gflops: list[Any] = field(default_factory=list)
     child_tokens: list[Any] = field(default_factory=list)
     child_model: Any = None
@@ -122,6 +135,7 @@ class Tally:
         self.spans: list[Span] = []
         self.rejected: dict[str, int] = {}
         self.first_error: str | None = None
+        self.unknown_services: set[str] = set()
 
     def reject(self, reason: str, detail: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -129,7 +143,13 @@ class Tally:
             self.first_error = f"{reason}: {detail}"
 
     def result(self, ignored: int = 0) -> DecodeResult:
-        return DecodeResult(tuple(self.spans), dict(self.rejected), self.first_error, ignored)
+        return DecodeResult(
+            tuple(self.spans),
+            dict(self.rejected),
+            self.first_error,
+            ignored,
+            frozenset(self.unknown_services),
+        )
 
 
 def is_number(value: Any) -> bool:
@@ -219,18 +239,44 @@ def _times(raw: RawSpan, workload: str, rules: Rules) -> tuple[float, float]:
     return start, end
 
 
-def _to_span(raw: RawSpan, rules: Rules) -> Span:
+class _UnknownWorkload(_Reject):
+    def __init__(self, service: str) -> None:
+        super().__init__(
+            UNKNOWN_WORKLOAD,
+            f"workload {service!r} is not configured and no workload's process sent the "
+            "span: set OTEL_SERVICE_NAME (OTLP service.name) to a workloads[].name",
+        )
+        self.service = service
+
+
+def _workload(raw: RawSpan, rules: Rules) -> str:
+    """The span's workload: its own name when configured, else the sending workload's."""
     workload = _label(raw.workload) if raw.workload is not None else None
+    known = rules.known_workloads
+    if known is not None and (not workload or workload not in known):
+        sender = rules.sender() if rules.sender is not None else None
+        if sender is not None:
+            return sender  # e.g. vLLM without OTEL_SERVICE_NAME: unknown_service:python
+        if workload:
+            raise _UnknownWorkload(workload)
     if not workload:
         raise _Reject(MISSING_WORKLOAD, "no workload (OTLP: resource attribute service.name)")
-    if rules.known_workloads is not None and workload not in rules.known_workloads:
-        raise _Reject(UNKNOWN_WORKLOAD, f"workload {workload!r} is not configured")
+    if rules.verify_sender and known is not None:
+        sender = rules.sender() if rules.sender is not None else None
+        if sender != workload:
+            who = f"workload {sender!r}" if sender else "no workload's process"
+            raise _Reject(SENDER_MISMATCH, f"span names workload {workload!r} but {who} sent it")
+    return workload
+
+
+def _to_span(raw: RawSpan, rules: Rules) -> Span:
+    workload = _workload(raw, rules)
     start, end = _times(raw, workload, rules)
     model_value = raw.model if raw.model is not None else raw.child_model
-    model = _label(model_value) if model_value is not None else UNKNOWN_MODEL
-    if model is None:
+    model = _label(model_value) if model_value is not None else None
+    if model is None and model_value is not None:
         raise _Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
-    model = model or UNKNOWN_MODEL
+    model = model or rules.default_models.get(workload) or UNKNOWN_MODEL
     gflops = _work(raw, model, rules)
     route = _label(raw.route) if raw.route is not None else ""
     return Span(
@@ -242,6 +288,7 @@ def _to_span(raw: RawSpan, rules: Rules) -> Span:
         route=route or "",
         trace_id=raw.trace_id,
         span_id=raw.span_id,
+        parent_id=raw.parent_id,
     )
 
 
@@ -251,3 +298,5 @@ def validate(raw: RawSpan, rules: Rules, tally: Tally) -> None:
         tally.spans.append(_to_span(raw, rules))
     except _Reject as rej:
         tally.reject(rej.reason, rej.detail)
+        if isinstance(rej, _UnknownWorkload):
+            tally.unknown_services.add(rej.service)

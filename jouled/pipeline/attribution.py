@@ -47,7 +47,7 @@ class AttributionSnapshot:
     spans_rejected: Mapping[str, int] = field(default_factory=_empty)
     spans_pending: int = 0
     spans_settled: int = 0  # became requests (with all the energy their time had)
-    spans_duplicate: int = 0  # resent copies of a pending span, counted once
+    spans_duplicate: int = 0  # resent copies of a pending span, and nested spans of a request
     spans_dropped: int = 0  # evicted over the pending cap before any energy
 
     @property

@@ -37,7 +37,10 @@ async def test_rapl_and_gpus_through_the_real_http_listener(tmp_path: Path) -> N
     cfg = config.validate(
         {
             "listen": f"127.0.0.1:{free_port()}",
-            "ingest": {"listen": f"127.0.0.1:{free_port()}"},
+            "ingest": {
+                "listen": f"127.0.0.1:{free_port()}",
+                "grpc_listen": f"127.0.0.1:{free_port()}",
+            },
             "ledger": {"path": str(tmp_path / "ledger.db")},
             "collectors": {
                 "rapl": {"enabled": True, "path": str(powercap.class_dir)},
@@ -150,7 +153,11 @@ async def test_a_missing_or_empty_token_file_stops_startup(
     cfg = config.validate(
         {
             "listen": f"127.0.0.1:{free_port()}",
-            "ingest": {"listen": f"127.0.0.1:{free_port()}", "token_file": str(token)},
+            "ingest": {
+                "listen": f"127.0.0.1:{free_port()}",
+                "token_file": str(token),
+                "grpc_listen": None,
+            },
             "collectors": {"rapl": {"enabled": False}, "nvml": {"enabled": False}},
             "ledger": {"path": None},
         },

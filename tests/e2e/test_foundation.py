@@ -85,7 +85,10 @@ def test_sighup_with_a_bad_config_keeps_the_old_one_and_sigterm_exits_0(tmp_path
         assert http_get(daemon.metrics_url + "/healthz")[0] == 200
         # A good config is applied on the next SIGHUP.
         good = {**cfg, "listen": daemon.metrics_url.removeprefix("http://")}
-        good["ingest"] = {"listen": daemon.ingest_url.removeprefix("http://")}
+        good["ingest"] = {
+            "listen": daemon.ingest_url.removeprefix("http://"),
+            "grpc_listen": daemon.grpc,
+        }
         good["collectors"] = {**cfg["collectors"], "estimate": {"cpu_max_watts_per_vcpu": 9.0}}
         write_config(daemon.config, good)
         daemon.proc.signal(signal.SIGHUP)

@@ -238,7 +238,8 @@ async def test_simple_spans_endpoint_counts_accepted_rejected_and_late(
         "rejected": 2,
         "late": 1,
         "errors": {"unknown_workload": 1, "end_before_start": 1},
-        "first_error": "unknown_workload: workload 'nope' is not configured",
+        "first_error": "unknown_workload: workload 'nope' is not configured and no workload's "
+        "process sent the span: set OTEL_SERVICE_NAME (OTLP service.name) to a workloads[].name",
     }
     resp = await client.post("/v1/spans", data=b'{"spans": 3}', headers=JS)
     assert resp.status == 400

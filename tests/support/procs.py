@@ -107,11 +107,14 @@ def fake_powercap(root: Path, *args: str) -> Iterator[Path]:
 
 
 class Daemon:
-    def __init__(self, proc: Proc, metrics_url: str, ingest_url: str, config: Path) -> None:
+    def __init__(
+        self, proc: Proc, metrics_url: str, ingest_url: str, config: Path, grpc: str | None = None
+    ) -> None:
         self.proc = proc
         self.metrics_url = metrics_url
         self.ingest_url = ingest_url
         self.config = config
+        self.grpc = grpc  # HOST:PORT of the OTLP/gRPC listener, None when off
 
     def metrics(self) -> str:
         status, body = http_get(self.metrics_url + "/metrics")
@@ -132,14 +135,25 @@ def jouled(tmp: Path, cfg: dict[str, Any], *extra: str) -> Iterator[Daemon]:
         # Never the host's /var/lib/jouled: each test keeps its own books.
         "ledger": {"path": str(tmp / "ledger.db")},
         **cfg,
-        "ingest": {"listen": f"127.0.0.1:{ingest_port}", **cfg.get("ingest", {})},
+        # Never the shared default 4317: tests run side by side.
+        "ingest": {
+            "listen": f"127.0.0.1:{ingest_port}",
+            "grpc_listen": f"127.0.0.1:{free_port()}",
+            **cfg.get("ingest", {}),
+        },
     }
     config = write_config(tmp / "jouled.yaml", cfg)
     proc = Proc(
         [sys.executable, "-m", "jouled", "run", "--config", str(config), *extra],
         tmp / "jouled.log",
     )
-    daemon = Daemon(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ingest_port}", config)
+    daemon = Daemon(
+        proc,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{ingest_port}",
+        config,
+        cfg["ingest"]["grpc_listen"],
+    )
     try:
         wait_for(
             lambda: http_get(daemon.metrics_url + "/healthz")[0] == 200,

@@ -1,0 +1,175 @@
+"""One request, counted once: nested request spans of one trace and workload are joined.
+
+Servers export several entry-point spans for one request: Triton exports ``InferRequest`` ->
+a span named after the model (``triton.model_name``) -> ``compute``, all of kind SERVER and
+each on its own (src/tracer.cc in triton-inference-server/server), children before or after
+parents and in different export batches. The joiner remembers, per (workload, trace id),
+the requests it has seen: a span whose parent is one of a request's spans, or that is the
+parent of one, joins that request instead of becoming another. The outermost span's time is
+kept where it arrives before any energy was split over the request; the model comes from
+whichever span names one, the work from the first span that carries it.
+
+Memory: one small record per span that has a trace and span id, forgotten ``memory_s``
+after the span ends (so a late child of a settled request is still recognised), at most
+``max_requests`` records (the oldest go first).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from jouled.attribution.spans import Span, SpanSplitter
+
+UNKNOWN_MODEL = "unknown"  # jouled.ingest.decode.UNKNOWN_MODEL: a span that names no model
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    workload: str
+    trace_id: str
+    span_id: str  # the span standing for the request in the splitter
+    start: float
+    end: float
+    model: str
+    named: bool  # the model came from a span, not from a default
+    gflops: float | None
+    ids: set[str] = field(default_factory=set)  # span ids of the request's spans
+    parents: set[str] = field(default_factory=set)  # their parents' span ids
+    alive: bool = True
+
+
+class RequestJoiner:
+    """Sits in front of a ``SpanSplitter``: ``add`` says "accepted", "late" or "nested"."""
+
+    def __init__(
+        self,
+        splitter: SpanSplitter,
+        *,
+        memory_s: float,
+        fallback_models: Mapping[str, str] | None = None,
+        max_requests: int = 200_000,
+    ) -> None:
+        self._splitter = splitter
+        self._memory_s = memory_s
+        self.fallback_models: Mapping[str, str] = fallback_models or {}
+        self._max = max_requests
+        self._by_trace: dict[tuple[str, str], list[_Request]] = {}
+        self._expiry: list[tuple[float, int, _Request]] = []  # heap by forget time
+        self._seq = 0
+        self._size = 0
+        self.nested = 0  # spans joined to a request already counted
+
+    def _named(self, span: Span) -> bool:
+        return span.model not in (UNKNOWN_MODEL, self.fallback_models.get(span.workload))
+
+    def add(self, span: Span) -> Literal["accepted", "late", "nested"]:
+        """Count ``span`` as a new request, or join it to the request it is nested in."""
+        if not (span.trace_id and span.span_id):
+            return self._splitter.add_span(span)
+        key = (span.workload, span.trace_id)
+        linked = [
+            req
+            for req in self._by_trace.get(key, ())
+            if span.span_id in req.ids or span.parent_id in req.ids or span.span_id in req.parents
+        ]
+        if linked:
+            self._join(linked[0], span)
+            self.nested += 1
+            for other in linked[1:]:
+                # The span links two requests seen apart (compute before its model span,
+                # InferRequest before it too): they are one.
+                self._unite(linked[0], other)
+            return "nested"
+        verdict = self._splitter.add_span(span)
+        if verdict == "accepted":
+            self._remember(span, key)
+        return verdict
+
+    def _remember(self, span: Span, key: tuple[str, str]) -> None:
+        req = _Request(
+            workload=span.workload,
+            trace_id=span.trace_id,
+            span_id=span.span_id,
+            start=span.start,
+            end=span.end,
+            model=span.model,
+            named=self._named(span),
+            gflops=span.gflops,
+            ids={span.span_id},
+            parents={span.parent_id} if span.parent_id else set(),
+        )
+        self._by_trace.setdefault(key, []).append(req)
+        self._seq += 1
+        heapq.heappush(self._expiry, (span.end + self._memory_s, self._seq, req))
+        self._size += 1
+        while self._size > self._max:
+            self._forget(heapq.heappop(self._expiry)[2])
+
+    def _join(self, req: _Request, span: Span) -> None:
+        if span.span_id in req.ids:
+            return  # a resent copy
+        req.ids.add(span.span_id)
+        if span.parent_id:
+            req.parents.add(span.parent_id)
+        named = self._named(span)
+        model = span.model if named and not req.named else req.model
+        gflops = req.gflops if req.gflops is not None else span.gflops
+        outer = span.start <= req.start and span.end >= req.end
+        widened = outer and self._splitter.widen(
+            req.workload,
+            req.trace_id,
+            req.span_id,
+            replace(span, model=model, gflops=gflops),
+        )
+        if widened:
+            req.span_id, req.start, req.end = span.span_id, span.start, span.end
+            req.model, req.gflops = model, gflops
+        self._take(req, model, gflops, named)
+
+    def _take(self, req: _Request, model: str, gflops: float | None, named: bool) -> None:
+        """Give ``req`` (and its pending span) a model and work found on another span."""
+        if model != req.model or gflops != req.gflops:
+            self._splitter.amend(
+                req.workload,
+                req.trace_id,
+                req.span_id,
+                model=model if model != req.model else None,
+                gflops=gflops if gflops != req.gflops else None,
+            )
+        req.model, req.gflops, req.named = model, gflops, req.named or named
+
+    def _unite(self, a: _Request, b: _Request) -> None:
+        outer, inner = (b, a) if b.start <= a.start and b.end >= a.end else (a, b)
+        if not self._splitter.retract(inner.workload, inner.trace_id, inner.span_id):
+            return  # the inner one already holds energy: both stay counted
+        self.nested += 1
+        model = outer.model if outer.named or not inner.named else inner.model
+        gflops = outer.gflops if outer.gflops is not None else inner.gflops
+        self._take(outer, model, gflops, inner.named)
+        outer.ids |= inner.ids
+        outer.parents |= inner.parents
+        self._forget(inner)
+
+    def expire(self, now_wall: float) -> None:
+        """Forget requests that ended more than ``memory_s`` before ``now_wall``."""
+        while self._expiry and self._expiry[0][0] < now_wall:
+            self._forget(heapq.heappop(self._expiry)[2])
+
+    def _forget(self, req: _Request) -> None:
+        if not req.alive:
+            return
+        req.alive = False
+        self._size -= 1
+        key = (req.workload, req.trace_id)
+        reqs = self._by_trace.get(key)
+        if reqs is not None:
+            reqs.remove(req)
+            if not reqs:
+                del self._by_trace[key]
+
+    @property
+    def tracked(self) -> int:
+        return self._size

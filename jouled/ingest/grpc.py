@@ -1,0 +1,223 @@
+"""OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` on grpcio's
+asyncio server, with the HTTP listener's decoding, books, token, rate limit and size limit.
+
+Answers follow the OTLP specification for gRPC: OK with an ``ExportTraceServiceResponse``
+(``partial_success`` when spans were rejected; clients must not retry those),
+INVALID_ARGUMENT for a message that cannot be decoded, UNAUTHENTICATED without the bearer
+token (metadata ``authorization: Bearer <token>``), RESOURCE_EXHAUSTED with a
+``google.rpc.RetryInfo`` when rate-limited (in ``grpc-status-details-bin`` as the
+specification says, and in ``google.rpc.retryinfo-bin``, which the Python SDK reads), and
+RESOURCE_EXHAUSTED without it for a message over the size limit. gzip-compressed requests
+are decompressed by grpcio. Decoding runs through ``app.ingest_body``, off the event loop for
+large messages.
+
+``Http2Hint`` turns the traceback aiohttp logs when a gRPC client reaches the HTTP port into
+one line a minute saying where gRPC is served.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote
+
+from jouled.clock import Clock
+from jouled.ingest.app import TOO_LARGE, IngestState, _Refused, ingest_body
+from jouled.ingest.decode import decode_otlp_protobuf
+from jouled.ingest.guard import RATE_LIMITED, UNAUTHORIZED, TokenBucket
+from jouled.ingest.rules import DecodeResult
+from jouled.ingest.sender import Peer
+
+if TYPE_CHECKING:
+    from grpc import aio
+
+log = logging.getLogger(__name__)
+
+SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
+METHOD: Final = "Export"
+# grpcio refuses larger messages itself, uncounted; below it jouled's own limit answers.
+_GRPC_LIMIT_SLACK: Final = 1024 * 1024
+
+
+def parse_peer(peer: str) -> Peer | None:
+    """``ipv4:127.0.0.1:5000`` or ``ipv6:[::1]:5000`` (as ``context.peer()`` says) -> (ip, port)."""
+    kind, _, rest = unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return None
+    host, _, port = rest.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        return None
+
+
+def _retry_trailers(wait_s: float, message: str) -> tuple[tuple[str, bytes], ...]:
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    seconds = max(1, math.ceil(wait_s))
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[detail])
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
+
+
+def _response(result: DecodeResult) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTracePartialSuccess,
+        ExportTraceServiceResponse,
+    )
+
+    response = ExportTraceServiceResponse()
+    rejected = result.rejected_total
+    if rejected:
+        message = f"{rejected} span(s) rejected; first: {result.first_error}"
+        response.partial_success.CopyFrom(
+            ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
+        )
+    return bytes(response.SerializeToString())
+
+
+class GrpcIngest:
+    """The OTLP/gRPC listener over an ``IngestState`` shared with the HTTP listener."""
+
+    def __init__(
+        self,
+        state: IngestState,
+        *,
+        token: str | None = None,
+        bucket: TokenBucket | None = None,
+    ) -> None:
+        self.state = state
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._bucket = bucket
+        self._server: aio.Server | None = None
+        self.address: Peer | None = None
+
+    async def start(self, listen: str) -> tuple[str, int]:
+        """Bind ``HOST:PORT`` (port 0: any free one) and serve; returns the bound address.
+        Raises OSError when the address cannot be bound."""
+        import grpc
+        from grpc import aio
+
+        limit = self.state.max_body_bytes + _GRPC_LIMIT_SLACK
+        server = aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                # Without this a second jouled would bind the same port and share its traffic.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(self._export)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        host = listen.rpartition(":")[0]
+        try:
+            bound = server.add_insecure_port(listen)
+        except RuntimeError as exc:  # grpcio >= 1.53 raises instead of returning 0
+            raise OSError(str(exc)) from None
+        if not bound:
+            raise OSError(f"cannot bind {listen}")
+        await server.start()
+        self._server = server
+        self.address = (host.strip("[]") or "0.0.0.0", bound)
+        return self.address
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
+
+    def _sender(self, context: aio.ServicerContext[Any, Any]) -> Any:
+        senders = self.state.senders
+        if senders is None:
+            return None
+        return senders.for_tcp(parse_peer(context.peer()), self.address)
+
+    async def _export(self, request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+        import grpc
+
+        sink = self.state.sink
+        if self._expected is not None:
+            given = dict(context.invocation_metadata() or ()).get("authorization", "")
+            given_b = given.encode() if isinstance(given, str) else bytes(given)
+            if not hmac.compare_digest(given_b, self._expected):
+                sink.rejected(UNAUTHORIZED, 1)
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing or wrong bearer token: send metadata authorization: Bearer <token>",
+                )
+        if self._bucket is not None:
+            wait = self._bucket.take()
+            if wait > 0:
+                sink.rejected(RATE_LIMITED, 1)
+                message = f"over {self._bucket.rate:g} requests/s; retry later"
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, message, _retry_trailers(wait, message)
+                )
+        limit = self.state.max_body_bytes
+        if len(request) > limit:
+            sink.rejected(TOO_LARGE, 1)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"message of {len(request)} bytes exceeds {limit} bytes (spans.max_body_bytes)",
+            )
+        try:
+            result, _accepted, _late = await ingest_body(
+                self.state, decode_otlp_protobuf, request, self._sender(context)
+            )
+        except _Refused as exc:
+            sink.rejected(exc.reason, 1)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        except Exception:
+            log.exception("span sink failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        return _response(result)
+
+
+class Http2Hint(logging.Filter):
+    """Attached to the ``aiohttp.server`` logger: a gRPC (HTTP/2) client on an HTTP/1 port
+    makes aiohttp log a traceback per attempt; this drops those records and logs instead,
+    once a minute at most, where gRPC is served."""
+
+    def __init__(self, grpc_where: str | None, clock: Clock, every_s: float = 60.0) -> None:
+        super().__init__("jouled.http2hint")
+        self.grpc_where = grpc_where
+        self._clock = clock
+        self._every_s = every_s
+        self._last = -math.inf
+        self.seen = 0
+
+    @staticmethod
+    def _is_http2_preface(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        text = str(exc) if exc is not None else ""
+        # aiohttp's parser stops at the HTTP/2 connection preface "PRI * HTTP/2.0".
+        return "PRI" in text and type(exc).__name__ in ("BadHttpMessage", "BadStatusLine")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._is_http2_preface(record):
+            return True
+        self.seen += 1
+        now = self._clock.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            where = (
+                f"OTLP/gRPC is served on {self.grpc_where} (ingest.grpc_listen)"
+                if self.grpc_where
+                else "the gRPC listener is off (ingest.grpc_listen: null)"
+            )
+            log.warning(
+                "a gRPC (HTTP/2) client connected to an HTTP/1 port and was refused: %s; "
+                "point OTLP/gRPC exporters there, or use OTLP/HTTP (http/protobuf) on "
+                "this port's /v1/traces",
+                where,
+            )
+        return False

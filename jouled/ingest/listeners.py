@@ -1,0 +1,61 @@
+"""The ingest listeners as the daemon builds them from config: the HTTP app and OTLP/gRPC.
+
+Both share one ``IngestState`` (books, limits, attribute names, the sender lookup) and one
+rate limit, so a sender gets the same answers whichever protocol it speaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from jouled.attribution.stage import AttributionStage
+from jouled.clock import Clock
+from jouled.config import Config, SpanAttributeNames
+from jouled.ingest.app import STATE_KEY, build_ingest_app, request_bucket
+from jouled.ingest.attributes import AttributeNames
+from jouled.ingest.grpc import GrpcIngest
+from jouled.ingest.sender import SenderLookup
+
+
+def attribute_names(cfg: SpanAttributeNames) -> AttributeNames:
+    """The configured extra names in front of the built-in ones."""
+    return AttributeNames.with_extra(
+        model=cfg.model,
+        input_tokens=cfg.input_tokens,
+        output_tokens=cfg.output_tokens,
+        total_tokens=cfg.total_tokens,
+        gflops=cfg.gflops,
+        ignore_span_names=cfg.ignore_span_names,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IngestListeners:
+    http: web.Application
+    grpc: GrpcIngest | None  # None when ingest.grpc_listen is null
+
+
+def build_listeners(
+    cfg: Config, stage: AttributionStage, clock: Clock, token: str | None
+) -> IngestListeners:
+    bucket = request_bucket(cfg.ingest.max_requests_per_second, clock)
+    app = build_ingest_app(
+        stage,
+        clock=clock,
+        known_workloads=stage.known_workloads,
+        gflops_per_token=cfg.spans.gflops_per_token,
+        max_body_bytes=cfg.spans.max_body_bytes,
+        model_cap=cfg.spans.max_models_per_workload,
+        token=token,
+        bucket=bucket,
+        names=attribute_names(cfg.spans.attributes),
+        default_models=stage.default_models,
+        senders=SenderLookup(cfg.attribution.proc_path, stage.workload_pids, clock),
+        verify_sender=cfg.ingest.verify_sender,
+    )
+    grpc = None
+    if cfg.ingest.grpc_listen is not None:
+        grpc = GrpcIngest(app[STATE_KEY], token=token, bucket=bucket)
+    return IngestListeners(app, grpc)

@@ -1,0 +1,125 @@
+"""One request counted once: Triton's three nested SERVER spans, in any order and batch."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from jouled.attribution.requests import RequestJoiner
+from jouled.attribution.spans import Span, SpanSplitter
+
+T0 = 1_700_000_000.0
+TRACE = "ab" * 16
+
+
+def triton(i: int, model: str = "simple") -> list[Span]:
+    """One inference as Triton's src/tracer.cc builds it: InferRequest (root) -> a span named
+    after the model with triton.model_name -> compute; all SERVER; nested in time."""
+    trace = f"{i:032x}"
+    base = T0 + i
+    root = Span("triton", "unknown", base, base + 0.8, trace_id=trace, span_id=f"{i:08x}0001")
+    model_span = Span(
+        "triton",
+        model,
+        base + 0.1,
+        base + 0.7,
+        trace_id=trace,
+        span_id=f"{i:08x}0002",
+        parent_id=root.span_id,
+    )
+    compute = Span(
+        "triton",
+        "unknown",
+        base + 0.2,
+        base + 0.6,
+        trace_id=trace,
+        span_id=f"{i:08x}0003",
+        parent_id=model_span.span_id,
+    )
+    return [root, model_span, compute]
+
+
+def settle_all(splitter: SpanSplitter, seconds: int = 10) -> list[tuple[str, float, float]]:
+    for k in range(seconds):
+        splitter.add_tick(T0 + k, T0 + k + 1, {"triton": {"cpu": 10.0}})
+    result = splitter.flush()
+    return [(r.model, sum(r.energy_j.values()), r.duration_s) for r in result.requests]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_three_span_chain_is_one_request_in_any_order(order: tuple[int, ...]) -> None:
+    splitter = SpanSplitter(settle_seconds=5)
+    joiner = RequestJoiner(splitter, memory_s=60)
+    verdicts = []
+    for i in range(4):  # four inferences, each span exported on its own
+        chain = triton(i)
+        verdicts += [joiner.add(chain[k]) for k in order]
+    # Compute before InferRequest before the model span: two look unrelated until the model
+    # span links them, and the inner one is taken back.
+    assert "late" not in verdicts
+    requests = settle_all(splitter)
+    assert len(requests) == 4
+    assert {model for model, _, _ in requests} == {"simple"}
+    # Each request has the outer span's time (InferRequest, 0.8 s) wherever it came first
+    # or could still be widened (nothing settles before the flush here).
+    assert [round(d, 6) for _, _, d in requests] == [0.8] * 4
+    assert sum(j for _, j, _ in requests) == pytest.approx(4 * 0.8 * 10.0)
+    assert joiner.nested == 8
+
+
+def test_outer_span_after_energy_was_split_keeps_the_inner_time_and_takes_the_model() -> None:
+    splitter = SpanSplitter(settle_seconds=0)
+    joiner = RequestJoiner(splitter, memory_s=60)
+    root, model_span, compute = triton(0)
+    assert joiner.add(compute) == "accepted"
+    splitter.add_tick(T0, T0 + 0.5, {"triton": {"cpu": 5.0}})
+    splitter.settle(T0 + 0.5)  # compute holds energy now: it cannot be swapped for its parent
+    assert joiner.add(model_span) == "nested"
+    assert joiner.add(root) == "nested"
+    splitter.add_tick(T0 + 0.5, T0 + 1.0, {"triton": {"cpu": 5.0}})
+    (request,) = splitter.flush().requests
+    assert request.model == "simple"
+    assert request.duration_s == pytest.approx(0.4)
+
+
+def test_child_after_its_request_settled_is_nested_not_late_and_unrelated_spans_count() -> None:
+    splitter = SpanSplitter(settle_seconds=0)
+    joiner = RequestJoiner(splitter, memory_s=60)
+    root, model_span, compute = triton(0)
+    other = Span("triton", "m", T0 + 0.1, T0 + 0.2, trace_id=root.trace_id, span_id="ff" * 8)
+    assert joiner.add(root) == "accepted"
+    splitter.add_tick(T0, T0 + 2, {"triton": {"cpu": 1.0}})
+    assert len(splitter.settle(T0 + 2).requests) == 1
+    assert joiner.add(compute) != "nested"  # its parent (the model span) is not known yet
+    assert joiner.add(model_span) == "nested"
+    # A second request of the same trace that nests in nothing counts on its own (late here).
+    assert joiner.add(other) == "late"
+    joiner.expire(T0 + 1000)
+    assert joiner.tracked == 0
+
+
+def test_resent_copy_and_spans_without_ids() -> None:
+    splitter = SpanSplitter(settle_seconds=5)
+    joiner = RequestJoiner(splitter, memory_s=60, fallback_models={"triton": "simple"})
+    root, _, _ = triton(0, model="simple")
+    assert joiner.add(root) == "accepted"
+    assert joiner.add(root) == "nested"  # the exporter resent the batch
+    plain = Span("triton", "x", T0, T0 + 1)
+    assert joiner.add(plain) == "accepted" and joiner.add(plain) == "accepted"
+    # "simple" is the workload's configured model: a default, not a name, so a named child wins.
+    named = Span(
+        "triton", "resnet", T0 + 0.1, T0 + 0.2, trace_id=root.trace_id, span_id="77" * 8,
+        parent_id=root.span_id,
+    )  # fmt: skip
+    assert joiner.add(named) == "nested"
+    models = sorted(r.model for r in splitter.flush().requests)
+    assert models == ["resnet", "x", "x"]
+
+
+def test_memory_is_bounded() -> None:
+    splitter = SpanSplitter(settle_seconds=5)
+    joiner = RequestJoiner(splitter, memory_s=60, max_requests=10)
+    for i in range(50):
+        joiner.add(Span("w", "m", T0 + i, T0 + i + 0.5, trace_id=f"{i:032x}", span_id="01" * 8))
+    assert joiner.tracked == 10

@@ -1,0 +1,195 @@
+"""OTLP/gRPC over loopback: the real Python SDK exporter (gzip), token, rate limit with
+RetryInfo, size limit, bad messages, partial success; and a gRPC client on the HTTP port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestServer
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
+from opentelemetry.trace import SpanKind
+
+from jouled.clock import FakeClock, SystemClock
+from jouled.ingest.app import STATE_KEY, build_ingest_app, request_bucket
+from jouled.ingest.grpc import GrpcIngest, Http2Hint, parse_peer
+from tests.ingest.otlp import pb_span, request
+from tests.ingest.test_otel_sdk import ListSink
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+async def serve(sink: ListSink, **kw: Any) -> GrpcIngest:
+    clock = kw.pop("clock", SystemClock())
+    bucket = kw.pop("bucket", None)
+    token = kw.pop("token", None)
+    app = build_ingest_app(
+        sink, clock=clock, known_workloads=lambda: {"classifier"}, gflops_per_token={"m": 2.0}, **kw
+    )
+    ingest = GrpcIngest(app[STATE_KEY], token=token, bucket=bucket)
+    await ingest.start("127.0.0.1:0")
+    return ingest
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[ListSink]:
+    yield ListSink()
+
+
+async def call(port: int, body: bytes, metadata: Any = None) -> tuple[Any, Any, Any]:
+    """(code, response or details, trailing metadata) of one raw Export call."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export = channel.unary_unary(EXPORT)
+        try:
+            reply = await export(body, metadata=metadata, timeout=10)
+        except grpc.aio.AioRpcError as err:
+            return err.code(), err.details(), dict(err.trailing_metadata() or ())
+        return grpc.StatusCode.OK, ExportTraceServiceResponse.FromString(reply), {}
+
+
+def export_with_sdk(port: int, headers: Any = None) -> tuple[SpanExportResult, float, float]:
+    results: list[SpanExportResult] = []
+
+    class Recording(OTLPSpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            result = super().export(spans)
+            results.append(result)
+            return result
+
+    exporter = Recording(
+        endpoint=f"http://127.0.0.1:{port}",
+        insecure=True,
+        compression=grpc.Compression.Gzip,
+        headers=headers,
+        timeout=10,
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "classifier"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+    tracer = provider.get_tracer("jouled-test")
+    before = time.time()
+    with tracer.start_as_current_span("POST /generate", kind=SpanKind.SERVER) as span:
+        span.set_attribute("gen_ai.request.model", "m")
+        span.set_attribute("gen_ai.usage.input_tokens", 30)
+        span.set_attribute("gen_ai.usage.output_tokens", 12)
+    after = time.time()
+    provider.shutdown()
+    return results[0], before, after
+
+
+async def test_python_sdk_grpc_exporter_with_gzip_and_token(sink: ListSink) -> None:
+    ingest = await serve(sink, token="s3cret")
+    port = ingest.address[1] if ingest.address else 0
+    try:
+        result, before, after = await asyncio.to_thread(
+            export_with_sdk, port, (("authorization", "Bearer s3cret"),)
+        )
+        assert result is SpanExportResult.SUCCESS
+        (span,) = sink.spans
+        assert (span.workload, span.model, span.gflops) == ("classifier", "m", 84.0)
+        assert before <= span.start <= span.end <= after
+        code, details, _ = await call(port, b"")
+        assert code is grpc.StatusCode.UNAUTHENTICATED and "authorization" in details
+        assert sink.rejections == {"unauthorized": 1}
+    finally:
+        await ingest.stop()
+
+
+async def test_rate_limited_answers_resource_exhausted_with_retry_info(sink: ListSink) -> None:
+    clock = FakeClock()
+    bucket = request_bucket(5, clock)  # bursts of 10
+    ingest = await serve(sink, bucket=bucket, clock=clock)
+    port = ingest.address[1] if ingest.address else 0
+    body = bytes(
+        request([pb_span(1, start=clock.time() - 2, end=clock.time() - 1)]).SerializeToString()
+    )
+    try:
+        codes = [(await call(port, body))[0] for _ in range(10)]
+        assert codes == [grpc.StatusCode.OK] * 10
+        code, details, trailers = await call(port, body)
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "requests/s" in details
+        status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+        info = error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(info)
+        assert info.retry_delay.seconds == 1
+        sdk_info = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
+        assert sdk_info == info
+        assert sink.rejections == {"rate_limited": 1}
+        clock.advance(1.0)
+        assert (await call(port, body))[0] is grpc.StatusCode.OK
+    finally:
+        await ingest.stop()
+
+
+async def test_bad_and_large_messages_and_partial_success(sink: ListSink) -> None:
+    clock = FakeClock()
+    ingest = await serve(sink, clock=clock, max_body_bytes=2048)
+    port = ingest.address[1] if ingest.address else 0
+    now = clock.time()
+    try:
+        code, details, _ = await call(port, b"\xff\xff\xff")
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "protobuf" in details
+        code, details, _ = await call(port, b"\x0a" + b"\x00" * 4000)
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "max_body_bytes" in details
+        mixed = request(
+            [pb_span(1, start=now - 2, end=now - 1), pb_span(2, start=now, end=now - 1)]
+        )
+        code, reply, _ = await call(port, mixed.SerializeToString())
+        assert code is grpc.StatusCode.OK
+        assert reply.partial_success.rejected_spans == 1
+        assert "end_before_start" in reply.partial_success.error_message
+        assert sink.rejections == {"malformed": 1, "too_large": 1, "end_before_start": 1}
+        assert len(sink.spans) == 1
+    finally:
+        await ingest.stop()
+
+
+def test_parse_peer() -> None:
+    assert parse_peer("ipv4:127.0.0.1:5000") == ("127.0.0.1", 5000)
+    assert parse_peer("ipv6:[::1]:5000") == ("::1", 5000)
+    assert parse_peer("ipv6:%5B::1%5D:5000") == ("::1", 5000)
+    assert parse_peer("unix:/tmp/x") is None
+
+
+async def test_second_listener_on_the_same_port_fails(sink: ListSink) -> None:
+    ingest = await serve(sink)
+    port = ingest.address[1] if ingest.address else 0
+    app = build_ingest_app(sink, clock=SystemClock(), known_workloads=None, gflops_per_token={})
+    other = GrpcIngest(app[STATE_KEY])
+    try:
+        with pytest.raises(OSError):
+            await other.start(f"127.0.0.1:{port}")
+    finally:
+        await other.stop(0)
+        await ingest.stop()
+
+
+async def test_grpc_client_on_the_http_port_gets_one_line_not_a_traceback(
+    sink: ListSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = build_ingest_app(sink, clock=SystemClock(), known_workloads=None, gflops_per_token={})
+    hint = Http2Hint("127.0.0.1:4317", SystemClock())
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.addFilter(hint)
+    try:
+        async with TestServer(app, host="127.0.0.1") as server:
+            for _ in range(3):
+                code, _, _ = await call(server.port or 0, b"")
+                assert code is grpc.StatusCode.UNAVAILABLE
+    finally:
+        server_log.removeFilter(hint)
+    assert hint.seen >= 3
+    warnings = [r for r in caplog.records if r.name == "jouled.ingest.grpc"]
+    assert len(warnings) == 1
+    assert "OTLP/gRPC is served on 127.0.0.1:4317" in warnings[0].getMessage()
+    assert not any(r.name == "aiohttp.server" for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)

@@ -1,0 +1,87 @@
+"""The sending workload: SO_PEERCRED on the unix socket, /proc/net/tcp + fd links on TCP."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from jouled.clock import FakeClock, SystemClock
+from jouled.ingest.sender import SenderLookup, peer_pid, socket_inode
+
+# /proc/net/tcp as the kernel prints it: a client 127.0.0.1:40000 -> server 127.0.0.1:4317.
+TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:10DD 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111 1
+   1: 0100007F:9C40 0100007F:10DD 01 00000000:00000000 00:00000000 00000000  1000        0 222 1
+   2: 0100007F:10DD 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 333 1
+"""
+# tcp6: the same pair over ::1, and an IPv4-mapped client.
+TCP6 = """\
+  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000001000000:9C41 00000000000000000000000001000000:10DD 01 00000000:00000000 00:00000000 00000000  1000 0 444 1
+   1: 0000000000000000FFFF00000100007F:9C42 0000000000000000FFFF00000100007F:10DD 01 00000000:00000000 00:00000000 00000000  1000 0 555 1
+"""  # noqa: E501
+
+
+def test_socket_inode_reads_the_kernels_hex_and_picks_the_client_end() -> None:
+    lines = TCP.splitlines()
+    assert socket_inode(lines, ("127.0.0.1", 40000), ("127.0.0.1", 4317)) == 222
+    assert socket_inode(lines, ("127.0.0.1", 40000), ("0.0.0.0", 4317)) == 222  # any-address
+    assert socket_inode(lines, ("127.0.0.1", 40001), ("127.0.0.1", 4317)) is None
+    six = TCP6.splitlines()
+    assert socket_inode(six, ("::1", 40001), ("::1", 4317)) == 444
+    assert socket_inode(six, ("127.0.0.1", 40002), ("127.0.0.1", 4317)) == 555
+
+
+def fake_proc(root: Path, holders: dict[int, int]) -> Path:
+    (root / "net").mkdir(parents=True)
+    (root / "net" / "tcp").write_text(TCP)
+    (root / "net" / "tcp6").write_text(TCP6)
+    for pid, inode in holders.items():
+        fd = root / str(pid) / "fd"
+        fd.mkdir(parents=True)
+        (fd / "0").symlink_to("/dev/null")
+        (fd / "7").symlink_to(f"socket:[{inode}]")
+    return root
+
+
+def test_lookup_finds_the_workload_holding_the_client_socket_and_caches(tmp_path: Path) -> None:
+    root = fake_proc(tmp_path / "proc", {10: 999, 20: 222})
+    clock = FakeClock()
+    lookup = SenderLookup(root, lambda: {10: "other", 20: "vllm"}, clock, cache_s=10)
+    client, server = ("127.0.0.1", 40000), ("127.0.0.1", 4317)
+    resolve = lookup.for_tcp(client, server)
+    assert lookup.lookups == 0  # lazy: nothing read until a span needs it
+    assert resolve() == "vllm" and resolve() == "vllm"
+    assert lookup.lookups == 1
+    assert lookup.for_tcp(client, server)() == "vllm" and lookup.lookups == 1  # cached
+    clock.advance(11)
+    assert lookup.for_tcp(client, server)() == "vllm" and lookup.lookups == 2
+    # A remote peer is never searched; an unknown socket belongs to no workload.
+    assert lookup.for_tcp(("10.0.0.5", 40000), server)() is None
+    assert lookup.for_tcp(("127.0.0.1", 40009), server)() is None
+    assert lookup.for_tcp(("::1", 40001), ("::1", 4317))() is None  # inode 444: nobody's
+
+
+def test_real_loopback_connection_and_unix_peer_credentials() -> None:
+    me = os.getpid()
+    lookup = SenderLookup(Path("/proc"), lambda: {me: "tests"}, SystemClock())
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = listener.getsockname()
+        with socket.create_connection(server):
+            conn, _ = listener.accept()
+            with conn:
+                assert lookup.for_tcp(conn.getpeername(), conn.getsockname())() == "tests"
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        assert peer_pid(a) == me
+        assert lookup.for_unix(a)() == "tests"
+    none = SenderLookup(Path("/proc"), dict, SystemClock())
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()),
+    ):
+        conn, _ = listener.accept()
+        with conn:
+            assert none.for_tcp(conn.getpeername(), conn.getsockname())() is None
