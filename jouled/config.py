@@ -123,8 +123,11 @@ class EstimateConfig(_Strict):
     # Cloud Carbon Footprint's published AWS coefficients (watts per vCPU, idle and full).
     cpu_min_watts_per_vcpu: float = Field(default=0.74, ge=0)
     cpu_max_watts_per_vcpu: float = Field(default=3.5, ge=0)
-    # Cloud Carbon Footprint's memory coefficient: 0.392 W per GB.
+    # Cloud Carbon Footprint's memory coefficient: 0.392 W per GB, charged (as CCF does) only
+    # on memory above what the per-vCPU figure already includes: CCF's AWS MEMORY_AVG of
+    # 80.69 GB per physical chip at 96 vCPUs per chip (its getPhysicalChips), 0.84 GB/vCPU.
     memory_watts_per_gb: float = Field(default=0.392, ge=0)
+    memory_gb_included_per_vcpu: float = Field(default=80.69 / 96, ge=0)
 
     @model_validator(mode="after")
     def _min_below_max(self) -> EstimateConfig:

@@ -27,13 +27,19 @@ class TickShares:
 
 
 class IdleModel:
-    """Idle power of one meter: configured, or learned as the lowest 10-tick average power
-    seen over the last hour. On a host that is never idle this overestimates idle (so it
-    under-attributes); configure ``attribution.idle_power_watts`` where accuracy matters.
+    """Idle power of one meter, in order of trust: configured; ``known_w``, the meter's own
+    zero-load power where it has one (the estimate's model); or learned as the lowest 10-tick
+    average power seen over the last hour. Until the first 10 ticks are learned it is the
+    lowest single-tick power seen so far: never below the true idle, so a request in the
+    first seconds is never charged idle power nobody has measured yet (issue 14). On a host
+    that is never idle this overestimates idle (so it under-attributes); configure
+    ``attribution.idle_power_watts`` where accuracy matters.
     """
 
     def __init__(self, configured_w: float | None = None, *, block: int = 10, blocks: int = 360):
         self.configured_w = configured_w
+        self.known_w: float | None = None
+        self._lowest_tick_w: float | None = None
         self._block = block
         self._acc_j = 0.0
         self._acc_s = 0.0
@@ -41,8 +47,12 @@ class IdleModel:
         self._averages: deque[float] = deque(maxlen=blocks)
 
     def observe(self, energy_j: float, seconds: float) -> None:
-        if seconds <= 0:
+        if seconds <= 0 or energy_j <= 0:
+            # A tick without energy (the sampler's first, a baseline) teaches nothing.
             return
+        tick_w = energy_j / seconds
+        if self._lowest_tick_w is None or tick_w < self._lowest_tick_w:
+            self._lowest_tick_w = tick_w
         self._acc_j += energy_j
         self._acc_s += seconds
         self._n += 1
@@ -55,8 +65,18 @@ class IdleModel:
     def power_w(self) -> float:
         if self.configured_w is not None:
             return self.configured_w
-        # Nothing learned yet: exclude nothing rather than guess.
-        return min(self._averages) if self._averages else 0.0
+        if self.known_w is not None:
+            return self.known_w
+        if self._averages:
+            return min(self._averages)
+        # Still learning: the lowest power seen is an upper bound of idle, so nothing is
+        # charged that might be idle. Before any tick: nothing to exclude.
+        return self._lowest_tick_w if self._lowest_tick_w is not None else 0.0
+
+    @property
+    def learned(self) -> bool:
+        """Whether the idle power is known (configured or the meter's own) or learned."""
+        return self.configured_w is not None or self.known_w is not None or bool(self._averages)
 
 
 def _split(total: float, weights: Mapping[str, float], capacity: float) -> dict[str, float]:

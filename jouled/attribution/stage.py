@@ -284,10 +284,13 @@ class AttributionStage:
         self._rejected[reason] = self._rejected.get(reason, 0) + n
 
     # --- the tick ---
-    def _idle_w(self, host_j: Mapping[Key, float], seconds: float) -> dict[Key, float]:
+    def _idle_w(
+        self, host_j: Mapping[Key, float], seconds: float, known: Mapping[Key, float]
+    ) -> dict[Key, float]:
         out = {}
         for key, joules in host_j.items():
             model = self._idle_power(self._idle, key, key[0])
+            model.known_w = known.get(key)  # the estimate's own zero-load power
             model.observe(joules, seconds)
             out[key] = model.power_w
         return out
@@ -313,7 +316,7 @@ class AttributionStage:
     def on_tick(self, tick: Tick, snapshot: Snapshot) -> AttributionSnapshot:
         cpu = self.tracker.tick(tick.t1)
         seconds = tick.seconds
-        idle_w = self._idle_w(tick.host_j, seconds)
+        idle_w = self._idle_w(tick.host_j, seconds, tick.known_idle_w)
         gpu_idle_w = {}
         for device, joules in tick.gpu_j.items():
             model = self._idle_power(self._gpu_idle, device, "gpu")

@@ -69,6 +69,12 @@ class Sample:
     problems: dict[str, str] = field(default_factory=dict)
     # Cumulative count of absurd single reads dropped per domain (never a baseline).
     glitches: dict[str, int] = field(default_factory=dict)
+    # Per domain: its power at zero load in watts, where the collector knows it (the
+    # estimate's model does; a meter must learn it).
+    idle_w: dict[str, float] = field(default_factory=dict)
+    # A collector held in reserve (collectors.standby) that is not needed now: no readings,
+    # and no collector_up series, until it takes over.
+    standby: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,18 @@
 
 CPU power is interpolated between a per-vCPU idle and full-load wattage by utilization
 (Cloud Carbon Footprint's method and default coefficients); memory power is a constant per
-GB. Every reading carries ``source="estimate"``: an estimate is never shown as a measurement.
+GB, charged as CCF charges it: only on memory above what the per-vCPU figure already covers.
+The per-vCPU watts come from SPECpower servers whose own memory (CCF's ``MEMORY_AVG``,
+80.69 GB per physical chip on AWS) is inside them; CCF's ``calculateGigabyteHours``
+(packages/core/src/memory/helpers.ts in cloud-carbon-footprint/cloud-carbon-footprint)
+charges ``(largest instance memory / chips - 80.69 GB) x instance memory / largest memory``
+with chips = ceil(largest vCPUs / 96). For an instance whose family has one memory-to-vCPU
+ratio that is ``memory - vCPUs x 80.69 / 96`` GB, which jouled uses (the family's largest
+instance is unknown on the host; 96 vCPUs per chip is CCF's divisor).
+
+Every reading carries ``source="estimate"``: an estimate is never shown as a measurement.
+Its zero-load power (vCPUs x the idle watts, and all of the memory's constant power) is
+published as ``Sample.idle_w``, so attribution excludes it from the first tick.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ class EstimateCollector:
         cpu_min_watts_per_vcpu: float = 0.74,
         cpu_max_watts_per_vcpu: float = 3.5,
         memory_watts_per_gb: float = 0.392,
+        memory_gb_included_per_vcpu: float = 80.69 / 96,
         vcpus: int | None = None,
         memory_gb: float | None = None,
         cpu_times: Callable[[], CpuTimes] = host_cpu_times,
@@ -57,7 +69,10 @@ class EstimateCollector:
         self._max_w = cpu_max_watts_per_vcpu
         self.vcpus = vcpus if vcpus is not None else (psutil.cpu_count(logical=True) or 1)
         self.memory_gb = memory_gb if memory_gb is not None else psutil.virtual_memory().total / 1e9
-        self._memory_w = memory_watts_per_gb * self.memory_gb
+        self._memory_w_per_gb = memory_watts_per_gb
+        self.memory_gb_included = self.vcpus * memory_gb_included_per_vcpu
+        self.memory_gb_charged = max(0.0, self.memory_gb - self.memory_gb_included)
+        self._memory_w = memory_watts_per_gb * self.memory_gb_charged
         self._cpu_times = cpu_times
         self._last_times = cpu_times()
         self._last_t = clock.monotonic()
@@ -88,7 +103,8 @@ class EstimateCollector:
             readings=(
                 DomainReading("cpu", Kind.CPU, Source.ESTIMATE, self._cpu_j),
                 DomainReading("memory", Kind.MEMORY, Source.ESTIMATE, self._memory_j),
-            )
+            ),
+            idle_w={"cpu": self.cpu_power_w(0.0), "memory": self._memory_w},
         )
 
     def check(self) -> list[CheckRow]:
@@ -103,7 +119,9 @@ class EstimateCollector:
                 self.name,
                 "memory",
                 True,
-                f"estimate: {self.memory_gb:.1f} GB x {self._memory_w / self.memory_gb:.3f} W/GB",
+                f"estimate: {self.memory_gb_charged:.1f} GB x {self._memory_w_per_gb:.3f} W/GB "
+                f"= {self._memory_w:.2f} W (of {self.memory_gb:.1f} GB, "
+                f"{self.memory_gb_included:.1f} GB counted in the per-vCPU watts)",
             ),
         ]
 

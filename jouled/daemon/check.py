@@ -12,9 +12,13 @@ from jouled.config import Config
 from jouled.ingest.server_metrics import check_rows
 
 
-def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> list[CheckRow]:
+def collect_rows(
+    cfg: Config, clock: Clock, nvml_module: Any | None = None, *, motion_probe_s: float = 1.0
+) -> list[CheckRow]:
+    """Every row of ``jouled check``. RAPL zones are read twice ``motion_probe_s`` apart, so a
+    frozen counter (one that does not move) shows as FAIL rather than as a meter."""
     from jouled.collectors.nvml import check_nvml
-    from jouled.collectors.rapl import check_rapl
+    from jouled.collectors.rapl import FROZEN_FIX, check_rapl
     from jouled.daemon.service import estimate_collector
 
     rows: list[CheckRow] = []
@@ -23,9 +27,10 @@ def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> l
     if rc.enabled is False:
         rows.append(CheckRow("rapl", "-", True, "disabled in config"))
     else:
-        found = check_rapl(rc.path)
+        found = check_rapl(rc.path, wait_s=motion_probe_s)
         rows.extend(found)
-        rapl_ok = any(r.readable for r in found)
+        # A frozen zone measures nothing: the estimate covers it (the daemon's standby).
+        rapl_ok = any(r.readable for r in found) and not any(r.fix == FROZEN_FIX for r in found)
     if cfg.collectors.nvml.enabled is False:
         rows.append(CheckRow("nvml", "-", True, "disabled in config"))
     else:
@@ -35,7 +40,11 @@ def collect_rows(cfg: Config, clock: Clock, nvml_module: Any | None = None) -> l
         rows.extend(est.check())
     else:
         disabled = cfg.collectors.estimate.enabled is False
-        why = "disabled in config" if disabled else "not needed: RAPL is readable"
+        why = (
+            "disabled in config"
+            if disabled
+            else "not needed: RAPL is readable (stands by: takes over if its counters freeze)"
+        )
         rows.append(CheckRow("estimate", "-", True, why))
     rows.extend(check_rows(cfg.workloads))
     required = {

@@ -14,6 +14,7 @@ import importlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -26,9 +27,12 @@ from jouled import __version__
 from jouled import config as config_mod
 from jouled.attribution.server_stage import ServerMetricsStage
 from jouled.attribution.stage import AttributionStage, GpuProcesses
+from jouled.attribution.workloads import ProcFS
 from jouled.clock import Clock, SystemClock
 from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
 from jouled.collectors.estimate import EstimateCollector
+from jouled.collectors.rapl import RaplCollector
+from jouled.collectors.standby import Standby
 from jouled.config import Config, ConfigError, GridProviderConfig
 from jouled.cost.grid import GridPoller
 from jouled.cost.live import CostStage
@@ -85,6 +89,7 @@ def estimate_collector(
         cpu_min_watts_per_vcpu=ec.cpu_min_watts_per_vcpu,
         cpu_max_watts_per_vcpu=ec.cpu_max_watts_per_vcpu,
         memory_watts_per_gb=ec.memory_watts_per_gb,
+        memory_gb_included_per_vcpu=ec.memory_gb_included_per_vcpu,
     )
 
 
@@ -93,13 +98,18 @@ def build_collectors(
 ) -> CollectorPlan:
     """Instantiate the configured collectors. ``enabled: true`` makes a failure fatal."""
     from jouled.collectors.nvml import NvmlCollector
-    from jouled.collectors.rapl import RaplCollector
 
     plan = CollectorPlan()
+    # Host busy CPU seconds (/proc/stat under attribution.proc_path): a meter that does not
+    # move while the host works is frozen, not a measurement.
+    host_busy = ProcFS(cfg.attribution.proc_path).host_busy_s
     rc = cfg.collectors.rapl
+    rapl: RaplCollector | None = None
     if rc.enabled is not False:
         try:
-            rapl = RaplCollector(rc.path, clock=clock, max_power_w=rc.max_power_watts)
+            rapl = RaplCollector(
+                rc.path, clock=clock, max_power_w=rc.max_power_watts, host_busy_s=host_busy
+            )
         except HardwareAbsent as exc:
             if rc.enabled is True:
                 raise StartupError(f"collectors.rapl.enabled is true but {exc}") from None
@@ -128,6 +138,7 @@ def build_collectors(
                 clock=clock,
                 poll_interval_s=nc.poll_interval,
                 max_power_w=nc.max_power_watts,
+                host_busy_s=host_busy,
             )
         except HardwareAbsent as exc:
             if nc.enabled is True:
@@ -149,7 +160,22 @@ def build_collectors(
             f"estimate: CPU and memory power estimated from utilization ({why}); "
             'every estimated series is labelled source="estimate"'
         )
+    elif rapl is not None and cfg.collectors.estimate.enabled == "auto":
+        # RAPL reads, but its counters may prove frozen: the estimate stands by for that.
+        standby = estimate_collector(cfg, clock, rapl_readable=False)
+        if standby is not None:
+            plan.collectors.append(Standby(standby, _frozen_reason(rapl)))
     return plan
+
+
+def _frozen_reason(rapl: RaplCollector) -> Callable[[], str | None]:
+    def reason() -> str | None:
+        frozen = rapl.frozen_domains
+        if not frozen:
+            return None
+        return f"RAPL {', '.join(sorted(frozen))} frozen (not moving while the host is busy)"
+
+    return reason
 
 
 def _gpu_processes(collectors: list[EnergyCollector]) -> GpuProcesses | None:

@@ -58,6 +58,22 @@ class SnapshotCollector(Collector):
             ["domain", "source"],
             snap.counter_resets,
         )
+        yield family(
+            CounterMetricFamily,
+            "jouled_domain_glitches",
+            "Single absurd counter reads dropped (a value that fits neither the reads before "
+            "nor after it); never used as a baseline, never counted as energy.",
+            ["domain", "source"],
+            snap.counter_glitches,
+        )
+        yield family(
+            GaugeMetricFamily,
+            "jouled_domain_frozen",
+            "1 while the meter's counter has not moved for 5 s although the host was busy: "
+            "not a measurement (it covers no host component; the estimate takes over).",
+            ["domain", "source"],
+            {k: 1.0 if v else 0.0 for k, v in snap.counter_frozen.items()},
+        )
         status = sorted(snap.collectors.items())
         for name, doc, value in (
             (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -46,15 +46,28 @@ def _section(name: str) -> str:
     return name
 
 
+# Estimated domain kinds and the host component each fills.
+_ESTIMATED = {Kind.CPU: Component.CPU, Kind.MEMORY: Component.DRAM}
+
+
+def _by_source(sample: Sample, counts: Mapping[str, int], fallback: str) -> dict[DomainKey, int]:
+    """Per-domain counts of a sample keyed (domain, source), as the snapshot keys them."""
+    sources = {r.domain: str(r.source) for r in sample.readings}
+    return {(d, sources.get(d, fallback)): n for d, n in counts.items()}
+
+
 def host_components(readings: Sequence[tuple[DomainReading, float]]) -> dict[HostKey, float]:
     """Per-tick host energy by non-overlapping component, from per-domain deltas.
 
     package covers cores and uncore (so those are never added); DRAM is a separate RAPL
     domain; psys covers the whole platform, so ``other`` = psys - package - dram. An
-    estimate fills a component only where no measurement covers it.
+    estimate fills a component only where no measurement covers it. A frozen meter (its
+    counter does not move while the host works) measures nothing and covers nothing.
     """
     by_kind: dict[tuple[Kind, Source], float] = {}
     for reading, delta in readings:
+        if reading.frozen:
+            continue
         key = (reading.kind, reading.source)
         by_kind[key] = by_kind.get(key, 0.0) + delta
     out: dict[HostKey, float] = {}
@@ -76,7 +89,7 @@ def host_components(readings: Sequence[tuple[DomainReading, float]]) -> dict[Hos
     if gpu is not None:
         out[(Component.GPU, Source.NVML)] = gpu
         measured.add(Component.GPU)
-    for kind, component in ((Kind.CPU, Component.CPU), (Kind.MEMORY, Component.DRAM)):
+    for kind, component in _ESTIMATED.items():
         est = by_kind.get((kind, Source.ESTIMATE))
         if est is not None and component not in measured:
             out[(component, Source.ESTIMATE)] = est
@@ -107,6 +120,8 @@ class Sampler:
         self._domain_total: dict[DomainKey, float] = {}
         self._host_total: dict[HostKey, float] = {}
         self._resets: dict[DomainKey, int] = {}
+        self._glitches: dict[DomainKey, int] = {}
+        self._frozen: dict[DomainKey, bool] = {}
         self._status: dict[str, CollectorStatus] = {}
         self._last_t = clock.monotonic()
         self._seq = 0
@@ -182,12 +197,28 @@ class Sampler:
         # its end: an NTP step moves the next tick, never stretches or inverts it.
         w0 = w1 - (t1 - t0)
         deltas: list[tuple[DomainReading, float]] = []
+        known_idle: dict[HostKey, float] = {}
         for collector, (sample, status) in zip(self._collectors, results, strict=True):
+            if sample is not None and sample.standby:
+                self._status.pop(collector.name, None)  # in reserve: neither up nor down
+                self._forget(collector.name)
+                continue
             self._log_transition(collector.name, status)
             self._status[collector.name] = status
             if sample is None:
                 continue
+            # A domain missing from a good read (a mirror found out, an estimate on standby)
+            # starts from a new baseline if it comes back: its old value would be a spike.
+            present = {r.domain for r in sample.readings}
+            for key in [k for k in self._last_cumulative if k[0] == collector.name]:
+                if key[1] not in present:
+                    del self._last_cumulative[key]
             for reading in sample.readings:
+                self._frozen[(reading.domain, str(reading.source))] = reading.frozen
+                idle = sample.idle_w.get(reading.domain)
+                if idle is not None and reading.kind in _ESTIMATED:
+                    hkey = (str(_ESTIMATED[reading.kind]), str(reading.source))
+                    known_idle[hkey] = known_idle.get(hkey, 0.0) + idle
                 key = (collector.name, reading.domain)
                 prev = self._last_cumulative.get(key)
                 self._last_cumulative[key] = reading.energy_j
@@ -198,11 +229,8 @@ class Sampler:
                     continue
                 # Collectors guarantee monotonic totals; clamp anyway, never export a rewind.
                 deltas.append((reading, max(0.0, reading.energy_j - prev)))
-            for domain, count in sample.resets.items():
-                source = next(
-                    (r.source for r in sample.readings if r.domain == domain), collector.name
-                )
-                self._resets[(domain, str(source))] = count
+            self._resets.update(_by_source(sample, sample.resets, collector.name))
+            self._glitches.update(_by_source(sample, sample.glitches, collector.name))
         domain_j: dict[DomainKey, float] = {}
         gpu_j: dict[str, float] = {}
         for reading, delta in deltas:
@@ -226,6 +254,7 @@ class Sampler:
             domain_j=frozen(domain_j),
             host_j=frozen(host_j),
             gpu_j=frozen(gpu_j),
+            known_idle_w=frozen(known_idle),
         )
         self._last_t = t1
         base = Snapshot(
@@ -236,6 +265,8 @@ class Sampler:
             host_energy_j=frozen(self._host_total),
             counter_resets=frozen(self._resets),
             collectors=frozen(self._status),
+            counter_glitches=frozen(self._glitches),
+            counter_frozen=frozen(self._frozen),
         )
         sections: dict[str, Any] = {}  # stage name -> its section (a Snapshot field)
         for stage in self._stages:

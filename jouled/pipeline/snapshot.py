@@ -41,6 +41,10 @@ class Snapshot:
     # (domain, source) -> counter resets detected (driver reloads, GPU resets).
     counter_resets: Mapping[tuple[str, str], int]
     collectors: Mapping[str, CollectorStatus]
+    # (domain, source) -> absurd single reads dropped (never a baseline, never energy).
+    counter_glitches: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # (domain, source) -> whether the counter is frozen now (not moving on a busy host).
+    counter_frozen: Mapping[tuple[str, str], bool] = field(default_factory=dict)
     # Sections owned by later stages; None until that stage has run.
     attribution: AttributionSnapshot | None = None
     cost: CostSnapshot | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DomainKey = tuple[str, str]  # (domain, source)
 HostKey = tuple[str, str]  # (component, source)
@@ -22,6 +22,9 @@ class Tick:
     host_j: Mapping[HostKey, float]
     # GPU index -> joules this tick, for per-GPU attribution.
     gpu_j: Mapping[str, float]
+    # Host components whose zero-load power is known without learning it (the estimate's
+    # own idle figure), in watts: attribution uses it as idle power from the first tick.
+    known_idle_w: Mapping[HostKey, float] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:

@@ -127,10 +127,14 @@ def test_gpu_energy_follows_sm_use_per_board() -> None:
 
 def test_idle_model_learns_the_lowest_sustained_power() -> None:
     m = IdleModel(block=10)
-    assert m.power_w == 0.0  # nothing learned: exclude nothing
-    for watts in [50.0] * 10 + [12.0] * 10 + [80.0] * 10:
+    assert m.power_w == 0.0  # nothing seen: nothing to exclude
+    m.observe(60.0 * 0.5, 0.5)
+    m.observe(50.0 * 0.5, 0.5)
+    # Still learning: the lowest power seen so far, never charged to requests.
+    assert m.power_w == pytest.approx(50.0) and not m.learned
+    for watts in [50.0] * 8 + [12.0] * 10 + [80.0] * 10:
         m.observe(watts * 0.5, 0.5)
-    assert m.power_w == pytest.approx(12.0)
+    assert m.power_w == pytest.approx(12.0) and m.learned
     m.observe(0.0, 0.0)  # zero-length ticks are ignored
     assert m.power_w == pytest.approx(12.0)
     assert IdleModel(configured_w=7.0).power_w == 7.0

@@ -49,8 +49,16 @@ def make_stage(**spans: Any) -> AttributionStage:
     return AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))  # type: ignore[arg-type]
 
 
-def tick(seq: int, joules: float = 110.0, gpu: float = 0.0) -> Tick:
-    host = {("cpu", "rapl"): joules}
+def tick(
+    seq: int,
+    joules: float = 110.0,
+    gpu: float = 0.0,
+    *,
+    host: dict[tuple[str, str], float] | None = None,
+    known_idle: dict[tuple[str, str], float] | None = None,
+) -> Tick:
+    """One second of energy: ``joules`` of RAPL CPU (or ``host``), ``gpu`` on board 0."""
+    host = dict(host) if host is not None else {("cpu", "rapl"): joules}
     if gpu:
         host[("gpu", "nvml")] = gpu
     return Tick(
@@ -62,6 +70,7 @@ def tick(seq: int, joules: float = 110.0, gpu: float = 0.0) -> Tick:
         domain_j=frozen({}),
         host_j=frozen(host),
         gpu_j=frozen({"0": gpu} if gpu else {}),
+        known_idle_w=frozen(known_idle or {}),
     )
 
 
@@ -228,3 +237,55 @@ def test_reloaded_idle_power_applies_to_components_first_seen_after_the_reload()
     snap = stage.on_tick(t, EMPTY)
     assert snap.idle_power_w == {"cpu": 20.0, "dram": 3.0}
     assert snap.idle_energy_j["dram"] == pytest.approx(3.0)
+
+
+def _early_and_late(
+    host: dict[tuple[str, str], float], known: dict[tuple[str, str], float], request_j: float
+) -> tuple[float, float]:
+    """Energy of one request 3 s after start and of the same request after warm-up (30 s),
+    on a host spending ``host`` joules a second, plus ``request_j`` CPU joules while each
+    request runs."""
+    cfg = config.validate(
+        {"workloads": [{"name": "api", "match": {"pid": 1}}], "spans": {"settle_seconds": 2.0}},
+        "test",
+    )
+    stage = AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))  # type: ignore[arg-type]
+    stage.submit(
+        [
+            Span("api", "bert", T0 + 2.0, T0 + 3.0, gflops=1.0),
+            Span("api", "bert", T0 + 29.0, T0 + 30.0, gflops=1.0),
+        ]
+    )
+    cpu_key = next(k for k in host if k[0] == "cpu")
+    early = 0.0
+    snap = None
+    for seq in range(1, 40):
+        joules = dict(host) if seq > 1 else dict.fromkeys(host, 0.0)  # tick 1: a baseline
+        if seq in (3, 30):
+            joules[cpu_key] += request_j
+        snap = stage.on_tick(tick(seq, host=joules, known_idle=known), EMPTY)
+        if seq == 10:  # the early request has settled, the late one has not begun
+            early = snap.requests[("api", "bert")].energy_sum_j
+    assert snap is not None
+    req = snap.requests[("api", "bert")]
+    assert req.count == 2
+    return early, req.energy_sum_j - early
+
+
+def test_early_requests_are_not_charged_the_estimates_idle_power() -> None:
+    # Issue 14: on an estimated host a request 3 s after start got 8.45 J (5.07 J of it the
+    # memory estimate's constant power) where the same batch after warm-up got 0.25 J. The
+    # estimate knows its zero-load power (4 vCPU x 0.74 W, and all 5.07 W of memory): idle
+    # from the first tick, so both requests get their 0.25 J.
+    host = {("cpu", "estimate"): 4 * 0.74, ("dram", "estimate"): 5.07}
+    early, late = _early_and_late(host, dict(host), request_j=0.25)
+    assert early == pytest.approx(0.25)  # not 0.25 + 2.96 + 5.07 = 8.28 J
+    assert late == pytest.approx(0.25)
+
+
+def test_early_requests_are_not_charged_idle_that_is_still_being_learned() -> None:
+    # A measured host (RAPL): idle must be learned. Until it is, the lowest power seen so far
+    # is excluded, so the request at 3 s is not inflated either (50.25 J before).
+    early, late = _early_and_late({("cpu", "rapl"): 50.0}, {}, request_j=0.25)
+    assert early == pytest.approx(0.25)
+    assert late == pytest.approx(0.25)

@@ -52,7 +52,8 @@ def test_energy_integrates_utilization_over_time_and_is_labelled_estimate() -> N
     assert second["cpu"].kind is Kind.CPU and second["memory"].kind is Kind.MEMORY
     expected_cpu = 10 * est.cpu_power_w(0.25) + 10 * est.cpu_power_w(1.0)
     assert second["cpu"].energy_j == pytest.approx(expected_cpu)
-    assert second["memory"].energy_j == pytest.approx(20 * 16 * 0.392)
+    # CCF charges memory above what the per-vCPU watts include: 16 GB - 4 x 80.69/96 GB.
+    assert second["memory"].energy_j == pytest.approx(20 * (16 - 4 * 80.69 / 96) * 0.392)
     assert first["cpu"].energy_j < second["cpu"].energy_j
 
 
@@ -76,3 +77,19 @@ def test_real_host_reading_is_plausible() -> None:
     readings = est.read().readings
     assert all(r.energy_j >= 0 for r in readings)
     assert [r.readable for r in est.check()] == [True, True]
+
+
+def test_memory_follows_ccf_only_above_what_the_cpu_figure_includes() -> None:
+    # Issue 14: 0.392 W/GB on all installed memory. CCF applies it only above the memory in
+    # the per-vCPU figure (80.69 GB per 96-vCPU chip): a 2-vCPU, 1 GB VM has none above it.
+    clock, cpu = FakeClock(), FakeCpu()
+    small = EstimateCollector(clock, vcpus=2, memory_gb=1.0, cpu_times=cpu)
+    big = EstimateCollector(clock, vcpus=8, memory_gb=64.0, cpu_times=cpu)
+    clock.advance(10)
+    assert {r.domain: r.energy_j for r in small.read().readings}["memory"] == 0.0
+    sample = big.read()
+    memory_w = 0.392 * (64.0 - 8 * 80.69 / 96)
+    assert {r.domain: r.energy_j for r in sample.readings}["memory"] == pytest.approx(10 * memory_w)
+    # Its zero-load power is known: all of the memory's, and the CPU's at 0 % utilization.
+    assert sample.idle_w == pytest.approx({"cpu": 8 * 0.74, "memory": memory_w})
+    assert "counted in the per-vCPU watts" in big.check()[1].detail

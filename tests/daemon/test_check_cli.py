@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -21,10 +22,18 @@ def run_check(tmp_path: Path, cfg: dict) -> subprocess.CompletedProcess[str]:
 
 def test_check_lists_every_zone_and_passes_when_rapl_is_readable(tmp_path: Path) -> None:
     fake = FakePowercap.typical_server(tmp_path / "sys", sockets=2)
-    out = run_check(
-        tmp_path,
-        {"collectors": {"rapl": {"enabled": True, "path": str(fake.class_dir)}}},
-    )
+    # Counters that move, as on hardware: check reads each zone twice to catch frozen ones.
+    stop = threading.Event()
+    mover = threading.Thread(target=fake.run_realtime, args=(stop, 0.05), daemon=True)
+    mover.start()
+    try:
+        out = run_check(
+            tmp_path,
+            {"collectors": {"rapl": {"enabled": True, "path": str(fake.class_dir)}}},
+        )
+    finally:
+        stop.set()
+        mover.join(timeout=5)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:4] == ["COLLECTOR", "TARGET", "STATUS", "DETAIL"]

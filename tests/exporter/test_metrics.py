@@ -31,6 +31,8 @@ def sample_snapshot() -> Snapshot:
             {("cpu", "rapl"): 2520.5, ("dram", "rapl"): 210.0, ("gpu", "nvml"): 12600.0}
         ),
         counter_resets=frozen({("gpu-0", "nvml"): 1}),
+        counter_glitches=frozen({("package-0", "rapl"): 1, ("gpu-0", "nvml"): 0}),
+        counter_frozen=frozen({("package-0", "rapl"): False, ("dram-0", "rapl"): True}),
         collectors=frozen(
             {
                 "rapl": CollectorStatus(True, 0.0005),
