@@ -2,7 +2,8 @@
 
 Totals are sums of the ledger's per-minute rows (each already priced with the factors in
 force at its ticks), so a report of last week uses last week's grid intensity and prices.
-``energy_joules`` is IT energy as measured; ``cost`` and ``emissions_grams`` include PUE.
+``energy_joules`` is IT energy as measured; ``facility_energy_joules`` is IT energy x PUE
+(the row's PUE), the energy that ``cost`` and ``emissions_grams`` are of.
 A workload's ``joules_per_request`` is the energy its settled requests received, per request.
 """
 
@@ -23,6 +24,15 @@ from typing import Any, TextIO
 
 from jouled import config as config_mod
 from jouled.ledger import COMPONENTS, SCOPE_HOST, SCOPE_MODEL, SCOPE_WORKLOAD, reading
+from jouled.units import (
+    ENERGY_IN_JOULES,
+    GFLOPS,
+    GRAMS,
+    JOULES,
+    ColumnFormat,
+    column_format,
+    money_format,
+)
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -89,44 +99,51 @@ def totals(conn: sqlite3.Connection, since_s: float | None, until_s: float) -> d
     energy_cols = ", ".join(f"SUM(energy_{c}_j)" for c in COMPONENTS)
     row = conn.execute(
         f"SELECT SUM(energy_j), SUM(emissions_g), SUM(cost_energy), SUM(cost_hardware), "
-        f"SUM(seconds), MIN(minute), MAX(minute), {energy_cols} "
+        f"SUM(seconds), MIN(minute), MAX(minute), SUM(energy_j * pue), {energy_cols} "
         f"FROM minutes WHERE scope = ? AND {where}",
         (SCOPE_HOST, *args),
     ).fetchone()
-    energy, grams, c_energy, c_hw, seconds, first, last = (row[i] or 0.0 for i in range(7))
+    energy, grams, c_energy, c_hw, seconds, first, last, facility = (
+        row[i] or 0.0 for i in range(8)
+    )
     host = {
         "energy_joules": energy,
+        "facility_energy_joules": facility,
         "emissions_grams": grams,
         "cost": c_energy + c_hw,
         "cost_energy": c_energy,
         "cost_hardware": c_hw,
         "seconds": seconds,
         "energy_by_component_joules": {
-            c: row[7 + i] or 0.0 for i, c in enumerate(COMPONENTS) if row[7 + i]
+            c: row[8 + i] or 0.0 for i, c in enumerate(COMPONENTS) if row[8 + i]
         },
     }
     workloads: dict[str, dict[str, Any]] = {}
-    for name, energy, grams, c_energy, c_hw in conn.execute(
-        "SELECT workload, SUM(energy_j), SUM(emissions_g), SUM(cost_energy), "
-        f"SUM(cost_hardware) FROM minutes WHERE scope = ? AND {where} GROUP BY workload",
+    for name, energy, facility, grams, c_energy, c_hw in conn.execute(
+        "SELECT workload, SUM(energy_j), SUM(energy_j * pue), SUM(emissions_g), "
+        f"SUM(cost_energy), SUM(cost_hardware) FROM minutes WHERE scope = ? AND {where} "
+        "GROUP BY workload",
         (SCOPE_WORKLOAD, *args),
     ):
         workloads[name] = {
             "energy_joules": energy,
+            "facility_energy_joules": facility,
             "emissions_grams": grams,
             "cost": c_energy + c_hw,
             "cost_energy": c_energy,
             "cost_hardware": c_hw,
         }
     models: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, model, n, energy, gflops, c_energy, grams in conn.execute(
-        "SELECT workload, model, SUM(requests), SUM(energy_j), SUM(gflops), SUM(cost_energy), "
-        f"SUM(emissions_g) FROM minutes WHERE scope = ? AND {where} GROUP BY workload, model",
+    for name, model, n, energy, facility, gflops, c_energy, grams in conn.execute(
+        "SELECT workload, model, SUM(requests), SUM(energy_j), SUM(energy_j * pue), "
+        f"SUM(gflops), SUM(cost_energy), SUM(emissions_g) FROM minutes WHERE scope = ? AND "
+        f"{where} GROUP BY workload, model",
         (SCOPE_MODEL, *args),
     ):
         models.setdefault(name, {})[model] = {
             "requests": int(n),
             "energy_joules": energy,
+            "facility_energy_joules": facility,
             "joules_per_request": _per_request(energy, int(n)),
             "gflops": gflops,
             "cost": c_energy,
@@ -137,6 +154,7 @@ def totals(conn: sqlite3.Connection, since_s: float | None, until_s: float) -> d
             name,
             {
                 "energy_joules": 0.0,
+                "facility_energy_joules": 0.0,
                 "emissions_grams": 0.0,
                 "cost": 0.0,
                 "cost_energy": 0.0,
@@ -167,9 +185,9 @@ def _day(day_index: int) -> str:
 def by_day(conn: sqlite3.Connection, since_s: float | None, until_s: float) -> list[dict[str, Any]]:
     lo = -math.inf if since_s is None else since_s
     out = []
-    for day, scope, name, energy, grams, c_energy, c_hw in conn.execute(
-        "SELECT minute / 86400, scope, workload, SUM(energy_j), SUM(emissions_g), "
-        "SUM(cost_energy), SUM(cost_hardware) FROM minutes "
+    for day, scope, name, energy, facility, grams, c_energy, c_hw in conn.execute(
+        "SELECT minute / 86400, scope, workload, SUM(energy_j), SUM(energy_j * pue), "
+        "SUM(emissions_g), SUM(cost_energy), SUM(cost_hardware) FROM minutes "
         "WHERE minute >= ? AND minute < ? AND scope IN (?, ?) "
         "GROUP BY minute / 86400, scope, workload ORDER BY 1, 2, 3",
         (lo, until_s, SCOPE_HOST, SCOPE_WORKLOAD),
@@ -179,6 +197,7 @@ def by_day(conn: sqlite3.Connection, since_s: float | None, until_s: float) -> l
                 "day": _day(day),
                 "party": "(host)" if scope == SCOPE_HOST else name,
                 "energy_joules": energy,
+                "facility_energy_joules": facility,
                 "emissions_grams": grams,
                 "cost": c_energy + c_hw,
             }
@@ -209,6 +228,7 @@ def rows(doc: dict[str, Any], by: str, days: list[dict[str, Any]]) -> list[dict[
         {
             "workload": "(host)",
             "energy_joules": doc["host"]["energy_joules"],
+            "facility_energy_joules": doc["host"]["facility_energy_joules"],
             "emissions_grams": doc["host"]["emissions_grams"],
             "cost": doc["host"]["cost"],
             "requests": None,
@@ -220,6 +240,7 @@ def rows(doc: dict[str, Any], by: str, days: list[dict[str, Any]]) -> list[dict[
             {
                 "workload": w,
                 "energy_joules": wl["energy_joules"],
+                "facility_energy_joules": wl["facility_energy_joules"],
                 "emissions_grams": wl["emissions_grams"],
                 "cost": wl["cost"],
                 "requests": wl["requests"],
@@ -229,48 +250,104 @@ def rows(doc: dict[str, Any], by: str, days: list[dict[str, Any]]) -> list[dict[
     return out
 
 
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if key == "energy_joules":
-            return f"{value / 3.6e6:.6g} kWh"
-        if key == "cost":
-            return f"{value:.6g}"
-        return f"{value:.6g}"
-    return str(value)
+# Table columns: header and how its numbers read (one unit and format per column).
+_COLUMNS: dict[str, tuple[str, str]] = {
+    "energy_joules": ("IT energy", "energy"),
+    "facility_energy_joules": ("facility energy (x PUE)", "energy"),
+    "emissions_grams": ("emissions CO2e", "grams"),
+    "cost": ("cost", "money"),
+    "requests": ("requests", "count"),
+    "joules_per_request": ("IT energy/request", "joules"),
+    "gflops": ("work", "gflops"),
+}
+_KINDS: dict[str, tuple[tuple[tuple[str, float], ...], str]] = {
+    "energy": (ENERGY_IN_JOULES, "Wh"),
+    "grams": (GRAMS, "g"),
+    "joules": (JOULES, "J"),
+    "gflops": (GFLOPS, "GFLOP"),
+}
+_HIDDEN = ("energy_by_component_joules", "models")
+
+
+def column_formats(items: list[dict[str, Any]], currency: str | None) -> dict[str, ColumnFormat]:
+    """Each numeric column's format, its unit chosen for the largest value it shows."""
+    formats: dict[str, ColumnFormat] = {}
+    for key, (_, kind) in _COLUMNS.items():
+        values = [r.get(key) for r in items if isinstance(r.get(key), int | float)]
+        if kind in _KINDS:
+            formats[key] = column_format(values, _KINDS[kind][0], default=_KINDS[kind][1])
+        elif kind == "money":
+            formats[key] = money_format(values, currency or "-")
+        else:
+            formats[key] = ColumnFormat("", 1.0, 0)
+    return formats
 
 
 def render_table(items: list[dict[str, Any]], out: TextIO, currency: str | None) -> None:
-    if not items:
-        out.write("no ledger rows in this range\n")
-        return
-    headers = [k for k in items[0] if k != "energy_by_component_joules"]
-    names = {
-        "energy_joules": "energy",
-        "emissions_grams": "gCO2e",
-        "cost": f"cost ({currency or '-'})",
-        "joules_per_request": "J/request",
-    }
-    table = [[names.get(h, h) for h in headers]]
-    table += [[_cell(h, r.get(h)) for h in headers] for r in items]
+    """Aligned columns; numeric headers name their unit once, e.g. ``IT energy [kWh]``."""
+    headers = [k for k in items[0] if k not in _HIDDEN]
+    formats = column_formats(items, currency)
+    names = [
+        f"{_COLUMNS[h][0]} [{formats[h].unit}]" if h in _COLUMNS and formats[h].unit else h
+        for h in headers
+    ]
+    table = [names]
+    for r in items:
+        cells = []
+        for h in headers:
+            value = r.get(h)
+            cells.append(
+                formats[h](value) if h in formats else "-" if value is None else str(value)
+            )
+        table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    first_numeric = next((i for i, h in enumerate(headers) if h in formats), len(headers))
     for n, row in enumerate(table):
         out.write(
             "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
+                c.ljust(w) if i < first_numeric else c.rjust(w)
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             ).rstrip()
             + "\n"
         )
         if n == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
+    if "facility_energy_joules" in headers:
+        out.write(
+            "facility energy = IT energy x PUE (each minute's); emissions and cost are of "
+            "facility energy\n"
+        )
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def nothing_to_show(doc: dict[str, Any], by: str) -> str:
+    """Why a range has no rows for ``--by``: nothing at all, or host energy but no requests."""
+    if doc["first_minute"] is None:
+        return "no ledger rows in this range (try a wider --since/--until)"
+    first, last = doc["first_minute"], doc["last_minute"]
+    host = (
+        f"the ledger has {_duration(doc['host']['seconds'])} of host energy in this range "
+        f"(minutes {first}{'' if last == first else ' to ' + last})"
+    )
+    return (
+        f"no requests in this range: {host} but no request (model) rows. Requests are "
+        "booked from the spans a workload's server sends to jouled's ingest listener "
+        "(docs/SPANS.md); --by workload shows the host and workload energy"
+        if by == "model"
+        else f"nothing to show by {by}: {host}"
+    )
 
 
 def render_csv(items: list[dict[str, Any]], out: TextIO) -> None:
     if not items:
         return
-    headers = [k for k in items[0] if k not in ("models", "energy_by_component_joules")]
+    headers = [k for k in items[0] if k not in _HIDDEN]
     writer = csv.DictWriter(out, fieldnames=headers, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in items:
@@ -290,44 +367,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--plot", type=Path, help="also draw the rows as a PNG (needs matplotlib)")
     return p
-
-
-def _label(row: dict[str, Any], by: str) -> str:
-    if by == "day":
-        return f"{row['day']} {row['party']}"
-    if by == "model":
-        return f"{row['workload']}/{row['model']}"
-    return str(row["workload"])
-
-
-def plot(items: list[dict[str, Any]], by: str, currency: str | None, path: Path) -> None:
-    """Energy (kWh), emissions (gCO2e) and cost per row, side by side, as a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ReportError("--plot needs matplotlib: pip install 'jouled[report]'") from None
-    labels = [_label(r, by) for r in items]
-    panels = (
-        ("energy (kWh)", [(r.get("energy_joules") or 0.0) / 3.6e6 for r in items]),
-        ("emissions (gCO2e)", [r.get("emissions_grams") or 0.0 for r in items]),
-        (f"cost ({currency or '-'})", [r.get("cost") or 0.0 for r in items]),
-    )
-    height = max(3.0, 0.35 * len(labels) + 1.5)
-    fig, axes = plt.subplots(1, 3, figsize=(13, height), sharey=True)
-    for ax, (title, values) in zip(axes, panels, strict=True):
-        bars = ax.barh(labels, values, color="#3a7dc0")
-        ax.bar_label(bars, fmt="%.3g", padding=2, fontsize=8)
-        ax.set_title(title)
-        ax.invert_yaxis()  # first row on top, as in the table
-        ax.grid(axis="x", alpha=0.3)
-        ax.set_xlim(0, max(values, default=1.0) * 1.25 or 1.0)
-    fig.suptitle(f"jouled report by {by}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None = None) -> int:
@@ -370,15 +409,19 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
         **doc,
     }
     items = rows(doc, args.by, days)
+    empty = doc["first_minute"] is None or not items
     if args.plot is not None:
-        if not any((r.get("energy_joules") or 0.0) > 0 for r in items):
-            print("jouled report: no ledger rows in this range to plot", file=sys.stderr)
+        from jouled.report_plot import plot
+
+        if empty or not any((r.get("energy_joules") or 0.0) > 0 for r in items):
+            print(f"jouled report: {nothing_to_show(doc, args.by)}; no plot", file=sys.stderr)
             return 1
         try:
-            plot(items, args.by, doc["currency"], args.plot)
+            plot(items, args.by, column_formats(items, doc["currency"]), args.plot)
         except ReportError as exc:
             print(f"jouled report: {exc}", file=sys.stderr)
             return 2
+        print(f"jouled report: plot written to {args.plot}", file=sys.stderr)
     if args.format == "json":
         doc["by"] = args.by
         doc["rows"] = items
@@ -386,6 +429,8 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
         out.write("\n")
     elif args.format == "csv":
         render_csv(items, out)
+    elif empty:
+        out.write(nothing_to_show(doc, args.by) + "\n")
     else:
         render_table(items, out, doc["currency"])
     return 0

@@ -96,9 +96,9 @@ def test_since_until_and_by_day_and_model(tmp_path: Path) -> None:
     api_days = [r for r in table if r["party"] == "api"]
     assert sum(int(r["requests"]) for r in api_days) == 96
     code, text = run("--ledger", str(path), "--by", "model")
-    assert code == 0 and "bert" in text and "J/request" in text
+    assert code == 0 and "bert" in text and "IT energy/request [J]" in text
     code, text = run("--ledger", str(path))
-    assert "(host)" in text and "api" in text and "kWh" in text
+    assert "(host)" in text and "api" in text and "IT energy [Wh]" in text
 
 
 def test_parse_time_forms() -> None:
