@@ -109,6 +109,12 @@ def test_dashboard_covers_the_required_views() -> None:
         "jouled_collector_up",
         "workload_model:jouled_request_energy_joules:baseline_mean1d",
         "jouled_predicted_request_energy_joules",
+        "model:jouled_energy_per_output_token_joules:ratio_rate5m",
+        "model:jouled_energy_per_input_token_joules:ratio_rate5m",
+        'rate(jouled_tokens_total{instance=~"$instance", workload=~"$workload", '
+        'model=~"$model", kind="output"}',
+        "rate(jouled_model_energy_joules_total",
+        "jouled_server_metrics_up",
     ]
     missing = [r for r in required if r not in queries]
     assert not missing, missing

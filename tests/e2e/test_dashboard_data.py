@@ -1,6 +1,7 @@
 """Issue 6 end to end: the real daemon on a fake RAPL tree with a busy workload and spans
-posted, a real Prometheus loading our recording and alert rules and scraping it, and every
-Grafana panel query answered with data, or listed below with the reason it cannot be."""
+posted, a second one in server-metrics mode beside a replayed vLLM /metrics page, a real
+Prometheus loading our recording and alert rules and scraping it, and every Grafana panel
+query answered with data, or listed below with the reason it cannot be."""
 
 import json
 import threading
@@ -14,6 +15,7 @@ from jouled.costmodel.fitfile import Fit
 from tests.deploy.test_deploy_grafana import exprs, load_dashboard
 from tests.support.procs import fake_powercap, jouled, start_busy, wait_for
 from tests.support.prometheus import RULE_FILES, run_prometheus
+from tests.support.server_pages import VllmReplay, serving
 
 pytestmark = pytest.mark.slow
 
@@ -54,21 +56,37 @@ def post_spans(url: str, stop: threading.Event) -> None:
         stop.wait(0.25)
 
 
+def serve_tokens(replay: VllmReplay, stop: threading.Event) -> None:
+    while not stop.is_set():
+        replay.serve_all([("llama-3-8b", 200, 50), ("phi-3-mini", 60, 40)])
+        stop.wait(0.1)
+
+
 def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
     pidfile = tmp_path / "api.pid"
     fit = tmp_path / "fit.json"
     fit.write_text(json.dumps(Fit(slope_joules_per_gflop=0.05).to_dict()))
     busy = start_busy(pidfile, tmp_path / "busy.log", busy_s=0.003, idle_s=0.003)
+    chat = start_busy(tmp_path / "chat.pid", tmp_path / "chat.log", busy_s=0.01, idle_s=0.04)
+    replay = VllmReplay(["llama-3-8b", "phi-3-mini"])
     stop = threading.Event()
     try:
         with (
+            serving(replay) as vllm_url,
             fake_powercap(tmp_path, "--package-watts", "60", "--dram-watts", "6") as powercap,
             jouled(
                 tmp_path,
                 {
                     "interval": 0.5,
                     "collectors": {"rapl": {"path": str(powercap)}, "nvml": {"enabled": False}},
-                    "workloads": [{"name": "api", "match": {"pidfile": str(pidfile)}}],
+                    "workloads": [
+                        {"name": "api", "match": {"pidfile": str(pidfile)}},
+                        {
+                            "name": "chat",
+                            "match": {"pidfile": str(tmp_path / "chat.pid")},
+                            "server_metrics": vllm_url,
+                        },
+                    ],
                     "spans": {"settle_seconds": 1.0, "fit_file": str(fit)},
                     "cost": {
                         "pue": 1.4,
@@ -86,6 +104,8 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
         ):
             sender = threading.Thread(target=post_spans, args=(daemon.ingest_url, stop))
             sender.start()
+            tokens = threading.Thread(target=serve_tokens, args=(replay, stop))
+            tokens.start()
             prom.wait_for_targets_up()
             instance = daemon.metrics_url.removeprefix("http://")
             substitutions = {
@@ -94,7 +114,7 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
                 "$__range_s": "60",
                 "$__range": "1m",
                 "$instance": instance,
-                "$workload": "api",
+                "$workload": "api|chat",
                 "$model": ".*",
             }
 
@@ -120,6 +140,7 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
             finally:
                 stop.set()
                 sender.join(10)
+                tokens.join(10)
             # The listed exceptions really are empty (else the list has gone stale).
             listed = [q for _, q in queries if any(k in q for k in EMPTY_BY_NATURE)]
             assert listed and all(not prom.result(q) for q in listed)
@@ -136,3 +157,4 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
     finally:
         stop.set()
         busy.stop()
+        chat.stop()
