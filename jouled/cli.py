@@ -63,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from jouled import config
     from jouled.clock import SystemClock
-    from jouled.daemon.check import collect_rows, render, required_failures
+    from jouled.collectors.registry import required_failures
+    from jouled.daemon.check import collect_rows, render
 
     try:
         cfg = config.load(args.config)

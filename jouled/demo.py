@@ -134,7 +134,7 @@ def estimate_idle_w() -> tuple[bool, dict[str, float]]:
     from jouled import config as config_mod
     from jouled.clock import SystemClock
     from jouled.collectors.estimate import EstimateCollector
-    from jouled.daemon.service import build_collectors
+    from jouled.collectors.registry import build_collectors
 
     cfg = config_mod.validate({"collectors": {"nvml": {"enabled": False}}}, "<demo>")
     plan = build_collectors(cfg, SystemClock())

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jouled.collectors.procstat import host_busy_s
+
 log = logging.getLogger(__name__)
 
 
@@ -128,16 +130,9 @@ class ProcFS:
         return (v2 or [line.split(":", 2)[2] for line in lines] or [""])[0]
 
     def host_busy_s(self) -> float:
-        """Busy CPU seconds of the whole host since boot (/proc/stat's cpu line)."""
-        try:
-            with open(self.root / "stat", "rb") as fh:
-                first = fh.readline().split()
-        except OSError:
-            return 0.0
-        v = [int(x) for x in first[1:]] + [0] * 10
-        user, nice, system, _idle, _iowait, irq, softirq = v[:7]
-        # guest time is already inside user/nice; steal was spent by other guests.
-        return (user + nice + system + irq + softirq) / self._tick_hz
+        """Busy CPU seconds of the whole host since boot (/proc/stat's cpu line); 0 when
+        it cannot be read."""
+        return host_busy_s(self.root)
 
 
 class ProcessTracker:

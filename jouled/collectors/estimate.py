@@ -18,33 +18,35 @@ published as ``Sample.idle_w``, so attribution excludes it from the first tick.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 from jouled.clock import Clock
-from jouled.collectors.base import CheckRow, DomainReading, Kind, Sample, Source
+from jouled.collectors.base import (
+    CheckRow,
+    CollectorError,
+    DomainReading,
+    Kind,
+    Sample,
+    Source,
+)
+from jouled.collectors.procstat import DEFAULT_PROC, CpuTimes, host_cpu_times
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class CpuTimes:
-    busy_s: float
-    total_s: float
-
-
-def host_cpu_times() -> CpuTimes:
-    """Busy and total CPU seconds of the whole host since boot."""
-    t = psutil.cpu_times()
-    # iowait and idle are time the CPU was not executing; steal was spent by other guests.
-    idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
-    total = sum(t)
-    # guest time is already counted inside user/nice on Linux; subtract to avoid counting twice.
-    total -= getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
-    return CpuTimes(busy_s=total - idle, total_s=total)
+def _read_times(proc_root: Path) -> CpuTimes:
+    try:
+        return host_cpu_times(proc_root)
+    except (OSError, ValueError) as exc:
+        raise CollectorError(
+            f"cannot read the host's CPU times from {proc_root}/stat: {exc}",
+            fix="point attribution.proc_path at the host's /proc (e.g. /host/proc in a container)",
+        ) from None
 
 
 class EstimateCollector:
@@ -62,8 +64,11 @@ class EstimateCollector:
         memory_gb_included_per_vcpu: float = 80.69 / 96,
         vcpus: int | None = None,
         memory_gb: float | None = None,
-        cpu_times: Callable[[], CpuTimes] = host_cpu_times,
+        proc_root: Path = DEFAULT_PROC,
+        cpu_times: Callable[[], CpuTimes] | None = None,
     ) -> None:
+        """``proc_root`` is where /proc/stat is read (``attribution.proc_path``);
+        ``cpu_times`` replaces that read (tests)."""
         self._clock = clock
         self._min_w = cpu_min_watts_per_vcpu
         self._max_w = cpu_max_watts_per_vcpu
@@ -73,8 +78,8 @@ class EstimateCollector:
         self.memory_gb_included = self.vcpus * memory_gb_included_per_vcpu
         self.memory_gb_charged = max(0.0, self.memory_gb - self.memory_gb_included)
         self._memory_w = memory_watts_per_gb * self.memory_gb_charged
-        self._cpu_times = cpu_times
-        self._last_times = cpu_times()
+        self._cpu_times = cpu_times or functools.partial(_read_times, proc_root)
+        self._last_times = self._cpu_times()
         self._last_t = clock.monotonic()
         self._cpu_j = 0.0
         self._memory_j = 0.0

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from aiohttp import web
@@ -27,12 +23,10 @@ from jouled import __version__
 from jouled import config as config_mod
 from jouled.attribution.server_stage import ServerMetricsStage
 from jouled.attribution.stage import AttributionStage, GpuProcesses
-from jouled.attribution.workloads import ProcFS
 from jouled.clock import Clock, SystemClock
-from jouled.collectors.base import CollectorError, EnergyCollector, HardwareAbsent
-from jouled.collectors.estimate import EstimateCollector
-from jouled.collectors.rapl import RaplCollector
-from jouled.collectors.standby import Standby
+from jouled.collectors import registry
+from jouled.collectors.base import EnergyCollector
+from jouled.collectors.registry import CollectorPlan, Hardware, RequiredCollectorFailed
 from jouled.config import Config, ConfigError, GridProviderConfig
 from jouled.cost.grid import GridPoller
 from jouled.cost.live import CostStage
@@ -56,126 +50,16 @@ class StartupError(Exception):
     """The daemon cannot start as configured; the message says what to fix."""
 
 
-@dataclass
-class CollectorPlan:
-    """What ``build_collectors`` decided, with the reasons an operator reads at start-up."""
-
-    collectors: list[EnergyCollector] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    rapl_readable: bool = False
-
-
-def _load_nvml(module: ModuleType | Any | None) -> Any:
-    if module is not None:
-        return module
-    try:
-        return importlib.import_module("pynvml")
-    except ImportError as exc:
-        raise HardwareAbsent(
-            "the pynvml module is not installed", fix="pip install nvidia-ml-py"
-        ) from exc
-
-
-def estimate_collector(
-    cfg: Config, clock: Clock, *, rapl_readable: bool
-) -> EstimateCollector | None:
-    """The estimate, where the config wants one: always (``true``) or, in ``auto``, only
-    where no RAPL zone can be read."""
-    ec = cfg.collectors.estimate
-    if not (ec.enabled is True or (ec.enabled == "auto" and not rapl_readable)):
-        return None
-    return EstimateCollector(
-        clock,
-        cpu_min_watts_per_vcpu=ec.cpu_min_watts_per_vcpu,
-        cpu_max_watts_per_vcpu=ec.cpu_max_watts_per_vcpu,
-        memory_watts_per_gb=ec.memory_watts_per_gb,
-        memory_gb_included_per_vcpu=ec.memory_gb_included_per_vcpu,
-    )
-
-
 def build_collectors(
     cfg: Config, clock: Clock, *, nvml_module: Any | None = None, probe: bool = True
 ) -> CollectorPlan:
-    """Instantiate the configured collectors. ``enabled: true`` makes a failure fatal."""
-    from jouled.collectors.nvml import NvmlCollector
-
-    plan = CollectorPlan()
-    # Host busy CPU seconds (/proc/stat under attribution.proc_path): a meter that does not
-    # move while the host works is frozen, not a measurement.
-    host_busy = ProcFS(cfg.attribution.proc_path).host_busy_s
-    rc = cfg.collectors.rapl
-    rapl: RaplCollector | None = None
-    if rc.enabled is not False:
-        try:
-            rapl = RaplCollector(
-                rc.path, clock=clock, max_power_w=rc.max_power_watts, host_busy_s=host_busy
-            )
-        except HardwareAbsent as exc:
-            if rc.enabled is True:
-                raise StartupError(f"collectors.rapl.enabled is true but {exc}") from None
-            plan.notes.append(f"RAPL: not available: {exc}")
-        else:
-            plan.collectors.append(rapl)
-            if probe:
-                try:
-                    rapl.read()
-                    plan.rapl_readable = True
-                    plan.notes.append(f"RAPL: reading zones under {rc.path}")
-                except CollectorError as exc:
-                    if rc.enabled is True:
-                        raise StartupError(
-                            f"collectors.rapl.enabled is true but RAPL cannot be read: {exc}"
-                        ) from None
-                    # Kept, so jouled_collector_up{collector="rapl"} 0 tells the operator.
-                    plan.notes.append(f"RAPL: present but unreadable: {exc}")
-            else:
-                plan.rapl_readable = True
-    nc = cfg.collectors.nvml
-    if nc.enabled is not False:
-        try:
-            nvml = NvmlCollector(
-                _load_nvml(nvml_module),
-                clock=clock,
-                poll_interval_s=nc.poll_interval,
-                max_power_w=nc.max_power_watts,
-                host_busy_s=host_busy,
-            )
-        except HardwareAbsent as exc:
-            if nc.enabled is True:
-                raise StartupError(f"collectors.nvml.enabled is true but {exc}") from None
-            plan.notes.append(f"NVML: not available: {exc}")
-        except CollectorError as exc:
-            if nc.enabled is True:
-                raise StartupError(f"collectors.nvml.enabled is true but {exc}") from None
-            plan.notes.append(f"NVML: present but unusable: {exc}")
-        else:
-            plan.collectors.append(nvml)
-            plan.notes.append("NVML: reading NVIDIA GPUs")
-    estimate = estimate_collector(cfg, clock, rapl_readable=plan.rapl_readable)
-    if estimate is not None:
-        plan.collectors.append(estimate)
-        forced = cfg.collectors.estimate.enabled is True
-        why = "forced by config" if forced else "no readable RAPL zone"
-        plan.notes.append(
-            f"estimate: CPU and memory power estimated from utilization ({why}); "
-            'every estimated series is labelled source="estimate"'
+    """The registry's collectors; a required one that fails is a ``StartupError``."""
+    try:
+        return registry.build_collectors(
+            cfg, clock, hardware=Hardware(nvml_module=nvml_module), probe=probe
         )
-    elif rapl is not None and cfg.collectors.estimate.enabled == "auto":
-        # RAPL reads, but its counters may prove frozen: the estimate stands by for that.
-        standby = estimate_collector(cfg, clock, rapl_readable=False)
-        if standby is not None:
-            plan.collectors.append(Standby(standby, _frozen_reason(rapl)))
-    return plan
-
-
-def _frozen_reason(rapl: RaplCollector) -> Callable[[], str | None]:
-    def reason() -> str | None:
-        frozen = rapl.frozen_domains
-        if not frozen:
-            return None
-        return f"RAPL {', '.join(sorted(frozen))} frozen (not moving while the host is busy)"
-
-    return reason
+    except RequiredCollectorFailed as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _gpu_processes(collectors: list[EnergyCollector]) -> GpuProcesses | None:

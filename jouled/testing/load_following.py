@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def _host_busy_s() -> float:
-    from jouled.collectors.estimate import host_cpu_times
+    from jouled.collectors.procstat import host_cpu_times
 
     return host_cpu_times().busy_s
 

@@ -2,7 +2,8 @@ import pytest
 
 from jouled.clock import FakeClock
 from jouled.collectors.base import Kind, Source
-from jouled.collectors.estimate import CpuTimes, EstimateCollector
+from jouled.collectors.estimate import EstimateCollector
+from jouled.collectors.procstat import CpuTimes
 
 
 class FakeCpu:
@@ -93,3 +94,38 @@ def test_memory_follows_ccf_only_above_what_the_cpu_figure_includes() -> None:
     # Its zero-load power is known: all of the memory's, and the CPU's at 0 % utilization.
     assert sample.idle_w == pytest.approx({"cpu": 8 * 0.74, "memory": memory_w})
     assert "counted in the per-vCPU watts" in big.check()[1].detail
+
+
+def write_stat(root, user: int, system: int, idle: int, iowait: int = 0, steal: int = 0) -> None:
+    # The kernel's layout: cpu user nice system idle iowait irq softirq steal guest guest_nice
+    root.mkdir(exist_ok=True)
+    (root / "stat").write_text(
+        f"cpu  {user} 0 {system} {idle} {iowait} 0 0 {steal} 0 0\n"
+        f"cpu0 {user} 0 {system} {idle} {iowait} 0 0 {steal} 0 0\nintr 0\n"
+    )
+
+
+def test_the_estimate_reads_cpu_times_under_the_configured_proc_root(tmp_path) -> None:
+    import os
+
+    hz = os.sysconf("SC_CLK_TCK")
+    proc = tmp_path / "host-proc"
+    write_stat(proc, user=0, system=0, idle=0)
+    clock = FakeClock()
+    est = EstimateCollector(clock, vcpus=4, memory_gb=1.0, proc_root=proc)
+    # 1 s on 4 vCPUs: 1 CPU-second busy (user), 2 idle, 1 stolen by other guests -> 25 %.
+    write_stat(proc, user=hz, system=0, idle=2 * hz, steal=hz)
+    clock.advance(1.0)
+    est.read()
+    assert est.last_utilization == pytest.approx(0.25)
+    # The tracker reads the same file through the same reader.
+    from jouled.attribution.workloads import ProcFS
+
+    assert ProcFS(proc).host_busy_s() == pytest.approx(1.0)
+
+
+def test_an_unreadable_proc_root_says_which_setting_to_fix(tmp_path) -> None:
+    from jouled.collectors.base import CollectorError
+
+    with pytest.raises(CollectorError, match=r"attribution\.proc_path"):
+        EstimateCollector(FakeClock(), vcpus=1, memory_gb=1.0, proc_root=tmp_path / "nope")

@@ -89,3 +89,49 @@ def test_check_status_absent_only_where_optional(tmp_path: Path) -> None:
     )
     [rapl] = [r for r in collect_rows(required, SystemClock()) if r.collector == "rapl"]
     assert status(rapl) == "FAIL"
+
+
+def test_check_loads_neither_aiohttp_nor_the_exporters_nor_the_service(tmp_path: Path) -> None:
+    fake = FakePowercap.typical_server(tmp_path / "sys", sockets=1)
+    path = tmp_path / "jouled.yaml"
+    path.write_text(yaml.safe_dump({"collectors": {"rapl": {"path": str(fake.class_dir)}}}))
+    script = (
+        "import contextlib, io, sys\n"
+        "from jouled.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main(['check', '--config', {str(path)!r}])\n"
+        "heavy = ('aiohttp', 'jouled.exporter', 'jouled.daemon.service', 'jouled.pipeline')\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
+def test_a_required_collector_failing_at_start_is_the_collectors_message_and_fix(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from jouled import config
+    from jouled.clock import FakeClock
+    from jouled.collectors.registry import Hardware, RequiredCollectorFailed, build_collectors
+    from jouled.testing.fake_pynvml import FakeNvml
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = config.validate(
+        {"collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": True}}}, "test"
+    )
+    import pynvml
+
+    nvml = FakeNvml(init_error=pynvml.NVMLError_DriverNotLoaded)
+    with pytest.raises(RequiredCollectorFailed, match=r"^collectors\.nvml\.enabled is true but"):
+        build_collectors(cfg, FakeClock(), hardware=Hardware(nvml_module=nvml))
+    # The same failure with enabled: auto is a note; the estimate stands in for RAPL.
+    auto = config.validate({"collectors": {"rapl": {"path": str(empty)}}}, "test")
+    plan = build_collectors(auto, FakeClock(), hardware=Hardware(nvml_module=nvml))
+    assert [c.name for c in plan.collectors] == ["estimate"]
+    assert plan.notes[0].startswith("RAPL: not available: ")
+    assert plan.notes[1].startswith("NVML: ")
