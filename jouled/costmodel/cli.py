@@ -231,8 +231,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             raise UsageError("plots need matplotlib: pip install 'jouled[report]'") from None
         if args.plot:
             plots.regression_plot(report, args.plot, args.title)
+            print(f"jouled model fit: plot written to {args.plot}", file=sys.stderr)
         if args.plot_cv:
             plots.cv_plot(report, args.plot_cv)
+            print(f"jouled model fit: predictor plot written to {args.plot_cv}", file=sys.stderr)
     if args.json:
         _print_json(fit.report_to_dict(report))
         return 0

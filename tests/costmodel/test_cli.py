@@ -89,7 +89,11 @@ def test_fit_plots_are_small_pngs(capsys: pytest.CaptureFixture[str], tmp_path: 
         "--plot-cv",
         str(cv),
     )
-    assert code == 0, err
+    assert code == 0
+    assert err == (
+        f"jouled model fit: plot written to {plot}\n"
+        f"jouled model fit: predictor plot written to {cv}\n"
+    )
     for png in (plot, cv):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size < 200_000
