@@ -284,7 +284,10 @@ class SpansConfig(_Strict):
     # request plus the exporter's batch delay, or that request arrives late (uncounted).
     settle_seconds: float = Field(default=30.0, ge=0, le=600)
     max_models_per_workload: int = Field(default=50, ge=1, le=10000)
-    # Work of a request when a span carries tokens but no jouled.gflops attribute.
+    # Work of a request when a span carries tokens but no jouled.gflops attribute: per model,
+    # a Hugging Face config.json (prefill + decode GFLOPs, docs/COSTMODEL.md), else a flat
+    # GFLOPs per token.
+    model_configs: dict[str, UserPath] = Field(default_factory=dict)
     gflops_per_token: dict[str, float] = Field(default_factory=dict)
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)

@@ -37,6 +37,9 @@ class Span:
     trace_id: str = ""
     span_id: str = ""
     parent_id: str = ""  # the enclosing request span's id, when it is known to be one
+    # Tokens the request consumed (prompt, prefill) and produced (generated), where reported.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,8 @@ class SettledRequest:
     gflops: float | None
     duration_s: float
     route: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,6 +542,8 @@ class SpanSplitter:
                 gflops=span.gflops,
                 duration_s=span.end - span.start,
                 route=span.route,
+                input_tokens=span.input_tokens,
+                output_tokens=span.output_tokens,
             )
         )
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from jouled.attribution.requests import RequestJoiner
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
-from jouled.attribution.spans import SettleResult, Span, SpanSplitter
+from jouled.attribution.spans import SettledRequest, SettleResult, Span, SpanSplitter
 from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker, ProcFS
 from jouled.config import Config, WorkloadConfig
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
@@ -121,20 +121,33 @@ class _Histogram:
         self.total = 0.0
         self.n = 0
         self.gflops = 0.0
+        self.input_tokens = 0
+        self.output_tokens = 0
 
-    def observe(self, joules: float, gflops: float | None) -> None:
+    def observe(self, joules: float, req: SettledRequest) -> None:
         self.counts[bisect.bisect_left(self.bounds, joules)] += 1
         self.total += joules
         self.n += 1
-        if gflops is not None:
-            self.gflops += gflops
+        if req.gflops is not None:
+            self.gflops += req.gflops
+        if req.input_tokens:
+            self.input_tokens += req.input_tokens
+        if req.output_tokens:
+            self.output_tokens += req.output_tokens
 
     def freeze(self) -> RequestStats:
         cumulative, acc = [], 0
         for c in self.counts:
             acc += c
             cumulative.append(acc)
-        return RequestStats(self.n, self.total, tuple(cumulative), self.gflops)
+        return RequestStats(
+            self.n,
+            self.total,
+            tuple(cumulative),
+            self.gflops,
+            self.input_tokens,
+            self.output_tokens,
+        )
 
 
 class _Window:
@@ -385,7 +398,7 @@ class AttributionStage:
             if hist is None:
                 hist = self._hist[key] = _Histogram(self._buckets)
             joules = math.fsum(req.energy_j.values())
-            hist.observe(joules, req.gflops)
+            hist.observe(joules, req)
             if req.gflops is not None and req.gflops > 0:
                 window = self._recent.get(key)
                 if window is None:

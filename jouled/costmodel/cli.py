@@ -60,6 +60,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
+    return value
+
+
 def _where(text: str) -> tuple[str, str]:
     column, sep, value = text.partition("=")
     if not sep or not column:
@@ -77,9 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="config.json path, or a packaged name: " + ", ".join(datasets.config_names()),
     )
-    p.add_argument("--seq-len", type=_positive_int, required=True, help="tokens per sequence")
+    p.add_argument(
+        "--prompt-tokens",
+        "--seq-len",
+        dest="seq_len",
+        type=_positive_int,
+        required=True,
+        help="tokens per sequence (decoders: the prompt, counted as prefill)",
+    )
     p.add_argument("--batch", type=_positive_int, default=1)
-    p.add_argument("--new-tokens", type=_positive_int, help="decoders: tokens to generate")
+    p.add_argument(
+        "--new-tokens", type=_count_int, help="decoders: tokens generated (decode over the cache)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("fit", help="fit energy against GFLOPs (thesis) and compare predictors")
@@ -127,7 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     work = p.add_mutually_exclusive_group(required=True)
     work.add_argument("--gflops", type=_positive_float, help="GFLOPs per request")
     work.add_argument("--config", help="config.json (or packaged name) to count GFLOPs from")
-    p.add_argument("--seq-len", type=_positive_int, default=512, help="with --config (512)")
+    p.add_argument(
+        "--prompt-tokens",
+        "--seq-len",
+        dest="seq_len",
+        type=_positive_int,
+        default=512,
+        help="with --config: tokens per request (decoders: the prompt) (512)",
+    )
+    p.add_argument(
+        "--new-tokens",
+        type=_count_int,
+        help="with a decoder --config: tokens generated per request (prefill + decode)",
+    )
     p.add_argument("--batch", type=_positive_int, default=1, help="with --config")
     p.add_argument("--requests-per-day", type=_positive_float, required=True)
     p.add_argument("--days", type=_positive_float, default=30.0, help="period (default 30)")
@@ -149,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price-per-kwh", type=_positive_float, default=0.20)
     p.add_argument("--currency", default="USD")
     retrain = p.add_mutually_exclusive_group()
-    retrain.add_argument("--retrains", type=_positive_float, help="fine-tuning runs (default 1)")
+    retrain.add_argument(
+        "--retrains", type=_positive_float, help="fine-tuning runs in the period (default 0)"
+    )
     retrain.add_argument("--retrain-every-days", type=_positive_float)
     p.add_argument("--finetune-steps", type=_positive_float, default=float(THESIS_FINETUNE_STEPS))
     p.add_argument("--cold-start-joules", type=_positive_float)
@@ -183,26 +216,40 @@ def _count(spec: str, seq_len: int, batch: int, new_tokens: int | None = None) -
 
 def _cmd_flops(args: argparse.Namespace) -> int:
     report = _count(args.config, args.seq_len, args.batch, args.new_tokens)
+    if args.new_tokens is not None and report.family == "encoder":
+        raise UsageError(f"--new-tokens: {report.model_type} is an encoder, it generates none")
     if args.json:
         _print_json(report.to_dict())
         return 0
-    print(
-        f"{report.model_type} ({report.family}), {report.layers} layers, "
-        f"{report.parameters / 1e6:,.1f} M parameters; seq_len {report.seq_len}, "
-        f"batch {report.batch}"
-    )
-    head = "prefill" if report.family == "decoder" else "forward"
-    print(f"  {head:<22} {report.gflops:>12,.3f} GFLOPs")
-    print(f"    matmul               {report.matmul_gflops:>12,.3f}")
-    print(f"    element-wise         {report.elementwise_gflops:>12,.3f}")
-    print(f"    attention (∝ seq²)   {report.attention_gflops:>12,.3f}")
+    params = f"{report.parameters / 1e6:,.1f} M parameters"
+    if report.active_parameters is not None and report.active_parameters != report.parameters:
+        params += f" ({report.active_parameters / 1e6:,.1f} M active per token)"
+    window = f", sliding window {report.sliding_window}" if report.sliding_window else ""
+    print(f"{report.model_type} ({report.family}), {report.layers} layers{window}, {params}")
+    if report.family == "encoder":
+        print(f"  seq_len {report.seq_len}, batch {report.batch}")
+    else:
+        print(f"  prompt {report.seq_len} tokens, batch {report.batch}")
+
+    def row(label: str, gflops: float, note: str = "") -> None:
+        print(f"  {label:<28} {gflops:>12,.3f}{note}")
+
+    row("forward" if report.family == "encoder" else "prefill", report.gflops, " GFLOPs")
+    row("  matmul", report.matmul_gflops)
+    row("  element-wise", report.elementwise_gflops)
+    row("  attention", report.attention_gflops)
     if report.decode_gflops_per_token is not None:
-        print(
-            f"  decode per token       {report.decode_gflops_per_token:>12,.3f} GFLOPs"
-            f" (cache {report.seq_len})"
+        row(
+            "decode, first step",
+            report.decode_gflops_per_token,
+            f" GFLOPs (cache {report.seq_len})",
         )
-    if report.generate_gflops is not None:
-        print(f"  generate {report.new_tokens} tokens    {report.generate_gflops:>12,.3f} GFLOPs")
+    if report.decode_gflops is not None and report.generate_gflops is not None:
+        steps = f" GFLOPs ({report.decode_steps} steps: the prefill gives the first token)"
+        row(f"decode {report.new_tokens} new tokens", report.decode_gflops, steps)
+        if report.decode_attention_gflops is not None:
+            row("  attention", report.decode_attention_gflops)
+        row("request (prefill + decode)", report.generate_gflops, " GFLOPs")
     return 0
 
 
@@ -271,9 +318,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     if args.gflops is not None:
+        if args.new_tokens is not None:
+            raise UsageError("--new-tokens goes with --config (--gflops is the whole request)")
         gflops = float(args.gflops)
     else:
-        gflops = _count(args.config, args.seq_len, args.batch).gflops
+        report = _count(args.config, args.seq_len, args.batch, args.new_tokens)
+        if args.new_tokens is not None and report.family == "encoder":
+            raise UsageError(f"--new-tokens: {report.model_type} is an encoder, it generates none")
+        gflops = report.gflops if report.generate_gflops is None else report.generate_gflops
     inference = lookup(args.inference_hardware or args.hardware or "thesis-cpu")
     training = lookup(args.training_hardware or args.hardware or "thesis-gpu")
     if args.efficiency is not None or args.price_per_hour is not None:
@@ -293,7 +345,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.retrain_every_days is not None:
         retrains = retrains_for(args.days, args.retrain_every_days)
     else:
-        retrains = 1.0 if args.retrains is None else float(args.retrains)
+        retrains = 0.0 if args.retrains is None else float(args.retrains)
     plan = Deployment(
         gflops_per_request=gflops,
         requests_per_day=args.requests_per_day,
@@ -324,11 +376,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     rows = [
         ("work per request", f"{gflops:,.3f} GFLOPs"),
         ("hardware", f"inference {inference.name}, fine-tuning {training.name} ({args.precision})"),
-        ("fine-tuning per run (Eq. 5.3)", f"{result.finetune_joules_per_run / 3.6e6:,.4f} kWh"),
-        ("cold start per run", f"{result.cold_start_joules:,.1f} J"),
+        (
+            "fine-tuning per run (Eq. 5.3)",
+            f"{result.finetune_joules_per_run / 3.6e6:,.4f} kWh" if result.retrains else "-",
+        ),
+        ("cold start per run", f"{result.cold_start_joules:,.1f} J" if result.retrains else "-"),
         (
             "maintenance",
-            f"{result.retrains:g} run(s): {result.maintenance_joules / 3.6e6:,.4f} kWh",
+            f"{result.retrains:g} run(s): {result.maintenance_joules / 3.6e6:,.4f} kWh"
+            if result.retrains
+            else "none (add fine-tuning with --retrains N or --retrain-every-days D)",
         ),
         ("inference per request (Eq. 5.4)", f"{result.inference_joules_per_request:,.4g} J"),
         (

@@ -2,7 +2,8 @@
 
 ``thesis:inference`` (Table 4.3 with BERT-large from Table 5.2), ``thesis:finetune``
 (Table 4.1, per training step), ``thesis:coldstart`` (Table 4.2) name packaged CSVs; configs
-are the public Hugging Face ``config.json`` of the thesis's models plus GPT-2 and TinyLlama.
+are public Hugging Face ``config.json`` files (the thesis's encoders and common decoder and
+mixture-of-experts LLMs), each naming its repository in ``_name_or_path``.
 Stdlib only; no network access at run time.
 """
 

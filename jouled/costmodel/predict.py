@@ -87,7 +87,7 @@ class Deployment:
     training_hardware: HardwarePreset
     cpu: HardwarePreset = PRESETS["thesis-cpu"]
     precision: Precision = "fp32"
-    retrains: float = 1.0
+    retrains: float = 0.0  # fine-tuning runs in the period: none unless planned
     finetune_steps: float = THESIS_FINETUNE_STEPS
     finetune_gflops_per_step: float | None = None  # the thesis used the forward GFLOPs
     pue: float = 1.58

@@ -30,6 +30,9 @@ from jouled.collectors.registry import CollectorPlan, Hardware, RequiredCollecto
 from jouled.config import Config, ConfigError, GridProviderConfig
 from jouled.cost.grid import GridPoller
 from jouled.cost.live import CostStage
+from jouled.costmodel.configjson import ConfigError as ModelConfigError
+from jouled.costmodel.configjson import load_config
+from jouled.costmodel.decoder import RequestWork
 from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
@@ -80,6 +83,19 @@ def _load_fit(cfg: Config) -> Fit | None:
         raise StartupError(f"spans.fit_file: cannot use {path}: {exc}") from None
     log.info("cost model: predicted joules per request from %s", path)
     return fit
+
+
+def _load_model_configs(cfg: Config) -> dict[str, RequestWork]:
+    """Per model, the request cost from its config.json (``spans.model_configs``)."""
+    costs = {}
+    for model, path in cfg.spans.model_configs.items():
+        try:
+            costs[model] = RequestWork.from_config(load_config(path))
+        except ModelConfigError as exc:
+            where = "" if str(exc).startswith(str(path)) else f"{path}: "
+            raise StartupError(f"spans.model_configs[{model!r}]: {where}{exc}") from None
+        log.info("cost model: work of %r spans from tokens with %s", model, path)
+    return costs
 
 
 def _read_token(path: Path | None) -> str | None:
@@ -146,6 +162,7 @@ class Daemon:
         # Files the config names are checked before anything starts.
         token = _read_token(cfg.ingest.token_file) if cfg.ingest.enabled else None
         fit = _load_fit(cfg)
+        token_costs = _load_model_configs(cfg)
         plan = await asyncio.to_thread(
             build_collectors, cfg, self.clock, nvml_module=self._nvml_module
         )
@@ -208,7 +225,7 @@ class Daemon:
         )
         grpc_where = None
         if cfg.ingest.enabled:
-            ingest = build_listeners(cfg, self.attribution, self.clock, token)
+            ingest = build_listeners(cfg, self.attribution, self.clock, token, token_costs)
             await self._serve(
                 "ingest", ingest.http, cfg.ingest.listen, socket_mode=int(cfg.ingest.socket_mode, 8)
             )

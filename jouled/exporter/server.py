@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from jouled.exporter.attribution import section_of
 from jouled.exporter.families import family
+from jouled.exporter.tokens import tokens_family
 from jouled.pipeline.server_metrics import ServerMetricsSnapshot
 from jouled.pipeline.snapshot import Snapshot
 
@@ -61,16 +62,10 @@ class ServerMetricsCollector(Collector):
             ["workload", "model"],
             model_energy(snap),
         )
+        yield tokens_family(snap)
         s = server_section(snap)
         if s is None:
             return
-        yield family(
-            counter,
-            "jouled_tokens",
-            "Tokens processed per workload and model; kind: input (prompt) or output (generated).",
-            ["workload", "model", "kind"],
-            s.tokens,
-        )
         yield family(
             gauge,
             "jouled_server_metrics_up",

@@ -14,7 +14,7 @@ import logging
 import socket
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
 from aiohttp import web
@@ -25,7 +25,7 @@ from jouled.ingest.attributes import DEFAULT_NAMES, AttributeNames
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
 from jouled.ingest.guard import TokenBucket, guard_middleware
 from jouled.ingest.modelcap import ModelCap, apply_model_cap
-from jouled.ingest.rules import MALFORMED, DecodeResult, MalformedBody, Rules
+from jouled.ingest.rules import MALFORMED, DecodeResult, MalformedBody, Rules, TokenCostFn
 from jouled.ingest.sender import SenderLookup, UnknownServiceWarning
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class IngestState:
     senders: SenderLookup | None = None
     verify_sender: bool = False
     unknown_warning: UnknownServiceWarning | None = None
+    token_costs: Mapping[str, TokenCostFn] = field(default_factory=dict)
 
     def rules(self, sender: Callable[[], str | None] | None = None) -> Rules:
         known = self.known_workloads() if self.known_workloads is not None else None
@@ -80,6 +81,7 @@ class IngestState:
             now=self.clock.time(),
             known_workloads=known,
             gflops_per_token=self.gflops_per_token,
+            token_costs=self.token_costs,
             max_future_s=self.max_future_s,
             max_age_s=self.max_age_s,
             names=self.names,
@@ -344,6 +346,7 @@ def build_ingest_app(
     default_models: Callable[[], Mapping[str, str]] | None = None,
     senders: SenderLookup | None = None,
     verify_sender: bool = False,
+    token_costs: Mapping[str, TokenCostFn] | None = None,
 ) -> web.Application:
     """The ingest listener's application; all state lives under ``STATE_KEY``.
 
@@ -352,6 +355,8 @@ def build_ingest_app(
     made by ``request_bucket`` and shared with the gRPC listener (wins over the rate).
     ``senders``: finds the workload whose process sent a body (spans of an unknown
     service.name go to it); ``verify_sender`` rejects spans naming another workload.
+    ``token_costs``: per model, GFLOPs of a request from its (input, output) tokens
+    (``spans.model_configs``), before ``gflops_per_token``.
     """
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be >= 1")
@@ -376,6 +381,7 @@ def build_ingest_app(
         senders=senders,
         verify_sender=verify_sender,
         unknown_warning=UnknownServiceWarning(clock),
+        token_costs=dict(token_costs or {}),
     )
     app.router.add_post("/v1/traces", handle_traces)
     app.router.add_post("/v1/spans", handle_spans)

@@ -122,8 +122,8 @@ def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
             continue
         model = first(span.attrs, names.model)
         gflops = first(span.attrs, names.gflops)
-        tokens = [t for t in _tokens(span.attrs, names) if t is not None]
-        if model is None and gflops is None and not tokens:
+        inp, out = _tokens(span.attrs, names)
+        if model is None and gflops is None and inp is None and out is None:
             continue
         owner = _request_ancestor(span, by_id, raws)
         if owner is None:
@@ -134,7 +134,10 @@ def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
             owner.child_model = model
         if gflops is not None:
             owner.child_gflops.append(gflops)
-        owner.child_tokens.extend(tokens)
+        if inp is not None:
+            owner.child_input_tokens.append(inp)
+        if out is not None:
+            owner.child_output_tokens.append(out)
     for span in counted:
         raw = raws[id(span)]
         # A request span nested in another of the same batch (Triton's InferRequest -> model

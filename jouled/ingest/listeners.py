@@ -6,6 +6,7 @@ rate limit, so a sender gets the same answers whichever protocol it speaks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from jouled.config import Config, SpanAttributeNames
 from jouled.ingest.app import STATE_KEY, build_ingest_app, request_bucket
 from jouled.ingest.attributes import AttributeNames
 from jouled.ingest.grpc import GrpcIngest
+from jouled.ingest.rules import TokenCostFn
 from jouled.ingest.sender import SenderLookup
 
 
@@ -38,8 +40,14 @@ class IngestListeners:
 
 
 def build_listeners(
-    cfg: Config, stage: AttributionStage, clock: Clock, token: str | None
+    cfg: Config,
+    stage: AttributionStage,
+    clock: Clock,
+    token: str | None,
+    token_costs: Mapping[str, TokenCostFn] | None = None,
 ) -> IngestListeners:
+    """``token_costs``: per model, a request's GFLOPs from its tokens (``spans.model_configs``
+    loaded by the daemon)."""
     bucket = request_bucket(cfg.ingest.max_requests_per_second, clock)
     app = build_ingest_app(
         stage,
@@ -54,6 +62,7 @@ def build_listeners(
         default_models=stage.default_models,
         senders=SenderLookup(cfg.attribution.proc_path, stage.workload_pids, clock),
         verify_sender=cfg.ingest.verify_sender,
+        token_costs=token_costs,
     )
     grpc = None
     if cfg.ingest.grpc_listen is not None:

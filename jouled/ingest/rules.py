@@ -44,6 +44,7 @@ REASONS: Final = (
 UNKNOWN_MODEL: Final = "unknown"
 OTHER_MODEL: Final = "other"
 LABEL_MAX_CHARS: Final = 128
+TokenCostFn = Callable[[int, int], float]  # (input tokens, output tokens) -> GFLOPs
 
 
 class MalformedBody(ValueError):
@@ -71,6 +72,9 @@ class Rules:
     now: float
     known_workloads: Collection[str] | None = None
     gflops_per_token: Mapping[str, float] = field(default_factory=dict)
+    # Per model: (input tokens, output tokens) -> GFLOPs of the request, from its config.json
+    # (spans.model_configs); before gflops_per_token.
+    token_costs: Mapping[str, TokenCostFn] = field(default_factory=dict)
     max_future_s: float = 300.0  # clock skew allowed between the workload and jouled
     max_age_s: float = 3600.0  # older spans are not late but wrong (a clock problem)
     names: AttributeNames = DEFAULT_NAMES
@@ -124,7 +128,8 @@ class RawSpan:
     span_id: str = ""
     parent_id: str = ""
     child_gflops: list[Any] = field(default_factory=list)
-    child_tokens: list[Any] = field(default_factory=list)
+    child_input_tokens: list[Any] = field(default_factory=list)
+    child_output_tokens: list[Any] = field(default_factory=list)
     child_model: Any = None
 
 
@@ -191,29 +196,49 @@ def _sum_gflops(values: list[Any]) -> float:
     return total
 
 
-def _token_gflops(values: list[Any], model: str, rules: Rules) -> float | None:
+def _tokens(values: list[Any]) -> int | None:
+    """The sum of reported token counts; None when none was reported."""
+    if not values:
+        return None
     tokens = 0
     for value in values:
         count = _as_count(value)
         if count is None:
             raise _Reject(BAD_TOKENS, f"token counts must be integers >= 0, got {value!r:.40}")
         tokens += count
+    return tokens
+
+
+def _token_gflops(inp: int | None, out: int | None, model: str, rules: Rules) -> float | None:
+    """Work from tokens: the model's config (prefill + decode), else GFLOPs per token."""
+    cost = rules.token_costs.get(model)
+    if cost is not None:
+        gflops = cost(inp or 0, out or 0)
+        if not math.isfinite(gflops):
+            raise _Reject(BAD_TOKENS, f"{inp} input and {out} output tokens are too many")
+        return gflops
     per_token = rules.gflops_per_token.get(model)
-    return tokens * per_token if per_token is not None else None
+    return ((inp or 0) + (out or 0)) * per_token if per_token is not None else None
 
 
-def _work(raw: RawSpan, model: str, rules: Rules) -> float | None:
-    """GFLOPs of a span, None when unknown: its own attributes first, then its children's."""
+def _work(raw: RawSpan, model: str, rules: Rules) -> tuple[float | None, int | None, int | None]:
+    """(GFLOPs, input tokens, output tokens) of a span, None where unknown: its own
+    attributes first, then its children's. ``jouled.gflops`` wins over token counts."""
+    own = raw.input_tokens is not None or raw.output_tokens is not None
+    if own:
+        inp = _tokens([] if raw.input_tokens is None else [raw.input_tokens])
+        out = _tokens([] if raw.output_tokens is None else [raw.output_tokens])
+    else:
+        inp, out = _tokens(raw.child_input_tokens), _tokens(raw.child_output_tokens)
     if raw.gflops is not None:
-        return _sum_gflops([raw.gflops])
-    own_tokens = [t for t in (raw.input_tokens, raw.output_tokens) if t is not None]
-    if own_tokens:
-        return _token_gflops(own_tokens, model, rules)
+        return _sum_gflops([raw.gflops]), inp, out
+    if own:
+        return _token_gflops(inp, out, model, rules), inp, out
     if raw.child_gflops:
-        return _sum_gflops(raw.child_gflops)
-    if raw.child_tokens:
-        return _token_gflops(raw.child_tokens, model, rules)
-    return None
+        return _sum_gflops(raw.child_gflops), inp, out
+    if inp is not None or out is not None:
+        return _token_gflops(inp, out, model, rules), inp, out
+    return None, None, None
 
 
 class _Reject(Exception):
@@ -277,7 +302,7 @@ def _to_span(raw: RawSpan, rules: Rules) -> Span:
     if model is None and model_value is not None:
         raise _Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
     model = model or rules.default_models.get(workload) or UNKNOWN_MODEL
-    gflops = _work(raw, model, rules)
+    gflops, input_tokens, output_tokens = _work(raw, model, rules)
     route = _label(raw.route) if raw.route is not None else ""
     return Span(
         workload=workload,
@@ -289,6 +314,8 @@ def _to_span(raw: RawSpan, rules: Rules) -> Span:
         trace_id=raw.trace_id,
         span_id=raw.span_id,
         parent_id=raw.parent_id,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
     )
 
 

@@ -17,6 +17,8 @@ class RequestStats:
     energy_sum_j: float
     bucket_counts: tuple[int, ...]  # cumulative, one per bound in ``buckets``, then +Inf
     gflops_total: float
+    input_tokens: int = 0  # summed over the requests that reported them
+    output_tokens: int = 0
 
 
 def _empty() -> Mapping[Any, Any]:

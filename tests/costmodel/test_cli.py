@@ -32,7 +32,46 @@ def test_flops_json_has_gflops(capsys: pytest.CaptureFixture[str]) -> None:
 def test_flops_decoder_table(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "flops", "--config", "gpt2", "--seq-len", "128", "--new-tokens", "8")
     assert code == 0
-    assert "prefill" in out and "decode per token" in out and "generate 8 tokens" in out
+    assert "prefill" in out and "decode, first step" in out
+    assert (
+        "decode 8 new tokens" in out and "(7 steps" in out and "request (prefill + decode)" in out
+    )
+
+
+def test_flops_prompt_and_new_tokens_by_repository_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys,
+        "flops",
+        "--config",
+        "meta-llama/Meta-Llama-3-8B",
+        "--prompt-tokens",
+        "512",
+        "--new-tokens",
+        "128",
+        "--json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert round(data["gflops"], 3) == 7219.5
+    assert round(data["decode_gflops"], 3) == 1945.433
+    assert round(data["generate_gflops"], 3) == 9164.932
+    assert data["decode_steps"] == 127 and data["parameters"] == 8_030_261_248
+    code, out, _ = run(capsys, "flops", "--config", "Mixtral-8x7B-v0.1", "--prompt-tokens", "512")
+    assert code == 0
+    assert "46,702.8 M parameters (12,879.9 M active per token)" in out
+
+
+def test_predict_counts_prompt_and_generated_tokens_and_no_fine_tuning_by_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["predict", "--config", "Meta-Llama-3-8B", "--prompt-tokens", "512"]
+    argv += ["--new-tokens", "128", "--requests-per-day", "1000", "--days", "1", "--json"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    data = json.loads(out)
+    assert round(data["gflops_per_request"], 3) == 9164.932
+    assert data["retrains"] == 0 and data["maintenance_joules"] == 0
+    assert data["it_joules"] == pytest.approx(data["inference_joules"])
 
 
 def test_fit_reproduces_thesis_and_writes_fit_file(
@@ -111,11 +150,14 @@ def test_predict_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:
         "1",
         "--pue",
         "1",
+        "--retrains",
+        "1",
         "--json",
     )
     assert code == 0
     data = json.loads(out)
     assert data["inference_joules"] == pytest.approx(63_148.1)
+    # One fine-tuning run (the thesis's, 40,506 steps) is most of it: 11.2 kWh of 11.2.
     assert round(data["it_kwh"], 1) == 11.2
     code, out, _ = run(
         capsys,
@@ -167,6 +209,16 @@ def test_validate_thesis(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         (["flops", "--config", "llama3", "--seq-len", "8"], "bert-base-uncased, "),
         (["flops", "--config", "{tmp}/no.json", "--seq-len", "8"], "no.json: no such file;"),
+        (["flops", "--config", "meta-llama/Llama-3-8B", "--seq-len", "8"], "packaged: Llama-2"),
+        (["flops", "--config", "gpt2", "--seq-len", "1000", "--new-tokens", "26"], "1024 learned"),
+        (
+            ["flops", "--config", "bert-base-uncased", "--seq-len", "8", "--new-tokens", "2"],
+            "encoder",
+        ),
+        (
+            ["predict", "--gflops", "1", "--new-tokens", "2", "--requests-per-day", "1"],
+            "--new-tokens goes with --config",
+        ),
     ],
 )
 def test_errors_are_one_line_and_exit_2(

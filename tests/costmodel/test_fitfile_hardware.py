@@ -66,7 +66,7 @@ def test_daemon_side_modules_import_no_heavy_libraries() -> None:
     code = (
         "import sys; import jouled.costmodel, jouled.costmodel.fitfile, "
         "jouled.costmodel.hardware, jouled.costmodel.predict, jouled.costmodel.flops, "
-        "jouled.costmodel.cli; "
+        "jouled.costmodel.cli, jouled.costmodel.decoder, jouled.daemon.service; "
         "heavy = {'numpy', 'pandas', 'scipy', 'matplotlib'} & set(sys.modules); "
         "print(sorted(heavy)); raise SystemExit(1 if heavy else 0)"
     )

@@ -81,11 +81,13 @@ def test_decoder_prefill_and_decode() -> None:
     # Decode is roughly 2 x parameters per token plus attention over the cache.
     assert 0.2 < long.decode_gflops_per_token < 0.3
     assert long.decode_gflops_per_token > short.decode_gflops_per_token
-    assert long.generate_gflops is not None
-    assert long.generate_gflops == pytest.approx(
-        long.gflops + 4 * long.decode_gflops_per_token, rel=0.01
-    )
-    assert long.generate_gflops > long.gflops + 4 * long.decode_gflops_per_token
+    assert long.generate_gflops is not None and long.decode_gflops is not None
+    assert long.generate_gflops == pytest.approx(long.gflops + long.decode_gflops, rel=1e-12)
+    # The prefill's logits give the first token: 4 new tokens are 3 decode steps, each
+    # over a longer cache than the first.
+    assert long.decode_steps == 3
+    assert long.decode_gflops == pytest.approx(3 * long.decode_gflops_per_token, rel=0.01)
+    assert long.decode_gflops > 3 * long.decode_gflops_per_token
 
 
 @pytest.mark.parametrize(
@@ -168,7 +170,13 @@ def test_attention_is_quadratic_in_sequence_length(
 ) -> None:
     cfg = _synthetic(kind, layers, h)
     short, long = count(cfg, s), count(cfg, k * s)
-    assert long.attention_gflops == pytest.approx(k * k * short.attention_gflops, rel=1e-12)
+    if kind == "bert":  # every position attends to every position: s² pairs
+        assert long.attention_gflops == pytest.approx(k * k * short.attention_gflops, rel=1e-12)
+    else:  # causal: position i attends to its i keys, s(s + 1)/2 pairs
+        pairs = (s * (s + 1) // 2, k * s * (k * s + 1) // 2)
+        assert long.attention_gflops * pairs[0] == pytest.approx(
+            short.attention_gflops * pairs[1], rel=1e-12
+        )
     # Everything else (projections, MLP, norms) is affine in tokens: zero second difference.
     if kind == "bert":
         rest = [count(cfg, n * s).gflops - count(cfg, n * s).attention_gflops for n in (1, 2, 3)]

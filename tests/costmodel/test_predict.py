@@ -27,6 +27,7 @@ def plan(**changes: object) -> Deployment:
         inference_hardware=PRESETS["thesis-cpu"],
         training_hardware=PRESETS["thesis-gpu"],
         pue=1.0,
+        retrains=1.0,  # Table 5.3 plans one fine-tuning run; the default plans none
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 

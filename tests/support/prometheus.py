@@ -48,6 +48,15 @@ def require_tool(name: str, fallback: str | None = None, debian_package: str = "
     pytest.skip(message)
 
 
+def promtool_metrics_problems(text: str) -> str:
+    """``promtool check metrics`` on an exposition: its complaints, "" when it passes."""
+    promtool = require_tool("promtool", debian_package="prometheus")
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    return "" if lint.returncode == 0 else (lint.stdout + lint.stderr or "failed")
+
+
 @dataclass(frozen=True)
 class PrometheusServer:
     """A running Prometheus on loopback; ``url`` is its base URL."""
