@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
 STAMP    := $(VENV)/.installed-dev-$(CKSUM)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck pytest quick bench demo soak system-deps clean venv
+.PHONY: run test lint typecheck pytest quick bench demo soak system-deps js-deps clean venv
 
 $(RUN_STAMP): pyproject.toml
 	@echo "make run: installing the daemon's dependencies into $(VENV) (make test adds the rest)"
@@ -43,7 +43,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps
+# The OpenTelemetry JS SDK, a real sender in the end-to-end tests (tests/js/package-lock.json).
+js-deps:
+	@command -v npm >/dev/null || { echo "npm is needed for the JS sender tests (apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+pytest: $(STAMP) system-deps js-deps
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest

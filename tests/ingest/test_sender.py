@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
 from jouled.clock import FakeClock, SystemClock
+from jouled.ingest.app import STATE_KEY, build_ingest_app
 from jouled.ingest.sender import SenderLookup, peer_pid, socket_inode
+from tests.ingest.otlp import pb_span, request
+from tests.ingest.test_otel_sdk import ListSink
 
 # /proc/net/tcp as the kernel prints it: a client 127.0.0.1:40000 -> server 127.0.0.1:4317.
 TCP = """\
@@ -85,3 +92,38 @@ def test_real_loopback_connection_and_unix_peer_credentials() -> None:
         conn, _ = listener.accept()
         with conn:
             assert none.for_tcp(conn.getpeername(), conn.getsockname())() is None
+
+
+async def test_http_spans_of_an_unknown_service_go_to_the_sending_workload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = ListSink()
+    clock = SystemClock()
+    app = build_ingest_app(
+        sink,
+        clock=clock,
+        known_workloads=lambda: {"vllm"},
+        gflops_per_token={"opt": 0.25},
+        default_models=lambda: {"vllm": "opt"},
+        senders=SenderLookup(Path("/proc"), lambda: {os.getpid(): "vllm"}, clock),
+    )
+    now = time.time()
+    body = request(
+        [pb_span(1, start=now - 2, end=now - 1, gen_ai__usage__prompt_tokens=8)],
+        service__name="unknown_service:python",
+    ).SerializeToString()
+    headers = {"Content-Type": "application/x-protobuf"}
+    async with TestServer(app, host="127.0.0.1") as server, TestClient(server) as client:
+        resp = await client.post("/v1/traces", data=body, headers=headers)
+        assert resp.status == 200
+        (span,) = sink.spans
+        assert (span.workload, span.model, span.gflops) == ("vllm", "opt", 2.0)
+        # Sent by no workload's process: rejected, and one warning naming it and the fix.
+        app[STATE_KEY].senders = SenderLookup(Path("/proc"), dict, clock)
+        for _ in range(3):
+            resp = await client.post("/v1/traces", data=body, headers=headers)
+            assert resp.status == 200
+    assert sink.rejections == {"unknown_workload": 3}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "jouled.ingest.sender"]
+    assert len(warnings) == 1
+    assert "'unknown_service:python'" in warnings[0] and "OTEL_SERVICE_NAME" in warnings[0]
