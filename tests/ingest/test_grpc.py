@@ -48,7 +48,9 @@ async def sink() -> AsyncIterator[ListSink]:
 
 async def call(port: int, body: bytes, metadata: Any = None) -> tuple[Any, Any, Any]:
     """(code, response or details, trailing metadata) of one raw Export call."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    # A local subchannel pool: each call connects anew (no backoff shared between channels).
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         export = channel.unary_unary(EXPORT)
         try:
             reply = await export(body, metadata=metadata, timeout=10)
