@@ -215,7 +215,7 @@ class ServerMetricsConfig(_Strict):
     # A page longer than this is refused (and the server marked down) instead of parsed.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     # The model's name where the server labels none (TGI serves one model); default: the
-    # workload's name.
+    # workload's model, else the workload's name.
     model: str | None = Field(default=None, min_length=1, max_length=256)
     # Energy of ticks in which the server reported no work waits this long for the next
     # work seen (TGI counts a request's tokens when it ends), then counts as unserved.

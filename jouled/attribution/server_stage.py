@@ -47,9 +47,10 @@ Fetch = Callable[[ServerMetricsConfig], Awaitable[str]]  # a page's text (tests,
 class _Server:
     """One workload's server: its reads, counters and energy books."""
 
-    def __init__(self, workload: str, cfg: ServerMetricsConfig) -> None:
+    def __init__(self, workload: str, cfg: ServerMetricsConfig, model: str | None) -> None:
         self.workload = workload
         self.cfg = cfg
+        self.model = model
         self.follower = CounterFollower()
         self.task: asyncio.Task[tuple[Page | None, str, float]] | None = None
         self.status = ServerStatus(False, "not read yet", (), 0.0)
@@ -58,7 +59,7 @@ class _Server:
 
     @property
     def default_model(self) -> str:
-        return self.cfg.model or self.workload
+        return self.cfg.model or self.model or self.workload
 
 
 class ServerMetricsStage:
@@ -88,16 +89,17 @@ class ServerMetricsStage:
     def reconfigure(self, cfg: Config) -> None:
         """Apply reloaded workloads: new servers start with a baseline read; totals stay."""
         self._interval = cfg.interval
-        wanted = {w.name: w.server_metrics for w in cfg.workloads if w.server_metrics}
+        wanted = {w.name: w for w in cfg.workloads if w.server_metrics is not None}
         for name in list(self._servers):
             server = self._servers[name]
-            if wanted.get(name) != server.cfg:
+            w = wanted.get(name)
+            if w is None or (w.server_metrics, w.model) != (server.cfg, server.model):
                 if server.task is not None:
                     server.task.cancel()
                 del self._servers[name]
-        for name, sm in wanted.items():
-            if name not in self._servers:
-                self._servers[name] = _Server(name, sm)
+        for name, w in wanted.items():
+            if name not in self._servers and w.server_metrics is not None:
+                self._servers[name] = _Server(name, w.server_metrics, w.model)
 
     @property
     def workloads(self) -> frozenset[str]:

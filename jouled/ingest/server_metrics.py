@@ -15,7 +15,7 @@ every other family is ignored. Names, types and labels are the servers' own (sou
   rendered by the Rust ``metrics-exporter-prometheus`` crate): histograms
   ``tgi_request_input_length`` and ``tgi_request_generated_tokens`` (their ``_sum`` is the
   tokens), counter ``tgi_request_success`` (written without ``_total``); no model label
-  (one model per server: ``server_metrics.model`` names it).
+  (one model per server: ``server_metrics.model`` or ``workloads[].model`` names it).
 - Triton (``triton-inference-server/core`` ``src/metrics.cc``: counter
   ``nv_inference_request_success``, labels ``model``, ``version``) with the TensorRT-LLM
   backend (``NVIDIA/TensorRT-LLM``
@@ -260,7 +260,7 @@ def check_rows(workloads: Iterable[Any]) -> list[CheckRow]:
         target = f"{w.name} {sm.url}"
         try:
             text = read_page_blocking(sm.url, timeout=sm.timeout, max_bytes=sm.max_body_bytes)
-            page = parse_page(text, default_model=sm.model or w.name)
+            page = parse_page(text, default_model=sm.model or w.model or w.name)
         except PageError as exc:
             rows.append(
                 CheckRow(

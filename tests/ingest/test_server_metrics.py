@@ -21,7 +21,14 @@ from jouled.ingest.server_metrics import (
     merge,
     parse_page,
 )
-from tests.support.server_pages import REPLAYS, SglangReplay, TritonReplay, VllmReplay, serving
+from tests.support.server_pages import (
+    REPLAYS,
+    SglangReplay,
+    TgiReplay,
+    TritonReplay,
+    VllmReplay,
+    serving,
+)
 
 TYPE = "# TYPE vllm:prompt_tokens_total counter\n"
 MODEL = {"vllm": "llama-3-8b", "sglang": "qwen2-7b", "tgi": "mistral-7b", "triton": "tensorrt_llm"}
@@ -189,3 +196,22 @@ def test_counts_add_up_exactly_like_the_servers_totals() -> None:
     assert total.input == replay.totals["m"].input
     assert total.output == replay.totals["m"].output
     assert math.isclose(total.requests, 30)
+
+
+def test_a_server_without_model_labels_takes_the_workloads_model_name() -> None:
+    replay = TgiReplay(["m"])
+    with serving(replay) as url:
+        cfg = validate(
+            {
+                "workloads": [
+                    {"name": "tgi", "match": {"pid": 1}, "model": "mistral-7b",
+                     "server_metrics": url},
+                    {"name": "named", "match": {"pid": 1}, "model": "ignored",
+                     "server_metrics": {"url": url, "model": "zephyr-7b"}},
+                    {"name": "bare", "match": {"pid": 1}, "server_metrics": url},
+                ]
+            },
+            "test",
+        )  # fmt: skip
+        rows = check_rows(cfg.workloads)
+    assert [r.detail.rsplit(" ", 1)[-1] for r in rows] == ["mistral-7b", "zephyr-7b", "bare"]
