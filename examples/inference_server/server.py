@@ -8,6 +8,13 @@ jouled then gives the span its share of the process's energy.
 
     python -m examples.inference_server.server --port 8080 \\
         --jouled-ingest http://127.0.0.1:9878 --workload inference [--backend minilm]
+
+With ``--metrics`` it also serves ``GET /metrics`` as vLLM does for a pooling (classify)
+model: ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total`` (always 0: a
+classifier generates nothing) and ``vllm:request_success_total``, labels ``model_name``,
+``engine`` (``finished_reason`` on request_success); names from vLLM's
+``vllm/v1/metrics/loggers.py``. jouled reads them in server-metrics mode
+(``workloads[].server_metrics``, docs/TOKENS.md), with or without spans.
 """
 
 from __future__ import annotations
@@ -36,6 +43,45 @@ WORKLOAD_KEY = web.AppKey("workload", str)
 LOCK_KEY = web.AppKey("lock", asyncio.Lock)
 
 
+class VllmCounters:
+    """vLLM's token and request counters (vllm/v1/metrics/loggers.py), in their own
+    registry, for a pooling model: prompt tokens counted, no generated tokens."""
+
+    def __init__(self, model_name: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.registry = CollectorRegistry()
+        labels = ["model_name", "engine"]
+        self.prompt = Counter(
+            "vllm:prompt_tokens",
+            "Number of prefill tokens processed.",
+            labels,
+            registry=self.registry,
+        ).labels(model_name, "0")
+        self.generation = Counter(
+            "vllm:generation_tokens",
+            "Number of generation tokens processed.",
+            labels,
+            registry=self.registry,
+        ).labels(model_name, "0")
+        self.success = Counter(
+            "vllm:request_success", "Count of successfully processed requests.",
+            [*labels, "finished_reason"], registry=self.registry,
+        ).labels(model_name, "0", "stop")  # fmt: skip
+
+    def served(self, prompt_tokens: int) -> None:
+        self.prompt.inc(prompt_tokens)
+        self.success.inc()
+
+    def page(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+COUNTERS_KEY = web.AppKey("counters", VllmCounters)
+
+
 async def predict(request: web.Request) -> web.Response:
     start = time.time()
     try:
@@ -51,6 +97,9 @@ async def predict(request: web.Request) -> web.Response:
     # One batch at a time, as a single-worker model server; the work runs off the loop.
     async with request.app[LOCK_KEY]:
         batch = await asyncio.to_thread(model.classify, texts)
+    counters = request.app.get(COUNTERS_KEY)
+    if counters is not None:
+        counters.served(batch.tokens)
     reporter = request.app.get(REPORTER_KEY)
     if reporter is not None:
         # Queued without I/O; jouled.client's sender thread batches it to /v1/spans.
@@ -76,8 +125,17 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[COUNTERS_KEY].page()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
 def build_app(
-    model: Classifier, *, ingest_url: str | None, workload: str = "inference"
+    model: Classifier,
+    *,
+    ingest_url: str | None,
+    workload: str = "inference",
+    vllm_metrics: bool = False,
 ) -> web.Application:
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app[MODEL_KEY] = model
@@ -96,6 +154,9 @@ def build_app(
         app.cleanup_ctx.append(reporting)
     app.router.add_post(ROUTE, predict)
     app.router.add_get("/healthz", healthz)
+    if vllm_metrics:
+        app[COUNTERS_KEY] = VllmCounters(model.name)
+        app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -107,13 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jouled-ingest", help="jouled ingest URL, e.g. http://127.0.0.1:9878")
     p.add_argument("--workload", default="inference", help="workload name sent in spans")
     p.add_argument("--pidfile", type=Path, help="write our PID here (jouled matches on it)")
+    p.add_argument(
+        "--metrics", action="store_true", help="serve GET /metrics with vLLM's token counters"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     model = load(args.backend)
     log.info("model %s loaded (backend %s)", model.name, args.backend)
     if args.pidfile:
         args.pidfile.write_text(f"{os.getpid()}\n")
-    app = build_app(model, ingest_url=args.jouled_ingest, workload=args.workload)
+    app = build_app(
+        model, ingest_url=args.jouled_ingest, workload=args.workload, vllm_metrics=args.metrics
+    )
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0
 

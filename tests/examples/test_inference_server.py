@@ -132,3 +132,22 @@ async def test_bad_bodies_are_400(model: TinyBert, body: object) -> None:
         assert resp.status == 400
     finally:
         await client.close()
+
+
+async def test_metrics_page_counts_prompt_tokens_as_vllm_does(model: TinyBert) -> None:
+    from jouled.ingest.server_metrics import CounterFollower, Counts, parse_page
+
+    client = TestClient(TestServer(build_app(model, ingest_url=None, vllm_metrics=True)))
+    await client.start_server()
+    try:
+        follower = CounterFollower()
+        follower.advance(parse_page(await (await client.get("/metrics")).text(), default_model="x"))
+        tokens = 0
+        for texts in (["short one"], ["a longer text about the rate decision", "and one more"]):
+            resp = await client.post("/predict", json={"instances": [{"text": t} for t in texts]})
+            tokens += (await resp.json())["tokens"]
+        page = parse_page(await (await client.get("/metrics")).text(), default_model="x")
+    finally:
+        await client.close()
+    assert page.servers == {"vllm"}
+    assert follower.advance(page) == {model.name: Counts(input=tokens, output=0, requests=2)}
