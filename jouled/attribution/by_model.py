@@ -12,8 +12,9 @@ from typing import Literal
 from jouled.ingest.server_metrics import Counts
 
 Basis = Literal["gflops", "tokens", "requests", "none"]
-# (model, prompt tokens, generated tokens) -> GFLOPs, or None where the model is unknown.
-GflopsOf = Callable[[str, float, float], float | None]
+# (model, prompt tokens, generated tokens, requests) of one tick -> GFLOPs, or None where
+# the model's config is unknown.
+GflopsOf = Callable[[str, float, float, float], float | None]
 
 
 def split_by_work(energy_j: float, work: Mapping[str, float]) -> dict[str, float]:
@@ -53,7 +54,7 @@ def work_by_model(
             for m, c in counts.items():
                 if tokens[m] <= 0:
                     continue
-                g = gflops_of(m, c.input, c.output)
+                g = gflops_of(m, c.input, c.output, c.requests)
                 if g is None or not math.isfinite(g) or g < 0:
                     break
                 gflops[m] = g
@@ -65,3 +66,22 @@ def work_by_model(
     if requests:
         return "requests", requests
     return "none", {}
+
+
+def tick_gflops(costs: Mapping[str, Callable[[int, int], float]]) -> GflopsOf:
+    """GFLOPs of a tick's tokens from per-model request costs (``spans.model_configs``:
+    ``RequestWork``, GFLOPs of one request from its prompt and generated tokens).
+
+    A server reports token totals, not requests' shapes: the tick's tokens are costed as
+    ``max(requests, 1)`` requests of the mean shape. Exact for the per-token matmuls; the
+    attention term (quadratic in a request's context) is that of the mean request.
+    """
+
+    def of(model: str, prompt: float, generated: float, requests: float) -> float | None:
+        cost = costs.get(model)
+        if cost is None:
+            return None
+        n = max(requests, 1.0)
+        return n * cost(round(prompt / n), round(generated / n))
+
+    return of

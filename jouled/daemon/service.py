@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from jouled import __version__
 from jouled import config as config_mod
+from jouled.attribution.by_model import tick_gflops
 from jouled.attribution.server_stage import ServerMetricsStage
 from jouled.attribution.stage import AttributionStage, GpuProcesses
 from jouled.clock import Clock, SystemClock
@@ -189,7 +190,9 @@ class Daemon:
             await ledger.open_async()
         self.grid = self._grid_poller(cfg)
         self.cost = CostStage(cfg.cost, self.grid, sink=ledger.add, fit=fit)
-        self.server_metrics = ServerMetricsStage(cfg, self.clock)
+        self.server_metrics = ServerMetricsStage(
+            cfg, self.clock, gflops_of=tick_gflops(token_costs)
+        )
         self.sampler = Sampler(
             plan.collectors,
             self.clock,

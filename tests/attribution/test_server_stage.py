@@ -118,7 +118,7 @@ async def test_a_model_config_turns_tokens_into_gflops() -> None:
     with serving(replay) as url:
         # Same tokens, 9x the GFLOPs per token: 90 % of the energy.
         stage = ServerMetricsStage(
-            config(url), clock, gflops_of=lambda m, p, n: (p + n) * (9.0 if m == "big" else 1.0)
+            config(url), clock, gflops_of=lambda m, p, n, r: (p + n) * (9.0 if m == "big" else 1.0)
         )
         d = Driver(stage, clock, "chat")
         await d.tick(0.0)
