@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,10 @@ def child(
 
 
 # --- the run ---------------------------------------------------------------------------------
+
+
+# The source of every --fake-rapl figure, in the table, the plot and demo.json.
+EMULATED = "rapl (emulated)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +184,7 @@ async def _scenario(
             workload=WORKLOAD,
             expected_requests=summary.requests - summary.errors,
             timeout_s=plan.settle_s + 10 * plan.interval_s + 10,
+            say=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
         )
     energy = readout.energy_report(before, after, workload=WORKLOAD, texts=summary.texts)
     return ScenarioRow(
@@ -324,8 +329,8 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, 
     env_python = sys.executable
     rows: list[ScenarioRow] = []
     try:
-        # The server first: jouled matches it by pidfile, and a process that writes its
-        # pidfile after jouled first saw it is not re-matched (see docs/DEMO.md).
+        # The server first, so jouled's first scan finds it by its pidfile (a pidfile
+        # written later is claimed at a later scan: examples/inference_server/README.md).
         with (
             child(
                 [
@@ -382,6 +387,11 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, 
     finally:
         if emulator is not None:
             emulator.stop()
+    if args.fake_rapl:  # jouled read an emulated tree: its "rapl" is no measurement here
+        rows = [
+            replace(r, sources=tuple(EMULATED if s == "rapl" else s for s in r.sources))
+            for r in rows
+        ]
     model = "tiny-bert (numpy, random weights)" if args.backend == "tiny" else "all-MiniLM-L6-v2"
     estimated = any("estimate" in r.sources for r in rows)
     out("")
@@ -391,6 +401,11 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, 
         out(f"WARNING: {late:.0f} span(s) arrived after their energy settled and were not counted")
     if estimated:
         out("NOTE: source=estimate: joules estimated from CPU utilization, not measured.")
+    if args.fake_rapl:
+        out(
+            f"NOTE: source={EMULATED}: jouled's RAPL collector read the emulator's fake "
+            "powercap tree (power follows this host's CPU load), not this host's meters."
+        )
     kind = "estimated" if estimated else ("emulated RAPL" if args.fake_rapl else "RAPL")
     png = args.out / "demo.png"
     if plot(rows, png, title=f"jouled demo: {model}, {kind}", estimated=estimated):

@@ -84,7 +84,7 @@ def render_summary(s: Summary, energy: EnergyReport | None, out: TextIO) -> None
     )
     if energy is None:
         return
-    print(f"jouled ({energy.workload}, source: {', '.join(energy.sources) or 'none'}):", file=out)
+    print(f"jouled, {energy.what} (source: {', '.join(energy.sources) or 'none'}):", file=out)
     print(
         f"  requests settled {energy.requests_settled:.0f}; "
         f"{_fmt(energy.joules_per_request, 3)} J/request, "
@@ -152,6 +152,10 @@ def options_from(args: argparse.Namespace) -> RunOptions:
     )
 
 
+def _say(message: str) -> None:
+    print(f"loadgen: {message}", file=sys.stderr, flush=True)
+
+
 async def _main(args: argparse.Namespace, opts: RunOptions) -> int:
     import aiohttp
 
@@ -171,6 +175,7 @@ async def _main(args: argparse.Namespace, opts: RunOptions) -> int:
                 workload=args.workload,
                 expected_requests=summary.requests - summary.errors,
                 timeout_s=args.settle_timeout,
+                say=_say,
             )
             energy = energy_report(before, after, workload=args.workload, texts=summary.texts)
     render_summary(summary, energy, sys.stdout)

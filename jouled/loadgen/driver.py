@@ -89,35 +89,47 @@ def summarize(result: LoadResult) -> Summary:
 
 
 class Progress:
-    """A one-line progress bar on a terminal; silent when the stream is not a tty."""
+    """Progress of a run on ``stream``: a one-line bar redrawn in place on a terminal, and
+    one plain line every ``every_s`` seconds elsewhere (a log file, CI, a pipe), so a long
+    run is never silent. ``enabled=False`` (``--no-progress``) prints nothing."""
 
-    def __init__(self, total: int | None, stream: TextIO, *, enabled: bool = True) -> None:
+    def __init__(
+        self, total: int | None, stream: TextIO, *, enabled: bool = True, every_s: float = 5.0
+    ) -> None:
         self.total = total
         self.stream = stream
-        self.enabled = enabled and stream.isatty()
-        self._last = 0.0
+        self.enabled = enabled
+        self.tty = stream.isatty()
+        self._every_s = 0.1 if self.tty else every_s
         self._t0 = time.monotonic()
+        self._last = self._t0  # a line's worth of time before the first plain line
+        self._shown: tuple[int, int] | None = None
 
     def update(self, done: int, errors: int, *, force: bool = False) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if not force and now - self._last < 0.1:
+        if not force and now - self._last < self._every_s:
             return
-        self._last = now
+        if not self.tty and self._shown == (done, errors):
+            return  # a plain line says each count once
+        self._last, self._shown = now, (done, errors)
         elapsed = now - self._t0
-        if self.total:
+        if self.tty and self.total:
             width = 30
             filled = min(width, int(width * done / self.total))
             bar = "#" * filled + "." * (width - filled)
             line = f"\r[{bar}] {done}/{self.total} err {errors} {elapsed:6.1f}s"
-        else:
+        elif self.tty:
             line = f"\r{done} requests, err {errors} {elapsed:6.1f}s"
+        else:
+            of = f"/{self.total}" if self.total else ""
+            line = f"loadgen: {done}{of} requests, {errors} errors, {elapsed:.1f} s\n"
         self.stream.write(line)
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             self.stream.write("\n")
             self.stream.flush()
 

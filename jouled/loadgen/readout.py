@@ -26,6 +26,9 @@ def _sum(m: Mapping[MetricKey, float], name: str, where: Callable[[dict[str, str
     return math.fsum(v for (n, lab), v in m.items() if n == name and where(dict(lab)))
 
 
+ALL_WORKLOADS = "(all)"  # EnergyReport.workload without --workload (and in the JSON)
+
+
 @dataclass(frozen=True, slots=True)
 class EnergyReport:
     """Energy over a run from jouled's counters (after - before), for one workload or all."""
@@ -55,6 +58,11 @@ class EnergyReport:
     def estimated(self) -> bool:
         return "estimate" in self.sources
 
+    @property
+    def what(self) -> str:
+        """``all workloads`` or ``workload NAME``, for the summary's heading."""
+        return "all workloads" if self.workload == ALL_WORKLOADS else f"workload {self.workload}"
+
 
 def energy_report(
     before: Mapping[MetricKey, float],
@@ -80,7 +88,7 @@ def energy_report(
         - {""}
     )
     return EnergyReport(
-        workload=workload or "(all)",
+        workload=workload or ALL_WORKLOADS,
         requests_settled=delta("jouled_requests_total"),
         request_energy_j=delta("jouled_request_energy_joules_sum"),
         request_gflops=delta("jouled_request_gflops_total"),
@@ -106,13 +114,30 @@ async def wait_settled(
     workload: str | None,
     expected_requests: int,
     timeout_s: float,
+    say: Callable[[str], None] | None = None,
 ) -> dict[MetricKey, float]:
-    """Metrics once the run's spans have settled (or at ``timeout_s``, whichever first)."""
-    deadline = time.monotonic() + timeout_s
+    """Metrics once the run's spans have settled (or at ``timeout_s``, whichever first).
+
+    ``say`` (e.g. a print to stderr) hears what is waited for, and how it ended: the wait
+    lasts about ``spans.settle_seconds`` and is never silent.
+    """
+    if say is not None:
+        say(
+            f"waiting (up to {timeout_s:g} s) for jouled to settle the run's "
+            f"{expected_requests} request(s): a span counts once its energy's ticks close "
+            "(spans.settle_seconds) ..."
+        )
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
         after = await fetch_metrics(session, base_url)
         settled = energy_report(before, after, workload=workload, texts=0).requests_settled
         pending = after.get(("jouled_spans_pending", ()), 0.0)
         if (settled >= expected_requests and pending == 0) or time.monotonic() >= deadline:
+            if say is not None:
+                say(
+                    f"jouled settled {settled:.0f} of {expected_requests} request(s) in "
+                    f"{time.monotonic() - started:.1f} s"
+                )
             return after
         await asyncio.sleep(0.25)

@@ -38,13 +38,18 @@ def test_demo_on_emulated_rapl_settles_every_request(tmp_path: Path) -> None:
     for r in rows.values():
         assert r["errors"] == 0
         assert r["requests_settled"] == r["requests"]
-        assert r["sources"] == ["rapl"]
+        assert r["sources"] == ["rapl (emulated)"]  # never passed off as this host's RAPL
         assert r["joules_per_request"] > 0 and r["gflops_per_request"] > 0
         assert r["workload_energy_j"] > 0
     # One request of 500 texts is the heaviest request and the cheapest per text's overhead.
     assert rows[3]["gflops_per_request"] > rows[2]["gflops_per_request"]
     assert rows[3]["joules_per_request"] > rows[1]["joules_per_request"]
     assert not result["estimated"] and "EMULATED RAPL" in proc.stdout
+    table = proc.stdout[proc.stdout.index("model: ") :].splitlines()
+    assert all(line.endswith("rapl (emulated)") for line in table[3:6]), table
+    assert "NOTE: source=rapl (emulated): jouled's RAPL collector read the emulator" in proc.stdout
+    # The settle wait says what it waits for (on stderr, beside the progress lines).
+    assert "waiting (up to" in proc.stderr and "for jouled to settle" in proc.stderr
     png = tmp_path / "out" / "demo.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The demo keeps its own books, beside its logs (never the system ledger).

@@ -2,6 +2,7 @@
 and the command against a real aiohttp server on loopback."""
 
 import asyncio
+import io
 import itertools
 import json
 import threading
@@ -16,6 +17,8 @@ from hypothesis import strategies as st
 
 from jouled.loadgen import cli as loadgen_cli
 from jouled.loadgen.driver import (
+    LoadResult,
+    Progress,
     percentile,
     run_closed_loop,
     run_open_loop,
@@ -190,9 +193,17 @@ def server() -> Iterator[tuple[str, list[list[str]]]]:
         seen.append([i["text"] for i in body["instances"]])
         return web.json_response({"predictions": []})
 
+    scrapes: list[int] = []
+
+    async def metrics(_request: web.Request) -> web.Response:
+        # A jouled stand-in: counters before the run on the first scrape, after it later.
+        scrapes.append(1)
+        return web.Response(text=METRICS_BEFORE if len(scrapes) == 1 else METRICS_AFTER)
+
     loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_post("/predict", predict)
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -234,3 +245,53 @@ def test_command_counts_http_errors(server: tuple[str, list[list[str]]]) -> None
         )
         == 1
     )
+
+
+def test_summary_names_the_workloads_and_waits_out_loud(
+    server: tuple[str, list[list[str]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _seen = server
+    jouled = url.replace("/predict", "")
+    argv = ["--scenario", "2", "--url", url, "--pause-scale", "0", "--jouled", jouled]
+    assert loadgen_cli.main([*argv, "--settle-timeout", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert "jouled, all workloads (source: rapl):" in out.splitlines()
+    # Not a terminal: plain progress lines, and the settle wait says what it waits for.
+    err_lines = err.splitlines()
+    assert err_lines[0].startswith("loadgen: 10/10 requests, 0 errors, ")
+    assert err_lines[1] == (
+        "loadgen: waiting (up to 5 s) for jouled to settle the run's 10 request(s): a span "
+        "counts once its energy's ticks close (spans.settle_seconds) ..."
+    )
+    assert err_lines[2].startswith("loadgen: jouled settled 130 of 10 request(s) in ")
+
+
+def test_one_workload_is_named_in_the_summary() -> None:
+    before, after = parse_metrics(METRICS_BEFORE), parse_metrics(METRICS_AFTER)
+    out = io.StringIO()
+    summary = summarize(LoadResult(mode="scenario 2", records=[], wall_s=1.0))
+    loadgen_cli.render_summary(
+        summary, energy_report(before, after, workload="inference", texts=80), out
+    )
+    assert "jouled, workload inference (source: rapl):" in out.getvalue().splitlines()
+
+
+def test_progress_off_a_terminal_is_a_plain_line_every_few_seconds() -> None:
+    stream = io.StringIO()  # not a tty, like CI or a log file
+    progress = Progress(10, stream, every_s=0.0)
+    progress.update(3, 1)
+    progress.update(10, 1)
+    progress.update(10, 1, force=True)  # the final count, already shown: not again
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert [line.rsplit(", ", 1)[0] for line in lines] == [
+        "loadgen: 3/10 requests, 1 errors",
+        "loadgen: 10/10 requests, 1 errors",
+    ]
+    assert "\r" not in stream.getvalue()
+    slow = io.StringIO()
+    throttled = Progress(None, slow)  # every 5 s by default: nothing within the first 5 s
+    throttled.update(1, 0)
+    assert slow.getvalue() == ""
+    Progress(10, slow, enabled=False).update(1, 0, force=True)
+    assert slow.getvalue() == ""
