@@ -64,7 +64,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from jouled import config
     from jouled.clock import SystemClock
     from jouled.collectors.registry import required_failures
-    from jouled.daemon.check import collect_rows, render
+    from jouled.daemon.check import MODEL_CONFIG, collect_rows, render
 
     try:
         cfg = config.load(args.config)
@@ -74,6 +74,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     rows = collect_rows(cfg, SystemClock())
     render(rows, sys.stdout)
     failed = required_failures(cfg, rows)
+    bad_models = [r.target for r in rows if r.collector == MODEL_CONFIG and not r.readable]
+    if bad_models:
+        print(
+            f"\nspans.model_configs cannot be used for: {', '.join(bad_models)} "
+            "(jouled run would not start); see the fixes above",
+            file=sys.stdout,
+        )
     if failed:
         print(
             f"\nrequired collector(s) cannot read: {', '.join(failed)} "
@@ -81,7 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             file=sys.stdout,
         )
         return 1
-    return 0
+    return 1 if bad_models else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

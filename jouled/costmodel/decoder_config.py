@@ -187,7 +187,13 @@ def decoder_shape(config: Mapping[str, Any]) -> DecoderShape:
     if model_type == "falcon":
         return _falcon(config)
     if model_type not in DECODERS:
-        raise ConfigError(f"not a decoder model_type: {model_type!r}")
+        if config.get("model_type") is None:
+            raise ConfigError(
+                f"config.json has no 'model_type' key; decoders: {', '.join(DECODERS)}"
+            )
+        raise ConfigError(
+            f"not a decoder model_type: {model_type!r}; decoders: {', '.join(DECODERS)}"
+        )
     hidden = positive_int(config, "hidden_size")
     heads, head_dim = _heads(config, hidden, "num_attention_heads")
     attention_bias = bool(config.get("attention_bias", False))

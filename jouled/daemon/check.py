@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from jouled.clock import Clock
@@ -21,6 +23,37 @@ def collect_rows(
     hardware = Hardware(nvml_module=nvml_module, motion_probe_s=motion_probe_s)
     rows = check_collectors(cfg, clock, hardware=hardware)
     rows.extend(check_rows(cfg.workloads))
+    rows.extend(model_config_rows(cfg.spans.model_configs))
+    return rows
+
+
+MODEL_CONFIG = "model_config"
+
+
+def model_config_rows(model_configs: Mapping[str, Path]) -> list[CheckRow]:
+    """One row per ``spans.model_configs`` entry: what the daemon will charge for a request
+    of 512 prompt and 128 generated tokens, or why it will not start."""
+    from jouled.costmodel.configjson import ConfigError, load_config
+    from jouled.costmodel.decoder import DECODERS, RequestWork, decoder_shape, parameters
+
+    rows = []
+    for model, path in sorted(model_configs.items()):
+        target = f"{model} {path}"
+        try:
+            config = load_config(path)
+            shape = decoder_shape(config)
+            gflops = RequestWork.from_config(config)(512, 128)
+        except ConfigError as exc:
+            kinds = ", ".join(DECODERS)
+            fix = f"give spans.model_configs[{model!r}] a decoder's config.json ({kinds})"
+            rows.append(CheckRow(MODEL_CONFIG, target, False, str(exc), fix))
+            continue
+        total, active = parameters(shape)
+        size = f"{total / 1e9:,.2f} B parameters" + (
+            f" ({active / 1e9:,.2f} B active)" if active != total else ""
+        )
+        detail = f"{shape.model_type}, {size}; 512 + 128 tokens: {gflops:,.1f} GFLOPs"
+        rows.append(CheckRow(MODEL_CONFIG, target, True, detail))
     return rows
 
 
