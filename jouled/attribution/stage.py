@@ -20,6 +20,7 @@ from typing import Any
 from jouled.attribution.requests import RequestJoiner
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettledRequest, SettleResult, Span, SpanSplitter
+from jouled.attribution.visibility import Visibility
 from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker, ProcFS
 from jouled.config import Config, WorkloadConfig
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
@@ -192,6 +193,8 @@ class AttributionStage:
     ) -> None:
         self.tracker = tracker or _tracker_for(cfg)
         self._gpu_processes = gpu_processes
+        self.visibility = Visibility(cfg.attribution.proc_path)
+        self._gpu_unseen: dict[str, list[int]] = {}
         self._mode: IdleMode = cfg.attribution.idle
         self._idle_cfg = cfg.attribution.idle_power_watts
         self._idle: dict[Key, IdleModel] = {}
@@ -227,6 +230,7 @@ class AttributionStage:
     def reconfigure(self, cfg: Config) -> None:
         """Apply reloaded workloads and idle settings; totals and pending spans carry on."""
         self.tracker = _tracker_for(cfg)
+        self.visibility.proc_path = cfg.attribution.proc_path
         self._workloads = [w.name for w in cfg.workloads]
         self.joiner.fallback_models = workload_models(cfg)
         self._mode = cfg.attribution.idle
@@ -318,11 +322,14 @@ class AttributionStage:
         except Exception:
             log.exception("reading GPU processes failed; GPU energy stays unattributed")
             return weights
+        self._gpu_unseen = {}
         for index, pids in per_gpu.items():
             per: dict[str, float] = {}
             for pid, weight in pids.items():
                 owner = self.tracker.workload_of(pid) or ""
                 per[owner] = per.get(owner, 0.0) + weight
+                if not owner and not self.tracker.visible(pid):
+                    self._gpu_unseen.setdefault(str(index), []).append(pid)
             weights[str(index)] = per
         return weights
 
@@ -336,6 +343,7 @@ class AttributionStage:
             model.observe(joules, seconds)
             gpu_idle_w[device] = model.power_w
         gpu_weights = self._gpu_weights()
+        self.visibility.update(tick.w1, self.tracker.unseen(), self._gpu_unseen)
         shares = split_tick(
             tick.host_j,
             seconds,
@@ -425,6 +433,7 @@ class AttributionStage:
             workload_in_spans_j=frozen(self._in_spans),
             workload_outside_spans_j=frozen(self._outside),
             workload_processes=frozen({w: len(pids.get(w, ())) for w in self._workloads}),
+            unseen_processes=frozen(self.visibility.unseen),
             requests=frozen({k: h.freeze() for k, h in self._hist.items()}),
             energy_per_gflop_j=frozen(per_gflop),
             buckets=self._buckets,

@@ -3,13 +3,19 @@
 A *workload* is a named inference server: the processes matched by PID, pidfile,
 command-line regex, cgroup path or systemd unit, plus all their descendants (worker
 processes). A process is identified by (pid, create time), so a reused PID is a new
-process. Each process belongs to at most one workload (the first that matches, in config
-order), so nothing is counted twice.
+process. ``exec`` keeps both, so a process whose command name changed (``sh
+entrypoint.sh`` exec'ing the server, the usual container entrypoint) is matched again, and a
+young process (under 30 s old) is re-matched whenever its command line changes (exec only
+matters to command-line rules: PIDs, pidfiles and cgroups survive it). Each process belongs
+to at most one workload (the first that matches, in config order), so nothing is counted
+twice.
 
 The per-tick cost is what matters on a host with thousands of processes: one listing of
 /proc, one stat read per *workload* process, a match only for processes not seen before
-(command line and cgroup are read once per process), and a re-check of a thirtieth of the
-other processes' start times, so that a reused PID is noticed within thirty ticks. /proc is
+(command line and cgroup are read once per process; with command-line rules, again each
+tick while a process is young), and a re-check of a thirtieth of the other processes'
+start times and command names, so that a reused PID or a late exec is noticed within thirty
+ticks. /proc is
 read directly (one ``stat`` read gives parent, start time and CPU time at once); its root
 is injectable, e.g. ``/host/proc`` in a container.
 """
@@ -51,6 +57,8 @@ class _Proc:
     ppid: int
     workload: str | None
     last_cpu_s: float | None = None
+    comm: bytes = b""  # /proc/<pid>/stat field 2: changes on exec
+    cmdline: str | None = None  # as last matched (None: not read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,7 @@ class Stat:
     ppid: int
     start_ticks: int
     cpu_s: float  # utime + stime
+    comm: bytes = b""
 
 
 class ProcFS:
@@ -108,9 +117,22 @@ class ProcFS:
         fields = raw[raw.rfind(b")") + 2 :].split()
         try:
             utime, stime = int(fields[11]), int(fields[12])
-            return Stat(int(fields[1]), int(fields[19]), (utime + stime) / self._tick_hz)
+            comm = raw[raw.find(b"(") + 1 : raw.rfind(b")")]
+            return Stat(int(fields[1]), int(fields[19]), (utime + stime) / self._tick_hz, comm)
         except (IndexError, ValueError):
             return None
+
+    def uptime_ticks(self) -> float | None:
+        """Seconds since boot (/proc/uptime) in clock ticks, the unit of start times."""
+        try:
+            with open(self.root / "uptime", "rb") as fh:
+                return float(fh.read().split()[0]) * self._tick_hz
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @property
+    def tick_hz(self) -> int:
+        return self._tick_hz
 
     def cmdline(self, pid: int) -> str:
         try:
@@ -155,6 +177,10 @@ class ProcessTracker:
         self._round = 0
         self._procs: dict[int, _Proc] = {}
         self._pidfile_pids: dict[str, int | None] = {}
+        self._pidfile_now: dict[str, int] = {}
+        self._live: set[int] = set()
+        # exec only matters to command-line rules: PIDs, pidfiles and cgroups survive it.
+        self._has_cmdline = any(m.cmdline is not None for m in self.matchers)
         self._last_host_busy: float | None = None
         self._last_t: float | None = None
         # Sub-tick samples: only of processes that used CPU recently (an idle worker pool
@@ -170,8 +196,9 @@ class ProcessTracker:
         except (OSError, ValueError, IndexError):
             return None
 
-    def _match(self, pid: int, ppid: int, pidfile_pids: Mapping[str, int]) -> str | None:
-        cmd: str | None = None
+    def _match(
+        self, pid: int, ppid: int, pidfile_pids: Mapping[str, int], cmd: str | None = None
+    ) -> str | None:
         cgroup: str | None = None
         for m in self.matchers:
             if pid in m.pids or pidfile_pids.get(m.name) == pid:
@@ -209,18 +236,25 @@ class ProcessTracker:
                 if p is not None:
                     self._procs.pop(p, None)
             self._pidfile_pids[m.name] = p
-        live = self._proc.pids()
+        self._pidfile_now = pidfile_pids
+        live = self._live = self._proc.pids()
         for pid in [pid for pid in self._procs if pid not in live]:
             del self._procs[pid]
-        # A slice of the non-workload processes is re-checked each round for PID reuse.
+        # A slice of the non-workload processes is re-checked each round for PID reuse and
+        # exec; young ones (exec follows start-up) every round.
         self._round += 1
+        young_from = self._young_from()
         for pid, known in list(self._procs.items()):
-            if known.workload is None and pid % self._recheck_every == self._round % (
-                self._recheck_every
-            ):
-                st = self._proc.stat(pid)
-                if st is None or st.start_ticks != known.start_ticks:
-                    del self._procs[pid]
+            if known.workload is not None:
+                continue
+            young = young_from is not None and known.start_ticks >= young_from
+            if not young and pid % self._recheck_every != self._round % self._recheck_every:
+                continue
+            st = self._proc.stat(pid)
+            if st is None or st.start_ticks != known.start_ticks:
+                del self._procs[pid]
+            elif self._has_cmdline and (young or st.comm != known.comm):
+                self._recheck_exec(known, st.comm)
         new: list[tuple[int, int, Stat]] = []
         for pid in live:
             if pid in self._procs:
@@ -231,7 +265,61 @@ class ProcessTracker:
         # Parents before children, so workers inherit their server's workload.
         new.sort()
         for start, pid, st in new:
-            self._procs[pid] = _Proc(pid, start, st.ppid, self._match(pid, st.ppid, pidfile_pids))
+            cmd = self._proc.cmdline(pid) if self._has_cmdline else None
+            workload = self._match(pid, st.ppid, pidfile_pids, cmd)
+            self._procs[pid] = _Proc(pid, start, st.ppid, workload, comm=st.comm, cmdline=cmd)
+
+    YOUNG_S = 30.0  # processes younger than this are re-matched when their command changes
+
+    def _young_from(self) -> float | None:
+        """The start time (clock ticks since boot) from which a process counts as young."""
+        if not self._has_cmdline:
+            return None
+        uptime = self._proc.uptime_ticks()
+        return None if uptime is None else uptime - self.YOUNG_S * self._proc.tick_hz
+
+    def _recheck_exec(self, known: _Proc, comm: bytes) -> None:
+        """Match a process again if it exec'd (its command changed) since it was matched."""
+        cmd = self._proc.cmdline(known.pid)
+        if comm == known.comm and cmd == known.cmdline:
+            return
+        known.comm, known.cmdline = comm, cmd
+        workload = self._match(known.pid, known.ppid, self._pidfile_now, cmd)
+        if workload == known.workload:
+            return
+        log.info(
+            "process %d exec'd into %r: workload %s (was %s)",
+            known.pid,
+            cmd[:120],
+            workload or "none",
+            known.workload or "none",
+        )
+        old, known.workload, known.last_cpu_s = known.workload, workload, None
+        # Its descendants that inherited the old answer follow it.
+        stack = [known.pid]
+        while stack:
+            parent = stack.pop()
+            for child in self._procs.values():
+                if child.ppid == parent and child.workload == old and child.pid != known.pid:
+                    child.workload, child.last_cpu_s = workload, None
+                    stack.append(child.pid)
+
+    def unseen(self) -> dict[str, list[int]]:
+        """Workload -> PIDs its rules name (``pid``, ``pidfile``) that are not under the
+        proc root: jouled sees another PID namespace, or the server is not running."""
+        out: dict[str, list[int]] = {}
+        for m in self.matchers:
+            named = set(m.pids)
+            if m.name in self._pidfile_now:
+                named.add(self._pidfile_now[m.name])
+            missing = sorted(p for p in named if p not in self._live)
+            if missing:
+                out[m.name] = missing
+        return out
+
+    def visible(self, pid: int) -> bool:
+        """Whether ``pid`` was under the proc root at the last scan."""
+        return pid in self._live
 
     ACTIVE_TICKS = 30  # a process stays sub-sampled this many ticks after it last ran
 
@@ -297,6 +385,10 @@ class ProcessTracker:
                 del self._procs[pid]  # exited, or the pid was reused by another process
                 self._active.pop(pid, None)
                 continue
+            if self._has_cmdline and st.comm != proc.comm:
+                self._recheck_exec(proc, st.comm)  # exec'd: is it still this workload's?
+                if proc.workload is None:
+                    continue
             pids[proc.workload].add(pid)
             if proc.last_cpu_s is not None:
                 used = max(0.0, st.cpu_s - proc.last_cpu_s)

@@ -24,6 +24,7 @@ def collect_rows(
     rows = check_collectors(cfg, clock, hardware=hardware)
     rows.extend(check_rows(cfg.workloads))
     rows.extend(model_config_rows(cfg.spans.model_configs))
+    rows.extend(_process_rows(cfg, clock, nvml_module))
     return rows
 
 
@@ -55,6 +56,30 @@ def model_config_rows(model_configs: Mapping[str, Path]) -> list[CheckRow]:
         detail = f"{shape.model_type}, {size}; 512 + 128 tokens: {gflops:,.1f} GFLOPs"
         rows.append(CheckRow(MODEL_CONFIG, target, True, detail))
     return rows
+
+
+def _process_rows(cfg: Config, clock: Clock, nvml_module: Any | None) -> list[CheckRow]:
+    """The proc root, each workload's processes, and GPU processes jouled cannot see."""
+    from jouled.attribution.stage import matchers_from
+    from jouled.attribution.visibility import check_processes
+    from jouled.attribution.workloads import ProcessTracker, ProcFS
+    from jouled.collectors.base import CollectorError
+    from jouled.collectors.nvml import NvmlCollector
+
+    gpu_pids: dict[int, list[int]] = {}
+    if cfg.collectors.nvml.enabled is not False:
+        try:
+            nvml = NvmlCollector(nvml_module, clock, start_poller=False)
+        except CollectorError:
+            pass  # its rows above say why
+        else:
+            try:
+                gpu_pids = {i: list(p) for i, p in nvml.gpu_processes().items()}
+            finally:
+                nvml.close()
+    proc_path = cfg.attribution.proc_path
+    tracker = ProcessTracker(matchers_from(cfg.workloads), proc=ProcFS(proc_path))
+    return check_processes(tracker, proc_path, gpu_pids)
 
 
 def status(row: CheckRow) -> str:

@@ -154,6 +154,15 @@ class AttributionCollector(Collector):
             ["workload"],
             a.workload_processes,
         )
+        yield family(
+            gauge,
+            "jouled_unseen_processes",
+            "Processes jouled is told of but cannot see under attribution.proc_path "
+            "(source=nvml: GPU processes; source=workload_rule: PIDs a workload's rules name): "
+            "their energy stays unattributed. Fix: hostPID, or the host's /proc as proc_path.",
+            ["source", "target"],
+            a.unseen_processes,
+        )
         received = CounterMetricFamily(
             "jouled_spans_received", "Spans received on the ingest listener."
         )

@@ -40,6 +40,9 @@ class AttributionSnapshot:
     workload_in_spans_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
     workload_outside_spans_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
     workload_processes: Mapping[str, int] = field(default_factory=_empty)
+    # (source, target) -> processes jouled was told of but cannot see under the proc root:
+    # ("nvml", "gpu-0") GPU processes, ("workload_rule", name) PIDs a workload's rules name.
+    unseen_processes: Mapping[tuple[str, str], int] = field(default_factory=_empty)
     requests: Mapping[tuple[str, str], RequestStats] = field(default_factory=_empty)
     energy_per_gflop_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
     buckets: tuple[float, ...] = ()

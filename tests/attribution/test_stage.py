@@ -1,3 +1,4 @@
+import logging
 import math
 from typing import Any
 
@@ -35,6 +36,12 @@ class FakeTracker:
 
     def workload_of(self, pid: int) -> str | None:
         return {101: "api"}.get(pid)
+
+    def visible(self, pid: int) -> bool:
+        return pid < 1000  # PIDs from 1000 up live in another PID namespace
+
+    def unseen(self) -> dict[str, list[int]]:
+        return {}
 
 
 def make_stage(**spans: Any) -> AttributionStage:
@@ -289,3 +296,33 @@ def test_early_requests_are_not_charged_idle_that_is_still_being_learned() -> No
     early, late = _early_and_late({("cpu", "rapl"): 50.0}, {}, request_j=0.25)
     assert early == pytest.approx(0.25)
     assert late == pytest.approx(0.25)
+
+
+def test_gpu_processes_jouled_cannot_see_are_counted_and_warned_with_the_fix(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 14: NVML reports GPU processes that are not under attribution.proc_path (jouled
+    # in a container without the host's PIDs): the GPU's energy went unattributed silently.
+    stage = make_stage()
+    stage.set_gpu_processes(lambda: {0: {4242: 80.0, 101: 20.0}})  # 4242: not under /proc
+    with caplog.at_level(logging.WARNING, logger="jouled.attribution.visibility"):
+        for seq in range(1, 4):
+            snap = stage.on_tick(tick(seq, gpu=100.0), EMPTY)
+    assert snap.unseen_processes == {("nvml", "gpu-0"): 1}
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1  # once, not every tick
+    assert "4242" in warned[0] and "hostPID" in warned[0]
+    assert "attribution.proc_path" in warned[0]
+
+
+def test_a_workload_whose_pid_is_not_under_proc_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = config.validate({"workloads": [{"name": "api", "match": {"pid": 4_000_000}}]}, "test")
+    stage = AttributionStage(cfg)  # the real tracker, on this machine's /proc
+    with caplog.at_level(logging.WARNING, logger="jouled.attribution.visibility"):
+        snap = stage.on_tick(tick(1), EMPTY)
+    assert snap.workload_processes == {"api": 0}
+    assert snap.unseen_processes == {("workload_rule", "api"): 1}
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "workload api" in warning and "4000000" in warning and "hostPID" in warning

@@ -223,3 +223,68 @@ def test_sub_tick_samples_say_when_the_cpu_was_spent(tmp_path: Path) -> None:
     assert sum(cpu.profile["api"]) == pytest.approx(cpu.workload_s["api"])
     # A tick without samples has no profile: its energy is split evenly in time.
     assert tracker.tick(3.0).profile_t == ()
+
+
+# Run by sh as "sh entrypoint.sh": the marker is only in the exec'd command line.
+ENTRYPOINT = "sleep 0.5\nexec {python} -c '{burn}' 4 {marker}\n"
+# A Python wrapper that execs Python (the command name stays "python"): only the command
+# line changes. The marker is built at run time, so the wrapper's own command line lacks it.
+PY_WRAPPER = (
+    "import os, sys, time\n"
+    "time.sleep(0.5)\n"
+    "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1], '4', sys.argv[2][::-1]])\n"
+)
+
+
+@pytest.mark.parametrize("young", [True, False], ids=["young", "old"])
+def test_a_server_started_through_an_exec_wrapper_is_matched(
+    tmp_path: Path, marker: str, procs: list[subprocess.Popen[bytes]], young: bool
+) -> None:
+    # Issue 14: "sh entrypoint.sh" then exec into the server, the normal container
+    # entrypoint, was never matched: a process was classified once, by PID and start time,
+    # and exec changes neither.
+    script = tmp_path / "entrypoint.sh"
+    script.write_text(ENTRYPOINT.format(python=sys.executable, burn=BURN, marker=marker))
+    wrapper = subprocess.Popen(["sh", str(script)])
+    procs.append(wrapper)
+    tracker = ProcessTracker(
+        [Matcher("api", cmdline=re.compile(re.escape(marker)))], recheck_every=1
+    )
+    if not young:
+        tracker.YOUNG_S = 0.0  # every process counts as old: only the comm change tells
+    tracker.scan()
+    assert tracker.workload_of(wrapper.pid) is None  # still "sh entrypoint.sh"
+    until(tracker, "api", 1)
+    time.sleep(0.1)
+    tracker.scan()  # the wrapper's "sleep" child may have been caught exiting; gone now
+    assert tracker.pids_of("api") == {wrapper.pid}
+    tracker.tick()  # a baseline: the wrapper's CPU before the exec is not the server's
+    time.sleep(0.5)
+    assert tracker.tick().workload_s["api"] > 0.1  # the exec'd server burns a core
+
+
+def test_a_young_python_wrapper_that_execs_python_is_matched(
+    marker: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    wrapper = spawn(procs, "-c", PY_WRAPPER, BURN, marker[::-1])
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile(re.escape(marker)))])
+    tracker.scan()
+    assert tracker.workload_of(wrapper.pid) is None
+    until(tracker, "api", 1)
+    assert tracker.pids_of("api") == {wrapper.pid}
+
+
+def test_pids_a_workload_names_but_jouled_cannot_see_are_reported(tmp_path: Path) -> None:
+    absent = 4_000_000  # above the kernel's pid_max limit: never a live process
+    pidfile = tmp_path / "server.pid"
+    pidfile.write_text(f"{absent - 1}\n")
+    tracker = ProcessTracker(
+        [
+            Matcher("by-pid", pids=frozenset([absent])),
+            Matcher("by-pidfile", pidfile=pidfile),
+            Matcher("me", pids=frozenset([os.getpid()])),
+        ]
+    )
+    tracker.tick()
+    assert tracker.unseen() == {"by-pid": [absent], "by-pidfile": [absent - 1]}
+    assert tracker.visible(os.getpid()) and not tracker.visible(absent)
