@@ -12,17 +12,17 @@ import bisect
 import itertools
 import logging
 import math
-import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jouled.attribution.matchers import tracker_for
 from jouled.attribution.requests import RequestJoiner
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettledRequest, SettleResult, Span, SpanSplitter
 from jouled.attribution.visibility import Visibility
-from jouled.attribution.workloads import CpuTick, Matcher, ProcessTracker, ProcFS
-from jouled.config import Config, WorkloadConfig
+from jouled.attribution.workloads import CpuTick, ProcessTracker
+from jouled.config import Config
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import Snapshot, frozen
 from jouled.pipeline.tick import Tick
@@ -35,23 +35,6 @@ GpuProcesses = Callable[[], Mapping[int, Mapping[int, float]]]
 def workload_models(cfg: Config) -> dict[str, str]:
     """workload -> the model it serves (``workloads[].model``), where configured."""
     return {w.name: w.model for w in cfg.workloads if w.model is not None}
-
-
-def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
-    out = []
-    for w in workloads:
-        m = w.match
-        out.append(
-            Matcher(
-                name=w.name,
-                pids=frozenset([m.pid]) if m.pid is not None else frozenset(),
-                pidfile=m.pidfile,
-                cmdline=re.compile(m.cmdline) if m.cmdline is not None else None,
-                cgroup=m.cgroup,
-                systemd_unit=m.systemd_unit,
-            )
-        )
-    return out
 
 
 # CPU-driven components follow the sub-tick CPU profile; GPU energy stays even in time.
@@ -109,10 +92,6 @@ def sub_ticks(
         part_busy = {w: busy[w] * fractions[w][k] for w in energy_j}
         out.append((w0, w1, part, part_busy))
     return out
-
-
-def _tracker_for(cfg: Config) -> ProcessTracker:
-    return ProcessTracker(matchers_from(cfg.workloads), proc=ProcFS(cfg.attribution.proc_path))
 
 
 class _Histogram:
@@ -191,7 +170,7 @@ class AttributionStage:
         tracker: ProcessTracker | None = None,
         gpu_processes: GpuProcesses | None = None,
     ) -> None:
-        self.tracker = tracker or _tracker_for(cfg)
+        self.tracker = tracker or tracker_for(cfg)
         self._gpu_processes = gpu_processes
         self.visibility = Visibility(cfg.attribution.proc_path)
         self._gpu_unseen: dict[str, list[int]] = {}
@@ -229,7 +208,7 @@ class AttributionStage:
 
     def reconfigure(self, cfg: Config) -> None:
         """Apply reloaded workloads and idle settings; totals and pending spans carry on."""
-        self.tracker = _tracker_for(cfg)
+        self.tracker = tracker_for(cfg)
         self.visibility.proc_path = cfg.attribution.proc_path
         self._workloads = [w.name for w in cfg.workloads]
         self.joiner.fallback_models = workload_models(cfg)

@@ -60,9 +60,8 @@ def model_config_rows(model_configs: Mapping[str, Path]) -> list[CheckRow]:
 
 def _process_rows(cfg: Config, clock: Clock, nvml_module: Any | None) -> list[CheckRow]:
     """The proc root, each workload's processes, and GPU processes jouled cannot see."""
-    from jouled.attribution.stage import matchers_from
+    from jouled.attribution.matchers import tracker_for
     from jouled.attribution.visibility import check_processes
-    from jouled.attribution.workloads import ProcessTracker, ProcFS
     from jouled.collectors.base import CollectorError
     from jouled.collectors.nvml import NvmlCollector
 
@@ -77,9 +76,7 @@ def _process_rows(cfg: Config, clock: Clock, nvml_module: Any | None) -> list[Ch
                 gpu_pids = {i: list(p) for i, p in nvml.gpu_processes().items()}
             finally:
                 nvml.close()
-    proc_path = cfg.attribution.proc_path
-    tracker = ProcessTracker(matchers_from(cfg.workloads), proc=ProcFS(proc_path))
-    return check_processes(tracker, proc_path, gpu_pids)
+    return check_processes(tracker_for(cfg), cfg.attribution.proc_path, gpu_pids)
 
 
 def status(row: CheckRow) -> str:
