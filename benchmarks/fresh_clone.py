@@ -25,13 +25,17 @@ def main() -> int:
         samples = sum(1 for line in run.metrics.splitlines() if line.startswith("jouled_"))
         results = {
             "seconds_to_first_metrics": round(run.seconds, 1),
+            "seconds_installing": round(run.install_seconds, 1),
+            "seconds_daemon_start": round(run.seconds - run.install_seconds, 1),
             "venv_bytes": venv,
             "venv_mb": round(venv / 1e6, 1),
             "jouled_samples": samples,
             "user": run.user,
         }
     print(
-        f"make run on a fresh clone: /metrics after {results['seconds_to_first_metrics']} s, "
+        f"make run on a fresh clone: /metrics after {results['seconds_to_first_metrics']} s "
+        f"(installing {results['seconds_installing']} s, daemon start "
+        f"{results['seconds_daemon_start']} s), "
         f"virtualenv {results['venv_mb']} MB, {samples} jouled_ samples"
     )
     print(f"saved {save('fresh_clone', results)}")

@@ -35,6 +35,7 @@ class FreshRun:
     seconds: float
     metrics: str
     log: Path
+    install_seconds: float  # until make echoed the daemon's command line (venv + pip done)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -113,7 +114,10 @@ def make_run(repo: Path, timeout: float = 300.0) -> Iterator[FreshRun]:
             )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}/metrics"
+            installed = None
             while True:
+                if installed is None and "bin/jouled run" in log.read_text(errors="replace"):
+                    installed = time.monotonic() - start
                 with contextlib.suppress(OSError):
                     code, text = http_get(url, timeout=2)
                     if code == 200:
@@ -124,7 +128,9 @@ def make_run(repo: Path, timeout: float = 300.0) -> Iterator[FreshRun]:
                     raise TimeoutError(f"no /metrics after {timeout:.0f} s:\n{log.read_text()}")
                 time.sleep(0.5)
             seconds = time.monotonic() - start
-            yield FreshRun(user or env["USER"], home, clone, seconds, text, log)
+            yield FreshRun(
+                user or env["USER"], home, clone, seconds, text, log, installed or seconds
+            )
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
