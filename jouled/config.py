@@ -160,6 +160,11 @@ class IngestConfig(_Strict):
     grpc_listen: HostPort | None = "127.0.0.1:4317"
     # Reject spans that name a workload whose processes did not send them (sender_mismatch).
     verify_sender: bool = False
+    # Request bodies (decompressed size) being read and decoded at once, across every
+    # receiver; past it requests wait up to 5 s, then get 503 (jouled.ingest.limits).
+    max_bytes_in_flight: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
+    # Seconds a sender has to deliver a request body (then 408).
+    body_timeout: float = Field(default=30.0, gt=0, le=600)
 
     @field_validator("listen")
     @classmethod
@@ -174,6 +179,19 @@ class IngestConfig(_Strict):
     @classmethod
     def _grpc_listen(cls, value: str | None) -> str | None:
         return None if value is None else _check_hostport(value)
+
+
+class ConnectionsConfig(_Strict):
+    """Per-listener connection limits (jouled.connections); LimitNOFILE in the unit is set
+    well above max_metrics + max_ingest."""
+
+    # Seconds from connect to a complete request head (slow or idle sockets are closed).
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Seconds a keep-alive connection may wait for its next request.
+    idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # Open connections per listener; past it, 503 and close at once.
+    max_metrics: int = Field(default=64, ge=4, le=65536)
+    max_ingest: int = Field(default=1024, ge=4, le=65536)
 
 
 class MatchConfig(_Strict):
@@ -290,7 +308,8 @@ class SpansConfig(_Strict):
     model_configs: dict[str, UserPath] = Field(default_factory=dict)
     gflops_per_token: dict[str, float] = Field(default_factory=dict)
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Largest request body, after decompression (413 past it); see ingest.max_bytes_in_flight.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Window behind jouled_energy_per_gflop_joules.
     window: float = Field(default=300.0, gt=0)
     # A fit file from `jouled model fit --out`: exported as the predicted joules per request
@@ -633,6 +652,7 @@ class Config(_Strict):
     interval: float = Field(default=1.0, ge=0.1, le=60.0)
     listen: HostPort = "0.0.0.0:9877"
     ingest: IngestConfig = IngestConfig()
+    connections: ConnectionsConfig = ConnectionsConfig()
     collectors: CollectorsConfig = CollectorsConfig()
     workloads: tuple[WorkloadConfig, ...] = ()
     attribution: AttributionConfig = AttributionConfig()

@@ -42,7 +42,8 @@ class _Request:
 
 
 class RequestJoiner:
-    """Sits in front of a ``SpanSplitter``: ``add`` says "accepted", "late" or "nested"."""
+    """Sits in front of a ``SpanSplitter``: ``add`` says "accepted", "late", "nested" or
+    "refused" (the splitter's pending spans are full for that workload)."""
 
     def __init__(
         self,
@@ -65,7 +66,7 @@ class RequestJoiner:
     def _named(self, span: Span) -> bool:
         return span.model not in (UNKNOWN_MODEL, self.fallback_models.get(span.workload))
 
-    def add(self, span: Span) -> Literal["accepted", "late", "nested"]:
+    def add(self, span: Span) -> Literal["accepted", "late", "nested", "refused"]:
         """Count ``span`` as a new request, or join it to the request it is nested in."""
         if not (span.trace_id and span.span_id):
             return self._splitter.add_span(span)

@@ -76,6 +76,7 @@ class SplitterStats:
     open_ticks: int
     pending_spans: int
     late_spans: int  # refused by add_span: they overlap settled time
+    refused_spans: int  # refused by add_span: pending is full and the workload holds its share
     duplicate_spans: int  # same (workload, trace_id, span_id) as a pending span; ignored
     dropped_spans: int  # evicted over max_pending_spans before receiving any energy
     truncated_spans: int  # evicted over the cap, or waited too long: settled with what they had
@@ -300,26 +301,30 @@ class SpanSplitter:
         self._frontier = -math.inf  # w1 of the newest settled tick
         self._last_w1 = -math.inf  # w1 of the newest tick, settled or not
         self._lanes: dict[str, _Lane] = {}
-        # Arrival order (a plain dict keeps insertion order at half OrderedDict's memory).
-        self._pending: dict[int, _Pending] = {}
+        # Pending spans per workload in arrival order (done ones are skipped when met), and
+        # their live counts: eviction is O(1) and takes from the workload holding the most.
+        self._fifo: dict[str, deque[_Pending]] = {}
+        self._count: dict[str, int] = {}
+        self._n_pending = 0
         self._ends: list[tuple[float, int, _Pending]] = []  # heap by end: completion order
-        # hash((workload, trace_id, span_id)) -> seq: an int key, not a tuple of three strings
-        # per pending span. A hash collision can only make a span look like a duplicate of
-        # one pending at the same moment: odds of about n^2 / 2^64.
-        self._by_id: dict[int, int] = {}
+        # hash((workload, trace_id, span_id)) -> its pending span: an int key, not a tuple of
+        # three strings per pending span. A hash collision can only make a span look like a
+        # duplicate of one pending at the same moment: odds of about n^2 / 2^64.
+        self._by_id: dict[int, _Pending] = {}
         self._seq = 0
         self._in_spans: dict[str, dict[str, float]] = {}
         self._outside: dict[str, dict[str, float]] = {}
         self._requests: list[SettledRequest] = []
-        self._late = self._duplicates = self._dropped = self._truncated = 0
+        self._late = self._duplicates = self._dropped = self._truncated = self._refused = 0
         self._forced = self._clamped = 0
 
     @property
     def stats(self) -> SplitterStats:
         return SplitterStats(
             open_ticks=len(self._ticks),
-            pending_spans=len(self._pending),
+            pending_spans=self._n_pending,
             late_spans=self._late,
+            refused_spans=self._refused,
             duplicate_spans=self._duplicates,
             dropped_spans=self._dropped,
             truncated_spans=self._truncated,
@@ -332,7 +337,12 @@ class SpanSplitter:
         """Wall time up to which energy is settled; spans starting before it are late."""
         return self._frontier
 
-    def add_span(self, span: Span) -> Literal["accepted", "late"]:
+    def add_span(self, span: Span) -> Literal["accepted", "late", "refused"]:
+        """Queue a span. ``late``: it overlaps settled time. ``refused``: ``max_pending_spans``
+        are pending and the span's workload already holds its fair share of them (the cap
+        over the workloads with pending spans); otherwise, when full, the newest pending span
+        of the workload holding the most is dropped. A burst never pushes out spans accepted
+        before it, and one workload's sender cannot push out another workload's spans."""
         if not (math.isfinite(span.start) and math.isfinite(span.end)) or span.end < span.start:
             raise ValueError(f"span times must be finite with end >= start: {span!r}")
         if span.gflops is not None and not (math.isfinite(span.gflops) and span.gflops >= 0):
@@ -345,16 +355,20 @@ class SpanSplitter:
             # OTLP clients resend a batch whose answer they missed: count the span once.
             self._duplicates += 1
             return "accepted"
-        if len(self._pending) >= self._max_pending:
-            self._evict_oldest()
+        if self._n_pending >= self._max_pending:
+            victim = self._victim(span.workload)
+            if victim is None:
+                self._refused += 1
+                return "refused"
+            self._evict_newest(victim)
         duration = span.end - span.start
         known = span.gflops is not None
         rate = span.gflops / duration if span.gflops is not None and duration > 0 else 0.0
         self._seq += 1
         rec = _Pending(span=span, seq=self._seq, rate=rate, known=known)
-        self._pending[rec.seq] = rec
+        self._queue(rec)
         if span.trace_id and span.span_id:
-            self._by_id[key] = rec.seq
+            self._by_id[key] = rec
             rec.dedup = key
             # Keep the hash, not the two hex strings: ~150 B per span in flight.
             rec.span = replace(span, trace_id="", span_id="", parent_id="")
@@ -366,8 +380,8 @@ class SpanSplitter:
         return "accepted"
 
     def _find(self, workload: str, trace_id: str, span_id: str) -> _Pending | None:
-        seq = self._by_id.get(hash((workload, trace_id, span_id)))
-        return self._pending.get(seq) if seq is not None else None
+        rec = self._by_id.get(hash((workload, trace_id, span_id)))
+        return rec if rec is not None and not rec.done else None
 
     def amend(
         self, workload: str, trace_id: str, span_id: str, *, model: str | None, gflops: float | None
@@ -404,12 +418,43 @@ class SpanSplitter:
         if rec is None or rec.energy_j:
             return False
         rec.done = True  # its heap entries are dead now; _maybe_compact drops them
-        self._pending.pop(rec.seq, None)
+        self._unqueue(rec)
         del self._by_id[rec.dedup]
         lane = self._lanes.get(workload)
         if lane is not None:
             lane.active.pop(rec.seq, None)
         return True
+
+    def _queue(self, rec: _Pending) -> None:
+        workload = rec.span.workload
+        fifo = self._fifo.get(workload)
+        if fifo is None:
+            fifo = self._fifo[workload] = deque()
+        count = self._count.get(workload, 0) + 1
+        self._count[workload] = count
+        self._n_pending += 1
+        fifo.append(rec)
+        if len(fifo) > 2 * count + 1024:
+            # Spans finished in place (settled, not evicted) leave entries behind: drop them.
+            self._fifo[workload] = deque(r for r in fifo if not r.done)
+
+    def _unqueue(self, rec: _Pending) -> None:
+        workload = rec.span.workload
+        count = self._count[workload] - 1
+        self._n_pending -= 1
+        if count:
+            self._count[workload] = count
+        else:
+            del self._count[workload]
+            del self._fifo[workload]
+
+    def _victim(self, workload: str) -> str | None:
+        """The workload to evict from to make room for one of ``workload``'s spans; None
+        when ``workload`` holds its fair share or more (its span is refused instead)."""
+        holders = len(self._count) + (workload not in self._count)
+        if self._count.get(workload, 0) >= self._max_pending // holders:
+            return None
+        return max(self._count.items(), key=lambda kv: kv[1])[0]
 
     def _is_late(self, span: Span) -> bool:
         if span.start < self._frontier:
@@ -528,8 +573,8 @@ class SpanSplitter:
     def _finish(self, rec: _Pending) -> None:
         rec.done = True
         span = rec.span
-        self._pending.pop(rec.seq, None)
-        if rec.dedup and self._by_id.get(rec.dedup) == rec.seq:
+        self._unqueue(rec)
+        if rec.dedup and self._by_id.get(rec.dedup) is rec:
             del self._by_id[rec.dedup]
         lane = self._lanes.get(span.workload)
         if lane is not None:
@@ -547,8 +592,12 @@ class SpanSplitter:
             )
         )
 
-    def _evict_oldest(self) -> None:
-        _, rec = next(iter(self._pending.items()))
+    def _evict_newest(self, workload: str) -> None:
+        # The newest: a burst into a full buffer cannot push out spans accepted before it.
+        fifo = self._fifo[workload]
+        rec = fifo.pop()
+        while rec.done:  # each entry is skipped once: amortized O(1)
+            rec = fifo.pop()
         if rec.energy_j:
             # Already holds settled energy: emit it so that requests still sum to in_spans.
             self._truncated += 1
@@ -556,9 +605,9 @@ class SpanSplitter:
             return
         self._dropped += 1
         rec.done = True
-        self._pending.pop(rec.seq)
+        self._unqueue(rec)
         span = rec.span
-        if rec.dedup and self._by_id.get(rec.dedup) == rec.seq:
+        if rec.dedup and self._by_id.get(rec.dedup) is rec:
             del self._by_id[rec.dedup]
         lane = self._lanes.get(span.workload)
         if lane is not None:
@@ -569,7 +618,7 @@ class SpanSplitter:
         entries = len(self._ends) + sum(
             len(lane.waiting) + len(lane.active_ends) for lane in self._lanes.values()
         )
-        if entries <= 3 * len(self._pending) + 3000:
+        if entries <= 3 * self._n_pending + 3000:
             return
         self._ends = [x for x in self._ends if not x[2].done]
         heapq.heapify(self._ends)

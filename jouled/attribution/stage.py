@@ -29,6 +29,10 @@ from jouled.pipeline.tick import Tick
 
 log = logging.getLogger(__name__)
 
+# Reasons the sink itself refuses a decoded span (jouled_spans_rejected_total{reason}).
+PENDING_FULL = "pending_full"
+INVALID = "invalid"
+
 GpuProcesses = Callable[[], Mapping[int, Mapping[int, float]]]
 
 
@@ -243,6 +247,10 @@ class AttributionStage:
         return self.tracker.claimed()
 
     def submit(self, spans: Sequence[Span]) -> tuple[int, int]:
+        """Queue decoded spans; (accepted, late). The rest were refused and are counted
+        under ``spans_rejected``: ``pending_full`` (the pending cap is reached and the span's
+        workload holds its fair share) or ``invalid`` (values the splitter cannot hold; the
+        ingest rules reject them first, so this only guards other callers)."""
         accepted = late = 0
         for span in spans:
             self._received += 1
@@ -250,11 +258,13 @@ class AttributionStage:
                 verdict = self.joiner.add(span)
             except ValueError as exc:
                 log.debug("span refused by the splitter: %s", exc)
-                self._rejected["invalid"] = self._rejected.get("invalid", 0) + 1
+                self._rejected[INVALID] = self._rejected.get(INVALID, 0) + 1
                 continue
             if verdict == "late":
                 late += 1
                 self._note_late(span)
+            elif verdict == "refused":
+                self._rejected[PENDING_FULL] = self._rejected.get(PENDING_FULL, 0) + 1
             else:
                 accepted += 1
         self._accepted += accepted

@@ -29,6 +29,7 @@ from jouled.collectors import registry
 from jouled.collectors.base import EnergyCollector
 from jouled.collectors.registry import CollectorPlan, Hardware, RequiredCollectorFailed
 from jouled.config import Config, ConfigError, GridProviderConfig
+from jouled.connections import ConnectionLimits, ConnectionStats, GuardedRunner
 from jouled.cost.grid import GridPoller
 from jouled.cost.live import CostStage
 from jouled.costmodel.configjson import ConfigError as ModelConfigError
@@ -43,6 +44,7 @@ from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.exporter.server import ServerMetricsCollector, server_requests
 from jouled.ingest.grpc import GrpcIngest, Http2Hint
+from jouled.ingest.limits import BytesInFlight, OffLoop
 from jouled.ingest.listeners import build_listeners
 from jouled.ledger import Ledger
 from jouled.pipeline.sampler import Sampler
@@ -153,6 +155,10 @@ class Daemon:
         self.exposition: Exposition | None = None
         self.grpc: GrpcIngest | None = None
         self._h2hint: Http2Hint | None = None
+        self.connection_stats: dict[str, ConnectionStats] = {}
+        # Shared by every span receiver (OTLP/HTTP, JSON, gRPC): jouled.ingest.limits.
+        self.ingest_budget = BytesInFlight(cfg.ingest.max_bytes_in_flight)
+        self.ingest_pool = OffLoop()
 
     def _timeout(self, cfg: Config) -> float:
         return min(cfg.collectors.timeout, cfg.interval * 0.8)
@@ -225,12 +231,27 @@ class Daemon:
             "metrics",
             build_metrics_app(self.registry, health, exposition=self.exposition),
             cfg.listen,
+            max_connections=cfg.connections.max_metrics,
         )
         grpc_where = None
         if cfg.ingest.enabled:
-            ingest = build_listeners(cfg, self.attribution, self.clock, token, token_costs)
+            ingest = build_listeners(
+                cfg,
+                self.attribution,
+                self.clock,
+                token,
+                token_costs,
+                budget=self.ingest_budget,
+                off_loop=self.ingest_pool,
+            )
             await self._serve(
-                "ingest", ingest.http, cfg.ingest.listen, socket_mode=int(cfg.ingest.socket_mode, 8)
+                "ingest",
+                ingest.http,
+                cfg.ingest.listen,
+                socket_mode=int(cfg.ingest.socket_mode, 8),
+                max_connections=cfg.connections.max_ingest,
+                # Bodies are inflated by the app, off the loop and with a cap (limits.py).
+                auto_decompress=False,
             )
             if ingest.grpc is not None and cfg.ingest.grpc_listen is not None:
                 grpc_where = await self._serve_grpc(ingest.grpc, cfg.ingest.grpc_listen)
@@ -280,9 +301,26 @@ class Daemon:
         self._tasks[name] = asyncio.ensure_future(coro)
 
     async def _serve(
-        self, name: str, app: web.Application, listen: str, *, socket_mode: int = 0o660
+        self,
+        name: str,
+        app: web.Application,
+        listen: str,
+        *,
+        socket_mode: int = 0o660,
+        max_connections: int,
+        auto_decompress: bool = True,
     ) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        cc = self.config.connections
+        limits = ConnectionLimits(max_connections, cc.header_timeout, cc.idle_timeout)
+        runner = GuardedRunner(
+            app,
+            limits,
+            on_refused=lambda: self._refused_connection(name, max_connections),
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=auto_decompress,
+        )
+        self.connection_stats[name] = runner.stats
         await runner.setup()
         site: web.BaseSite
         path = listen.removeprefix("unix:") if listen.startswith("unix:") else None
@@ -310,6 +348,15 @@ class Daemon:
         bound = runner.addresses[0]
         self.bound[name] = (str(bound[0]), int(bound[1]))
         log.info("%s listening on http://%s:%d", name, self.bound[name][0], self.bound[name][1])
+
+    def _refused_connection(self, name: str, cap: int) -> None:
+        # Rate-limited by the log filter (jouled.connections.RepeatFilter).
+        log.warning(
+            "%s listener: %d connections open; refusing new ones (connections.max_%s)",
+            name,
+            cap,
+            name,
+        )
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -437,6 +484,7 @@ class Daemon:
         self._runners.clear()
         if self.exposition is not None:
             self.exposition.close()
+        self.ingest_pool.close()
         if self.attribution is not None and self.sampler is not None:
             final = self.attribution.flush(self.clock.time())
             self.sampler.publish_stage(self.attribution.name, final)

@@ -12,18 +12,38 @@ import asyncio
 import json
 import logging
 import socket
-import zlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from jouled.attribution.spans import Span
 from jouled.clock import Clock
 from jouled.ingest.attributes import DEFAULT_NAMES, AttributeNames
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
-from jouled.ingest.guard import TokenBucket, guard_middleware
+from jouled.ingest.guard import (
+    UNAUTHORIZED,
+    TokenBucket,
+    authorized,
+    guard_middleware,
+    unauthorized,
+)
+from jouled.ingest.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    IDENTITY,
+    TOO_LARGE,
+    BytesInFlight,
+    LimitError,
+    OffLoop,
+    check_declared,
+    check_encoding,
+    decompress,
+)
+from jouled.ingest.limits import (
+    DEFAULT_MAX_BYTES_IN_FLIGHT as DEFAULT_IN_FLIGHT,
+)
 from jouled.ingest.modelcap import ModelCap, apply_model_cap
 from jouled.ingest.rules import MALFORMED, DecodeResult, MalformedBody, Rules, TokenCostFn
 from jouled.ingest.sender import SenderLookup, UnknownServiceWarning
@@ -34,12 +54,17 @@ MIB: Final = 1024 * 1024
 PROTOBUF_TYPES: Final = frozenset({"application/x-protobuf", "application/protobuf"})
 JSON_TYPE: Final = "application/json"
 # Reasons counted once per refused body (spans inside it are unknown).
-TOO_LARGE: Final = "too_large"
 UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
-# Bodies above this are decoded in a worker thread so that the tick loop keeps its pace.
-_INLINE_DECODE_BYTES: Final = 256 * 1024
-# aiohttp's parser decodes all of these itself (auto_decompress); OTLP clients send gzip.
-_CONTENT_ENCODINGS: Final = frozenset({"identity", "gzip", "x-gzip", "deflate", "br", "zstd"})
+TIMEOUT: Final = "timeout"  # the body did not arrive within the body timeout
+DISCONNECTED: Final = "disconnected"  # the client went away mid-body
+# Spans the sink could not queue (pending spans full, the workload over its share).
+PENDING_FULL: Final = "pending_full"
+# Bodies up to this are decoded inline (well under a millisecond); larger ones on the
+# ingest thread pool so that the tick loop keeps its pace.
+_INLINE_DECODE_BYTES: Final = 16 * 1024
+# Decoded spans are queued this many at a time, yielding to the loop in between: a large
+# batch never holds the tick.
+_SUBMIT_CHUNK: Final = 2000
 _GRPC_INVALID_ARGUMENT: Final = 3
 _GRPC_INTERNAL: Final = 13
 
@@ -74,6 +99,10 @@ class IngestState:
     verify_sender: bool = False
     unknown_warning: UnknownServiceWarning | None = None
     token_costs: Mapping[str, TokenCostFn] = field(default_factory=dict)
+    # Shared with every receiver (HTTP, gRPC): jouled.ingest.limits.
+    budget: BytesInFlight = field(default_factory=lambda: BytesInFlight(DEFAULT_IN_FLIGHT))
+    off_loop: OffLoop = field(default_factory=OffLoop)
+    body_timeout_s: float = 30.0
 
     def rules(self, sender: Callable[[], str | None] | None = None) -> Rules:
         known = self.known_workloads() if self.known_workloads is not None else None
@@ -108,12 +137,12 @@ def request_sender(state: IngestState, request: web.Request) -> Callable[[], str
 STATE_KEY: Final = web.AppKey("jouled_ingest_state", IngestState)
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+class _Refused(LimitError):
+    """A request refused with an HTTP status, a counter reason and a message."""
+
+
+class _Disconnected(Exception):
+    """The client closed the connection before its body arrived: nobody to answer."""
 
 
 def _varint(value: int) -> bytes:
@@ -138,96 +167,113 @@ def _status_body(code: int, message: str, encoding: Encoding) -> tuple[bytes, st
 
 
 def _status_response(
-    http_status: int, message: str, encoding: Encoding, code: int = _GRPC_INVALID_ARGUMENT
+    http_status: int,
+    message: str,
+    encoding: Encoding,
+    code: int = _GRPC_INVALID_ARGUMENT,
+    headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     body, content_type = _status_body(code, message, encoding)
-    return web.Response(status=http_status, body=body, content_type=content_type)
+    return web.Response(status=http_status, body=body, content_type=content_type, headers=headers)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, gunzipped, refused past ``limit`` bytes (after decompression)."""
-    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
-    if encoding not in _CONTENT_ENCODINGS:
-        raise _Refused(415, UNSUPPORTED_MEDIA_TYPE, f"unsupported Content-Encoding {encoding!r}")
+def _reservation(request: web.Request, encoding: str, limit: int) -> int:
+    """Bytes a request may hold: its declared length, or the limit when compressed or of
+    unknown length (its decompressed size is unknown until inflated)."""
     declared = request.content_length
-    if encoding == "identity" and declared is not None and declared > limit:
-        raise _Refused(413, TOO_LARGE, f"body of {declared} bytes exceeds {limit} bytes")
+    if encoding == IDENTITY and declared is not None:
+        return min(declared, limit)
+    return limit
+
+
+async def _read_wire(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The body as sent, refused past ``limit`` bytes or ``timeout_s`` seconds."""
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise _Refused(413, TOO_LARGE, f"body exceeds {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise _Refused(413, TOO_LARGE, f"body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _Refused(
+            408, TIMEOUT, f"body not received within {timeout_s:g} s (ingest.body_timeout)"
+        ) from None
     except web.RequestPayloadError as exc:
-        # Raised by aiohttp's own decompression of a corrupt gzip/deflate body.
-        raise _Refused(400, MALFORMED, f"cannot read body: {exc.__cause__ or exc}") from None
-    body = b"".join(chunks)
-    # aiohttp's server gunzips request bodies itself by default (auto_decompress); decode
-    # here only what still carries the gzip magic, with the same limit.
-    if encoding != "identity" and body[:2] == b"\x1f\x8b":
-        body = _gunzip(body, limit)
-    return body
+        if isinstance(exc.__cause__, ContentEncodingError):
+            # aiohttp inflating itself (auto_decompress) met a corrupt body.
+            raise _Refused(400, MALFORMED, f"cannot read body: {exc.__cause__}") from None
+        raise _Disconnected(str(exc)) from None
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        raise _Disconnected(str(exc)) from None
+    identity = check_encoding(request.headers.get("Content-Encoding")) == IDENTITY
+    if identity and request.content_length is not None and size < request.content_length:
+        raise _Disconnected(f"{size} of {request.content_length} bytes")
+    return b"".join(chunks)
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
-    out: list[bytes] = []
-    size = 0
-    while data:
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            piece = inflater.decompress(data, limit + 1 - size)
-        except zlib.error as exc:
-            raise _Refused(400, MALFORMED, f"bad gzip body: {exc}") from None
-        size += len(piece)
-        if size > limit or inflater.unconsumed_tail:
-            raise _Refused(413, TOO_LARGE, f"body exceeds {limit} bytes after decompression")
-        if not inflater.eof:
-            raise _Refused(400, MALFORMED, "truncated gzip body")
-        out.append(piece)
-        data = inflater.unused_data  # a gzip stream may hold several members
-    return b"".join(out)
+Decoder = Callable[[bytes, Rules], DecodeResult]
 
 
-async def _decode(
-    decoder: Callable[[bytes, Rules], DecodeResult], body: bytes, rules: Rules
-) -> DecodeResult:
-    if len(body) > _INLINE_DECODE_BYTES:
-        return await asyncio.to_thread(decoder, body, rules)
-    return decoder(body, rules)
-
-
-async def _ingest(
-    request: web.Request, decoder: Callable[[bytes, Rules], DecodeResult]
-) -> tuple[DecodeResult, int, int]:
-    """Read, decode, cap models and submit; (result, accepted, late). Raises _Refused."""
+async def _ingest(request: web.Request, decoder: Decoder) -> tuple[DecodeResult, int, int]:
+    """Reserve bytes in flight, read, inflate (off the loop), then ``ingest_body``.
+    Raises LimitError (_Refused) or _Disconnected."""
     state = request.app[STATE_KEY]
-    body = await _read_body(request, state.max_body_bytes)
-    return await ingest_body(state, decoder, body, request_sender(state, request))
+    limit = state.max_body_bytes
+    encoding = check_encoding(request.headers.get("Content-Encoding"))
+    if encoding == IDENTITY:
+        check_declared(request.content_length, encoding, limit)
+    async with state.budget.reserve(_reservation(request, encoding, limit)):
+        body = await _read_wire(request, limit, state.body_timeout_s)
+        if encoding != IDENTITY:
+            body = await state.off_loop.run(decompress, body, encoding, limit)
+        return await ingest_body(state, decoder, body, request_sender(state, request))
 
 
 async def ingest_body(
     state: IngestState,
-    decoder: Callable[[bytes, Rules], DecodeResult],
+    decoder: Decoder,
     body: bytes,
     sender: Callable[[], str | None] | None,
 ) -> tuple[DecodeResult, int, int]:
-    """Decode a read body, cap models and submit (HTTP and gRPC alike). Raises _Refused."""
+    """Decode a read body (off the loop past 16 KiB), cap models and submit 2,000 spans at a
+    time (HTTP and gRPC alike); spans the sink refused are added to ``result.rejected``.
+    The caller holds the body's bytes in ``state.budget``. Raises _Refused."""
+    rules = state.rules(sender)
     try:
-        result = await _decode(decoder, body, state.rules(sender))
+        if len(body) > _INLINE_DECODE_BYTES:
+            result = await state.off_loop.run(decoder, body, rules)
+        else:
+            result = decoder(body, rules)
     except MalformedBody as exc:
         raise _Refused(400, MALFORMED, str(exc)) from None
     except Exception as exc:
         # A decoder bug on strange input must not become a 500 loop of client retries.
         log.warning("span decoder failed on a %d-byte body", len(body), exc_info=True)
         raise _Refused(400, MALFORMED, f"cannot decode body: {type(exc).__name__}") from None
-    spans = apply_model_cap(result.spans, state.model_cap)
-    accepted, late = state.sink.submit(spans) if spans else (0, 0)
+    accepted = late = 0
+    spans = result.spans
+    for i in range(0, len(spans), _SUBMIT_CHUNK):
+        if i:
+            await asyncio.sleep(0)  # let the tick and other requests run
+        chunk = apply_model_cap(spans[i : i + _SUBMIT_CHUNK], state.model_cap)
+        a, lt = state.sink.submit(chunk)
+        accepted, late = accepted + a, late + lt
     for reason, n in result.rejected.items():
         state.sink.rejected(reason, n)
     if result.unknown_services and state.unknown_warning is not None:
         state.unknown_warning.note(result.unknown_services)
+    refused = len(spans) - accepted - late
+    if refused:
+        # Counted by the sink itself; the sender is told, so it knows they were not kept.
+        rejected = {**result.rejected, PENDING_FULL: result.rejected.get(PENDING_FULL, 0) + refused}
+        first = result.first_error or (
+            f"{PENDING_FULL}: {refused} span(s) not queued: the pending spans are at their "
+            "cap and this workload holds its fair share of them; retry later"
+        )
+        result = replace(result, rejected=rejected, first_error=first)
     return result, accepted, late
 
 
@@ -276,17 +322,37 @@ async def handle_traces(request: web.Request) -> web.Response:
     decoder = decode_otlp_protobuf if encoding == "protobuf" else decode_otlp_json
     try:
         result, _accepted, _late = await _ingest(request, decoder)
-    except _Refused as exc:
-        state.sink.rejected(exc.reason, 1)
-        return _status_response(exc.status, exc.message, encoding)
+    except LimitError as exc:
+        return _status_response(exc.status, _refused(state, exc), encoding, headers=_retry(exc))
+    except _Disconnected as exc:
+        return _disconnected(state, exc)
     except Exception:
         log.exception("span sink failed")
         return _status_response(500, "internal error", encoding, _GRPC_INTERNAL)
     return _trace_response(result, encoding)
 
 
-def _json_error(status: int, reason: str, message: str) -> web.Response:
-    return web.json_response({"error": reason, "message": message}, status=status)
+def _json_error(
+    status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
+
+
+def _refused(state: IngestState, exc: LimitError) -> str:
+    state.sink.rejected(exc.reason, 1)
+    return exc.message
+
+
+def _retry(exc: LimitError) -> dict[str, str] | None:
+    # OTLP exporters retry 503 (and 429) after Retry-After; 4xx are final.
+    return {"Retry-After": "1"} if exc.status == 503 else None
+
+
+def _disconnected(state: IngestState, exc: _Disconnected) -> web.Response:
+    # Normal on a network: counted, logged at debug, never a traceback.
+    state.sink.rejected(DISCONNECTED, 1)
+    log.debug("client disconnected mid-body: %s", exc)
+    return web.Response(status=400, text="incomplete body\n")
 
 
 async def handle_spans(request: web.Request) -> web.Response:
@@ -301,9 +367,10 @@ async def handle_spans(request: web.Request) -> web.Response:
         )
     try:
         result, accepted, late = await _ingest(request, decode_spans_json)
-    except _Refused as exc:
-        state.sink.rejected(exc.reason, 1)
-        return _json_error(exc.status, exc.reason, exc.message)
+    except LimitError as exc:
+        return _json_error(exc.status, exc.reason, _refused(state, exc), headers=_retry(exc))
+    except _Disconnected as exc:
+        return _disconnected(state, exc)
     except Exception:
         log.exception("span sink failed")
         return _json_error(500, "internal", "internal error")
@@ -329,13 +396,39 @@ def request_bucket(max_requests_per_second: float, clock: Clock) -> TokenBucket 
     return TokenBucket(max_requests_per_second, max(10.0, 2 * max_requests_per_second), clock)
 
 
+def expect_handler(
+    token: str | None, rejected: Callable[[str, int], None], max_body_bytes: int
+) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """``Expect: 100-continue``: refuse before the client sends its body (401 without the
+    token, 415 for an encoding jouled cannot read, 413 past the body limit), else 100."""
+
+    async def handle(request: web.Request) -> web.StreamResponse | None:
+        if request.headers.get("Expect", "").strip().lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text="only Expect: 100-continue is supported\n")
+        if not authorized(request.headers.get("Authorization"), token):
+            rejected(UNAUTHORIZED, 1)
+            return unauthorized()
+        try:
+            encoding = check_encoding(request.headers.get("Content-Encoding"))
+            if encoding == IDENTITY:
+                check_declared(request.content_length, encoding, max_body_bytes)
+        except LimitError as exc:
+            rejected(exc.reason, 1)
+            return _json_error(exc.status, exc.reason, exc.message)
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    return handle
+
+
 def build_ingest_app(
     sink: SpanSink,
     *,
     clock: Clock,
     known_workloads: Callable[[], set[str]] | None,
     gflops_per_token: Mapping[str, float],
-    max_body_bytes: int = 64 * MIB,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     model_cap: int = 50,
     max_future_s: float = 300.0,
     max_age_s: float = 3600.0,
@@ -347,6 +440,9 @@ def build_ingest_app(
     senders: SenderLookup | None = None,
     verify_sender: bool = False,
     token_costs: Mapping[str, TokenCostFn] | None = None,
+    budget: BytesInFlight | None = None,
+    off_loop: OffLoop | None = None,
+    body_timeout_s: float = 30.0,
 ) -> web.Application:
     """The ingest listener's application; all state lives under ``STATE_KEY``.
 
@@ -356,17 +452,27 @@ def build_ingest_app(
     ``senders``: finds the workload whose process sent a body (spans of an unknown
     service.name go to it); ``verify_sender`` rejects spans naming another workload.
     ``token_costs``: per model, GFLOPs of a request from its (input, output) tokens
-    (``spans.model_configs``), before ``gflops_per_token``.
+    (``spans.model_configs``), before ``gflops_per_token``. ``budget``: the bytes in
+    flight shared with other receivers (default: 8 MiB of this app's own); ``off_loop``: the
+    thread pool for inflating and decoding (default: the app's own, closed with it). See
+    ``jouled.ingest.limits``.
     """
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be >= 1")
     if bucket is None:
         bucket = request_bucket(max_requests_per_second, clock)
-    # client_max_size only guards request.read()/post(); _read_body enforces the limit itself.
+    # client_max_size only guards request.read()/post(); _ingest enforces the limit itself.
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[guard_middleware(token=token, bucket=bucket, rejected=sink.rejected)],
     )
+    pool = off_loop if off_loop is not None else OffLoop()
+    if off_loop is None:
+
+        async def close_pool(_app: web.Application) -> None:
+            pool.close()
+
+        app.on_cleanup.append(close_pool)
     app[STATE_KEY] = IngestState(
         sink=sink,
         clock=clock,
@@ -382,8 +488,12 @@ def build_ingest_app(
         verify_sender=verify_sender,
         unknown_warning=UnknownServiceWarning(clock),
         token_costs=dict(token_costs or {}),
+        budget=budget if budget is not None else BytesInFlight(DEFAULT_IN_FLIGHT),
+        off_loop=pool,
+        body_timeout_s=body_timeout_s,
     )
-    app.router.add_post("/v1/traces", handle_traces)
-    app.router.add_post("/v1/spans", handle_spans)
+    expect = expect_handler(token, sink.rejected, max_body_bytes)
+    app.router.add_post("/v1/traces", handle_traces, expect_handler=expect)
+    app.router.add_post("/v1/spans", handle_spans, expect_handler=expect)
     app.router.add_get("/healthz", handle_healthz)
     return app

@@ -27,6 +27,7 @@ from jouled.ingest.rules import (
     sanitize_label,
     validate,
 )
+from jouled.ingest.wire import iter_spans
 
 # OTLP attribute keys (see docs/SPANS.md and ingest/attributes.py for the configurable ones).
 ATTR_WORKLOAD: Final = "service.name"
@@ -174,41 +175,42 @@ def _pb_value(value: Any) -> Any:
 
 
 def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
-    """Decode an OTLP binary ``ExportTraceServiceRequest`` (OTLP/HTTP body or gRPC message)."""
+    """Decode an OTLP binary ``ExportTraceServiceRequest`` (OTLP/HTTP body or gRPC message),
+    one span message at a time (``wire.iter_spans``: memory stays near the body's size, not
+    ~24x it as a whole-message parse)."""
     from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
 
-    try:
-        request = ExportTraceServiceRequest.FromString(body)
-    except (DecodeError, ValueError, TypeError) as exc:
-        raise MalformedBody(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
     wanted = rules.names.wanted
     model_names = rules.names.model
     spans: list[_OtlpSpan] = []
-    for resource_spans in request.resource_spans:
-        resource = {kv.key: _pb_value(kv.value) for kv in resource_spans.resource.attributes}
-        workload = resource.get(ATTR_WORKLOAD)
-        resource_model = first(resource, model_names)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                attrs = {kv.key: _pb_value(kv.value) for kv in span.attributes if kv.key in wanted}
-                spans.append(
-                    _OtlpSpan(
-                        workload=workload,
-                        resource_model=resource_model,
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_id=span.parent_span_id.hex(),
-                        kind=int(span.kind),
-                        start_ns=int(span.start_time_unix_nano),
-                        end_ns=int(span.end_time_unix_nano),
-                        attrs=attrs,
-                        name=span.name,
-                        has_links=len(span.links) > 0,
-                    )
+    resource_of: Any = None
+    workload: Any = None
+    resource_model: Any = None
+    try:
+        for resource_msg, span in iter_spans(body):
+            if resource_msg is not resource_of:
+                resource_of = resource_msg
+                resource = {kv.key: _pb_value(kv.value) for kv in resource_msg.attributes}
+                workload = resource.get(ATTR_WORKLOAD)
+                resource_model = first(resource, model_names)
+            attrs = {kv.key: _pb_value(kv.value) for kv in span.attributes if kv.key in wanted}
+            spans.append(
+                _OtlpSpan(
+                    workload=workload,
+                    resource_model=resource_model,
+                    trace_id=span.trace_id.hex(),
+                    span_id=span.span_id.hex(),
+                    parent_id=span.parent_span_id.hex(),
+                    kind=int(span.kind),
+                    start_ns=int(span.start_time_unix_nano),
+                    end_ns=int(span.end_time_unix_nano),
+                    attrs=attrs,
+                    name=span.name,
+                    has_links=len(span.links) > 0,
                 )
+            )
+    except (DecodeError, ValueError, TypeError) as exc:  # WireError is a ValueError
+        raise MalformedBody(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
     return _select(spans, rules)
 
 

@@ -17,16 +17,16 @@ one line a minute saying where gRPC is served.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 from jouled.clock import Clock
-from jouled.ingest.app import TOO_LARGE, IngestState, _Refused, ingest_body
+from jouled.ingest.app import IngestState, _Refused, ingest_body
 from jouled.ingest.decode import decode_otlp_protobuf
-from jouled.ingest.guard import RATE_LIMITED, UNAUTHORIZED, TokenBucket
+from jouled.ingest.guard import RATE_LIMITED, UNAUTHORIZED, TokenBucket, authorized
+from jouled.ingest.limits import BUSY, TOO_LARGE
 from jouled.ingest.rules import DecodeResult
 from jouled.ingest.sender import Peer
 
@@ -95,7 +95,7 @@ class GrpcIngest:
         bucket: TokenBucket | None = None,
     ) -> None:
         self.state = state
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._token = token
         self._bucket = bucket
         self._server: aio.Server | None = None
         self.address: Peer | None = None
@@ -145,10 +145,11 @@ class GrpcIngest:
         import grpc
 
         sink = self.state.sink
-        if self._expected is not None:
+        if self._token is not None:
             given = dict(context.invocation_metadata() or ()).get("authorization", "")
-            given_b = given.encode() if isinstance(given, str) else bytes(given)
-            if not hmac.compare_digest(given_b, self._expected):
+            if isinstance(given, bytes):
+                given = given.decode("utf-8", "surrogateescape")
+            if not authorized(given, self._token):
                 sink.rejected(UNAUTHORIZED, 1)
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED,
@@ -169,6 +170,15 @@ class GrpcIngest:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"message of {len(request)} bytes exceeds {limit} bytes (spans.max_body_bytes)",
             )
+        # The message is in memory already (grpcio read it); its decoding is what the budget
+        # bounds, as for an HTTP body (jouled.ingest.limits).
+        reserved = self.state.budget.try_reserve(len(request))
+        if not reserved:
+            sink.rejected(BUSY, 1)
+            message = "too many request bytes in flight (ingest.max_bytes_in_flight); retry later"
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, message, _retry_trailers(1.0, message)
+            )
         try:
             result, _accepted, _late = await ingest_body(
                 self.state, decode_otlp_protobuf, request, self._sender(context)
@@ -179,6 +189,8 @@ class GrpcIngest:
         except Exception:
             log.exception("span sink failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            self.state.budget.release(reserved)
         return _response(result)
 
 

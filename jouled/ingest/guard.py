@@ -47,27 +47,41 @@ class TokenBucket:
         return (1.0 - self._tokens) / self.rate
 
 
+def authorized(header: str | None, token: str | None) -> bool:
+    """Does an ``Authorization`` header carry ``Bearer <token>``? The scheme is
+    case-insensitive (RFC 7235 section 2.1); the token is compared in constant time, as
+    bytes, so a header that is not UTF-8 (aiohttp keeps its bytes as surrogates) is simply
+    wrong, never an error."""
+    if token is None:
+        return True
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    given_bytes = given.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given_bytes, token.encode())
+
+
+def unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": UNAUTHORIZED, "message": "missing or wrong bearer token"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="jouled ingest"'},
+    )
+
+
 def guard_middleware(
     *,
     token: str | None,
     bucket: TokenBucket | None,
     rejected: Callable[[str, int], None],
 ) -> Middleware:
-    expected = f"Bearer {token}".encode() if token else None
-
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)  # health checks stay open
-        if expected is not None:
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                rejected(UNAUTHORIZED, 1)
-                return web.json_response(
-                    {"error": UNAUTHORIZED, "message": "missing or wrong bearer token"},
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="jouled ingest"'},
-                )
+        if not authorized(request.headers.get("Authorization"), token):
+            rejected(UNAUTHORIZED, 1)
+            return unauthorized()
         if bucket is not None:
             wait = bucket.take()
             if wait > 0:

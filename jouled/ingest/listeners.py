@@ -17,6 +17,7 @@ from jouled.config import Config, SpanAttributeNames
 from jouled.ingest.app import STATE_KEY, build_ingest_app, request_bucket
 from jouled.ingest.attributes import AttributeNames
 from jouled.ingest.grpc import GrpcIngest
+from jouled.ingest.limits import BytesInFlight, OffLoop
 from jouled.ingest.rules import TokenCostFn
 from jouled.ingest.sender import SenderLookup
 
@@ -45,9 +46,13 @@ def build_listeners(
     clock: Clock,
     token: str | None,
     token_costs: Mapping[str, TokenCostFn] | None = None,
+    *,
+    budget: BytesInFlight | None = None,
+    off_loop: OffLoop | None = None,
 ) -> IngestListeners:
     """``token_costs``: per model, a request's GFLOPs from its tokens (``spans.model_configs``
-    loaded by the daemon)."""
+    loaded by the daemon). ``budget`` and ``off_loop``: the daemon's bytes in flight and
+    ingest thread pool, shared by both listeners (``jouled.ingest.limits``)."""
     bucket = request_bucket(cfg.ingest.max_requests_per_second, clock)
     app = build_ingest_app(
         stage,
@@ -63,6 +68,9 @@ def build_listeners(
         senders=SenderLookup(cfg.attribution.proc_path, stage.workload_pids, clock),
         verify_sender=cfg.ingest.verify_sender,
         token_costs=token_costs,
+        budget=budget,
+        off_loop=off_loop,
+        body_timeout_s=cfg.ingest.body_timeout,
     )
     grpc = None
     if cfg.ingest.grpc_listen is not None:

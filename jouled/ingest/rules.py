@@ -41,6 +41,11 @@ REASONS: Final = (
     SENDER_MISMATCH,
 )
 
+# Bounds on one span's work: far above any real request (a 1e6-token prompt through a
+# 1e12-parameter model is ~2e9 GFLOPs), far below where float sums lose meaning or overflow.
+MAX_GFLOPS: Final = 1e12
+MAX_TOKENS: Final = 10**12
+
 UNKNOWN_MODEL: Final = "unknown"
 OTHER_MODEL: Final = "other"
 LABEL_MAX_CHARS: Final = 128
@@ -190,9 +195,13 @@ def _sum_gflops(values: list[Any]) -> float:
     total = 0.0
     for value in values:
         number = as_float(value)
-        if number is None or not math.isfinite(number) or number < 0:
-            raise _Reject(BAD_GFLOPS, f"GFLOPs must be a finite number >= 0, got {value!r:.40}")
+        if number is None or not 0 <= number <= MAX_GFLOPS:  # NaN and inf fail too
+            raise _Reject(
+                BAD_GFLOPS, f"GFLOPs must be a number in [0, {MAX_GFLOPS:g}], got {value!r:.40}"
+            )
         total += number
+    if total > MAX_GFLOPS:
+        raise _Reject(BAD_GFLOPS, f"children's GFLOPs sum to {total:g} > {MAX_GFLOPS:g}")
     return total
 
 
@@ -203,8 +212,11 @@ def _tokens(values: list[Any]) -> int | None:
     tokens = 0
     for value in values:
         count = _as_count(value)
-        if count is None:
-            raise _Reject(BAD_TOKENS, f"token counts must be integers >= 0, got {value!r:.40}")
+        if count is None or count > MAX_TOKENS:
+            raise _Reject(
+                BAD_TOKENS,
+                f"token counts must be integers in [0, {MAX_TOKENS:.0e}], got {value!r:.40}",
+            )
         tokens += count
     return tokens
 
@@ -214,11 +226,19 @@ def _token_gflops(inp: int | None, out: int | None, model: str, rules: Rules) ->
     cost = rules.token_costs.get(model)
     if cost is not None:
         gflops = cost(inp or 0, out or 0)
-        if not math.isfinite(gflops):
+        if not 0 <= gflops <= MAX_GFLOPS:  # NaN and inf fail too
             raise _Reject(BAD_TOKENS, f"{inp} input and {out} output tokens are too many")
         return gflops
     per_token = rules.gflops_per_token.get(model)
-    return ((inp or 0) + (out or 0)) * per_token if per_token is not None else None
+    if per_token is None:
+        return None
+    gflops = float((inp or 0) + (out or 0)) * per_token
+    if not gflops <= MAX_GFLOPS:
+        raise _Reject(
+            BAD_TOKENS,
+            f"{(inp or 0) + (out or 0)} tokens x {per_token:g} GFLOPs/token exceeds {MAX_GFLOPS:g}",
+        )
+    return gflops
 
 
 def _work(raw: RawSpan, model: str, rules: Rules) -> tuple[float | None, int | None, int | None]:

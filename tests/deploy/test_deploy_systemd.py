@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jouled.config import DEFAULT_CONFIG
 from tests.deploy.tools import DEPLOY, require_tool
 
 SYSTEMD = DEPLOY / "systemd"
@@ -144,6 +145,10 @@ def test_hardening_keeps_what_jouled_needs() -> None:
     ):
         assert d[key] == ["yes"], key
     assert d["MemoryMax"] and d["CPUQuota"]
+    # Room for both listeners' connection caps plus files (issue 13: 1,024 was exhausted by
+    # idle ingest sockets and /metrics stopped answering).
+    cfg = DEFAULT_CONFIG.connections
+    assert int(d["LimitNOFILE"][0]) >= 4 * (cfg.max_ingest + cfg.max_metrics)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's group needs root")

@@ -1,0 +1,141 @@
+"""Connection limits for jouled's HTTP listeners, and logging that a flood cannot inflate.
+
+Each listener (metrics, ingest) has its own cap on open connections: past it a new
+connection is answered ``503`` with ``Retry-After`` and closed at once, so idle or slow
+sockets on the ingest port cannot take the descriptors ``/metrics`` and ``/healthz`` need.
+A connection must complete a request's headers within ``header_timeout`` seconds of
+opening, and may idle between requests for ``idle_timeout`` seconds (aiohttp's keep-alive
+timer, which also closes a connection whose next request's headers are still partial).
+Bodies have their own timeout in the ingest app. The systemd unit sets ``LimitNOFILE`` well
+above the sum of the caps.
+Repeated errors are rate-limited in the log by ``jouled.logs.RepeatFilter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger(__name__)
+
+_REFUSAL_TEXT: Final = b"too many connections; retry later\n"
+_REFUSE: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_REFUSAL_TEXT), _REFUSAL_TEXT)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """``max_connections``: open connections on one listener; ``header_timeout``: seconds
+    from connect to a complete first request head; ``idle_timeout``: seconds a keep-alive
+    connection may wait for its next request (partial headers included)."""
+
+    max_connections: int = 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+
+
+class ConnectionStats:
+    """What a listener's guard counted; read by tests and the hostile benchmark."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.high_water = 0
+        self.refused = 0  # over the cap
+        self.timed_out = 0  # no complete request head in time
+
+
+class _CappedServer(web.Server):
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        limits: ConnectionLimits,
+        stats: ConnectionStats,
+        on_refused: Callable[[], None] | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._limits = limits
+        self.stats = stats
+        self._on_refused = on_refused
+        self._deadlines: dict[RequestHandler, asyncio.TimerHandle] = {}
+        self._open: set[RequestHandler] = set()
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        stats = self.stats
+        if stats.open >= self._limits.max_connections:
+            stats.refused += 1
+            if self._on_refused is not None:
+                self._on_refused()
+            # The handler never runs: it is closed before its first byte is read.
+            transport.write(_REFUSE)
+            handler.force_close()
+            transport.close()
+            return
+        super().connection_made(handler, transport)
+        self._open.add(handler)
+        stats.open += 1
+        stats.high_water = max(stats.high_water, stats.open)
+        loop = asyncio.get_running_loop()
+        self._deadlines[handler] = loop.call_later(
+            self._limits.header_timeout, self._header_deadline, handler, transport
+        )
+
+    def _header_deadline(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        self._deadlines.pop(handler, None)
+        # No request started on this connection: its headers never completed.
+        if getattr(handler, "_request_count", 1) == 0 and not getattr(handler, "_messages", ()):
+            self.stats.timed_out += 1
+            handler.force_close()
+            transport.close()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        deadline = self._deadlines.pop(handler, None)
+        if deadline is not None:
+            deadline.cancel()
+        if handler in self._open:
+            self._open.discard(handler)
+            self.stats.open -= 1
+        super().connection_lost(handler, exc)
+
+
+class GuardedRunner(web.AppRunner):
+    """An ``AppRunner`` whose server caps connections and times out slow request heads."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        limits: ConnectionLimits,
+        *,
+        on_refused: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("keepalive_timeout", limits.idle_timeout)
+        super().__init__(app, **kwargs)
+        self._limits = limits
+        self._server_kwargs = kwargs
+        self._on_refused = on_refused
+        self.stats = ConnectionStats()
+
+    async def _make_server(self) -> web.Server:
+        base = await super()._make_server()
+        kwargs = {k: v for k, v in self._server_kwargs.items() if k != "handle_signals"}
+        return _CappedServer(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            limits=self._limits,
+            stats=self.stats,
+            on_refused=self._on_refused,
+            **kwargs,
+        )

@@ -1,0 +1,100 @@
+"""Idle and slow sockets, connection caps per listener, and logging that a flood cannot
+inflate (issue 13: ~1,010 idle sockets sending partial headers stopped /metrics, /healthz
+and ingest, spun a core and grew the log 722 MB in 90 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from jouled.logs import RepeatFilter
+from tests.hostile.conftest import RunningFactory
+
+
+async def _open_partial(url: str, n: int) -> list[asyncio.StreamWriter]:
+    parts = urlsplit(url)
+    writers = []
+    for _ in range(n):
+        _reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(b"POST /v1/spans HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # never finished
+        writers.append(writer)
+    for w in writers:
+        await w.drain()
+    return writers
+
+
+async def test_partial_headers_past_the_cap_leave_metrics_and_healthz_answering(
+    daemon_at: RunningFactory,
+) -> None:
+    async with daemon_at(connections={"max_ingest": 16, "header_timeout": 1.0}) as r:
+        stats = r.daemon.connection_stats["ingest"]
+        writers = await _open_partial(r.ingest_url, 24)
+        for _ in range(100):
+            if stats.open + stats.refused >= 24:
+                break
+            await asyncio.sleep(0.02)
+        assert (stats.open, stats.refused) == (16, 8)
+        async with aiohttp.ClientSession() as http:
+            assert (await r.healthz(http))[0] == 200
+            async with http.get(r.metrics_url + "/metrics") as resp:
+                assert resp.status == 200
+            # The ingest port answers new senders 503 with Retry-After while full.
+            async with http.post(r.ingest_url + "/v1/spans", json={"spans": []}) as resp:
+                assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+            # header_timeout closes the slow ones; the port then takes spans again.
+            for _ in range(100):
+                if stats.open == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert stats.timed_out == 16
+            async with http.post(r.ingest_url + "/v1/spans", json={"spans": []}) as resp:
+                assert resp.status == 200
+        for w in writers:
+            w.close()
+
+
+async def test_an_idle_keepalive_connection_is_closed_after_idle_timeout(
+    daemon_at: RunningFactory,
+) -> None:
+    async with daemon_at(connections={"idle_timeout": 0.5}) as r:
+        parts = urlsplit(r.metrics_url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readexactly(3)  # "ok\n"
+        writer.write(b"GET /hea")  # a partial second request, then silence
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+
+
+def test_a_repeated_error_is_logged_a_few_times_a_minute_with_a_count() -> None:
+    now = [0.0]
+    filt = RepeatFilter(burst=3, window_s=60.0, now=lambda: now[0])
+    logger = logging.getLogger("test.flood")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep()
+    handler.addFilter(filt)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for _ in range(10_000):
+            logger.error("accept failed: %s", "EMFILE")
+        now[0] = 61.0
+        logger.error("accept failed: %s", "EMFILE")
+        try:
+            raise ConnectionResetError("peer reset")
+        except ConnectionResetError:
+            logger.exception("Error handling request")
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 5
+    assert records[3] == "accept failed: EMFILE [9997 similar held back in 60 s]"
+    assert records[4] == "Error handling request (client disconnected: peer reset)"
