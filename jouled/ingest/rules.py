@@ -212,11 +212,10 @@ def _tokens(values: list[Any]) -> int | None:
     tokens = 0
     for value in values:
         count = _as_count(value)
-        if count is None or count > MAX_TOKENS:
-            raise _Reject(
-                BAD_TOKENS,
-                f"token counts must be integers in [0, {MAX_TOKENS:.0e}], got {value!r:.40}",
-            )
+        if count is None:
+            raise _Reject(BAD_TOKENS, f"token counts must be integers >= 0, got {value!r:.40}")
+        if count > MAX_TOKENS:
+            raise _Reject(BAD_TOKENS, f"too many tokens: {value!r:.40} > {MAX_TOKENS:.0e}")
         tokens += count
     return tokens
 
