@@ -27,7 +27,9 @@ Per model the series of one family are summed over their other labels (engines, 
 reasons, versions). Any counter on the page that goes down means the server restarted:
 then every counter on that page counts from zero, never a negative delta. (A restart
 after which every counter is back above its old value before the next read cannot be
-seen from the counters, as with Prometheus's own ``increase()``.)
+seen from the counters, as with Prometheus's own ``increase()``, unless the server shows
+when each counter was created: prometheus-client's ``_created`` samples, which vLLM and
+SGLang write, reveal such a restart too.)
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class Page:
 
     servers: frozenset[str]
     series: tuple[Series, ...]
+    # When each counter was created (prometheus-client servers: vLLM, SGLang), where shown.
+    created: tuple[tuple[SeriesKey, float], ...] = ()
 
 
 def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Page:
@@ -121,11 +125,16 @@ def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Pa
     negative or non-finite count, or when no recognized family is present.
     """
     out: list[Series] = []
+    created: list[tuple[SeriesKey, float]] = []
     servers: set[str] = set()
     try:
         for fam in text_string_to_metric_families(text):
             spec = _BY_FAMILY.get(fam.name)
             if spec is None:
+                base = _BY_FAMILY.get(fam.name.removesuffix("_created"))
+                if base is not None and fam.name.endswith("_created"):
+                    for s in fam.samples[: max_series + 1]:
+                        created.append(((base.sample, tuple(sorted(s.labels.items()))), s.value))
                 continue
             for s in fam.samples:
                 if s.name != spec.sample:
@@ -153,7 +162,7 @@ def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Pa
             "no token or request counters of vLLM, SGLang, TGI or Triton on the page "
             "(is this the inference server's own /metrics endpoint?)"
         )
-    return Page(frozenset(servers), tuple(out))
+    return Page(frozenset(servers), tuple(out), tuple(created))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +189,7 @@ class CounterFollower:
     """
 
     last: dict[SeriesKey, float] = field(default_factory=dict)
+    last_created: dict[SeriesKey, float] = field(default_factory=dict)
     resets: int = 0
     primed: bool = False
     max_series: int = 10_000
@@ -189,7 +199,13 @@ class CounterFollower:
         # One server process writes the page: if any of its counters went down, it has
         # restarted and every counter on the page counts from zero (a series that happens
         # to be back at or above its old value is no increase over it).
-        reset = self.primed and any(v < self.last[k] for k, v in seen.items() if k in self.last)
+        created = dict(page.created)
+        # A counter created anew (its _created timestamp moved) restarted too, even when it
+        # is already back above its old value.
+        reset = self.primed and (
+            any(v < self.last[k] for k, v in seen.items() if k in self.last)
+            or any(t != self.last_created[k] for k, t in created.items() if k in self.last_created)
+        )
         if reset:
             self.resets += 1
         acc: dict[str, dict[Kind, float]] = {}
@@ -207,6 +223,10 @@ class CounterFollower:
         # again once used; lower then, it is a reset). Bounded: labels that churn start over.
         merged = {**self.last, **seen}
         self.last = merged if len(merged) <= 2 * self.max_series else seen
+        merged_created = {**self.last_created, **created}
+        self.last_created = (
+            merged_created if len(merged_created) <= 2 * self.max_series else created
+        )
         self.primed = True
         return {m: Counts(**{k: v for k, v in per.items()}) for m, per in acc.items()}
 
