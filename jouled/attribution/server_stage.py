@@ -5,7 +5,7 @@ Runs after the attribution stage and reads its section (the workloads' cumulativ
 Each tick it takes the page read that finished since the last tick, turns it into
 per-model token and request increases (``CounterFollower``, resets handled), splits the
 workload's energy of the tick by the models' work (``split_by_work``), and starts the next
-read. Reads run as tasks on the event loop (aiohttp, with a timeout) and are parsed in a
+read. Reads run as tasks on the event loop (aiohttp, with a timeout) and are parsed on one
 worker thread: the tick never waits for a server. A read that fails, times out or finds no
 recognized counter marks the server down in ``jouled_server_metrics_up``.
 
@@ -16,6 +16,7 @@ pending is energy waiting (at most ``carry_seconds``) for the server to report w
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -55,6 +56,7 @@ class _Server:
         self.task: asyncio.Task[tuple[Page | None, str, float]] | None = None
         self.status = ServerStatus(False, "not read yet", (), 0.0)
         self.pending: deque[tuple[float, float]] = deque()  # (wall, joules)
+        self.parsing: concurrent.futures.Future[Page] | None = None
         self.last_energy: float | None = None
 
     @property
@@ -77,6 +79,7 @@ class ServerMetricsStage:
         self._gflops_of = gflops_of
         self._fetch = fetch
         self._session: Any = None
+        self._parser: concurrent.futures.ThreadPoolExecutor | None = None
         self._servers: dict[str, _Server] = {}
         self._interval = cfg.interval
         self._model_cap = cfg.spans.max_models_per_workload
@@ -120,6 +123,18 @@ class ServerMetricsStage:
             )
         return await fetch_page(self._session, server.cfg.url, max_bytes=server.cfg.max_body_bytes)
 
+    async def _parse(self, server: _Server, text: str) -> Page:
+        """Parse on the stage's one worker thread. A parse outlives a timeout (a thread
+        cannot be stopped): the server reads again only once it has ended, so parses never
+        pile up."""
+        if self._parser is None:
+            self._parser = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="jouled-server-metrics"
+            )
+        fut = self._parser.submit(parse_page, text, default_model=server.default_model)
+        server.parsing = fut
+        return await asyncio.wrap_future(fut)
+
     async def _read(self, server: _Server) -> tuple[Page | None, str, float]:
         start = self._clock.monotonic()
         timeout = self._timeout(server)
@@ -127,7 +142,7 @@ class ServerMetricsStage:
             async with asyncio.timeout(timeout):
                 text = await self._get(server)
                 # Parsing a large page takes milliseconds: off the event loop.
-                page = await asyncio.to_thread(parse_page, text, default_model=server.default_model)
+                page = await self._parse(server, text)
         except TimeoutError:
             return None, f"no answer within {timeout:g}s", self._clock.monotonic() - start
         except PageError as exc:
@@ -193,6 +208,8 @@ class ServerMetricsStage:
     def _start(self, server: _Server) -> None:
         if server.task is not None:
             return  # the last read is still running: one at a time per server
+        if server.parsing is not None and not server.parsing.done():
+            return  # a page that timed out is still being parsed
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -257,6 +274,9 @@ class ServerMetricsStage:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._parser is not None:
+            self._parser.shutdown(wait=False, cancel_futures=True)
+            self._parser = None
 
 
 def _workload_energy(snapshot: Snapshot) -> dict[str, float]:

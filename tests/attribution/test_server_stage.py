@@ -223,3 +223,45 @@ async def test_a_reload_keeps_totals_and_starts_new_servers_from_a_baseline() ->
     assert s.model_energy_j[("chat", "llama")] == pytest.approx(4.0)
     assert gone.workloads == frozenset()
     assert gone.model_energy_j[("chat", "llama")] == pytest.approx(4.0)  # totals stay
+
+
+async def test_a_page_slow_to_parse_holds_further_reads_not_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import jouled.attribution.server_stage as stage_mod
+
+    release = threading.Event()
+    real_parse = stage_mod.parse_page
+
+    def slow_parse(text: str, *, default_model: str) -> Any:
+        release.wait(10)
+        return real_parse(text, default_model=default_model)
+
+    monkeypatch.setattr(stage_mod, "parse_page", slow_parse)
+    calls = 0
+    page = VllmReplay(["m"]).page()
+
+    async def fetch(_cfg: ServerMetricsConfig) -> str:
+        nonlocal calls
+        calls += 1
+        return page
+
+    stage = ServerMetricsStage(config("http://127.0.0.1:1/metrics"), FakeClock(), fetch=fetch)
+    tick = Tick(1, 0.0, 1.0, 0.0, 1.0, frozen({}), frozen({}), frozen({}))
+    stage.on_tick(tick, EMPTY)
+    await asyncio.sleep(0.7)  # past the 0.5 s timeout; the parse thread still runs
+    s = stage.on_tick(tick, EMPTY)
+    assert s.status["chat"].error == "no answer within 0.5s"
+    for _ in range(3):
+        stage.on_tick(tick, EMPTY)
+        await asyncio.sleep(0.05)
+    assert calls == 1  # no new read while that page is being parsed
+    release.set()
+    await asyncio.sleep(0.1)
+    stage.on_tick(tick, EMPTY)
+    await asyncio.sleep(0.2)
+    s = stage.on_tick(tick, EMPTY)
+    assert calls == 2 and s.status["chat"].up
+    await stage.close()
