@@ -38,7 +38,7 @@ def test_shares_follow_the_work(energy: float, work: dict[str, float]) -> None:
     out = split_by_work(energy, work)
     total = math.fsum(work.values())
     for model, j in out.items():
-        assert j == pytest.approx(energy * work[model] / total, rel=1e-9, abs=1e-6)
+        assert j == pytest.approx(energy * (work[model] / total), rel=1e-9, abs=1e-6)
 
 
 def test_a_model_with_three_times_the_work_gets_three_quarters() -> None:
