@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from jouled.demo_plot import plot
 from jouled.loadgen import driver, readout
 from jouled.loadgen.scenarios import SCENARIO_REQUESTS
 from jouled.testing.load_following import LoadFollowingRapl
@@ -229,40 +230,6 @@ def render_table(rows: list[ScenarioRow], model: str) -> str:
         lines.append("* shortened for the demo (fewer requests or shorter pauses); --full runs")
         lines.append("  the thesis's scenarios unchanged (about 5 minutes)")
     return "\n".join(lines)
-
-
-def plot(rows: list[ScenarioRow], path: Path, *, title: str, estimated: bool) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    labels = [
-        f"scenario {r.scenario}\n{r.requests} req x {r.texts // max(1, r.requests)} text"
-        for r in rows
-    ]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    color = "#c0803a" if estimated else "#3a7dc0"
-    for ax, values, ylabel, scale in (
-        # Requests span three decades (1 text to 500): log. Per text should be flat: linear
-        # from zero, so that equal bars look equal.
-        (axes[0], [r.joules_per_request for r in rows], "joules per request", "log"),
-        (axes[1], [r.joules_per_text for r in rows], "joules per text", "linear"),
-    ):
-        bars = ax.bar(labels, values, color=color)
-        ax.bar_label(bars, fmt="%.3g")
-        ax.set_ylabel(ylabel)
-        ax.set_yscale(scale)
-        if scale == "linear":
-            ax.set_ylim(0, max(values, default=1.0) * 1.2 or 1.0)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 def _parser() -> argparse.ArgumentParser:
