@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import re
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jouled.clock import Clock, SystemClock
@@ -30,102 +27,52 @@ from jouled.collectors.base import (
     Source,
 )
 from jouled.collectors.counter import CounterTrack, Event, FrozenWatch
+from jouled.collectors.powercap import (
+    ABSENT_FIX,
+    ASSUMED_RANGES_UJ,
+    DEFAULT_ROOT,
+    FROZEN_FIX,
+    FROZEN_KINDS,
+    MIRROR_TOLERANCE_UJ,
+    PERMISSION_FIX,
+    Scan,
+    Zone,
+    describe_oserror,
+    kernel_range_uj,
+    parse_zone_name,
+    read_sysfs_text,
+    scan_tree,
+)
+from jouled.collectors.rapl_check import check_rapl
+
+# Re-exported: callers import the RAPL names from here.
+__all__ = [
+    "ABSENT_FIX",
+    "ASSUMED_RANGES_UJ",
+    "DEFAULT_ROOT",
+    "FROZEN_FIX",
+    "PERMISSION_FIX",
+    "RaplCollector",
+    "check_rapl",
+    "parse_zone_name",
+    "read_sysfs_text",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ROOT = Path("/sys/class/powercap")
-_MSR_PREFIX = "intel-rapl:"
-_MMIO_PREFIX = "intel-rapl-mmio:"
 # Slack on top of max power x elapsed time: covers scheduling jitter between reading the
 # clock and the file when ticks are very short.
 _MAX_DELTA_MARGIN = 1.5
 _MAX_DELTA_FLOOR_UJ = 1_000_000
 _REDISCOVER_EVERY = 60
-# Zones of one socket and kind whose raw counters agree within this many µJ, moving, this
-# many reads in a row, are one meter exposed twice (AMD multi-die parts expose
-# package-0-die-N with one counter). Sockets are never compared: each has its own meter.
-_MIRROR_TOLERANCE_UJ = 100_000
-_MIRROR_CONFIRM_READS = 3
-# Only these kinds feed host components, so only they are judged frozen: a client part's
-# uncore (integrated GPU) legitimately sits at 0 while power-gated.
-_FROZEN_KINDS = frozenset({Kind.PACKAGE, Kind.DRAM, Kind.PSYS})
-
-PERMISSION_FIX = (
-    "energy_uj is readable by root only since Linux 5.10 (CVE-2020-8694). Run jouled as "
-    "root (the systemd unit does), or let a group read it: a udev rule "
-    '\'SUBSYSTEM=="powercap", ACTION=="add", RUN+="/bin/chgrp jouled /sys%p/energy_uj", '
-    'RUN+="/bin/chmod g+r /sys%p/energy_uj"\' in /etc/udev/rules.d/90-jouled-rapl.rules, '
-    "or a systemd-tmpfiles line 'z /sys/class/powercap/intel-rapl*/energy_uj 0440 root "
-    "jouled -' in /etc/tmpfiles.d/jouled-rapl.conf, with jouled running in group jouled"
-)
-FROZEN_FIX = (
-    "this counter does not advance (hypervisors often expose RAPL files they never update): "
-    "leave collectors.estimate.enabled at auto so the estimate covers it, or set "
-    "collectors.rapl.enabled: false on this host"
-)
-ABSENT_FIX = (
-    "on bare metal, load the powercap RAPL driver: modprobe intel_rapl_msr (Intel, and AMD "
-    "Zen on Linux 5.8+); a VM has none to load (jouled estimates instead, source=estimate); "
-    "collectors.rapl.enabled: false stops looking"
-)
-
-
-def _kernel_range_uj(esu: int) -> int:
-    """``max_energy_range_uj`` as the kernel computes it for energy-status-unit ``esu``: the
-    32-bit counter mask times the unit, the unit kept in whole nJ (intel_rapl_common.c)."""
-    unit_nj = 1_000_000_000 // (1 << esu)
-    return 0xFFFFFFFF * unit_nj // 1000
-
-
-# Candidate ranges where max_energy_range_uj reads 0: the energy status MSR is 32 bits wide,
-# its unit 1/2^ESU J with ESU a 5-bit field (14 on Intel packages, 61 µJ; 16 on AMD and on
-# Intel server DRAM, 15.3 µJ). Tiny ranges are pruned once the counter is seen above them.
-ASSUMED_RANGES_UJ: tuple[int, ...] = tuple(sorted({_kernel_range_uj(esu) for esu in range(32)}))
-
-_PACKAGE_RE = re.compile(r"package-(\d+)(?:-die-(\d+))?")
-_HEX_RE = re.compile(r"[0-9a-fA-F]+")
-_SUBZONE_KINDS = {"core": Kind.CORE, "uncore": Kind.UNCORE, "dram": Kind.DRAM}
-
-
-def read_sysfs_text(path: Path) -> str:
-    """The default reader: one ``read()`` of the file, as sysfs attributes expect."""
-    return path.read_text(encoding="ascii")
-
-
-@dataclass(frozen=True, slots=True)
-class _Zone:
-    """One discovered zone and the domain it feeds."""
-
-    zone_id: str  # the kernel's name, e.g. intel-rapl:0:1
-    path: Path  # root / zone_id (the class symlink)
-    ids: tuple[int, ...]
-    mmio: bool
-    raw_name: str  # the zone's ``name`` file
-    base: str  # the domain name before de-duplication
-    kind: Kind
-    device: str  # socket index, "" for platform-wide zones
-    max_range_uj: int | None
-    error: str | None  # why the zone cannot be used (max range unreadable), or None
-    range_assumed: bool = False  # max_energy_range_uj read 0: wraps unfold on candidates
-
-    @property
-    def energy_path(self) -> Path:
-        return self.path / "energy_uj"
-
-
-@dataclass(slots=True)
-class _Scan:
-    zones: list[_Zone]  # MSR zones, then MMIO zones that no MSR zone duplicates
-    duplicates: list[tuple[_Zone, _Zone]]  # (mmio zone, the MSR zone it duplicates)
-    problems: dict[str, str]  # zone id -> why it was skipped
-    any_entry: bool  # the tree has RAPL entries at all
+_MIRROR_CONFIRM_READS = 3  # reads in a row that make two zones one meter
 
 
 @dataclass(slots=True)
 class _DomainState:
     kind: Kind
     device: str
-    zone: _Zone | None  # None while the zone has vanished
+    zone: Zone | None  # None while the zone has vanished
     last_zone_id: str
     track: CounterTrack
     cumulative_uj: int = 0
@@ -141,125 +88,6 @@ class _DomainState:
     raw: int | None = None  # this read's raw value, for mirror detection
     moved: bool = False
     last_delta: int = 0
-
-
-def parse_zone_name(entry: str) -> tuple[bool, tuple[int, ...]] | None:
-    """``intel-rapl:0:a`` → ``(False, (0, 10))``; ``intel-rapl-mmio:0`` → ``(True, (0,))``.
-
-    Ids are hex, as the kernel prints them (``%x``). Anything else (the control-type
-    directories ``intel-rapl``, other drivers) gives ``None``.
-    """
-    if entry.startswith(_MMIO_PREFIX):
-        mmio, suffix = True, entry[len(_MMIO_PREFIX) :]
-    elif entry.startswith(_MSR_PREFIX):
-        mmio, suffix = False, entry[len(_MSR_PREFIX) :]
-    else:
-        return None
-    parts = suffix.split(":")
-    if not all(_HEX_RE.fullmatch(p) for p in parts):
-        return None
-    return mmio, tuple(int(p, 16) for p in parts)
-
-
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-") or "zone"
-
-
-def _describe_oserror(exc: OSError, path: Path) -> str:
-    code = errno.errorcode.get(exc.errno or 0, "error")
-    return f"cannot read {path}: {exc.strerror or exc} ({code})"
-
-
-def _classify(
-    raw_name: str, ids: tuple[int, ...], parent_name: str | None
-) -> tuple[str, Kind, str]:
-    """(domain base name, kind, device) of a zone from its name and its parent's."""
-    if len(ids) == 1:
-        m = _PACKAGE_RE.fullmatch(raw_name)
-        if m:
-            return raw_name, Kind.PACKAGE, m.group(1)
-        if raw_name == "psys":
-            return "psys", Kind.PSYS, ""
-        if raw_name == "dram":
-            # Top-level dram (no package parent): its index is the best socket guess.
-            return f"dram-{ids[0]}", Kind.DRAM, str(ids[0])
-        return _sanitize(raw_name), Kind.OTHER, ""
-    # A subzone: its socket (and die) comes from the parent package's name, not from the
-    # zone index, which psys or missing sockets can shift.
-    suffix, device = str(ids[0]), str(ids[0])
-    if parent_name is not None and (m := _PACKAGE_RE.fullmatch(parent_name)):
-        suffix, device = parent_name.removeprefix("package-"), m.group(1)
-    kind = _SUBZONE_KINDS.get(raw_name)
-    if kind is not None:
-        return f"{raw_name}-{suffix}", kind, device
-    return f"{_sanitize(raw_name)}-{suffix}", Kind.OTHER, device
-
-
-def _scan(root: Path, read_text: Callable[[Path], str]) -> _Scan:
-    """List the zones under ``root`` and read what never changes (name, range)."""
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return _Scan([], [], {}, any_entry=False)
-    parsed: dict[tuple[bool, tuple[int, ...]], str] = {}
-    for entry in entries:
-        key = parse_zone_name(entry)
-        if key is not None:
-            parsed[key] = entry
-    problems: dict[str, str] = {}
-    names: dict[tuple[bool, tuple[int, ...]], str] = {}
-    for key, entry in parsed.items():
-        path = root / entry / "name"
-        try:
-            names[key] = read_text(path).strip()
-        except OSError as exc:
-            problems[entry] = _describe_oserror(exc, path)
-    found: list[_Zone] = []
-    for key in sorted(names):
-        mmio, ids = key
-        entry = parsed[key]
-        base, kind, device = _classify(names[key], ids, names.get((mmio, ids[:-1])))
-        range_path = root / entry / "max_energy_range_uj"
-        max_range: int | None = None
-        error: str | None = None
-        assumed = False
-        try:
-            text = read_text(range_path).strip()
-            if not (text.isascii() and text.isdigit()):
-                error = f"unusable {range_path}: {text[:40]!r}"
-            elif int(text) == 0:
-                assumed = True  # reported on some kernels: the counter still works
-            else:
-                max_range = int(text)
-        except OSError as exc:
-            error = _describe_oserror(exc, range_path)
-        found.append(
-            _Zone(
-                entry,
-                root / entry,
-                ids,
-                mmio,
-                names[key],
-                base,
-                kind,
-                device,
-                max_range,
-                error,
-                assumed,
-            )
-        )
-    # intel-rapl-mmio duplicates an MSR package domain on recent client CPUs: counting both
-    # would double the package. Prefer MSR; fall back to MMIO only where MSR is missing.
-    msr_by_base = {z.base: z for z in found if not z.mmio}
-    zones = [z for z in found if not z.mmio]
-    duplicates: list[tuple[_Zone, _Zone]] = []
-    for z in found:
-        if z.mmio:
-            if z.base in msr_by_base:
-                duplicates.append((z, msr_by_base[z.base]))
-            else:
-                zones.append(z)
-    return _Scan(zones, duplicates, problems, any_entry=bool(parsed))
 
 
 class RaplCollector:
@@ -304,7 +132,7 @@ class RaplCollector:
         self._assigned: dict[str, str] = {}
         self._domains: dict[str, _DomainState] = {}
         self._scan_problems: dict[str, str] = {}
-        scan = _scan(self.root, self._read_text)
+        scan = scan_tree(self.root, self._read_text)
         if not scan.any_entry:
             raise HardwareAbsent(
                 f"no RAPL powercap zones under {self.root}: this host (a VM?) exposes no "
@@ -322,7 +150,7 @@ class RaplCollector:
             for d, st in sorted(self._domains.items())
         }
 
-    def _apply(self, scan: _Scan) -> None:
+    def _apply(self, scan: Scan) -> None:
         """Bind scanned zones to domains; a domain whose zone changed starts a new baseline."""
         self._scan_problems = scan.problems
         used = {self._assigned[z.zone_id] for z in scan.zones if z.zone_id in self._assigned}
@@ -358,7 +186,7 @@ class RaplCollector:
             z.error is not None for z in scan.zones
         )
 
-    def _ranges_for(self, z: _Zone, zones: list[_Zone]) -> int | tuple[int, ...]:
+    def _ranges_for(self, z: Zone, zones: list[Zone]) -> int | tuple[int, ...]:
         if z.max_range_uj is not None:
             return z.max_range_uj
         # Unpublished: a sibling's published range (same energy unit, mostly) or any
@@ -371,8 +199,8 @@ class RaplCollector:
             "Intel packages, %s J at AMD's unit%s); the range is fixed at the first wrap",
             z.zone_id,
             z.base,
-            _kernel_range_uj(14) // 1_000_000,
-            _kernel_range_uj(16) // 1_000_000,
+            kernel_range_uj(14) // 1_000_000,
+            kernel_range_uj(16) // 1_000_000,
             f", or a sibling zone's {sorted(siblings)} uJ" if siblings else "",
         )
         return candidates
@@ -389,7 +217,7 @@ class RaplCollector:
         self._stale = True
 
     def _rediscover(self) -> None:
-        self._apply(_scan(self.root, self._read_text))
+        self._apply(scan_tree(self.root, self._read_text))
 
     # -- reading -------------------------------------------------------------------------
     def _max_delta_uj(self, elapsed_s: float) -> int:
@@ -475,7 +303,7 @@ class RaplCollector:
                 Source.RAPL,
                 st.cumulative_uj / 1e6,
                 st.device,
-                frozen=st.frozen.frozen and st.kind in _FROZEN_KINDS,
+                frozen=st.frozen.frozen and st.kind in FROZEN_KINDS,
             )
             for domain, st in counted
         )
@@ -498,7 +326,7 @@ class RaplCollector:
         return frozenset(
             d
             for d, st in self._domains.items()
-            if st.frozen.frozen and st.kind in _FROZEN_KINDS and st.mirror_of is None
+            if st.frozen.frozen and st.kind in FROZEN_KINDS and st.mirror_of is None
         )
 
     @property
@@ -507,13 +335,13 @@ class RaplCollector:
         return {d: st.mirror_of for d, st in self._domains.items() if st.mirror_of is not None}
 
     def _watch_frozen(
-        self, domain: str, st: _DomainState, zone: _Zone, now: float, busy: float | None
+        self, domain: str, st: _DomainState, zone: Zone, now: float, busy: float | None
     ) -> None:
         raw = st.raw if st.raw is not None else 0
         was = st.frozen.frozen
         since = st.frozen.since
         busy_then = st.frozen.busy_at_since
-        if st.frozen.observe(raw, now, busy) == was or st.kind not in _FROZEN_KINDS:
+        if st.frozen.observe(raw, now, busy) == was or st.kind not in FROZEN_KINDS:
             return
         if st.frozen.frozen:
             logger.warning(
@@ -547,7 +375,7 @@ class RaplCollector:
                     and other.device == st.device
                     and other.mirror_candidate is None
                     and other.raw is not None
-                    and abs(other.raw - st.raw) <= _MIRROR_TOLERANCE_UJ
+                    and abs(other.raw - st.raw) <= MIRROR_TOLERANCE_UJ
                 ),
                 None,
             )
@@ -578,7 +406,7 @@ class RaplCollector:
                     twin,
                 )
 
-    def _read_energy(self, zone: _Zone) -> tuple[int | None, str | None]:
+    def _read_energy(self, zone: Zone) -> tuple[int | None, str | None]:
         """(raw µJ, None), or (None, why): "vanished" when the zone is gone."""
         path = zone.energy_path
         try:
@@ -588,13 +416,13 @@ class RaplCollector:
         except OSError as exc:
             if isinstance(exc, FileNotFoundError) or exc.errno in (errno.ENOENT, errno.ENODEV):
                 return None, "vanished"
-            return None, _describe_oserror(exc, path)
+            return None, describe_oserror(exc, path)
         stripped = text.strip()
         if not (stripped.isascii() and stripped.isdigit()):
             return None, f"unparseable {path}: {stripped[:40]!r}"
         return int(stripped), None
 
-    def _advance(self, domain: str, st: _DomainState, zone: _Zone, raw: int, now: float) -> None:
+    def _advance(self, domain: str, st: _DomainState, zone: Zone, raw: int, now: float) -> None:
         track = st.track
         base, base_t = track.base, track.base_t
         # The first read of a counter is a baseline: energy before it is unknowable.
@@ -652,153 +480,3 @@ class RaplCollector:
 
     def close(self) -> None:
         """Nothing is held open between reads; present for the protocol."""
-
-
-def check_rapl(
-    root: Path = DEFAULT_ROOT,
-    read_text: Callable[[Path], str] | None = None,
-    *,
-    wait_s: float = 0.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> list[CheckRow]:
-    """One row per zone under ``root`` for ``jouled check``; never raises.
-
-    A function as well as a method, so ``jouled check`` can report an absent tree (where
-    the collector's constructor raises ``HardwareAbsent``). With ``wait_s`` > 0 every
-    readable zone is read again after that long: a package, dram or psys counter that has
-    not moved is frozen (a real one moves by joules every second, even idle), and a zone
-    whose counter equals another's is a mirror, counted once.
-    """
-    reader = read_text if read_text is not None else read_sysfs_text
-    try:
-        scan = _scan(Path(root), reader)
-    except Exception as exc:  # check() reports; it never raises
-        return [CheckRow("rapl", "-", False, f"cannot scan {root}: {exc}", ABSENT_FIX)]
-    if not scan.any_entry:
-        return [
-            CheckRow(
-                "rapl", "-", False, f"no RAPL powercap zones under {root}", ABSENT_FIX, absent=True
-            )
-        ]
-    rows: list[CheckRow] = []
-    for entry, problem in sorted(scan.problems.items()):
-        rows.append(CheckRow("rapl", str(Path(root) / entry), False, problem, _fix_for(problem)))
-    used = [(z, None) for z in scan.zones] + [(z, msr) for z, msr in scan.duplicates]
-    first: dict[int, int] = {}  # row index -> raw value, for the zones counted
-    for zone, duplicate_of in used:
-        row, raw = _check_zone(zone, duplicate_of, reader)
-        if raw is not None and duplicate_of is None:
-            first[len(rows)] = raw
-        rows.append(row)
-    if wait_s > 0 and first:
-        sleep(wait_s)
-        _probe_motion(
-            rows,
-            first=first,
-            zones=[z for z, _ in used],
-            offset=len(scan.problems),
-            reader=reader,
-            wait_s=wait_s,
-        )
-    return rows
-
-
-def _probe_motion(
-    rows: list[CheckRow],
-    *,
-    first: dict[int, int],
-    zones: list[_Zone],
-    offset: int,
-    reader: Callable[[Path], str],
-    wait_s: float,
-) -> None:
-    """Second read of each counted zone: flag frozen counters and mirrored zones in place."""
-    second: dict[int, int] = {}
-    for i in first:
-        try:
-            text = reader(zones[i - offset].energy_path).strip()
-        except OSError:
-            continue
-        if text.isascii() and text.isdigit():
-            second[i] = int(text)
-    seen: list[int] = []
-    for i, raw in sorted(second.items()):
-        zone, row = zones[i - offset], rows[i]
-        if raw == first[i]:
-            if zone.kind in _FROZEN_KINDS:
-                rows[i] = replace(
-                    row,
-                    readable=False,
-                    detail=f"{row.detail}; energy_uj did not move in {wait_s:g} s: frozen, "
-                    "not a measurement",
-                    fix=FROZEN_FIX,
-                )
-            continue
-        twin = next(
-            (
-                j
-                for j in seen
-                if zones[j - offset].kind is zone.kind
-                and zones[j - offset].device == zone.device
-                and abs(second[j] - raw) <= _MIRROR_TOLERANCE_UJ
-                and abs(first[j] - first[i]) <= _MIRROR_TOLERANCE_UJ
-            ),
-            None,
-        )
-        if twin is not None:
-            rows[i] = replace(
-                row,
-                detail=f"{row.detail}; same counter as {zones[twin - offset].base}: one meter, "
-                "counted once",
-            )
-        else:
-            seen.append(i)
-
-
-_DRIVER_FIX = "the kernel driver failed this read; check dmesg for intel_rapl errors"
-
-
-def _fix_for(problem: str) -> str:
-    return PERMISSION_FIX if "EACCES" in problem or "EPERM" in problem else _DRIVER_FIX
-
-
-def _check_zone(
-    zone: _Zone, duplicate_of: _Zone | None, reader: Callable[[Path], str]
-) -> tuple[CheckRow, int | None]:
-    target = str(zone.path)
-    label = f"{zone.base} ({zone.zone_id})"
-    if duplicate_of is not None:
-        label += f", duplicate of {duplicate_of.zone_id}, not counted"
-    if zone.error is not None:
-        row = CheckRow("rapl", target, False, f"{label}: {zone.error}", _fix_for(zone.error))
-        return row, None
-    path = zone.energy_path
-    try:
-        text = reader(path).strip()
-    except PermissionError:
-        row = CheckRow(
-            "rapl", target, False, f"{label}: permission denied reading {path}", PERMISSION_FIX
-        )
-        return row, None
-    except OSError as exc:
-        row = CheckRow(
-            "rapl", target, False, f"{label}: {_describe_oserror(exc, path)}", _DRIVER_FIX
-        )
-        return row, None
-    if not (text.isascii() and text.isdigit()):
-        row = CheckRow(
-            "rapl",
-            target,
-            False,
-            f"{label}: unparseable {path}: {text[:40]!r}",
-            "the kernel returned garbage; check dmesg for intel_rapl errors",
-        )
-        return row, None
-    if zone.max_range_uj is None:
-        detail = (
-            f"{label}, max_energy_range_uj reads 0: counted anyway, wraps unfolded as a "
-            "32-bit energy-status counter"
-        )
-    else:
-        detail = f"{label}, max range {zone.max_range_uj // 1_000_000} J"
-    return CheckRow("rapl", target, True, detail), int(text)
