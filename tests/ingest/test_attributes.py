@@ -4,11 +4,15 @@ ignored span names and the pre-1.0 ``instrumentationLibrarySpans`` (docs/SPANS.m
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
+from jouled import config
 from jouled.config import SpanAttributeNames
 from jouled.ingest.attributes import AttributeNames
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
@@ -198,3 +202,16 @@ def test_simple_schema_unknown_workload_goes_to_the_sender_too() -> None:
     body = json.dumps({"spans": [{"workload": "x", "start": NOW - 2, "end": NOW - 1}]}).encode()
     rules = Rules(now=NOW, known_workloads={"w"}, sender=lambda: "w")
     assert [s.workload for s in decode_spans_json(body, rules).spans] == ["w"]
+
+
+def test_the_yaml_in_docs_spans_is_a_valid_config() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "SPANS.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        cfg = config.validate(yaml.safe_load(block), "docs/SPANS.md")
+        assert cfg is not None
+    vllm = config.validate(yaml.safe_load(blocks[1]), "docs/SPANS.md")
+    assert vllm.workloads[0].model == "facebook/opt-125m"
+    names = attribute_names(config.validate(yaml.safe_load(blocks[0]), "x").spans.attributes)
+    assert names.model[0] == "acme.model_id" and names.ignored("GET /health/live")
