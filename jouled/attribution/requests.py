@@ -36,9 +36,18 @@ class _Request:
     model: str
     named: bool  # the model came from a span, not from a default
     gflops: float | None
+    tokens: tuple[int | None, int | None]  # (input, output)
     ids: set[str] = field(default_factory=set)  # span ids of the request's spans
     parents: set[str] = field(default_factory=set)  # their parents' span ids
     alive: bool = True
+
+
+def _tokens(span: Span) -> tuple[int | None, int | None]:
+    return span.input_tokens, span.output_tokens
+
+
+def _known(tokens: tuple[int | None, int | None]) -> bool:
+    return tokens[0] is not None or tokens[1] is not None
 
 
 class RequestJoiner:
@@ -99,6 +108,7 @@ class RequestJoiner:
             model=span.model,
             named=self._named(span),
             gflops=span.gflops,
+            tokens=_tokens(span),
             ids={span.span_id},
             parents={span.parent_id} if span.parent_id else set(),
         )
@@ -118,29 +128,41 @@ class RequestJoiner:
         named = self._named(span)
         model = span.model if named and not req.named else req.model
         gflops = req.gflops if req.gflops is not None else span.gflops
+        tokens = req.tokens if _known(req.tokens) else _tokens(span)
         outer = span.start <= req.start and span.end >= req.end
         widened = outer and self._splitter.widen(
             req.workload,
             req.trace_id,
             req.span_id,
-            replace(span, model=model, gflops=gflops),
+            replace(
+                span, model=model, gflops=gflops, input_tokens=tokens[0], output_tokens=tokens[1]
+            ),
         )
         if widened:
             req.span_id, req.start, req.end = span.span_id, span.start, span.end
-            req.model, req.gflops = model, gflops
-        self._take(req, model, gflops, named)
+            req.model, req.gflops, req.tokens = model, gflops, tokens
+        self._take(req, model, gflops, tokens, named)
 
-    def _take(self, req: _Request, model: str, gflops: float | None, named: bool) -> None:
-        """Give ``req`` (and its pending span) a model and work found on another span."""
-        if model != req.model or gflops != req.gflops:
+    def _take(
+        self,
+        req: _Request,
+        model: str,
+        gflops: float | None,
+        tokens: tuple[int | None, int | None],
+        named: bool,
+    ) -> None:
+        """Give ``req`` (and its pending span) a model, work and tokens found on another span."""
+        if model != req.model or gflops != req.gflops or tokens != req.tokens:
             self._splitter.amend(
                 req.workload,
                 req.trace_id,
                 req.span_id,
                 model=model if model != req.model else None,
                 gflops=gflops if gflops != req.gflops else None,
+                tokens=tokens if tokens != req.tokens else None,
             )
-        req.model, req.gflops, req.named = model, gflops, req.named or named
+        req.model, req.gflops, req.tokens = model, gflops, tokens
+        req.named = req.named or named
 
     def _unite(self, a: _Request, b: _Request) -> None:
         outer, inner = (b, a) if b.start <= a.start and b.end >= a.end else (a, b)
@@ -149,7 +171,8 @@ class RequestJoiner:
         self.nested += 1
         model = outer.model if outer.named or not inner.named else inner.model
         gflops = outer.gflops if outer.gflops is not None else inner.gflops
-        self._take(outer, model, gflops, inner.named)
+        tokens = outer.tokens if _known(outer.tokens) else inner.tokens
+        self._take(outer, model, gflops, tokens, inner.named)
         outer.ids |= inner.ids
         outer.parents |= inner.parents
         self._forget(inner)

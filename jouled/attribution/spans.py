@@ -384,16 +384,25 @@ class SpanSplitter:
         return rec if rec is not None and not rec.done else None
 
     def amend(
-        self, workload: str, trace_id: str, span_id: str, *, model: str | None, gflops: float | None
+        self,
+        workload: str,
+        trace_id: str,
+        span_id: str,
+        *,
+        model: str | None,
+        gflops: float | None,
+        tokens: tuple[int | None, int | None] | None = None,
     ) -> bool:
-        """Give a pending span the model and/or work a nested span of its request names
-        (None keeps its own). False when the span is no longer pending."""
+        """Give a pending span the model, work and/or (input, output) tokens a nested span
+        of its request names (None keeps its own). False when it is no longer pending."""
         rec = self._find(workload, trace_id, span_id)
         if rec is None:
             return False
         span = rec.span
         if model is not None:
             span = replace(span, model=model)
+        if tokens is not None:
+            span = replace(span, input_tokens=tokens[0], output_tokens=tokens[1])
         if gflops is not None and math.isfinite(gflops) and gflops >= 0:
             span = replace(span, gflops=gflops)
             duration = span.end - span.start

@@ -123,3 +123,19 @@ def test_memory_is_bounded() -> None:
     for i in range(50):
         joiner.add(Span("w", "m", T0 + i, T0 + i + 0.5, trace_id=f"{i:032x}", span_id="01" * 8))
     assert joiner.tracked == 10
+
+
+def test_tokens_and_work_of_an_inner_span_stay_with_the_widened_request() -> None:
+    splitter = SpanSplitter(settle_seconds=5)
+    joiner = RequestJoiner(splitter, memory_s=60)
+    root, model_span, _ = triton(0)
+    inner = Span(
+        "triton", "m", model_span.start, model_span.end, gflops=12.0, trace_id=root.trace_id,
+        span_id=model_span.span_id, parent_id=root.span_id, input_tokens=30, output_tokens=5,
+    )  # fmt: skip
+    assert joiner.add(inner) == "accepted"
+    assert joiner.add(root) == "nested"  # widened: the root's time, the inner span's work
+    (request,) = splitter.flush().requests
+    assert request.duration_s == pytest.approx(0.8)
+    assert (request.model, request.gflops) == ("m", 12.0)
+    assert (request.input_tokens, request.output_tokens) == (30, 5)

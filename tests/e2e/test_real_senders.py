@@ -48,6 +48,8 @@ def test_real_senders_and_server_replays_are_counted_once_with_model_and_work(
     go = tmp_path / "go"
     cfg = {
         "interval": 0.5,
+        # The fake meter's power is flat: all of it is shared by CPU use, none learned as idle.
+        "attribution": {"idle": "share"},
         "workloads": [
             {"name": name, "match": {"cmdline": rx}, **({"model": model} if model else {})}
             for name, rx, model in WORKLOADS
