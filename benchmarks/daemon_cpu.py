@@ -1,110 +1,266 @@
-"""The real daemon's CPU and memory: idle, then at a 1 s tick with 10 workloads over 1,000
-host processes and 1,000 spans/s (OTLP protobuf) arriving.
+"""The real daemon's CPU and memory per span, in steady state, against its no-span baseline,
+and the idle daemon against CodeCarbon's tracker.
 
-CPU is utime + stime of the daemon process (all threads) over the window, from
-/proc/<pid>/stat, as a percentage of one core; memory is its VmRSS at the end.
+A real ``jouled run`` at a 1 s tick with 10 workloads (200 of ~1,000 host processes matched)
+receives spans from the real OpenTelemetry SDK (``benchmarks.span_sender``: one
+BatchSpanProcessor per workload, 50 models) over OTLP/HTTP protobuf and OTLP/gRPC at each
+rate. Each rate runs ``settle_seconds + 10`` s before its window opens, so that the window
+holds the whole span path (receive, decode, validate, queue, settle, book) in steady state.
 
-    .venv/bin/python -m benchmarks.daemon_cpu [--window 30] [--processes 1000] [--rate 1000]
+CPU is utime + stime of the daemon process (all threads) from /proc/<pid>/stat over the
+window, as a percentage of one core: CPU-seconds, not wall time, so neighbours on a shared
+machine do not count. Memory is the largest VmRSS sampled during the window. Spans per second
+are the daemon's own ``jouled_spans_received_total`` over the window.
+
+The idle comparison runs the idle daemon (no workloads, no spans) and CodeCarbon's
+``OfflineEmissionsTracker`` (``measure_power_secs=1``, the ``bench`` extra) at the same time,
+over the same window, so both see the same machine.
+
+    .venv/bin/python -m benchmarks.daemon_cpu                  # 3 runs, ~25 min
+    .venv/bin/python -m benchmarks.daemon_cpu --runs 1 --rates 1000 --transports http
+
+``--settle-seconds`` shortens the settle delay (and the warm-up with it) for quick looks
+only: the headline numbers use the default 30 s.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import re
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientSession
-
-from benchmarks._util import (
-    cpu_seconds,
-    daemon,
-    otlp_batch,
-    rss_mb,
-    save,
-    sleepers,
-    workload_configs,
-)
+from benchmarks._util import cpu_seconds, daemon, rss_mb, save, sleepers, workload_configs
+from benchmarks.compare import CODECARBON, _codecarbon_python
+from benchmarks.span_sender import model_names
+from jouled.testing.net import free_port
 
 GROUPS = 10
-MODELS = [f"model-{i}" for i in range(5)]
+DEFAULT_SETTLE_S = 30.0
+_RECEIVED = re.compile(rb"^jouled_spans_received_total (\S+)$", re.M)
 
 
-async def _send_spans(url: str, rate: int, seconds: float) -> int:
-    """``rate`` spans/s as 4 batches a second, each span ending just before it is sent."""
-    sent = 0
-    per_batch = max(1, rate // 4)
-    workloads = [f"w{g}" for g in range(GROUPS)]
-    async with ClientSession() as session:
-        t_end = time.monotonic() + seconds
-        next_t = time.monotonic()
-        while next_t < t_end:
-            body = otlp_batch(
-                per_batch, workloads=workloads, models=MODELS, end_ns=time.time_ns() - 1_000_000
-            )
-            async with session.post(
-                url, data=body, headers={"Content-Type": "application/x-protobuf"}
-            ) as r:
-                await r.read()
-            sent += per_batch
-            next_t += 0.25
-            await asyncio.sleep(max(0.0, next_t - time.monotonic()))
-    return sent
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _measure(pid: int, window: float, load: Any = None) -> dict[str, float]:
-    c0, t0 = cpu_seconds(pid), time.monotonic()
-    sent = load(window) if load is not None else 0
-    if load is None:
-        time.sleep(window)
-    cpu, wall = cpu_seconds(pid) - c0, time.monotonic() - t0
+def _received(d: Any) -> float:
+    m = _RECEIVED.search(d.metrics())
+    return float(m.group(1)) if m else 0.0
+
+
+def _window(pids: list[int], window: float) -> tuple[list[float], float, list[float]]:
+    """CPU seconds per pid over ``window`` s of wall time; the wall time; max RSS per pid."""
+    c0 = [cpu_seconds(p) for p in pids]
+    t0 = time.monotonic()
+    peak = [rss_mb(p) for p in pids]
+    while (left := t0 + window - time.monotonic()) > 0:
+        time.sleep(min(1.0, left))
+        peak = [max(a, rss_mb(p)) for a, p in zip(peak, pids, strict=True)]
+    wall = time.monotonic() - t0
+    return [cpu_seconds(p) - c for p, c in zip(pids, c0, strict=True)], wall, peak
+
+
+def _row(cpu: float, wall: float, rss: float, spans: float = 0.0) -> dict[str, float]:
     return {
-        "window_s": wall,
-        "cpu_s": cpu,
+        "window_s": round(wall, 2),
+        "cpu_s": round(cpu, 3),
         "cpu_percent_of_one_core": 100 * cpu / wall,
-        "rss_mb": rss_mb(pid),
-        "spans_sent": sent,
+        "rss_mb": rss,
+        "spans": spans,
+        "spans_per_s": spans / wall,
     }
 
 
-def bench(window: float, processes: int, rate: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"window_s": window, "host_processes": processes, "spans_per_s": rate}
-    base = {"interval": 1.0, "collectors": {"nvml": {"enabled": False}}}
-    with tempfile.TemporaryDirectory() as tmp:
-        with daemon(Path(tmp), base) as d:
-            time.sleep(3)  # start-up imports and first ticks are not the steady state
-            out["idle"] = _measure(d.pid, window)
-        with sleepers(processes, groups=GROUPS, per_group=20):
-            cfg = {**base, "workloads": workload_configs(GROUPS)}
-            with daemon(Path(tmp), cfg) as d:
-                time.sleep(3)
-                out["loaded_no_spans"] = _measure(d.pid, window)
-                url = d.ingest_url + "/v1/traces"
-                out["loaded"] = _measure(
-                    d.pid, window, lambda w: asyncio.run(_send_spans(url, rate, w))
+@contextlib.contextmanager
+def _sender(endpoint: str, protocol: str, rate: int, seconds: float) -> Iterator[None]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.span_sender",
+            "--endpoint",
+            endpoint,
+            "--protocol",
+            protocol,
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            "--workloads",
+            str(GROUPS),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _loaded_run(
+    run: int, rates: list[int], transports: list[str], window: float, settle: float | None
+) -> dict[str, Any]:
+    settle_s = DEFAULT_SETTLE_S if settle is None else settle
+    warm = settle_s + 10  # the first tick of the rate has settled, plus a BSP delay
+    spans_cfg: dict[str, Any] = {
+        # Work from tokens, as a server reporting GenAI token counts gets it.
+        "gflops_per_token": {m: 16.0 for ms in model_names(GROUPS) for m in ms},
+    }
+    if settle is not None:
+        spans_cfg["settle_seconds"] = settle
+    grpc = f"127.0.0.1:{free_port()}"
+    cfg = {
+        "interval": 1.0,
+        "collectors": {"nvml": {"enabled": False}},
+        "workloads": workload_configs(GROUPS),
+        "spans": spans_cfg,
+        "ingest": {"listen": f"127.0.0.1:{free_port()}", "grpc_listen": grpc},
+    }
+    out: dict[str, Any] = {"settle_seconds": settle_s}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sleepers(1000, groups=GROUPS, per_group=20),
+        daemon(Path(tmp), cfg) as d,
+    ):
+        time.sleep(5)  # start-up imports and first ticks are not the steady state
+        _log(f"run {run}: no spans, {window:.0f} s window")
+        (cpu,), wall, (rss,) = _window([d.pid], window)
+        out["no_spans"] = base = _row(cpu, wall, rss)
+        _log(f"run {run}: no spans {base['cpu_percent_of_one_core']:.2f} %, {rss:.1f} MB")
+        http = d.cfg["ingest"]["listen"]
+        for transport in transports:
+            for rate in rates:
+                endpoint = grpc if transport == "grpc" else http
+                _log(f"run {run}: {transport} {rate} spans/s, warm-up {warm:.0f} s")
+                with _sender(endpoint, transport, rate, warm + window + 10):
+                    time.sleep(warm)
+                    n0 = _received(d)
+                    (cpu,), wall, (rss,) = _window([d.pid], window)
+                    n = _received(d) - n0
+                row = _row(cpu, wall, rss, n)
+                extra = cpu - base["cpu_s"] * wall / base["window_s"]
+                row["us_per_span_all_in"] = 1e6 * cpu / n if n else float("nan")
+                row["us_per_span_over_baseline"] = 1e6 * extra / n if n else float("nan")
+                out[f"{transport}_{rate}"] = row
+                _log(
+                    f"run {run}: {transport} {rate}/s: {row['spans_per_s']:.0f} spans/s "
+                    f"received, CPU {row['cpu_percent_of_one_core']:.2f} % "
+                    f"({row['us_per_span_all_in']:.1f} us/span all in, "
+                    f"{row['us_per_span_over_baseline']:.1f} over baseline), "
+                    f"RSS max {rss:.1f} MB"
                 )
-                out["loaded"]["metrics_sample"] = [
-                    line
-                    for line in d.metrics().decode().splitlines()
-                    if line.startswith(("jouled_spans_received_total", "jouled_spans_late"))
-                ]
+    return out
+
+
+def idle_vs_codecarbon(window: float) -> dict[str, Any]:
+    """The idle daemon and CodeCarbon's tracker measured over the same window."""
+    py = _codecarbon_python(None)
+    out: dict[str, Any] = {}
+    cfg = {"interval": 1.0, "collectors": {"nvml": {"enabled": False}}}
+    with tempfile.TemporaryDirectory() as tmp, daemon(Path(tmp), cfg) as d:
+        pids = [d.pid]
+        proc = None
+        if py is None:
+            out["codecarbon"] = "not installed (pip install codecarbon: the bench extra)"
+        else:
+            proc = subprocess.Popen(
+                [py, "-c", CODECARBON, str(window + 30)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            assert proc.stdout is not None
+            proc.stdout.readline()  # "started": start-up is not overhead per tick
+            pids.append(proc.pid)
+        try:
+            time.sleep(5)
+            _log(f"idle daemon and CodeCarbon side by side, {window:.0f} s window")
+            cpus, wall, peaks = _window(pids, window)
+        finally:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    out["jouled"] = _row(cpus[0], wall, peaks[0])
+    if len(pids) > 1:
+        out["codecarbon"] = _row(cpus[1], wall, peaks[1])
+        out["ratio_cpu_jouled_over_codecarbon"] = cpus[0] / cpus[1] if cpus[1] else float("inf")
+    return out
+
+
+def _summary(runs: list[dict[str, Any]], keys: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in keys:
+        rows = [r[key] for r in runs]
+        out[key] = {
+            field: [round(row[field], 3) for row in rows]
+            for field in rows[0]
+            if isinstance(rows[0][field], float | int)
+        }
+        out[key]["median_cpu_percent"] = statistics.median(
+            row["cpu_percent_of_one_core"] for row in rows
+        )
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--window", type=float, default=30.0)
-    p.add_argument("--processes", type=int, default=1000)
-    p.add_argument("--rate", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--window", type=float, default=30.0, help="seconds measured per rate")
+    p.add_argument("--rates", default="100,1000,5000", help="spans/s, comma-separated")
+    p.add_argument("--transports", default="http,grpc", help="http and/or grpc")
+    p.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=None,
+        help="shorter spans.settle_seconds for quick looks (headline: the default 30 s)",
+    )
+    p.add_argument("--no-codecarbon", action="store_true", help="skip the idle comparison")
     args = p.parse_args()
-    results = bench(args.window, args.processes, args.rate)
-    for name in ("idle", "loaded_no_spans", "loaded"):
-        r = results[name]
+    rates = [int(x) for x in args.rates.split(",")]
+    transports = [t for t in args.transports.split(",") if t]
+    window = min(args.window, 300.0)
+    results: dict[str, Any] = {"window_s": window, "rates": rates, "transports": transports}
+    if not args.no_codecarbon:
+        results["idle_vs_codecarbon"] = idle_vs_codecarbon(window)
+    runs = [
+        _loaded_run(i + 1, rates, transports, window, args.settle_seconds)
+        for i in range(min(args.runs, 10))
+    ]
+    results["runs"] = runs
+    keys = ["no_spans"] + [f"{t}_{r}" for t in transports for r in rates]
+    results["summary"] = _summary(runs, keys)
+    print("\nCPU % of one core (all threads, CPU-seconds / wall) and max RSS, per run:")
+    for key in keys:
+        cells = "  ".join(
+            f"{r[key]['cpu_percent_of_one_core']:5.2f} % {r[key]['rss_mb']:5.1f} MB"
+            + (f" {r[key].get('us_per_span_all_in', 0):5.1f} us/span" if key != "no_spans" else "")
+            for r in runs
+        )
+        print(f"  {key:12} {cells}")
+    idle = results.get("idle_vs_codecarbon")
+    if idle is not None:
+        cc = idle["codecarbon"]
+        cc_text = (
+            f"CodeCarbon {cc['cpu_percent_of_one_core']:.3f} % ({cc['rss_mb']:.1f} MB), ratio "
+            f"{idle['ratio_cpu_jouled_over_codecarbon']:.2f}"
+            if isinstance(cc, dict)
+            else f"CodeCarbon {cc}"
+        )
         print(
-            f"{name:16} CPU {r['cpu_percent_of_one_core']:6.2f} % of one core over "
-            f"{r['window_s']:.0f} s, RSS {r['rss_mb']:.1f} MB, spans sent {r['spans_sent']}"
+            f"  idle jouled {idle['jouled']['cpu_percent_of_one_core']:.3f} % "
+            f"({idle['jouled']['rss_mb']:.1f} MB) vs {cc_text}"
         )
     print("saved", save("daemon_cpu", results))
 
