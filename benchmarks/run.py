@@ -1,8 +1,8 @@
 """Run the quick benchmarks one after another (``make bench``); each also runs alone.
 
 Quick: tick, scrape, ingest (in-process and a real daemon), accuracy. ``--all`` adds the
-long ones: daemon_cpu (1,000 processes; 100, 1,000 and 5,000 spans/s over HTTP and gRPC, 3 runs) and compare
-(node_exporter, CodeCarbon). Results land in benchmarks/results/*.json.
+long ones: daemon_cpu (1,000 processes; 100, 1,000 and 5,000 spans/s over HTTP and gRPC, 3
+runs) and compare (node_exporter, CodeCarbon). Results land in benchmarks/results/*.json.
 """
 
 from __future__ import annotations
