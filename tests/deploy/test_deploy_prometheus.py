@@ -189,3 +189,27 @@ def test_example_relabel_keeps_ip_targets_whole_and_shortens_dns_names(tmp_path:
             time.sleep(0.2)
     got = {t["discoveredLabels"]["__address__"]: t["labels"] for t in active}
     assert {a: (lab["instance"], lab["host"]) for a, lab in got.items()} == expected
+
+
+def test_token_unit_test_catches_host_energy_averaged_instead_of_summed(
+    promtool: str, tmp_path: Path
+) -> None:
+    # Mutation check: averaging the hosts' model power (10 W and 50 W) instead of summing
+    # it halves the fleet's joules per token; tokens_test.yml must fail on it.
+    rules_dir = tmp_path / "rules"
+    tests_dir = tmp_path / "tests"
+    shutil.copytree(PROM / "rules", rules_dir)
+    shutil.copytree(PROM / "tests", tests_dir)
+    recording = rules_dir / "jouled-recording.yml"
+    text = recording.read_text(encoding="utf-8")
+    correct = (
+        "expr: sum by (workload, model) (instance_workload_model:jouled_model_energy_joules:rate5m)"
+    )
+    assert correct in text
+    recording.write_text(text.replace(correct, correct.replace("sum by", "avg by")), "utf-8")
+    result = run([promtool, "test", "rules", "tokens_test.yml"], cwd=tests_dir)
+    assert result.returncode != 0
+    report = result.stdout + result.stderr
+    assert 'jouled_energy_per_input_token_joules:ratio_rate5m", model="m", workload="w"} 1E-01' in (
+        report
+    )
