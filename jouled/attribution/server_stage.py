@@ -93,6 +93,7 @@ class ServerMetricsStage:
         """Apply reloaded workloads: new servers start with a baseline read; totals stay."""
         self._interval = cfg.interval
         wanted = {w.name: w for w in cfg.workloads if w.server_metrics is not None}
+        replaced: dict[str, _Server] = {}
         for name in list(self._servers):
             server = self._servers[name]
             w = wanted.get(name)
@@ -100,9 +101,18 @@ class ServerMetricsStage:
                 if server.task is not None:
                     server.task.cancel()
                 del self._servers[name]
+                if w is None:  # no model will come for what waits: the books stay whole
+                    waiting = math.fsum(j for _, j in server.pending)
+                    self._unserved[name] = self._unserved.get(name, 0.0) + waiting
+                else:
+                    replaced[name] = server
         for name, w in wanted.items():
             if name not in self._servers and w.server_metrics is not None:
-                self._servers[name] = _Server(name, w.server_metrics, w.model)
+                new = self._servers[name] = _Server(name, w.server_metrics, w.model)
+                old = replaced.get(name)
+                if old is not None:  # a new URL or model: the energy books carry on
+                    new.last_energy = old.last_energy
+                    new.pending = old.pending
 
     @property
     def workloads(self) -> frozenset[str]:
@@ -258,7 +268,7 @@ class ServerMetricsStage:
             requests=frozen(self._requests),
             status=frozen({w: s.status for w, s in self._servers.items()}),
             resets=frozen({w: s.follower.resets for w, s in self._servers.items()}),
-            unserved_j=frozen({w: self._unserved.get(w, 0.0) for w in self._servers}),
+            unserved_j=frozen(dict.fromkeys(self._servers, 0.0) | self._unserved),
             pending_j=frozen(
                 {w: math.fsum(j for _, j in s.pending) for w, s in self._servers.items()}
             ),

@@ -203,7 +203,7 @@ async def test_a_hanging_server_never_holds_the_tick() -> None:
     await stage.close()
 
 
-async def test_a_reload_keeps_totals_and_starts_new_servers_from_a_baseline() -> None:
+async def test_a_reload_keeps_totals_and_the_books() -> None:
     replay = VllmReplay(["llama"])
     clock = FakeClock()
     with serving(replay) as url:
@@ -217,12 +217,21 @@ async def test_a_reload_keeps_totals_and_starts_new_servers_from_a_baseline() ->
         await d.tick(4.0)
         stage.reconfigure(cfg.model_copy(update={"interval": 2.0}))  # same servers
         s = await d.tick(0.0)
+        # A new server config (another timeout): a new baseline read, the books carry on.
+        changed = config(url, timeout=0.4)
+        stage.reconfigure(changed)
+        await d.tick(3.0)  # 3 J wait: the new server's first read is a baseline
+        moved = await d.tick(2.0)
         stage.reconfigure(cfg.model_copy(update={"workloads": ()}))
         gone = await d.tick(1.0)
         await stage.close()
     assert s.model_energy_j[("chat", "llama")] == pytest.approx(4.0)
+    assert moved.pending_j["chat"] == pytest.approx(5.0)
+    assert books(moved, "chat") == pytest.approx(d.given - 1.0)
     assert gone.workloads == frozenset()
     assert gone.model_energy_j[("chat", "llama")] == pytest.approx(4.0)  # totals stay
+    # What waited when the workload left its server-metrics mode counts as unserved.
+    assert gone.unserved_j["chat"] == pytest.approx(5.0)
 
 
 async def test_a_page_slow_to_parse_holds_further_reads_not_threads(
