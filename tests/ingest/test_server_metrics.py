@@ -250,3 +250,59 @@ def test_a_restart_already_past_the_old_counts_is_seen_by_created_timestamps() -
     tgi.serve("m", 1, 1)
     assert g.advance(parse_page(tgi.page(), default_model="x")) == {"x": Counts(91, 41, 1)}
     assert g.resets == 0
+
+
+MP_WORKER = """
+import sys
+from prometheus_client import Counter
+labels = ["model_name", "engine"]
+prompt = Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", labels)
+generation = Counter("vllm:generation_tokens", "Number of generation tokens processed.", labels)
+success = Counter("vllm:request_success", "Count of successfully processed requests.",
+                  [*labels, "finished_reason"])
+engine, p, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+prompt.labels("llama", engine).inc(p)
+generation.labels("llama", engine).inc(n)
+success.labels("llama", engine, "stop").inc()
+"""
+MP_PAGE = (
+    "from prometheus_client import CollectorRegistry, generate_latest, multiprocess\n"
+    "r = CollectorRegistry(); multiprocess.MultiProcessCollector(r)\n"
+    "print(generate_latest(r).decode(), end='')\n"
+)
+
+
+@pytest.mark.slow  # five Python processes
+def test_vllm_in_prometheus_multiprocess_mode(tmp_path: Path) -> None:
+    # vLLM with several API servers sets PROMETHEUS_MULTIPROC_DIR
+    # (vllm/v1/metrics/prometheus.py, setup_multiprocess_prometheus) and serves what
+    # prometheus-client's MultiProcessCollector merges from every process: no _created
+    # samples. Real processes write the files here, as vLLM's do.
+    import os
+    import subprocess
+    import sys
+
+    def page(directory: Path, requests: list[tuple[str, int, int]]) -> str:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+        for engine, p, n in requests:
+            subprocess.run(
+                [sys.executable, "-c", MP_WORKER, engine, str(p), str(n)], env=env, check=True
+            )
+        out = subprocess.run(
+            [sys.executable, "-c", MP_PAGE], env=env, check=True, capture_output=True, text=True
+        )
+        return out.stdout
+
+    first = tmp_path / "run1"
+    first.mkdir()
+    f = CounterFollower()
+    f.advance(parse_page(page(first, [("0", 100, 10)]), default_model="x"))
+    text = page(first, [("0", 30, 3), ("1", 50, 5)])
+    assert "_created" not in text
+    assert f.advance(parse_page(text, default_model="x")) == {"llama": Counts(80, 8, 2)}
+    # A restart: vLLM makes a new directory, every count starts over.
+    second = tmp_path / "run2"
+    second.mkdir()
+    restarted = parse_page(page(second, [("0", 7, 1)]), default_model="x")
+    assert f.advance(restarted) == {"llama": Counts(7, 1, 1)}
+    assert f.resets == 1
