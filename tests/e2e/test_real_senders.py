@@ -48,8 +48,10 @@ def test_real_senders_and_server_replays_are_counted_once_with_model_and_work(
     go = tmp_path / "go"
     cfg = {
         "interval": 0.5,
-        # The fake meter's power is flat: all of it is shared by CPU use, none learned as idle.
-        "attribution": {"idle": "share"},
+        # The fake meter's power is flat: all of it is shared by CPU use, none learned as idle;
+        # a tick's energy is spread over the tick (senders that just woke up are not in the
+        # sub-tick CPU profile yet), so every request gets some.
+        "attribution": {"idle": "share", "cpu_samples_per_tick": 1},
         "workloads": [
             {"name": name, "match": {"cmdline": rx}, **({"model": model} if model else {})}
             for name, rx, model in WORKLOADS
@@ -92,25 +94,34 @@ def test_real_senders_and_server_replays_are_counted_once_with_model_and_work(
                 tmp_path / "t2.log",
             ),
             Proc([*py, "tgi", grpc_url, str(go), str(N)], tmp_path / "tgi.log"),
+            # The JS SDK: a node process matched by the classifier's cmdline.
+            Proc(
+                [
+                    "node",
+                    str(JS / "send_spans.js"),
+                    traces,
+                    "classifier",
+                    "js-http",
+                    str(N),
+                    "100",
+                    "20",
+                    str(go),
+                ],
+                tmp_path / "js.log",
+            ),
         ]
         try:
+            claimed = {"classifier": 3, "triton-inference-server": 2}
             wait_for(
                 lambda: all(
-                    value(samples(daemon.metrics()), "jouled_workload_processes", workload=w) >= 1
+                    value(samples(daemon.metrics()), "jouled_workload_processes", workload=w)
+                    >= claimed.get(w, 1)
                     for w, _, _ in WORKLOADS
-                    if w != "classifier"
                 ),
                 30,
                 "every sender claimed by its workload",
             )
             go.touch()
-            # The JS SDK: a node process matched by the classifier's cmdline.
-            node = Proc(
-                ["node", str(JS / "send_spans.js"), traces, "classifier", "js-http", str(N),
-                 "100", "20"],
-                tmp_path / "js.log",
-            )  # fmt: skip
-            assert node.wait(60) == 0, node.output()
             for s in senders:
                 assert s.wait(60) == 0, s.output()
             expected = {

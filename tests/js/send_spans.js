@@ -1,13 +1,22 @@
 // The OpenTelemetry JS SDK as a real sender: N SERVER spans over OTLP/HTTP (JSON) to jouled.
-// Usage: node send_spans.js URL SERVICE_NAME MODEL COUNT INPUT_TOKENS OUTPUT_TOKENS
+// Usage: node send_spans.js URL SERVICE_NAME MODEL COUNT INPUT_TOKENS OUTPUT_TOKENS [GO_FILE]
+// With GO_FILE, waits until that file exists (so that jouled has claimed this process).
 'use strict';
 const { trace, SpanKind } = require('@opentelemetry/api');
 const { Resource } = require('@opentelemetry/resources');
 const { BasicTracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
 const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http');
+const fs = require('fs');
+
+async function waitFor(path) {
+  while (path && !fs.existsSync(path)) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 async function main() {
-  const [url, service, model, count, input, output] = process.argv.slice(2);
+  const [url, service, model, count, input, output, go] = process.argv.slice(2);
+  await waitFor(go);
   const exporter = new OTLPTraceExporter({ url });
   const provider = new BasicTracerProvider({
     resource: new Resource({ 'service.name': service }),
