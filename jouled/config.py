@@ -11,6 +11,7 @@ import ipaddress
 import itertools
 import os
 import re
+import stat
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -199,7 +200,8 @@ class MatchConfig(_Strict):
 
     pid: int | None = Field(default=None, gt=0)
     pidfile: UserPath | None = None
-    cmdline: str | None = None  # a Python regex searched in the space-joined command line
+    # A regex (RE2 syntax: matched in linear time) searched in the space-joined command line.
+    cmdline: str | None = None
     cgroup: str | None = None  # a cgroup v2 path prefix, e.g. /kubepods.slice/...
     systemd_unit: str | None = None  # e.g. inference.service
 
@@ -207,10 +209,9 @@ class MatchConfig(_Strict):
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            from jouled.regex import compile_linear
+
+            compile_linear(value)  # ValueError with the reason
         return value
 
     @model_validator(mode="after")
@@ -773,14 +774,49 @@ def _describe(exc: ValidationError, source: str, text: str | None) -> str:
     return f"{where}: key '{_key_path(loc)}': {reason}{got}{more}"
 
 
+# A real config is a few kB; 1 MiB leaves room for hundreds of workloads and stays a fraction
+# of a second of YAML parsing (a 10 MB file took ~8 s).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def read_config_text(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The file's text, or ``ConfigError``: not a regular file (a FIFO, a device: opened
+    without blocking and refused), over ``max_bytes``, or not UTF-8 (with the byte offset)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file (a FIFO, socket or device?)")
+        if st.st_size > max_bytes:
+            raise ConfigError(
+                f"{path}: {st.st_size} bytes; a config file may hold at most {max_bytes} bytes"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:  # grew while being read
+        raise ConfigError(f"{path}: a config file may hold at most {max_bytes} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def load(path: Path | None) -> Config:
     """Embedded defaults, overlaid by the file at ``path`` (if any)."""
     if path is None:
         return Config()  # not DEFAULT_CONFIG: the ledger's default follows the environment
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    text = read_config_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -6,11 +6,11 @@ without loading the pipeline.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from jouled.attribution.workloads import Matcher, ProcessTracker, ProcFS
 from jouled.config import Config, WorkloadConfig
+from jouled.regex import compile_linear
 
 
 def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
@@ -23,7 +23,7 @@ def matchers_from(workloads: Sequence[WorkloadConfig]) -> list[Matcher]:
                 name=w.name,
                 pids=frozenset([m.pid]) if m.pid is not None else frozenset(),
                 pidfile=m.pidfile,
-                cmdline=re.compile(m.cmdline) if m.cmdline is not None else None,
+                cmdline=compile_linear(m.cmdline) if m.cmdline is not None else None,
                 cgroup=m.cgroup,
                 systemd_unit=m.systemd_unit,
             )

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jouled.collectors.procstat import host_busy_s
+from jouled.regex import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Matcher:
     name: str
     pids: frozenset[int] = frozenset()
     pidfile: Path | None = None
-    cmdline: re.Pattern[str] | None = None
+    cmdline: Searcher | None = None  # jouled.regex.compile_linear (RE2)
     cgroup: str | None = None  # a cgroup path prefix, e.g. /system.slice/api.service
     systemd_unit: str | None = None  # e.g. api.service: matched as a cgroup path component
 

@@ -223,6 +223,7 @@ class Daemon:
         self.exposition = Exposition(light, lambda: sampler.snapshot)
         await sampler.tick()  # baselines; the first published tick carries no energy yet
         self._start_task("subsample", self._subsample())
+        self._start_task("reload", self._reloads())
         self._start_task("ledger", ledger.run(cfg.ledger.flush_interval))
         if self.grid is not None:
             self._start_task("grid", self.grid.run())
@@ -369,13 +370,45 @@ class Daemon:
         self.notifier.ready("reload rejected")
         return False
 
-    def reload(self) -> bool:
-        """Re-read the config file; keep the running config if the new one is bad."""
+    def _read_config(self) -> Config:
+        return config_mod.load(self.config_path).with_overrides(**self._flags)
+
+    async def _reloads(self) -> None:
+        """One reload at a time; SIGHUPs arriving meanwhile coalesce into one more."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            await self.reload_async()
+
+    async def reload_async(self) -> bool:
+        """Read and validate the file on a worker thread (a large file never holds the
+        loop), then apply it on the loop; keep the running config if the new one is bad."""
         self.notifier.reloading()
         try:
-            new = config_mod.load(self.config_path).with_overrides(**self._flags)
+            new = await asyncio.to_thread(self._read_config)
         except ConfigError as exc:
             return self._reject_reload(exc)
+        except Exception as exc:  # a bad reload must never end the daemon
+            log.debug("reload failed", exc_info=True)
+            return self._reject_reload(exc)
+        return self.reload(new)
+
+    def reload(self, new: Config | None = None) -> bool:
+        """Re-read the config file (or apply ``new``, read already); keep the running config
+        if the new one is bad."""
+        if new is None:
+            self.notifier.reloading()
+            try:
+                new = self._read_config()
+            except ConfigError as exc:
+                return self._reject_reload(exc)
+        try:
+            return self._apply(new)
+        except Exception as exc:  # a bad reload must never end the daemon
+            log.debug("applying the reloaded config failed", exc_info=True)
+            return self._reject_reload(exc)
+
+    def _apply(self, new: Config) -> bool:
         old = self.config
         fit = self.cost.fit if self.cost is not None else None
         if new.spans.fit_file != old.spans.fit_file:
@@ -439,21 +472,10 @@ class Daemon:
         while not self._stop.is_set():
             delay = next_tick - self.clock.monotonic()
             if delay > 0:
-                waiters = [
-                    asyncio.ensure_future(self._stop.wait()),
-                    asyncio.ensure_future(self._reload_requested.wait()),
-                ]
-                _done, pending = await asyncio.wait(
-                    waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED
-                )
-                for p in pending:
-                    p.cancel()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
                 if self._stop.is_set():
                     break
-                if self._reload_requested.is_set():
-                    self._reload_requested.clear()
-                    self.reload()
-                    continue
             await sampler.tick()
             if self.exposition is not None:
                 # Formats a scraper will ask for before the next tick render now, off the loop.

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from jouled import config
 from jouled.daemon.service import Daemon
@@ -63,7 +64,9 @@ async def running(tmp: Path, **overrides: Any) -> AsyncIterator[Running]:
     }
     for key, value in overrides.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    daemon = Daemon(config.validate(raw, "test"), notifier=Notifier({}))
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    daemon = Daemon(config.load(path), config_path=path, notifier=Notifier({}))
     await daemon.start()
     run = asyncio.ensure_future(daemon.run())
     r = Running(
