@@ -5,15 +5,16 @@ command-line regex, cgroup path or systemd unit, plus all their descendants (wor
 processes). A process is identified by (pid, create time), so a reused PID is a new
 process. ``exec`` keeps both, so a process whose command name changed (``sh
 entrypoint.sh`` exec'ing the server, the usual container entrypoint) is matched again, and a
-young process (under 30 s old) is re-matched whenever its command line changes (exec only
+young process (under 30 s old) has its command line read again 1, 2, 4, 8, 16 and 30 scans
+after it was first seen and is re-matched if it changed (exec only
 matters to command-line rules: PIDs, pidfiles and cgroups survive it). Each process belongs
 to at most one workload (the first that matches, in config order), so nothing is counted
 twice.
 
 The per-tick cost is what matters on a host with thousands of processes: one listing of
 /proc, one stat read per *workload* process, a match only for processes not seen before
-(command line and cgroup are read once per process; with command-line rules, again each
-tick while a process is young), and a re-check of a thirtieth of the other processes'
+(command line and cgroup are read once per process; with command-line rules, six times more
+while a process is young), and a re-check of a thirtieth of the other processes'
 start times and command names, so that a reused PID or a late exec is noticed within thirty
 ticks. /proc is
 read directly (one ``stat`` read gives parent, start time and CPU time at once); its root
@@ -59,6 +60,7 @@ class _Proc:
     last_cpu_s: float | None = None
     comm: bytes = b""  # /proc/<pid>/stat field 2: changes on exec
     cmdline: str | None = None  # as last matched (None: not read)
+    seen_round: int = 0  # the tracker's scan round that first saw it
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,12 @@ class ProcFS:
         return host_busy_s(self.root)
 
 
+# Scan rounds after first sight at which a young unmatched process's command line is read
+# again (exec follows start-up within seconds; backing off keeps a burst of new processes
+# cheap: six reads each, not thirty).
+_YOUNG_CHECKS = frozenset({1, 2, 4, 8, 16, 30})
+
+
 class ProcessTracker:
     """Keeps the pid -> workload map current and reports per-tick CPU seconds."""
 
@@ -247,14 +255,24 @@ class ProcessTracker:
         for pid, known in list(self._procs.items()):
             if known.workload is not None:
                 continue
-            young = young_from is not None and known.start_ticks >= young_from
-            if not young and pid % self._recheck_every != self._round % self._recheck_every:
+            rotation = pid % self._recheck_every == self._round % self._recheck_every
+            young = (
+                young_from is not None
+                and known.start_ticks >= young_from
+                and self._round - known.seen_round in _YOUNG_CHECKS
+            )
+            cmd: str | None = None
+            if young and not rotation:
+                cmd = self._proc.cmdline(pid)  # one read; stat only if it changed
+                if cmd == known.cmdline:
+                    continue
+            elif not rotation:
                 continue
             st = self._proc.stat(pid)
             if st is None or st.start_ticks != known.start_ticks:
                 del self._procs[pid]
             elif self._has_cmdline and (young or st.comm != known.comm):
-                self._recheck_exec(known, st.comm)
+                self._recheck_exec(known, st.comm, cmd)
         new: list[tuple[int, int, Stat]] = []
         for pid in live:
             if pid in self._procs:
@@ -267,7 +285,9 @@ class ProcessTracker:
         for start, pid, st in new:
             cmd = self._proc.cmdline(pid) if self._has_cmdline else None
             workload = self._match(pid, st.ppid, pidfile_pids, cmd)
-            self._procs[pid] = _Proc(pid, start, st.ppid, workload, comm=st.comm, cmdline=cmd)
+            self._procs[pid] = _Proc(
+                pid, start, st.ppid, workload, comm=st.comm, cmdline=cmd, seen_round=self._round
+            )
 
     YOUNG_S = 30.0  # processes younger than this are re-matched when their command changes
 
@@ -278,9 +298,10 @@ class ProcessTracker:
         uptime = self._proc.uptime_ticks()
         return None if uptime is None else uptime - self.YOUNG_S * self._proc.tick_hz
 
-    def _recheck_exec(self, known: _Proc, comm: bytes) -> None:
+    def _recheck_exec(self, known: _Proc, comm: bytes, cmd: str | None = None) -> None:
         """Match a process again if it exec'd (its command changed) since it was matched."""
-        cmd = self._proc.cmdline(known.pid)
+        if cmd is None:
+            cmd = self._proc.cmdline(known.pid)
         if comm == known.comm and cmd == known.cmdline:
             return
         known.comm, known.cmdline = comm, cmd

@@ -260,7 +260,8 @@ def test_a_server_started_through_an_exec_wrapper_is_matched(
     assert tracker.pids_of("api") == {wrapper.pid}
     tracker.tick()  # a baseline: the wrapper's CPU before the exec is not the server's
     time.sleep(0.5)
-    assert tracker.tick().workload_s["api"] > 0.1  # the exec'd server burns a core
+    # The exec'd server burns a core (a fraction of it on a loaded host): its CPU is counted.
+    assert tracker.tick().workload_s["api"] > 0.02
 
 
 def test_a_young_python_wrapper_that_execs_python_is_matched(
