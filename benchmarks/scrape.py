@@ -59,7 +59,6 @@ def snapshot(workloads: int, models: int) -> Snapshot:
             energy_per_gflop_j=frozen({k: 0.01 for k in requests}),
             buckets=DEFAULT_BUCKETS,
             spans_received=10**6,
-            spans_accepted=10**6,
             spans_late=3,
             spans_rejected=frozen({"too_old": 2}),
             spans_pending=100,

@@ -216,6 +216,10 @@ class Ledger:
 
     # --- writing (called on the event loop: memory only) ---
     def add(self, delta: CostDelta) -> None:
+        """Merge one tick's books (the cost stage's sink) into the pending per-minute rows:
+        host, each workload, each (workload, model)'s settled requests. Called on the tick
+        loop; no I/O (``run`` flushes). Above ``MAX_PENDING_ROWS`` the oldest rows are
+        dropped and counted (``errors["dropped"]``). A no-op while no file is open."""
         if self._conn is None:
             return  # disabled or unopenable: nothing would ever write these rows
         minute = int(delta.wall_s // 60) * 60

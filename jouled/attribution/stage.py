@@ -14,14 +14,14 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from jouled.attribution.matchers import tracker_for
 from jouled.attribution.requests import RequestJoiner
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettledRequest, SettleResult, Span, SpanSplitter
 from jouled.attribution.visibility import Visibility
-from jouled.attribution.workloads import CpuTick, ProcessTracker
+from jouled.attribution.workloads import CpuTick
 from jouled.config import Config
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import Snapshot, frozen
@@ -34,6 +34,30 @@ PENDING_FULL = "pending_full"
 INVALID = "invalid"
 
 GpuProcesses = Callable[[], Mapping[int, Mapping[int, float]]]
+
+
+class Tracker(Protocol):
+    """What the stage reads of its process tracker: ``ProcessTracker``, or a test's fake."""
+
+    def tick(self, t: float | None = None) -> CpuTick:
+        """CPU seconds per workload and of the host since the previous call."""
+        ...
+
+    def workload_of(self, pid: int) -> str | None:
+        """The workload that claims ``pid``, None for none."""
+        ...
+
+    def claimed(self) -> dict[int, str]:
+        """pid -> workload for every claimed process."""
+        ...
+
+    def visible(self, pid: int) -> bool:
+        """Whether ``pid`` is under the tracker's /proc (a process jouled can see)."""
+        ...
+
+    def unseen(self) -> dict[str, list[int]]:
+        """Workload -> PIDs its rules name that are not under /proc."""
+        ...
 
 
 def workload_models(cfg: Config) -> dict[str, str]:
@@ -171,10 +195,10 @@ class AttributionStage:
         self,
         cfg: Config,
         *,
-        tracker: ProcessTracker | None = None,
+        tracker: Tracker | None = None,
         gpu_processes: GpuProcesses | None = None,
     ) -> None:
-        self.tracker = tracker or tracker_for(cfg)
+        self.tracker: Tracker = tracker or tracker_for(cfg)
         self._gpu_processes = gpu_processes
         self.visibility = Visibility(cfg.attribution.proc_path)
         self._gpu_unseen: dict[str, list[int]] = {}
@@ -203,7 +227,7 @@ class AttributionStage:
         self._outside: dict[tuple[str, str], float] = {}
         self._hist: dict[tuple[str, str], _Histogram] = {}
         self._recent: dict[tuple[str, str], _Window] = {}
-        self._received = self._accepted = self._late = self._settled = 0
+        self._received = self._late = self._settled = 0
         self._rejected: dict[str, int] = {}
         self.last: AttributionSnapshot | None = None
 
@@ -247,10 +271,12 @@ class AttributionStage:
         return self.tracker.claimed()
 
     def submit(self, spans: Sequence[Span]) -> tuple[int, int]:
-        """Queue decoded spans; (accepted, late). The rest were refused and are counted
+        """Queue decoded spans; (accepted, late). Each counts as received; a late one (its
+        time already settled) is counted, never split. The rest were refused and are counted
         under ``spans_rejected``: ``pending_full`` (the pending cap is reached and the span's
         workload holds its fair share) or ``invalid`` (values the splitter cannot hold; the
-        ingest rules reject them first, so this only guards other callers)."""
+        ingest rules reject them first, so this only guards other callers). Called on the
+        event loop by the ingest listeners; never raises for a bad span."""
         accepted = late = 0
         for span in spans:
             self._received += 1
@@ -267,7 +293,6 @@ class AttributionStage:
                 self._rejected[PENDING_FULL] = self._rejected.get(PENDING_FULL, 0) + 1
             else:
                 accepted += 1
-        self._accepted += accepted
         self._late += late
         return accepted, late
 
@@ -427,11 +452,13 @@ class AttributionStage:
             energy_per_gflop_j=frozen(per_gflop),
             buckets=self._buckets,
             spans_received=self._received,
-            spans_accepted=self._accepted,
             spans_late=self._late,
             spans_rejected=frozen(self._rejected),
             spans_pending=stats.pending_spans,
             spans_settled=self._settled,
             spans_duplicate=stats.duplicate_spans + self.joiner.nested,
             spans_dropped=stats.dropped_spans,
+            spans_truncated=stats.truncated_spans,
+            ticks_forced=stats.forced_ticks,
+            ticks_clamped=stats.clamped_ticks,
         )

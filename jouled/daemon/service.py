@@ -24,6 +24,7 @@ from jouled import config as config_mod
 from jouled.attribution.by_model import tick_gflops
 from jouled.attribution.server_stage import ServerMetricsStage
 from jouled.attribution.stage import AttributionStage, GpuProcesses
+from jouled.attribution.workloads import ProcessTracker
 from jouled.clock import Clock, SystemClock
 from jouled.collectors import registry
 from jouled.collectors.base import EnergyCollector
@@ -41,11 +42,13 @@ from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.cost import CostCollector
 from jouled.exporter.exposition import Exposition
 from jouled.exporter.http import build_metrics_app, tick_health
+from jouled.exporter.ingest import IngestCollector
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.exporter.server import ServerMetricsCollector, server_requests
 from jouled.ingest.grpc import GrpcIngest, Http2Hint
 from jouled.ingest.limits import BytesInFlight, OffLoop
 from jouled.ingest.listeners import build_listeners
+from jouled.ingest.requests import IngestRequests
 from jouled.ledger import Ledger
 from jouled.pipeline.sampler import Sampler
 
@@ -151,6 +154,7 @@ class Daemon:
         self.grid: GridPoller | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
+        self.ingest_requests = IngestRequests()  # jouled_ingest_requests_total
         self.bound: dict[str, tuple[str, int]] = {}
         self.exposition: Exposition | None = None
         self.grpc: GrpcIngest | None = None
@@ -211,6 +215,7 @@ class Daemon:
             SnapshotCollector(lambda: sampler.snapshot),
             AttributionCollector(lambda: sampler.snapshot),
             ServerMetricsCollector(lambda: sampler.snapshot),
+            IngestCollector(self.ingest_requests.totals),
             CostCollector(
                 lambda: sampler.snapshot,
                 ledger=ledger.status,
@@ -244,6 +249,7 @@ class Daemon:
                 token_costs,
                 budget=self.ingest_budget,
                 off_loop=self.ingest_pool,
+                requests=self.ingest_requests,
             )
             await self._serve(
                 "ingest",
@@ -280,6 +286,8 @@ class Daemon:
         while True:
             n = self.config.attribution.cpu_samples_per_tick
             tracker = self.attribution.tracker if self.attribution is not None else None
+            if not isinstance(tracker, ProcessTracker):
+                tracker = None  # a test's fake tracker has no sub-tick sampling
             # With no recently active workload process there is nothing to sample: wake
             # once a tick to look again, not n times (an idle daemon stays idle).
             if n <= 1 or tracker is None or not tracker.has_active:

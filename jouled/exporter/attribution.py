@@ -190,6 +190,23 @@ class AttributionCollector(Collector):
                 a.spans_dropped,
                 "Spans evicted over the pending cap before receiving energy.",
             ),
+            (
+                "jouled_spans_truncated",
+                a.spans_truncated,
+                "Settled spans that did not wait for all their time's energy (over the pending "
+                "cap, or waiting too long for the ticks covering their end).",
+            ),
+            (
+                "jouled_splitter_forced_ticks",
+                a.ticks_forced,
+                "Ticks settled before spans.settle_seconds because too many were open.",
+            ),
+            (
+                "jouled_splitter_clamped_ticks",
+                a.ticks_clamped,
+                "Ticks that started before the previous one ended (wall clock stepped back), "
+                "clamped to start at its end.",
+            ),
         ):
             total = CounterMetricFamily(name, text)
             total.add_metric([], float(value))

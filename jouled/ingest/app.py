@@ -18,13 +18,16 @@ from typing import Final, Literal, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.typedefs import Middleware
 
 from jouled.attribution.spans import Span
 from jouled.clock import Clock
 from jouled.ingest.attributes import DEFAULT_NAMES, AttributeNames
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
 from jouled.ingest.guard import (
+    REASON_KEY,
     UNAUTHORIZED,
+    Handler,
     TokenBucket,
     authorized,
     guard_middleware,
@@ -45,6 +48,7 @@ from jouled.ingest.limits import (
     DEFAULT_MAX_BYTES_IN_FLIGHT as DEFAULT_IN_FLIGHT,
 )
 from jouled.ingest.modelcap import ModelCap, apply_model_cap
+from jouled.ingest.requests import LISTENER_HTTP, REASON_BY_STATUS, IngestRequests
 from jouled.ingest.rules import MALFORMED, DecodeResult, MalformedBody, Rules, TokenCostFn
 from jouled.ingest.sender import SenderLookup, UnknownServiceWarning
 
@@ -53,7 +57,7 @@ log = logging.getLogger(__name__)
 MIB: Final = 1024 * 1024
 PROTOBUF_TYPES: Final = frozenset({"application/x-protobuf", "application/protobuf"})
 JSON_TYPE: Final = "application/json"
-# Reasons counted once per refused body (spans inside it are unknown).
+# Reasons of refused bodies (requests; the spans inside them are unknown).
 UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
 TIMEOUT: Final = "timeout"  # the body did not arrive within the body timeout
 DISCONNECTED: Final = "disconnected"  # the client went away mid-body
@@ -79,7 +83,8 @@ class SpanSink(Protocol):
         ...
 
     def rejected(self, reason: str, n: int) -> None:
-        """Count ``n`` spans (or refused bodies) rejected for ``reason``."""
+        """Count ``n`` spans rejected for ``reason`` (a refused body is a request, counted
+        in ``IngestState.requests``, not here)."""
         ...
 
 
@@ -103,6 +108,7 @@ class IngestState:
     budget: BytesInFlight = field(default_factory=lambda: BytesInFlight(DEFAULT_IN_FLIGHT))
     off_loop: OffLoop = field(default_factory=OffLoop)
     body_timeout_s: float = 30.0
+    requests: IngestRequests = field(default_factory=IngestRequests)
 
     def rules(self, sender: Callable[[], str | None] | None = None) -> Rules:
         known = self.known_workloads() if self.known_workloads is not None else None
@@ -309,10 +315,9 @@ def _trace_response(result: DecodeResult, encoding: Encoding) -> web.Response:
 
 async def handle_traces(request: web.Request) -> web.Response:
     """OTLP/HTTP traces: protobuf or JSON, answered in the same encoding."""
-    state = request.app[STATE_KEY]
     encoding = _encoding_of(request)
     if encoding is None:
-        state.sink.rejected(UNSUPPORTED_MEDIA_TYPE, 1)
+        request[REASON_KEY] = UNSUPPORTED_MEDIA_TYPE
         return _status_response(
             415,
             f"unsupported Content-Type {request.content_type!r}: "
@@ -323,9 +328,9 @@ async def handle_traces(request: web.Request) -> web.Response:
     try:
         result, _accepted, _late = await _ingest(request, decoder)
     except LimitError as exc:
-        return _status_response(exc.status, _refused(state, exc), encoding, headers=_retry(exc))
+        return _status_response(exc.status, _refused(request, exc), encoding, headers=_retry(exc))
     except _Disconnected as exc:
-        return _disconnected(state, exc)
+        return _disconnected(request, exc)
     except Exception:
         log.exception("span sink failed")
         return _status_response(500, "internal error", encoding, _GRPC_INTERNAL)
@@ -338,8 +343,8 @@ def _json_error(
     return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
 
 
-def _refused(state: IngestState, exc: LimitError) -> str:
-    state.sink.rejected(exc.reason, 1)
+def _refused(request: web.Request, exc: LimitError) -> str:
+    request[REASON_KEY] = exc.reason
     return exc.message
 
 
@@ -348,18 +353,17 @@ def _retry(exc: LimitError) -> dict[str, str] | None:
     return {"Retry-After": "1"} if exc.status == 503 else None
 
 
-def _disconnected(state: IngestState, exc: _Disconnected) -> web.Response:
+def _disconnected(request: web.Request, exc: _Disconnected) -> web.Response:
     # Normal on a network: counted, logged at debug, never a traceback.
-    state.sink.rejected(DISCONNECTED, 1)
+    request[REASON_KEY] = DISCONNECTED
     log.debug("client disconnected mid-body: %s", exc)
     return web.Response(status=400, text="incomplete body\n")
 
 
 async def handle_spans(request: web.Request) -> web.Response:
     """jouled's JSON batch; answers counts so that scripts can see what happened."""
-    state = request.app[STATE_KEY]
     if request.content_type != JSON_TYPE:
-        state.sink.rejected(UNSUPPORTED_MEDIA_TYPE, 1)
+        request[REASON_KEY] = UNSUPPORTED_MEDIA_TYPE
         return _json_error(
             415,
             UNSUPPORTED_MEDIA_TYPE,
@@ -368,9 +372,9 @@ async def handle_spans(request: web.Request) -> web.Response:
     try:
         result, accepted, late = await _ingest(request, decode_spans_json)
     except LimitError as exc:
-        return _json_error(exc.status, exc.reason, _refused(state, exc), headers=_retry(exc))
+        return _json_error(exc.status, exc.reason, _refused(request, exc), headers=_retry(exc))
     except _Disconnected as exc:
-        return _disconnected(state, exc)
+        return _disconnected(request, exc)
     except Exception:
         log.exception("span sink failed")
         return _json_error(500, "internal", "internal error")
@@ -389,6 +393,30 @@ async def handle_healthz(_request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+def count_requests(book: IngestRequests) -> Middleware:
+    """Counts every ``/v1/*`` request answered, by status and reason (``REASON_KEY`` where a
+    handler or the guard named one, else the status's)."""
+
+    @web.middleware
+    async def counted(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            book.count(LISTENER_HTTP, exc.status, REASON_BY_STATUS.get(exc.status, "other"))
+            raise
+        except BaseException:
+            book.count(LISTENER_HTTP, 500, "internal")
+            raise
+        status = response.status
+        reason = request.get(REASON_KEY) or REASON_BY_STATUS.get(status, "other")
+        book.count(LISTENER_HTTP, status, reason)
+        return response
+
+    return counted
+
+
 def request_bucket(max_requests_per_second: float, clock: Clock) -> TokenBucket | None:
     """The ingest rate limit: bursts of twice the rate (at least 10); None when 0."""
     if max_requests_per_second <= 0:
@@ -397,23 +425,24 @@ def request_bucket(max_requests_per_second: float, clock: Clock) -> TokenBucket 
 
 
 def expect_handler(
-    token: str | None, rejected: Callable[[str, int], None], max_body_bytes: int
+    token: str | None, book: IngestRequests, max_body_bytes: int
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
     """``Expect: 100-continue``: refuse before the client sends its body (401 without the
-    token, 415 for an encoding jouled cannot read, 413 past the body limit), else 100."""
+    token, 415 for an encoding jouled cannot read, 413 past the body limit), else 100.
+    aiohttp answers these before the middlewares run, so refusals are counted here."""
 
     async def handle(request: web.Request) -> web.StreamResponse | None:
         if request.headers.get("Expect", "").strip().lower() != "100-continue":
             raise web.HTTPExpectationFailed(text="only Expect: 100-continue is supported\n")
         if not authorized(request.headers.get("Authorization"), token):
-            rejected(UNAUTHORIZED, 1)
+            book.count(LISTENER_HTTP, 401, UNAUTHORIZED)
             return unauthorized()
         try:
             encoding = check_encoding(request.headers.get("Content-Encoding"))
             if encoding == IDENTITY:
                 check_declared(request.content_length, encoding, max_body_bytes)
         except LimitError as exc:
-            rejected(exc.reason, 1)
+            book.count(LISTENER_HTTP, exc.status, exc.reason)
             return _json_error(exc.status, exc.reason, exc.message)
         if request.version >= (1, 1):
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -443,6 +472,7 @@ def build_ingest_app(
     budget: BytesInFlight | None = None,
     off_loop: OffLoop | None = None,
     body_timeout_s: float = 30.0,
+    requests: IngestRequests | None = None,
 ) -> web.Application:
     """The ingest listener's application; all state lives under ``STATE_KEY``.
 
@@ -455,16 +485,18 @@ def build_ingest_app(
     (``spans.model_configs``), before ``gflops_per_token``. ``budget``: the bytes in
     flight shared with other receivers (default: 8 MiB of this app's own); ``off_loop``: the
     thread pool for inflating and decoding (default: the app's own, closed with it). See
-    ``jouled.ingest.limits``.
+    ``jouled.ingest.limits``. ``requests``: the request book (shared with the gRPC
+    listener and the exporter).
     """
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be >= 1")
     if bucket is None:
         bucket = request_bucket(max_requests_per_second, clock)
+    book = requests if requests is not None else IngestRequests()
     # client_max_size only guards request.read()/post(); _ingest enforces the limit itself.
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[guard_middleware(token=token, bucket=bucket, rejected=sink.rejected)],
+        middlewares=[count_requests(book), guard_middleware(token=token, bucket=bucket)],
     )
     pool = off_loop if off_loop is not None else OffLoop()
     if off_loop is None:
@@ -491,8 +523,9 @@ def build_ingest_app(
         budget=budget if budget is not None else BytesInFlight(DEFAULT_IN_FLIGHT),
         off_loop=pool,
         body_timeout_s=body_timeout_s,
+        requests=book,
     )
-    expect = expect_handler(token, sink.rejected, max_body_bytes)
+    expect = expect_handler(token, book, max_body_bytes)
     app.router.add_post("/v1/traces", handle_traces, expect_handler=expect)
     app.router.add_post("/v1/spans", handle_spans, expect_handler=expect)
     app.router.add_get("/healthz", handle_healthz)

@@ -27,6 +27,7 @@ from jouled.ingest.app import IngestState, _Refused, ingest_body
 from jouled.ingest.decode import decode_otlp_protobuf
 from jouled.ingest.guard import RATE_LIMITED, UNAUTHORIZED, TokenBucket, authorized
 from jouled.ingest.limits import BUSY, TOO_LARGE
+from jouled.ingest.requests import INTERNAL, LISTENER_GRPC, OK
 from jouled.ingest.rules import DecodeResult
 from jouled.ingest.sender import Peer
 
@@ -144,13 +145,13 @@ class GrpcIngest:
     async def _export(self, request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
         import grpc
 
-        sink = self.state.sink
+        book = self.state.requests
         if self._token is not None:
             given = dict(context.invocation_metadata() or ()).get("authorization", "")
             if isinstance(given, bytes):
                 given = given.decode("utf-8", "surrogateescape")
             if not authorized(given, self._token):
-                sink.rejected(UNAUTHORIZED, 1)
+                book.count(LISTENER_GRPC, "UNAUTHENTICATED", UNAUTHORIZED)
                 await context.abort(
                     grpc.StatusCode.UNAUTHENTICATED,
                     "missing or wrong bearer token: send metadata authorization: Bearer <token>",
@@ -158,14 +159,14 @@ class GrpcIngest:
         if self._bucket is not None:
             wait = self._bucket.take()
             if wait > 0:
-                sink.rejected(RATE_LIMITED, 1)
+                book.count(LISTENER_GRPC, "RESOURCE_EXHAUSTED", RATE_LIMITED)
                 message = f"over {self._bucket.rate:g} requests/s; retry later"
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, message, _retry_trailers(wait, message)
                 )
         limit = self.state.max_body_bytes
         if len(request) > limit:
-            sink.rejected(TOO_LARGE, 1)
+            book.count(LISTENER_GRPC, "RESOURCE_EXHAUSTED", TOO_LARGE)
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"message of {len(request)} bytes exceeds {limit} bytes (spans.max_body_bytes)",
@@ -174,7 +175,7 @@ class GrpcIngest:
         # bounds, as for an HTTP body (jouled.ingest.limits).
         reserved = self.state.budget.try_reserve(len(request))
         if not reserved:
-            sink.rejected(BUSY, 1)
+            book.count(LISTENER_GRPC, "RESOURCE_EXHAUSTED", BUSY)
             message = "too many request bytes in flight (ingest.max_bytes_in_flight); retry later"
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, message, _retry_trailers(1.0, message)
@@ -184,13 +185,15 @@ class GrpcIngest:
                 self.state, decode_otlp_protobuf, request, self._sender(context)
             )
         except _Refused as exc:
-            sink.rejected(exc.reason, 1)
+            book.count(LISTENER_GRPC, "INVALID_ARGUMENT", exc.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         except Exception:
             log.exception("span sink failed")
+            book.count(LISTENER_GRPC, "INTERNAL", INTERNAL)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
             self.state.budget.release(reserved)
+        book.count(LISTENER_GRPC, "OK", OK)
         return _response(result)
 
 

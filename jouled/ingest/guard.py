@@ -2,8 +2,8 @@
 
 The ingest listener is bound to loopback by default; on a shared host a token (read from a
 file, compared in constant time, never logged) keeps other local users from forging
-spans, and a token bucket keeps a runaway client from starving the tick loop. Refusals are
-counted in ``jouled_spans_rejected_total{reason}`` like any other bad input.
+spans, and a token bucket keeps a runaway client from starving the tick loop. A refusal
+names its reason on the request (``REASON_KEY``) for ``jouled_ingest_requests_total``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ UNAUTHORIZED: Final = "unauthorized"
 RATE_LIMITED: Final = "rate_limited"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Where a refusal leaves its reason for the request counter (a key of the aiohttp request).
+REASON_KEY: Final = web.RequestKey("jouled_refusal_reason", str)
 
 
 class TokenBucket:
@@ -73,19 +75,20 @@ def guard_middleware(
     *,
     token: str | None,
     bucket: TokenBucket | None,
-    rejected: Callable[[str, int], None],
 ) -> Middleware:
+    """Refuses ``/v1/*`` requests without the bearer token (401) or over the rate (429)."""
+
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)  # health checks stay open
         if not authorized(request.headers.get("Authorization"), token):
-            rejected(UNAUTHORIZED, 1)
+            request[REASON_KEY] = UNAUTHORIZED
             return unauthorized()
         if bucket is not None:
             wait = bucket.take()
             if wait > 0:
-                rejected(RATE_LIMITED, 1)
+                request[REASON_KEY] = RATE_LIMITED
                 # OTLP clients retry a 429 after Retry-After (whole seconds).
                 return web.json_response(
                     {"error": RATE_LIMITED, "message": f"over {bucket.rate:g} requests/s"},

@@ -18,6 +18,7 @@ from jouled.ingest.app import STATE_KEY, build_ingest_app, request_bucket
 from jouled.ingest.attributes import AttributeNames
 from jouled.ingest.grpc import GrpcIngest
 from jouled.ingest.limits import BytesInFlight, OffLoop
+from jouled.ingest.requests import IngestRequests
 from jouled.ingest.rules import TokenCostFn
 from jouled.ingest.sender import SenderLookup
 
@@ -49,10 +50,12 @@ def build_listeners(
     *,
     budget: BytesInFlight | None = None,
     off_loop: OffLoop | None = None,
+    requests: IngestRequests | None = None,
 ) -> IngestListeners:
     """``token_costs``: per model, a request's GFLOPs from its tokens (``spans.model_configs``
     loaded by the daemon). ``budget`` and ``off_loop``: the daemon's bytes in flight and
-    ingest thread pool, shared by both listeners (``jouled.ingest.limits``)."""
+    ingest thread pool, shared by both listeners (``jouled.ingest.limits``). ``requests``:
+    the request book the daemon exports (``jouled_ingest_requests_total``)."""
     bucket = request_bucket(cfg.ingest.max_requests_per_second, clock)
     app = build_ingest_app(
         stage,
@@ -71,6 +74,7 @@ def build_listeners(
         budget=budget,
         off_loop=off_loop,
         body_timeout_s=cfg.ingest.body_timeout,
+        requests=requests,
     )
     grpc = None
     if cfg.ingest.grpc_listen is not None:

@@ -47,13 +47,16 @@ class AttributionSnapshot:
     energy_per_gflop_j: Mapping[tuple[str, str], float] = field(default_factory=_empty)
     buckets: tuple[float, ...] = ()
     spans_received: int = 0
-    spans_accepted: int = 0
     spans_late: int = 0
     spans_rejected: Mapping[str, int] = field(default_factory=_empty)
     spans_pending: int = 0
     spans_settled: int = 0  # became requests (with all the energy their time had)
     spans_duplicate: int = 0  # resent copies of a pending span, and nested spans of a request
     spans_dropped: int = 0  # evicted over the pending cap before any energy
+    # The splitter's degraded paths (each still conserves energy; see SplitterStats).
+    spans_truncated: int = 0  # settled with the energy they had (cap, or waited too long)
+    ticks_forced: int = 0  # settled early: more than the splitter's open-tick limit
+    ticks_clamped: int = 0  # started before the previous tick ended (wall clock stepped back)
 
     @property
     def spans_balance(self) -> int:

@@ -189,6 +189,11 @@ class Sampler:
             log.warning("collector %s: %s: %s", name, domain, status.problems[domain])
 
     async def tick(self) -> Snapshot:
+        """Read every collector (concurrently, each within ``timeout_s``), turn the
+        cumulative joules into this tick's deltas, run the stages in order, publish and
+        return the new ``Snapshot``. A collector or stage failure degrades its own series
+        (status down, last section kept); this never raises for one.
+        """
         results = await asyncio.gather(*(self._read(c) for c in self._collectors))
         t1 = self._clock.monotonic()
         w1 = self._clock.time()

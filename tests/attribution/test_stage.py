@@ -43,6 +43,9 @@ class FakeTracker:
     def unseen(self) -> dict[str, list[int]]:
         return {}
 
+    def claimed(self) -> dict[int, str]:
+        return {101: "api"}
+
 
 def make_stage(**spans: Any) -> AttributionStage:
     cfg = config.validate(
@@ -53,7 +56,7 @@ def make_stage(**spans: Any) -> AttributionStage:
         },
         "test",
     )
-    return AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))  # type: ignore[arg-type]
+    return AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))
 
 
 def tick(
@@ -153,7 +156,7 @@ def test_gpu_processes_of_the_workload_get_the_board() -> None:
     )
     stage = AttributionStage(
         cfg,
-        tracker=FakeTracker({"api": 0.0}),  # type: ignore[arg-type]
+        tracker=FakeTracker({"api": 0.0}),
         gpu_processes=lambda: {0: {101: 50.0, 202: 50.0}},
     )
     snap = stage.on_tick(tick(1, joules=0.0, gpu=300.0), EMPTY)
@@ -256,7 +259,7 @@ def _early_and_late(
         {"workloads": [{"name": "api", "match": {"pid": 1}}], "spans": {"settle_seconds": 2.0}},
         "test",
     )
-    stage = AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))  # type: ignore[arg-type]
+    stage = AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))
     stage.submit(
         [
             Span("api", "bert", T0 + 2.0, T0 + 3.0, gflops=1.0),
@@ -326,3 +329,33 @@ def test_a_workload_whose_pid_is_not_under_proc_says_why(
     assert snap.unseen_processes == {("workload_rule", "api"): 1}
     [warning] = [r.getMessage() for r in caplog.records]
     assert "workload api" in warning and "4000000" in warning and "hostPID" in warning
+
+
+def test_the_splitters_degraded_paths_are_counted_and_exported() -> None:
+    from dataclasses import replace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from jouled.attribution.spans import SpanSplitter
+    from jouled.exporter.attribution import AttributionCollector
+
+    stage = make_stage()
+    stage.splitter = SpanSplitter(settle_seconds=100.0, max_open_ticks=2, max_pending_spans=1)
+    # Straight to the splitter (the stage's span joiner holds spans back a moment).
+    stage.splitter.add_span(Span("api", "m", T0 + 0.2, T0 + 2.5))
+    stage.on_tick(tick(1), EMPTY)
+    # The wall clock stepped back half a second: clamped to start where tick 1 ended.
+    stage.on_tick(replace(tick(2), w0=T0 + 0.5, w1=T0 + 1.5), EMPTY)
+    # A third open tick over a limit of two: tick 1 settles early (forced), and the span
+    # gets tick 1's energy; the next span over the cap of one evicts it (truncated).
+    stage.on_tick(tick(3), EMPTY)
+    stage.splitter.add_span(Span("api", "m", T0 + 2.6, T0 + 2.7))
+    snap = stage.on_tick(tick(4), EMPTY)
+    assert (snap.ticks_clamped, snap.ticks_forced, snap.spans_truncated) == (1, 2, 1)
+    registry = CollectorRegistry()
+    registry.register(AttributionCollector(lambda: replace(EMPTY, attribution=snap)))
+    text = generate_latest(registry).decode()
+    assert "jouled_splitter_clamped_ticks_total 1.0" in text
+    assert "jouled_splitter_forced_ticks_total 2.0" in text
+    assert "jouled_spans_truncated_total 1.0" in text
+    assert "jouled_spans_accepted" not in text

@@ -115,6 +115,7 @@ def test_dashboard_covers_the_required_views() -> None:
         'model=~"$model", kind="output"}',
         "rate(jouled_model_energy_joules_total",
         "jouled_server_metrics_up",
+        "rate(jouled_ingest_requests_total",
     ]
     missing = [r for r in required if r not in queries]
     assert not missing, missing

@@ -181,8 +181,12 @@ def test_unix_socket_ingest_with_a_token_and_no_secret_in_metrics(tmp_path: Path
 
         assert asyncio.run(post({})) == 401
         assert asyncio.run(post({"Authorization": "Bearer tok-3f9a1c"})) == 200
-        rejected = 'jouled_spans_rejected_total{reason="unauthorized"} 1.0'
-        wait_for(lambda: rejected in daemon.metrics(), 10, "the refusal counted")
+        refused = (
+            'jouled_ingest_requests_total{code="401",listener="http",reason="unauthorized"} 1.0'
+        )
+        wait_for(lambda: refused in daemon.metrics(), 10, "the refusal counted")
+        # A refused body is a request, not a span: the span books saw one span, accepted.
+        assert "jouled_spans_received_total 1.0" in daemon.metrics()
         text = daemon.metrics()
         for secret in ("tok-3f9a1c", str(token_file), "secret-flag-xyz", str(sock)):
             assert secret not in text

@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from jouled.attribution.spans import Span, SpanSplitter
 from jouled.clock import FakeClock
 from jouled.ingest.app import build_ingest_app
+from jouled.ingest.requests import IngestRequests
 from tests.ingest.otlp import NOW, pb_span, request
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -49,10 +50,16 @@ def sink() -> RecordingSink:
 
 
 @pytest.fixture
-async def make_client(sink: RecordingSink) -> AsyncIterator[MakeClient]:
+def book() -> IngestRequests:
+    return IngestRequests()
+
+
+@pytest.fixture
+async def make_client(sink: RecordingSink, book: IngestRequests) -> AsyncIterator[MakeClient]:
     clients: list[Client] = []
 
     async def make(auto_decompress: bool = True, **kwargs: Any) -> Client:
+        kwargs.setdefault("requests", book)
         kwargs.setdefault("clock", FakeClock(start_wall=NOW))
         kwargs.setdefault("known_workloads", None)
         kwargs.setdefault("gflops_per_token", {"llama-8b": 16.0})
@@ -160,7 +167,7 @@ async def test_gzip_bodies(
 
 
 async def test_malformed_bodies_answer_400_with_a_status(
-    make_client: MakeClient, sink: RecordingSink
+    make_client: MakeClient, sink: RecordingSink, book: IngestRequests
 ) -> None:
     client = await make_client()
     resp = await client.post("/v1/traces", data=b"\xff\x00garbage\x13", headers=PB)
@@ -175,12 +182,14 @@ async def test_malformed_bodies_answer_400_with_a_status(
         "/v1/traces", data=b"\x1f\x8bnot gzip", headers={**PB, "Content-Encoding": "gzip"}
     )
     assert resp.status == 400
-    assert sink.rejections == {"malformed": 3}
+    # Three requests refused, no span among them: the span books stay empty.
+    assert book.totals() == {("http", "400", "malformed"): 3}
+    assert sink.rejections == {}
 
 
 @pytest.mark.parametrize("auto_decompress", [True, False])
 async def test_body_limits_answer_413_even_after_decompression(
-    make_client: MakeClient, sink: RecordingSink, auto_decompress: bool
+    make_client: MakeClient, sink: RecordingSink, book: IngestRequests, auto_decompress: bool
 ) -> None:
     client = await make_client(max_body_bytes=4096, auto_decompress=auto_decompress)
     resp = await client.post("/v1/traces", data=b"\x00" * 5000, headers=PB)
@@ -190,10 +199,13 @@ async def test_body_limits_answer_413_even_after_decompression(
     resp = await client.post("/v1/traces", data=bomb, headers={**JS, "Content-Encoding": "gzip"})
     assert resp.status == 413
     assert "exceeds 4096 bytes" in (await resp.json())["message"]
-    assert sink.rejections == {"too_large": 2}
+    assert book.totals() == {("http", "413", "too_large"): 2}
+    assert sink.rejections == {}
 
 
-async def test_unsupported_media_type_is_415(make_client: MakeClient, sink: RecordingSink) -> None:
+async def test_unsupported_media_type_is_415(
+    make_client: MakeClient, sink: RecordingSink, book: IngestRequests
+) -> None:
     client = await make_client()
     resp = await client.post("/v1/traces", data=b"hi", headers={"Content-Type": "text/plain"})
     assert resp.status == 415
@@ -204,7 +216,11 @@ async def test_unsupported_media_type_is_415(make_client: MakeClient, sink: Reco
         "/v1/traces", data=b"x", headers={**PB, "Content-Encoding": "compress"}
     )
     assert resp.status == 415
-    assert sink.rejections == {"unsupported_media_type": 2, "unsupported_encoding": 1}
+    assert book.totals() == {
+        ("http", "415", "unsupported_media_type"): 2,
+        ("http", "415", "unsupported_encoding"): 1,
+    }
+    assert sink.rejections == {}
 
 
 async def test_keeps_working_after_garbage(make_client: MakeClient, sink: RecordingSink) -> None:

@@ -101,7 +101,11 @@ async def test_python_sdk_grpc_exporter_with_gzip_and_token(sink: ListSink) -> N
         assert before <= span.start <= span.end <= after
         code, details, _ = await call(port, b"")
         assert code is grpc.StatusCode.UNAUTHENTICATED and "authorization" in details
-        assert sink.rejections == {"unauthorized": 1}
+        assert ingest.state.requests.totals() == {
+            ("grpc", "OK", "ok"): 1,
+            ("grpc", "UNAUTHENTICATED", "unauthorized"): 1,
+        }
+        assert sink.rejections == {}
     finally:
         await ingest.stop()
 
@@ -125,7 +129,11 @@ async def test_rate_limited_answers_resource_exhausted_with_retry_info(sink: Lis
         assert info.retry_delay.seconds == 1
         sdk_info = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
         assert sdk_info == info
-        assert sink.rejections == {"rate_limited": 1}
+        assert ingest.state.requests.totals() == {
+            ("grpc", "OK", "ok"): 10,
+            ("grpc", "RESOURCE_EXHAUSTED", "rate_limited"): 1,
+        }
+        assert sink.rejections == {}
         clock.advance(1.0)
         assert (await call(port, body))[0] is grpc.StatusCode.OK
     finally:
@@ -149,7 +157,13 @@ async def test_bad_and_large_messages_and_partial_success(sink: ListSink) -> Non
         assert code is grpc.StatusCode.OK
         assert reply.partial_success.rejected_spans == 1
         assert "end_before_start" in reply.partial_success.error_message
-        assert sink.rejections == {"malformed": 1, "too_large": 1, "end_before_start": 1}
+        # Two refused messages are requests; the one bad span is in the span books.
+        assert ingest.state.requests.totals() == {
+            ("grpc", "INVALID_ARGUMENT", "malformed"): 1,
+            ("grpc", "RESOURCE_EXHAUSTED", "too_large"): 1,
+            ("grpc", "OK", "ok"): 1,
+        }
+        assert sink.rejections == {"end_before_start": 1}
         assert len(sink.spans) == 1
     finally:
         await ingest.stop()

@@ -9,6 +9,7 @@ from jouled.attribution.spans import Span
 from jouled.clock import FakeClock
 from jouled.ingest.app import build_ingest_app
 from jouled.ingest.guard import TokenBucket
+from jouled.ingest.requests import IngestRequests
 
 
 class Sink:
@@ -32,9 +33,14 @@ def batch(clock: FakeClock) -> bytes:
 
 
 async def test_a_token_is_required_and_compared_exactly() -> None:
-    clock, sink = FakeClock(), Sink()
+    clock, sink, book = FakeClock(), Sink(), IngestRequests()
     app = build_ingest_app(
-        sink, clock=clock, known_workloads=None, gflops_per_token={}, token="s3cret"
+        sink,
+        clock=clock,
+        known_workloads=None,
+        gflops_per_token={},
+        token="s3cret",
+        requests=book,
     )
     async with TestClient(TestServer(app)) as client:
         headers = {"Content-Type": "application/json"}
@@ -48,13 +54,20 @@ async def test_a_token_is_required_and_compared_exactly() -> None:
         assert (await client.post("/v1/spans", data=batch(clock), headers=right)).status == 200
         assert (await client.get("/healthz")).status == 200  # probes need no token
     assert len(sink.spans) == 1
-    assert sink.rejections == {"unauthorized": 2}
+    # Requests, not spans: two refused, one taken; the health probe is not counted.
+    assert book.totals() == {("http", "401", "unauthorized"): 2, ("http", "200", "ok"): 1}
+    assert sink.rejections == {}
 
 
 async def test_over_the_rate_limit_answers_429_with_retry_after() -> None:
-    clock, sink = FakeClock(), Sink()
+    clock, sink, book = FakeClock(), Sink(), IngestRequests()
     app = build_ingest_app(
-        sink, clock=clock, known_workloads=None, gflops_per_token={}, max_requests_per_second=5
+        sink,
+        clock=clock,
+        known_workloads=None,
+        gflops_per_token={},
+        max_requests_per_second=5,
+        requests=book,
     )
     statuses = []
     async with TestClient(TestServer(app)) as client:
@@ -72,7 +85,8 @@ async def test_over_the_rate_limit_answers_429_with_retry_after() -> None:
         assert r.status == 200
     # The burst is max(10, 2 x rate) = 10 requests.
     assert statuses == [200] * 10 + [429] * 5
-    assert sink.rejections == {"rate_limited": 5}
+    assert book.totals() == {("http", "200", "ok"): 11, ("http", "429", "rate_limited"): 5}
+    assert sink.rejections == {}
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
