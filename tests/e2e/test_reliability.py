@@ -185,8 +185,12 @@ def test_unix_socket_ingest_with_a_token_and_no_secret_in_metrics(tmp_path: Path
             'jouled_ingest_requests_total{code="401",listener="http",reason="unauthorized"} 1.0'
         )
         wait_for(lambda: refused in daemon.metrics(), 10, "the refusal counted")
-        # A refused body is a request, not a span: the span books saw one span, accepted.
-        assert "jouled_spans_received_total 1.0" in daemon.metrics()
+        # A refused body is a request, not a span: the span books see the accepted one only
+        # (published with the next tick).
+        received = "jouled_spans_received_total 1.0"
+        wait_for(lambda: received in daemon.metrics(), 10, "the accepted span counted")
+        ok = 'jouled_ingest_requests_total{code="200",listener="http",reason="ok"} 1.0'
+        assert ok in daemon.metrics()
         text = daemon.metrics()
         for secret in ("tok-3f9a1c", str(token_file), "secret-flag-xyz", str(sock)):
             assert secret not in text
