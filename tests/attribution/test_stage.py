@@ -340,17 +340,18 @@ def test_the_splitters_degraded_paths_are_counted_and_exported() -> None:
     from jouled.exporter.attribution import AttributionCollector
 
     stage = make_stage()
-    stage.splitter = SpanSplitter(settle_seconds=100.0, max_open_ticks=2, max_pending_spans=1)
-    # Straight to the splitter (the stage's span joiner holds spans back a moment).
-    stage.splitter.add_span(Span("api", "m", T0 + 0.2, T0 + 2.5))
+    stage.splitter = SpanSplitter(settle_seconds=100.0, max_open_ticks=2, max_span_wait_s=10.0)
     stage.on_tick(tick(1), EMPTY)
     # The wall clock stepped back half a second: clamped to start where tick 1 ended.
     stage.on_tick(replace(tick(2), w0=T0 + 0.5, w1=T0 + 1.5), EMPTY)
-    # A third open tick over a limit of two: tick 1 settles early (forced), and the span
-    # gets tick 1's energy; the next span over the cap of one evicts it (truncated).
+    # A third open tick over a limit of two settles tick 1 early (forced); then tick 2.
     stage.on_tick(tick(3), EMPTY)
-    stage.splitter.add_span(Span("api", "m", T0 + 2.6, T0 + 2.7))
-    snap = stage.on_tick(tick(4), EMPTY)
+    # Straight to the splitter (the stage's span joiner holds spans back a moment): a span
+    # whose end no tick will cover before it has waited max_span_wait_s (truncated).
+    stage.splitter.add_span(Span("api", "m", T0 + 3.5, T0 + 50.0))
+    stage.on_tick(tick(4), EMPTY)
+    stage.splitter.settle(T0 + 300.0)  # long after: every tick settles, the span waited
+    snap = stage.on_tick(tick(5), EMPTY)
     assert (snap.ticks_clamped, snap.ticks_forced, snap.spans_truncated) == (1, 2, 1)
     registry = CollectorRegistry()
     registry.register(AttributionCollector(lambda: replace(EMPTY, attribution=snap)))
