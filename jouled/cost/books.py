@@ -55,9 +55,17 @@ class CarbonAccount:
         self.wue = cfg.wue
         self.grid_water = cfg.grid_water_intensity
 
-    def factors(self, f: Factors, host_j: float, wall_s: float, seconds: float) -> Factors:
-        """The tick's factors with provenance and the market-based factor filled in."""
-        p = self.provenance
+    def factors(
+        self,
+        f: Factors,
+        host_j: float,
+        wall_s: float,
+        seconds: float,
+        grid: Provenance | None = None,
+    ) -> Factors:
+        """The tick's factors with provenance (``grid``'s when it says, else the configured
+        one's) and the market-based factor filled in."""
+        p = grid or self.provenance
         facility_kwh = host_j * f.pue / J_PER_KWH
         split = self.market.split(facility_kwh, wall_s, seconds, f.grid_g_per_kwh)
         return dataclasses.replace(

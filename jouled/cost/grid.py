@@ -24,6 +24,7 @@ import aiohttp
 
 from jouled.clock import Clock
 from jouled.config import GridProviderConfig
+from jouled.cost.carbon import PROVIDER_FACTORS, Provenance
 from jouled.pipeline.cost import GridStatus
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,9 @@ def _dig(doc: Any, *path: str | int) -> Any:
 
 class Provider(Protocol):
     name: str
+    # The boundary (operational | lifecycle) the last answer said it had; None: the
+    # answer does not say, the provider's documented one stands (cost.carbon).
+    boundary: str | None
 
     async def fetch(self, session: aiohttp.ClientSession) -> float: ...
 
@@ -141,20 +145,32 @@ class ElectricityMaps:
 
     name = "electricitymaps"
     default_url = "https://api.electricitymap.org"
+    # The answer's emissionFactorType: lifecycle (the default) or direct (operational).
+    _BOUNDARY: Final = {"lifecycle": "lifecycle", "direct": "operational"}
 
-    def __init__(self, zone: str, token: TokenFile, url: str | None = None) -> None:
+    def __init__(
+        self, zone: str, token: TokenFile, url: str | None = None, *, direct: bool = False
+    ) -> None:
         self.zone = zone
         self._token = token
         self.url = (url or self.default_url).rstrip("/")
+        self.direct = direct
+        self.boundary: str | None = None
 
     async def fetch(self, session: aiohttp.ClientSession) -> float:
+        params = {"zone": self.zone}
+        if self.direct:
+            params["emissionFactorType"] = "direct"
         doc = await get_json(
             session,
             f"{self.url}/v3/carbon-intensity/latest",
-            params={"zone": self.zone},
+            params=params,
             headers={"auth-token": self._token.read()},
         )
-        return _number(_dig(doc, "carbonIntensity"), "carbonIntensity")
+        value = _number(_dig(doc, "carbonIntensity"), "carbonIntensity")
+        said = doc.get("emissionFactorType") if isinstance(doc, dict) else None
+        self.boundary = self._BOUNDARY.get(said) if isinstance(said, str) else None
+        return value
 
 
 class UkNationalGrid:
@@ -162,6 +178,7 @@ class UkNationalGrid:
 
     name = "uk_national_grid"
     default_url = "https://api.carbonintensity.org.uk"
+    boundary: str | None = None  # the answer does not say; documented: operational
 
     def __init__(self, url: str | None = None) -> None:
         self.url = (url or self.default_url).rstrip("/")
@@ -187,6 +204,7 @@ class WattTime:
 
     name = "watttime"
     default_url = "https://api.watttime.org"
+    boundary: str | None = None  # MOER: a marginal operating emissions rate
 
     def __init__(self, region: str, token: TokenFile, url: str | None = None) -> None:
         self.region = region
@@ -235,7 +253,7 @@ def build_provider(cfg: GridProviderConfig) -> Provider:
     token = TokenFile(cfg.token_file) if cfg.token_file is not None else None
     if cfg.provider == "electricitymaps":
         assert cfg.zone is not None and token is not None  # the config validated it
-        return ElectricityMaps(cfg.zone, token, cfg.url)
+        return ElectricityMaps(cfg.zone, token, cfg.url, direct=cfg.boundary == "operational")
     if cfg.provider == "watttime":
         assert cfg.zone is not None and token is not None
         return WattTime(cfg.zone, token, cfg.url)
@@ -288,6 +306,17 @@ class GridPoller:
                 return self._value, age
             return self.cfg.fallback, age
         return self.cfg.fallback, max(0.0, mono_s - self._started_mono)
+
+    def provenance(self, mono_s: float) -> Provenance:
+        """What the value in force at ``mono_s`` is: the provider's answer (its type and
+        boundary), or the configured fallback (a bare number: unstated)."""
+        zone = self.cfg.zone or ("GB" if self.cfg.provider == "uk_national_grid" else "")
+        fresh = self._value is not None and mono_s - self._value_mono <= self.cfg.max_age
+        if not fresh:
+            return Provenance("fallback", zone, "unstated", "unstated")
+        factor_type, boundary = PROVIDER_FACTORS[self.cfg.provider]
+        boundary = self.provider.boundary or self.cfg.boundary or boundary
+        return Provenance(self.name, zone, factor_type, boundary)
 
     def status(self) -> GridStatus:
         return GridStatus(self.name, self._up, self._polls, MappingProxyType(dict(self._errors)))

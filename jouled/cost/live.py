@@ -24,7 +24,7 @@ from typing import Final, Protocol
 from jouled.config import CostConfig, GridFactorConfig, GridProviderConfig
 from jouled.cost import embodied
 from jouled.cost.books import CarbonAccount
-from jouled.cost.carbon import hour_of
+from jouled.cost.carbon import Provenance, hour_of
 from jouled.costmodel.fitfile import Fit
 from jouled.costmodel.hardware import PRESETS
 from jouled.pipeline.attribution import AttributionSnapshot
@@ -68,6 +68,10 @@ class IntensitySource(Protocol):
 
     def current(self, wall_s: float, mono_s: float) -> tuple[float, float]: ...
 
+    def provenance(self, mono_s: float) -> Provenance | None:
+        """The provenance of the value in force (None: the configured one's)."""
+        ...
+
 
 class StaticIntensity:
     """A configured number or hourly profile (hours of ``tz``): always fresh (age 0)."""
@@ -80,6 +84,9 @@ class StaticIntensity:
 
     def current(self, wall_s: float, mono_s: float) -> tuple[float, float]:
         return hour_of(self.value, wall_s, self.tz), 0.0
+
+    def provenance(self, mono_s: float) -> Provenance | None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +264,13 @@ class CostStage:
         wl_estimated: dict[str, float] = {}
         workload_j = self._workload_deltas(attribution, wl_estimated)
         host_total_j = math.fsum(host_j.values())
-        f = self._carbon.factors(self.factors(wall_s, mono_s), host_total_j, wall_s, seconds)
+        f = self._carbon.factors(
+            self.factors(wall_s, mono_s),
+            host_total_j,
+            wall_s,
+            seconds,
+            self._grid.provenance(mono_s),
+        )
         host_hw = math.fsum(i.total_per_hour for i in self._items) * seconds / SECONDS_PER_HOUR
         host_embodied = math.fsum(i.embodied_g_per_s for i in self._items) * seconds
         host = Books(

@@ -15,12 +15,16 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from jouled import config
 from jouled.clock import FakeClock
 from jouled.config import GridProviderConfig
 from jouled.cost import grid
+from jouled.cost.carbon import Provenance
 from jouled.cost.grid import GridPoller, ProviderError
+from jouled.cost.live import CostStage
 from jouled.exporter.cost import CostCollector
 from jouled.pipeline.snapshot import EMPTY
+from tests.cost.helpers import snapshot, tick
 
 TOKEN = "s3cret-T0KEN-value"
 
@@ -248,6 +252,92 @@ async def test_static_fallback_before_any_answer_and_after_max_age(
     assert p.current(0, clock.monotonic()) == (302.0, 599.0)
     clock.advance(2)
     assert p.current(0, clock.monotonic()) == (321.0, 601.0)
+    # The fallback is a bare number: its provenance says so, not the provider's.
+    assert p.provenance(clock.monotonic()) == Provenance("fallback", "DE", "unstated", "unstated")
+
+
+# --- provenance: what kind of factor each provider's answer is ---
+async def test_electricity_maps_says_lifecycle_by_default_and_direct_when_asked(
+    api: FakeApi, session: aiohttp.ClientSession, token_file: Path
+) -> None:
+    # Electricity Maps v3: `emissionFactorType` is "lifecycle" unless the request asks for
+    # `emissionFactorType=direct` (operational); the answer says which it sent.
+    api.handler = lambda r: web.json_response(EMAPS)
+    p = poller(api, "electricitymaps", token_file)
+    await p.poll_once(session)
+    assert "emissionFactorType" not in api.requests[0].query
+    assert p.provenance(p._clock.monotonic()) == Provenance(
+        "electricitymaps", "DE", "average", "lifecycle"
+    )
+    direct = {**EMAPS, "carbonIntensity": 255, "emissionFactorType": "direct"}
+    api.handler = lambda r: web.json_response(direct)
+    p = poller(api, "electricitymaps", token_file, boundary="operational")
+    assert await p.poll_once(session) == 255.0
+    assert api.requests[-1].query["emissionFactorType"] == "direct"
+    assert p.provenance(p._clock.monotonic()).boundary == "operational"
+    # An answer that says lifecycle wins over what was asked (it is what was sent).
+    api.handler = lambda r: web.json_response(EMAPS)
+    await p.poll_once(session)
+    assert p.provenance(p._clock.monotonic()).boundary == "lifecycle"
+
+
+async def test_uk_and_watttime_provenance_from_their_documentation(
+    api: FakeApi, session: aiohttp.ClientSession, token_file: Path
+) -> None:
+    api.handler = lambda r: web.json_response(UK)
+    uk = poller(api, "uk_national_grid", None)
+    await uk.poll_once(session)
+    assert uk.provenance(uk._clock.monotonic()) == Provenance(
+        "uk_national_grid", "GB", "average", "operational"
+    )
+    # WattTime v3 (WattTime/aer-test-docs transition.md): co2_moer is the marginal operating
+    # emissions rate; meta carries the region, model date and data point period.
+    answer = {
+        "data": [{"point_time": "2025-01-01T10:00:00+00:00", "value": 900.0}],
+        "meta": {
+            **WATTTIME["meta"],
+            "model": {"date": "2023-08-24"},
+            "data_point_period_seconds": 300,
+            "generated_at": "2025-01-01T09:58:00+00:00",
+            "generated_at_period_seconds": 300,
+            "warnings": [],
+        },
+    }
+    api.handler = lambda r: web.json_response(answer)
+    wt = poller(api, "watttime", token_file)
+    assert await wt.poll_once(session) == pytest.approx(900 * 0.45359237)
+    assert wt.provenance(wt._clock.monotonic()) == Provenance(
+        "watttime", "DE", "marginal", "operational"
+    )
+
+
+def test_the_cost_stage_books_the_providers_provenance(token_file: Path) -> None:
+    cfg = config.validate(
+        {
+            "cost": {
+                "grid_intensity": {
+                    "provider": "watttime",
+                    "zone": "CAISO_NORTH",
+                    "token_file": str(token_file),
+                }
+            }
+        },
+        "t",
+    ).cost
+    assert isinstance(cfg.grid_intensity, GridProviderConfig)
+    clock = FakeClock()
+    grid_poller = GridPoller(cfg.grid_intensity, clock)
+    stage = CostStage(cfg, grid_poller)
+    c = stage.on_tick(tick(1, {("cpu", "rapl"): 3600.0}), snapshot(None))
+    # No answer yet: the fallback stands, and the books say so.
+    assert (c.factors.provider, c.factors.factor_type) == ("fallback", "unstated")
+    grid_poller._value, grid_poller._value_mono = 400.0, clock.monotonic()
+    c = stage.on_tick(tick(2, {("cpu", "rapl"): 3600.0}), snapshot(None))
+    assert (c.factors.provider, c.factors.zone, c.factors.factor_type) == (
+        "watttime",
+        "CAISO_NORTH",
+        "marginal",
+    )
 
 
 async def test_unreachable_provider_and_missing_token_file(

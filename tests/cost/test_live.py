@@ -120,6 +120,9 @@ class SteppedGrid:
     def current(self, wall_s: float, mono_s: float) -> tuple[float, float]:
         return self.value, 7.0
 
+    def provenance(self, mono_s: float) -> None:
+        return None
+
 
 def test_time_matched_accounting_uses_the_intensity_in_force_at_each_tick() -> None:
     grid = SteppedGrid()
