@@ -24,6 +24,8 @@ from typing import Any, TextIO
 
 from jouled import config as config_mod
 from jouled.ledger import COMPONENTS, SCOPE_HOST, SCOPE_MODEL, SCOPE_WORKLOAD, reading
+from jouled.report_carbon import carbon_totals, render_hosts
+from jouled.report_carbon import render as render_carbon
 from jouled.units import (
     ENERGY_IN_JOULES,
     GFLOPS,
@@ -366,6 +368,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--by", choices=["workload", "model", "day"], default="workload")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--plot", type=Path, help="also draw the rows as a PNG (needs matplotlib)")
+    p.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="a fleet report from this Prometheus HTTP API (increase() of every host's "
+        "counters over --since..--until) instead of one host's ledger",
+    )
+    p.add_argument(
+        "--match",
+        default="",
+        help='with --prometheus: label matchers for the hosts, e.g. job="jouled"',
+    )
     return p
 
 
@@ -373,6 +386,32 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
     args = _parser().parse_args(list(argv))
     out = out or sys.stdout
     now = time.time() if now_s is None else now_s
+    loaded = _fleet_doc(args, now) if args.prometheus else _ledger_doc(args, now)
+    if isinstance(loaded, int):
+        return loaded
+    doc, days = loaded
+    return _emit(args, doc, days, out)
+
+
+def _fleet_doc(args: argparse.Namespace, now: float) -> tuple[dict[str, Any], list[Any]] | int:
+    from jouled import fleet
+
+    try:
+        if not args.since:
+            raise ReportError("--prometheus needs --since (e.g. --since 90d)")
+        since = parse_time(args.since, now)
+        until = parse_time(args.until, now) if args.until else now
+        query = fleet.http_query(args.prometheus)
+        doc = fleet.totals(query, since, until, args.match)
+        days = fleet.by_day(query, since, until, args.match) if args.by == "day" else []
+    except (ReportError, fleet.FleetError) as exc:
+        print(f"jouled report: {exc}", file=sys.stderr)
+        return 1
+    doc["first_minute"], doc["last_minute"] = _iso(since), _iso(until)
+    return {"prometheus": args.prometheus, "since": _iso(since), "until": _iso(until), **doc}, days
+
+
+def _ledger_doc(args: argparse.Namespace, now: float) -> tuple[dict[str, Any], list[Any]] | int:
     try:
         cfg = config_mod.load(args.config)
     except config_mod.ConfigError as exc:
@@ -396,6 +435,7 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
         try:
             with reading(path) as conn:
                 doc = totals(conn, since, until)
+                doc["carbon"] = carbon_totals(conn, since, until)
                 days = by_day(conn, since, until) if args.by == "day" else []
         except sqlite3.Error as exc:
             raise ReportError(f"cannot read the ledger {path}: {exc}") from None
@@ -408,6 +448,10 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
         "until": _iso(until if args.until else None),
         **doc,
     }
+    return doc, days
+
+
+def _emit(args: argparse.Namespace, doc: dict[str, Any], days: list[Any], out: TextIO) -> int:
     items = rows(doc, args.by, days)
     empty = doc["first_minute"] is None or not items
     if args.plot is not None:
@@ -433,4 +477,10 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
         out.write(nothing_to_show(doc, args.by) + "\n")
     else:
         render_table(items, out, doc["currency"])
+        if doc.get("hosts"):
+            out.write("\n")
+            render_hosts(doc["hosts"], out)
+        if doc.get("carbon"):
+            out.write("\n")
+            render_carbon(doc["carbon"], out)
     return 0

@@ -70,7 +70,7 @@ def test_table_has_it_and_facility_energy_in_column_units(tmp_path: Path) -> Non
     ]
     assert lines[2].split() == ["(host)", "4.800", "7.200", "2.880", "19.32144", "-", "-"]
     assert lines[3].split() == ["api", "1.200", "1.800", "0.720", "0.00036", "96", "10.00"]
-    assert lines[-1].startswith("facility energy = IT energy x PUE")
+    assert lines[4].startswith("facility energy = IT energy x PUE")  # then the carbon books
     code, text = run("--ledger", str(path), "--format", "json")
     doc = json.loads(text)
     assert doc["host"]["facility_energy_joules"] == pytest.approx(48 * 360.0 * 1.5)
