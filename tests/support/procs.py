@@ -130,6 +130,8 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
 @contextlib.contextmanager
 def jouled(tmp: Path, cfg: dict[str, Any], *extra: str) -> Iterator[Daemon]:
     port, ingest_port = free_port(), free_port()
+    if "listen" in cfg:  # a port chosen beforehand (e.g. already a Prometheus target)
+        port = int(str(cfg["listen"]).rpartition(":")[2])
     cfg = {
         "listen": f"127.0.0.1:{port}",
         # Never the host's /var/lib/jouled: each test keeps its own books.
