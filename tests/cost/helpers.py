@@ -40,3 +40,14 @@ def snapshot(section: AttributionSnapshot | None) -> Snapshot:
     from dataclasses import replace
 
     return replace(EMPTY, attribution=section)
+
+
+def stated_factor(source: str, boundary: str = "operational") -> dict[str, object]:
+    """A cost.grid_intensity block of 300 gCO2e/kWh for zone DE with its provenance."""
+    return {
+        "value": 300,
+        "factor_type": "average",
+        "boundary": boundary,
+        "zone": "DE",
+        "source": source,
+    }

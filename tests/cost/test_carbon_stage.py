@@ -8,17 +8,11 @@ import pytest
 from jouled import config
 from jouled.cost.live import CostStage
 from jouled.pipeline.cost import CostDelta
-from tests.cost.helpers import attribution, snapshot, tick
+from tests.cost.helpers import attribution, snapshot, stated_factor, tick
 
 CFG = {
     "pue": 1.2,
-    "grid_intensity": {
-        "value": 300,
-        "factor_type": "average",
-        "boundary": "operational",
-        "zone": "DE",
-        "source": "UBA 2024",
-    },
+    "grid_intensity": stated_factor("UBA 2024"),
     "market_based": {
         "supplier_factor": 100,
         # 4.38 MWh over 2023 (8760 h) is a flat 0.5 kW.

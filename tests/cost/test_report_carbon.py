@@ -15,20 +15,14 @@ from jouled import config
 from jouled.cost.live import CostStage
 from jouled.ledger import Ledger
 from jouled.report import main
-from tests.cost.helpers import T0, attribution, snapshot, tick
+from tests.cost.helpers import T0, attribution, snapshot, stated_factor, tick
 from tests.ledger.test_migration import V1_DDL
 
 NOW = T0 + 86400
 
 CFG = {
     "pue": 1.2,
-    "grid_intensity": {
-        "value": 300,
-        "factor_type": "average",
-        "boundary": "lifecycle",
-        "zone": "DE",
-        "source": "Electricity Maps 2023 yearly",
-    },
+    "grid_intensity": stated_factor("Electricity Maps 2023 yearly", boundary="lifecycle"),
     # 4.38 MWh over 2023 is a flat 0.5 kW; the rest at the residual mix 500 g/kWh.
     "market_based": {
         "residual_mix": 500,

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.cost.helpers import stated_factor
 from tests.support.procs import Daemon, fake_powercap, free_port, jouled, start_busy
 from tests.support.prometheus import run_prometheus
 
@@ -26,13 +27,7 @@ RUN_S = 12.0
 WATTS = (30.0, 60.0, 90.0)  # package; each host also has 5 W of DRAM
 COST = {
     "pue": 1.2,
-    "grid_intensity": {
-        "value": 300,
-        "factor_type": "average",
-        "boundary": "operational",
-        "zone": "DE",
-        "source": "e2e",
-    },
+    "grid_intensity": stated_factor("e2e"),
     "market_based": {"supplier_factor": 100},
     "hardware": [
         {"name": "box", "embodied_kgco2e": 876.6, "lifetime_years": 1, "component": "host"}
