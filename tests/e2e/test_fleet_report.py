@@ -170,6 +170,8 @@ def test_fleet_report_equals_the_sum_of_three_ledgers(tmp_path: Path) -> None:
     print(table)
     assert "host (instance)" in table and "Scope 2, market-based [gCO2e]" in table
     assert "! ESTIMATED ENERGY" not in table  # RAPL measured every joule
+    # Facility energy: each host's increase x its PUE (1.2) averaged over the range.
+    assert host["facility_energy_joules"] == pytest.approx(1.2 * host["energy_joules"])
     assert fleet["carbon"]["factors"][0]["provider"] == "e2e"
     assert {f["market_basis"] for f in fleet["carbon"]["factors"]} == {"supplier"}
     assert fleet["carbon"]["water_liters"]["off_site"] > 0
