@@ -3,11 +3,16 @@ market-based emissions, amortized embodied emissions, water, estimated energy, p
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+
 import pytest
 
 from jouled import config
 from jouled.cost.live import CostStage
 from jouled.pipeline.cost import CostDelta
+from jouled.pipeline.snapshot import frozen
+from jouled.pipeline.tick import Tick
 from tests.cost.helpers import attribution, snapshot, stated_factor, tick
 
 CFG = {
@@ -85,3 +90,57 @@ def test_without_market_inputs_or_embodied_or_water_the_series_say_so() -> None:
     assert c.factors.market_basis == "location_fallback"
     assert c.factors.factor_type == "unstated"
     assert c.embodied is None and c.water_on_site is None and c.water_off_site is None
+
+
+def test_the_quarterly_inventory_of_docs_cost_md() -> None:
+    """docs/COST.md's worked example, tick by tick: Q1 2025 (2160 h) of one C4140 host."""
+    cfg = {
+        "pue": 1.3,
+        "timezone": "Europe/Berlin",
+        "grid_intensity": {**stated_factor("illustrative"), "value": 380},
+        "market_based": {
+            "instruments": [
+                {"name": "go", "mwh": 2.16, "start": "2025-01-01", "end": "2025-04-01"}
+            ],
+            "residual_mix": 600,
+        },
+        "hardware": [{"name": "dell-poweredge-c4140"}],
+        "wue": 0.3,
+        "grid_water_intensity": 1.5,
+    }
+    deltas: list[CostDelta] = []
+    stage = CostStage(config.validate({"cost": cfg}, "t").cost, sink=deltas.append)
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC).timestamp()
+    # Each hour: 0.6 kWh RAPL CPU + 0.6 kWh NVML GPU measured, 0.05 kWh estimated DRAM.
+    host = frozen(
+        {
+            ("cpu", "rapl"): 0.6 * 3.6e6,
+            ("gpu", "nvml"): 0.6 * 3.6e6,
+            ("dram", "estimate"): 0.05 * 3.6e6,
+        }
+    )
+    for h in range(2160):
+        t = Tick(
+            h + 1,
+            h * 3600.0,
+            (h + 1) * 3600.0,
+            start + h * 3600.0,
+            start + (h + 1) * 3600.0,
+            frozen({}),
+            host,
+            frozen({}),
+        )
+        stage.on_tick(t, snapshot(None))
+
+    def total(attr: str) -> float:
+        return math.fsum(getattr(d.host, attr) for d in deltas)
+
+    assert math.fsum(math.fsum(d.host.energy_j.values()) for d in deltas) == pytest.approx(
+        2700 * 3.6e6
+    )
+    assert total("estimated_j") == pytest.approx(108 * 3.6e6)  # 0.05 kW x 2160 h
+    assert total("emissions_g") == pytest.approx(1_333_800)  # 3510 kWh x 380
+    assert total("emissions_market_g") == pytest.approx(810_000)  # 1350 kWh x 600
+    assert total("embodied_g") == pytest.approx(1244.4e3 * 2160 / 35064)  # 76.657 kg
+    assert total("water_on_site_l") == pytest.approx(810)  # 2700 kWh x 0.3
+    assert total("water_off_site_l") == pytest.approx(5265)  # 3510 kWh x 1.5
