@@ -50,7 +50,7 @@ from jouled.ingest.limits import (
 from jouled.ingest.modelcap import ModelCap, apply_model_cap
 from jouled.ingest.requests import LISTENER_HTTP, REASON_BY_STATUS, IngestRequests
 from jouled.ingest.rules import MALFORMED, DecodeResult, MalformedBody, Rules, TokenCostFn
-from jouled.ingest.sender import SenderLookup, UnknownServiceWarning
+from jouled.ingest.sender import SenderLookup, UnknownServiceWarning, needs_search
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,8 @@ async def ingest_body(
     The caller holds the body's bytes in ``state.budget``. Raises _Refused."""
     rules = state.rules(sender)
     try:
-        if len(body) > _INLINE_DECODE_BYTES:
+        # A new loopback connection's sender may need a /proc search: off the loop too.
+        if len(body) > _INLINE_DECODE_BYTES or needs_search(sender):
             result = await state.off_loop.run(decoder, body, rules)
         else:
             result = decoder(body, rules)

@@ -97,6 +97,27 @@ def socket_inode(lines: Iterable[str], client: Peer, server: Peer) -> int | None
     return None
 
 
+class _Search:
+    """A resolver that reads /proc when first called (then remembers): callers run the
+    decoding that may call it off the event loop (``needs_search``)."""
+
+    needs_search = True
+
+    def __init__(self, search: Callable[[], str | None]) -> None:
+        self._search = search
+        self._memo: list[str | None] = []
+
+    def __call__(self) -> str | None:
+        if not self._memo:
+            self._memo.append(self._search())
+        return self._memo[0]
+
+
+def needs_search(resolver: Callable[[], str | None] | None) -> bool:
+    """Whether calling ``resolver`` may read /proc (a new loopback connection)."""
+    return bool(getattr(resolver, "needs_search", False))
+
+
 class SenderLookup:
     """Peer -> the workload whose process holds the client end (None: no workload's)."""
 
@@ -149,14 +170,7 @@ class SenderLookup:
         if hit:
             return lambda: workload
         pids = dict(self._workload_pids())  # read on the loop's thread
-        memo: list[str | None] = []
-
-        def resolve() -> str | None:
-            if not memo:
-                memo.append(self._search(client, server, pids))
-            return memo[0]
-
-        return resolve
+        return _Search(lambda: self._search(client, server, pids))
 
     def _search(self, client: Peer, server: Peer, pids: Mapping[int, str]) -> str | None:
         self.lookups += 1

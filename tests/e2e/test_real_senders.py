@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.e2e.test_attribution import samples, value
@@ -22,6 +23,7 @@ HERE = Path(__file__).parent
 REPLAY = HERE / "replay_servers.py"
 JS = HERE.parent / "js"
 N = 4
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def js_ready() -> None:
@@ -143,6 +145,15 @@ def test_real_senders_and_server_replays_are_counted_once_with_model_and_work(
 
             wait_for(settled, 40, "every request settled")
             m = samples(daemon.metrics())
+            # A gRPC exporter pointed at the HTTP port: refused, one line saying where to go.
+            with grpc.insecure_channel(daemon.ingest_url.removeprefix("http://")) as channel:
+                export = channel.unary_unary(EXPORT)
+                for _ in range(3):
+                    with pytest.raises(grpc.RpcError) as err:
+                        export(b"", timeout=5)
+                    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+            hint = f"OTLP/gRPC is served on {daemon.grpc}"
+            wait_for(lambda: hint in daemon.proc.output(), 10, "the HTTP/2 hint")
             log = daemon.proc.output()
         finally:
             for s in senders:
@@ -171,3 +182,4 @@ def test_real_senders_and_server_replays_are_counted_once_with_model_and_work(
     assert value(m, "jouled_spans_late_total") == 0
     assert "OTLP/gRPC ingest listening on" in log
     assert "Traceback" not in log, log[-3000:]
+    assert log.count("a gRPC (HTTP/2) client connected to an HTTP/1 port") == 1

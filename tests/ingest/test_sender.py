@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession, UnixConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from jouled.clock import FakeClock, SystemClock
 from jouled.ingest.app import STATE_KEY, build_ingest_app
-from jouled.ingest.sender import SenderLookup, peer_pid, socket_inode
+from jouled.ingest.sender import SenderLookup, needs_search, peer_pid, socket_inode
 from tests.ingest.otlp import pb_span, request
 from tests.ingest.test_otel_sdk import ListSink
 
@@ -60,9 +61,12 @@ def test_lookup_finds_the_workload_holding_the_client_socket_and_caches(tmp_path
     client, server = ("127.0.0.1", 40000), ("127.0.0.1", 4317)
     resolve = lookup.for_tcp(client, server)
     assert lookup.lookups == 0  # lazy: nothing read until a span needs it
+    assert needs_search(resolve)  # the ingest decodes off the loop for it
     assert resolve() == "vllm" and resolve() == "vllm"
     assert lookup.lookups == 1
-    assert lookup.for_tcp(client, server)() == "vllm" and lookup.lookups == 1  # cached
+    cached = lookup.for_tcp(client, server)
+    assert not needs_search(cached)
+    assert cached() == "vllm" and lookup.lookups == 1
     clock.advance(11)
     assert lookup.for_tcp(client, server)() == "vllm" and lookup.lookups == 2
     # A remote peer is never searched; an unknown socket belongs to no workload.
@@ -127,3 +131,39 @@ async def test_http_spans_of_an_unknown_service_go_to_the_sending_workload(
     warnings = [r.getMessage() for r in caplog.records if r.name == "jouled.ingest.sender"]
     assert len(warnings) == 1
     assert "'unknown_service:python'" in warnings[0] and "OTEL_SERVICE_NAME" in warnings[0]
+
+
+async def test_unix_socket_peer_credentials_and_verify_sender_over_http(tmp_path: Path) -> None:
+    sink = ListSink()
+    clock = SystemClock()
+    app = build_ingest_app(
+        sink,
+        clock=clock,
+        known_workloads=lambda: {"mine", "theirs"},
+        gflops_per_token={},
+        senders=SenderLookup(Path("/proc"), lambda: {os.getpid(): "mine"}, clock),
+        verify_sender=True,
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    path = str(tmp_path / "ingest.sock")
+    await web.UnixSite(runner, path).start()
+    now = time.time()
+
+    def body(service: str) -> bytes:
+        spans = [pb_span(1, start=now - 2, end=now - 1)]
+        return bytes(request(spans, service__name=service).SerializeToString())
+
+    headers = {"Content-Type": "application/x-protobuf"}
+    try:
+        async with ClientSession(connector=UnixConnector(path=path)) as session:
+            for service in ("unknown_service:python", "mine", "theirs"):
+                async with session.post(
+                    "http://ingest/v1/traces", data=body(service), headers=headers
+                ) as resp:
+                    assert resp.status == 200
+    finally:
+        await runner.cleanup()
+    # SO_PEERCRED named this process, which workload "mine" claims.
+    assert [s.workload for s in sink.spans] == ["mine", "mine"]
+    assert sink.rejections == {"sender_mismatch": 1}
