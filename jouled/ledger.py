@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -130,6 +131,26 @@ def _reason(exc: BaseException) -> str:
     return "io"
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _copy_rows(old: sqlite3.Connection, new: sqlite3.Connection) -> int:
+    """Every row of ``old``'s minutes into ``new`` (rows it has already are kept)."""
+    columns = [r[1] for r in old.execute("PRAGMA table_info(minutes)")]
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    rows = old.execute(f"SELECT {names} FROM minutes").fetchall()
+    with new:
+        new.executemany(f"INSERT OR IGNORE INTO minutes ({names}) VALUES ({marks})", rows)
+    return len(rows)
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the ledger's pragmas (WAL, NORMAL sync: crash-safe, not fsync-bound)."""
     if readonly:
@@ -174,6 +195,7 @@ class Ledger:
         self._last_prune = float("-inf")
         self._last_error: str | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
 
     # --- lifecycle ---
     def open(self) -> bool:
@@ -203,6 +225,7 @@ class Ledger:
             self._conn = None
             return False
         self._up = True
+        self._identity = _identity(self.path)
         log.info("ledger in use: %s", self.path)
         return True
 
@@ -270,6 +293,10 @@ class Ledger:
             conn = self._conn
         if conn is None or not pending:
             return 0
+        conn = self._follow_file(conn)
+        if conn is None:
+            self._put_back(pending)
+            return 0
         params = [
             (
                 *key,
@@ -288,13 +315,7 @@ class Ledger:
             with self._lock:
                 self._count(reason)
                 self._up = False
-                # Put the rows back (merged with what arrived meanwhile) for the next try.
-                for key, row in pending.items():
-                    newer = self._pending.get(key)
-                    if newer is not None:
-                        row.merge(newer)
-                    self._pending[key] = row
-                self._trim()
+            self._put_back(pending)
             if reason != self._last_error:
                 log.warning(
                     "ledger write to %s failed (%s: %s); %d rows kept in memory for the next try",
@@ -313,6 +334,55 @@ class Ledger:
             self._rows_written += len(params)
             self._flushes += 1
         return len(params)
+
+    def _put_back(self, pending: dict[RowKey, _Row]) -> None:
+        """Rows that could not be written go back (merged with what arrived meanwhile)."""
+        with self._lock:
+            for key, row in pending.items():
+                newer = self._pending.get(key)
+                if newer is not None:
+                    row.merge(newer)
+                self._pending[key] = row
+            self._trim()
+
+    def _follow_file(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
+        """The connection to write through: ``conn`` while its file is still the one at
+        ``path``. A ledger deleted (or replaced) while running would swallow every row into
+        an unlinked inode; instead the file is recreated at ``path`` and the rows the old
+        one holds are copied over (still readable through the open connection), with a
+        warning and ``jouled_ledger_errors_total{reason="deleted"}``. None (rows kept in
+        memory, ``jouled_ledger_up`` 0) when it cannot be recreated yet."""
+        assert self.path is not None
+        now = _identity(self.path)
+        if now is not None and now == self._identity:
+            return conn
+        with self._lock:
+            first = self._last_error != "deleted"
+            self._count("deleted")
+            self._up = False
+        if first:
+            log.warning(
+                "ledger file %s was deleted or replaced while jouled runs; recreating it and "
+                "copying the rows written so far",
+                self.path,
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = connect(self.path)
+            copied = _copy_rows(conn, fresh)
+        except (OSError, sqlite3.Error, LedgerSchemaError) as exc:
+            self._last_error = "deleted"
+            if first:
+                log.warning("cannot recreate ledger %s: %s; rows kept in memory", self.path, exc)
+            return None
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+        with self._lock:
+            self._conn = fresh
+            self._identity = _identity(self.path)
+        log.info("ledger %s recreated with %d earlier rows", self.path, copied)
+        self._last_error = "deleted"  # the next good flush logs that writes work again
+        return fresh
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         now = self._wall()

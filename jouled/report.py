@@ -382,6 +382,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _non_finite_to_none(value: Any) -> int:
+    """Replace inf and NaN in nested dicts and lists by None, in place; how many."""
+    items: Any = value.items() if isinstance(value, dict) else enumerate(value)
+    count = 0
+    for key, item in list(items):
+        if isinstance(item, float) and not math.isfinite(item):
+            value[key] = None
+            count += 1
+        elif isinstance(item, dict | list):
+            count += _non_finite_to_none(item)
+    return count
+
+
 def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None = None) -> int:
     args = _parser().parse_args(list(argv))
     out = out or sys.stdout
@@ -453,6 +466,14 @@ def _ledger_doc(args: argparse.Namespace, now: float) -> tuple[dict[str, Any], l
 
 def _emit(args: argparse.Namespace, doc: dict[str, Any], days: list[Any], out: TextIO) -> int:
     items = rows(doc, args.by, days)
+    bad = _non_finite_to_none(doc) + _non_finite_to_none(items)
+    if bad:
+        # Rows written before spans' work was bounded may hold inf (gflops 1e308 twice).
+        print(
+            f"jouled report: {bad} non-finite value(s) in the ledger's range (an old jouled "
+            "stored them); shown as null / n/a",
+            file=sys.stderr,
+        )
     empty = doc["first_minute"] is None or not items
     if args.plot is not None:
         from jouled.report_plot import plot
