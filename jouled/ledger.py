@@ -118,17 +118,27 @@ class _Row:
         return energy_source(self.values["energy_j"], self.values["energy_estimated_j"])
 
 
+# SQLite's primary result codes (sqlite3.Error.sqlite_errorname, Python 3.11+) -> reason.
+_REASONS: Final = {
+    "SQLITE_FULL": "disk_full",
+    "SQLITE_READONLY": "readonly",
+    "SQLITE_PERM": "readonly",
+    "SQLITE_AUTH": "readonly",
+    "SQLITE_CANTOPEN": "readonly",
+    "SQLITE_BUSY": "locked",
+    "SQLITE_LOCKED": "locked",
+    "SQLITE_CORRUPT": "corrupt",
+    "SQLITE_NOTADB": "corrupt",
+}
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "full" in text:
-        return "disk_full"
-    if "readonly" in text or "read-only" in text or "permission" in text:
-        return "readonly"
-    if "locked" in text or "busy" in text:
-        return "locked"
-    if "malformed" in text or "not a database" in text:
-        return "corrupt"
-    return "io"
+    """The ``jouled_ledger_errors_total`` reason of a SQLite error, from its result code
+    (``SQLITE_FULL``, ``SQLITE_READONLY_DBMOVED``, ...: the extended codes map with their
+    primary one); ``io`` for any other code or an error without one."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    primary = "_".join(name.split("_")[:2])
+    return _REASONS.get(primary, "io")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

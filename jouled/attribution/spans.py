@@ -284,7 +284,7 @@ class SpanSplitter:
 
     def __init__(
         self,
-        settle_seconds: float = 5.0,
+        settle_seconds: float = 30.0,  # the project's spans.settle_seconds default
         max_open_ticks: int = 3600,
         max_pending_spans: int = 100_000,
         max_span_wait_s: float = 60.0,

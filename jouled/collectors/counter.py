@@ -60,7 +60,8 @@ def unfold(
     """Energy between two raw reads of a counter.
 
     ``max_range`` is the counter's range: it counts modulo this value (RAPL's
-    ``max_energy_range_uj``, as Kepler and node_exporter unfold it); a sequence of candidate
+    ``max_energy_range_uj``, as Kepler unfolds it; node_exporter exports the raw counter and
+    leaves the wrap to PromQL's reset handling); a sequence of candidate
     ranges when the range is not published (the smallest plausible wrap wins); or ``None``
     for a counter that never wraps (NVML's 64-bit mJ counter).
 

@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import math
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -34,6 +35,7 @@ G_PER_KWH_PER_LBS_PER_MWH: Final = 0.45359237
 MAX_PLAUSIBLE_G_PER_KWH: Final = 5000.0
 MAX_BODY_BYTES: Final = 1 << 20
 MAX_BACKOFF_S: Final = 3600.0
+JITTER_FRACTION: Final = 0.25  # a retry waits up to a quarter longer, drawn per host
 
 # `reason` label values of jouled_grid_provider_errors_total.
 AUTH: Final = "auth"
@@ -260,14 +262,21 @@ def build_provider(cfg: GridProviderConfig) -> Provider:
     return UkNationalGrid(cfg.url)
 
 
-def backoff_s(failures: int, interval_s: float, retry_after_s: float | None = None) -> float:
-    """Seconds before the next poll after ``failures`` failures in a row (0: success)."""
+def backoff_s(
+    failures: int, interval_s: float, retry_after_s: float | None = None, jitter: float = 0.0
+) -> float:
+    """Seconds before the next poll after ``failures`` failures in a row (0: success).
+
+    Doubles from the interval up to an hour (never below the interval, never before the
+    provider's Retry-After); ``jitter`` in [0, 1) lengthens a retry by up to
+    ``JITTER_FRACTION``, so a fleet that failed together does not retry in lockstep.
+    """
     if failures <= 0:
         return interval_s
     delay = min(interval_s * (1 << min(failures - 1, 20)), max(interval_s, MAX_BACKOFF_S))
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
-    return delay
+    return delay * (1.0 + JITTER_FRACTION * min(max(jitter, 0.0), 1.0))
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -283,12 +292,14 @@ class GridPoller:
         *,
         provider: Provider | None = None,
         sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.cfg = cfg
         self.provider = provider or build_provider(cfg)
         self.name = self.provider.name
         self._clock = clock
         self._sleep = sleep
+        self._jitter = jitter
         self._started_mono = clock.monotonic()
         self._value: float | None = None
         self._value_mono = 0.0
@@ -353,7 +364,8 @@ class GridPoller:
         self._last_reason = exc.reason
 
     def next_delay_s(self) -> float:
-        return backoff_s(self._failures, self.cfg.interval, self._retry_after)
+        """The sleep before the next poll: the interval, or a jittered backoff after failures."""
+        return backoff_s(self._failures, self.cfg.interval, self._retry_after, self._jitter())
 
     async def run(self, session: aiohttp.ClientSession | None = None) -> None:
         """Poll until cancelled."""

@@ -397,7 +397,7 @@ async def test_run_loop_polls_then_backs_off(api: FakeApi, token_file: Path) -> 
     cfg = GridProviderConfig(
         provider="electricitymaps", zone="DE", token_file=token_file, url=api.url, interval=10
     )
-    p = GridPoller(cfg, FakeClock(), sleep=fake_sleep)
+    p = GridPoller(cfg, FakeClock(), sleep=fake_sleep, jitter=lambda: 0.0)
     task = asyncio.ensure_future(p.run())
     await asyncio.wait_for(done.wait(), 10)
     task.cancel()
@@ -423,3 +423,12 @@ def test_token_is_in_no_repr_status_or_metric(token_file: Path) -> None:
 def test_provider_error_carries_reason() -> None:
     e = ProviderError(grid.RATE_LIMITED, "HTTP 429", 5.0)
     assert (e.reason, e.retry_after_s, str(e)) == ("rate_limited", 5.0, "HTTP 429")
+
+
+def test_retries_are_jittered_longer_never_shorter() -> None:
+    # A fleet that failed together must not retry in lockstep: up to a quarter longer.
+    assert grid.backoff_s(2, 300, jitter=0.0) == 600
+    assert grid.backoff_s(2, 300, jitter=0.5) == 675
+    assert grid.backoff_s(2, 300, jitter=0.999) < 750
+    assert grid.backoff_s(1, 10, retry_after_s=90, jitter=0.2) == 90 * 1.05  # after Retry-After
+    assert grid.backoff_s(0, 300, jitter=0.9) == 300  # success: the interval, unjittered

@@ -425,36 +425,61 @@ def test_hostile_field_values_never_crash_a_decoder(fields: dict[str, Any], attr
 
 
 @pytest.mark.parametrize(
-    "fields",
+    ("fields", "reason"),
     [
-        {"start": 10**400},
-        {"end": -(10**400)},
-        {"gflops": 10**400},
-        {"input_tokens": 10**400, "gflops": None},
-        {"start_unix_nano": 10**400},
-        {"start_unix_nano": "9" * 5000},
-        {"workload": "w" * 100_000},
+        ({"start": 10**400}, "bad_time"),
+        ({"end": -(10**400)}, "bad_time"),
+        ({"gflops": 10**400}, "bad_gflops"),
+        ({"input_tokens": 10**400, "gflops": None}, "bad_tokens"),
+        ({"start_unix_nano": 10**400}, "bad_time"),
+        ({"start_unix_nano": "9" * 5000}, "bad_time"),
     ],
-    ids=lambda f: next(iter(f)),
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else v,
 )
-def test_huge_numbers_and_strings_are_rejected_not_crashes(fields: dict[str, Any]) -> None:
+def test_huge_numbers_are_rejected_with_their_reason(fields: dict[str, Any], reason: str) -> None:
     body = b'{"spans": [%s]}' % json.dumps({**GOOD, **fields}).encode()
     must_not_crash(decode_spans_json, body)
+    result = decode_spans_json(body, RULES)
+    assert (result.rejected, result.spans) == ({reason: 1}, ())
+
+
+def test_a_100000_character_workload_is_accepted_cut_to_128() -> None:
+    body = simple({**GOOD, "workload": "w" * 100_000})
+    result = decode_spans_json(body, RULES)
+    assert result.rejected == {}
+    [span] = result.spans
+    assert span.workload == "w" * 128
+
+
+def gflops_attr(value: dict[str, Any]) -> dict[str, Any]:
+    return {"key": "jouled.gflops", "value": value}
 
 
 @pytest.mark.parametrize(
-    "over",
+    ("over", "reason"),
     [
-        {"startTimeUnixNano": "9" * 5000},
-        {"endTimeUnixNano": 10**400},
-        {"attributes": [{"key": "jouled.gflops", "value": {"intValue": "9" * 5000}}]},
-        {"attributes": [{"key": "jouled.gflops", "value": {"intValue": 10**400}}]},
-        {"kind": 10**400},
+        ({"startTimeUnixNano": "9" * 5000}, "bad_time"),
+        ({"endTimeUnixNano": 10**400}, "bad_time"),
+        (
+            {"attributes": [{"key": "jouled.gflops", "value": {"intValue": "9" * 5000}}]},
+            "bad_gflops",
+        ),
+        ({"attributes": [{"key": "jouled.gflops", "value": {"intValue": 10**400}}]}, "bad_gflops"),
     ],
-    ids=["start-5000-digits", "end-huge", "gflops-5000-digits", "gflops-huge", "kind-huge"],
+    ids=["start-5000-digits", "end-huge", "gflops-5000-digits", "gflops-huge"],
 )
-def test_huge_otlp_json_values_are_rejected_not_crashes(over: dict[str, Any]) -> None:
-    must_not_crash(decode_otlp_json, otlp_json([json_span(**over)]))
+def test_huge_otlp_json_values_are_rejected_with_their_reason(
+    over: dict[str, Any], reason: str
+) -> None:
+    body = otlp_json([json_span(**over)])
+    must_not_crash(decode_otlp_json, body)
+    result = decode_otlp_json(body, RULES)
+    assert (result.rejected, result.spans) == ({reason: 1}, ())
+
+
+def test_a_huge_span_kind_is_no_request_kind_and_is_ignored_not_rejected() -> None:
+    result = decode_otlp_json(otlp_json([json_span(kind=10**400)]), RULES)
+    assert (result.rejected, result.spans, result.ignored) == ({}, (), 1)
 
 
 @settings(max_examples=500, deadline=None)

@@ -224,3 +224,25 @@ def test_kill_9_mid_writes_leaves_a_readable_file_with_whole_flushes(tmp_path: P
     # Only whole transactions: every acknowledged flush, plus at most the one in flight.
     assert flushes == pytest.approx(round(flushes))
     assert acked <= round(flushes) <= acked + 1
+
+
+def test_error_reasons_come_from_sqlites_result_codes(tmp_path: Path) -> None:
+    import sqlite3
+
+    from jouled.ledger import _reason
+
+    path = tmp_path / "ro.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.close()
+    ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as readonly:
+        ro.execute("INSERT INTO t VALUES (1)")
+    ro.close()
+    assert readonly.value.sqlite_errorname.startswith("SQLITE_READONLY")
+    assert _reason(readonly.value) == "readonly"
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as notadb:
+        sqlite3.connect(garbage).execute("SELECT * FROM sqlite_master")
+    assert _reason(notadb.value) == "corrupt"
+    # Text that merely mentions "full" is no longer taken for a full disk.
+    assert _reason(sqlite3.OperationalError("table full_names has no column x")) == "io"
