@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,8 +99,9 @@ def test_fleet_report_equals_the_sum_of_three_ledgers(tmp_path: Path) -> None:
             until = time.time()
             window = ("--prometheus", prom.url, "--since", str(since), "--until", str(until))
             fleet = report(*window)
+            plot = tmp_path / "fleet.png"
             table = subprocess.run(
-                [sys.executable, "-m", "jouled", "report", *window],
+                [sys.executable, "-m", "jouled", "report", *window, "--plot", str(plot)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -168,6 +171,9 @@ def test_fleet_report_equals_the_sum_of_three_ledgers(tmp_path: Path) -> None:
     )
     assert abs(api - api_ledgers) <= api_allowed
     print(table)
+    assert plot.stat().st_size > 10_000  # the same plot as from a ledger, from Prometheus
+    if os.environ.get("JOULED_KEEP_PLOT"):
+        shutil.copy(plot, os.environ["JOULED_KEEP_PLOT"])
     assert "host (instance)" in table and "Scope 2, market-based [gCO2e]" in table
     assert "! ESTIMATED ENERGY" not in table  # RAPL measured every joule
     # Facility energy: each host's increase x its PUE (1.2) averaged over the range.
