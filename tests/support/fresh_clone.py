@@ -90,9 +90,9 @@ def make_run(repo: Path, timeout: float = 300.0) -> Iterator[FreshRun]:
             timeout=60,
         )
         home.mkdir()
-        port, ingest = free_port(), free_port()
-        cfg = base / "jouled.yaml"  # only ports: two test runs must not collide
-        cfg.write_text(f"ingest:\n  listen: 127.0.0.1:{ingest}\n")
+        port, ingest, grpc = free_port(), free_port(), free_port()
+        cfg = base / "jouled.yaml"  # only ports: two runs (or a local collector) must not collide
+        cfg.write_text(f"ingest:\n  listen: 127.0.0.1:{ingest}\n  grpc_listen: 127.0.0.1:{grpc}\n")
         if user is not None:
             shutil.chown(base, user)
             subprocess.run(["chown", "-R", user, str(base)], check=True, timeout=60)
