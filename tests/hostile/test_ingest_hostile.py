@@ -59,7 +59,17 @@ async def raw_request(url: str, head: bytes, body: bytes = b"", read_timeout: fl
         writer.close()
 
 
-def ingest_reasons(r: Running) -> dict[str, int]:
+def refused(r: Running) -> dict[str, int]:
+    """Requests refused, by reason (jouled_ingest_requests_total{code!="200"})."""
+    out: dict[str, int] = {}
+    for (_listener, code, reason), n in r.daemon.ingest_requests.totals().items():
+        if code != "200":
+            out[reason] = out.get(reason, 0) + n
+    return out
+
+
+def span_reasons(r: Running) -> dict[str, int]:
+    """Spans rejected, by reason (jouled_spans_rejected_total)."""
     stage = r.daemon.attribution
     assert stage is not None
     return dict(stage._rejected)
@@ -76,7 +86,7 @@ async def test_a_29_mib_batch_is_refused_at_once_and_the_tick_keeps_its_pace(
         assert answer.startswith(b"HTTP/1.1 413")
         assert b"exceeds 4194304 bytes" in answer and b"max_export_batch_size" in answer
         assert time.perf_counter() - t0 < 5
-        assert ingest_reasons(r)["too_large"] == 1
+        assert refused(r)["too_large"] == 1
 
 
 async def test_the_largest_allowed_batch_is_decoded_off_the_loop(
@@ -124,7 +134,7 @@ async def test_gzip_bombs_get_413_without_stalling_health(daemon_at: RunningFact
             await asyncio.sleep(0.05)
         assert (await senders) == [[413] * 3, [413] * 3]
         assert set(health) == {200}
-        assert ingest_reasons(r)["too_large"] == 6
+        assert refused(r)["too_large"] == 6
 
 
 @pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br"])
@@ -141,7 +151,7 @@ async def test_unsupported_encodings_are_415_and_counted(
             assert resp.status == 415
             message = (await resp.json())["message"]
         assert "unsupported Content-Encoding" in message and "gzip" in message
-        assert ingest_reasons(r) == {"unsupported_encoding": 1}
+        assert refused(r) == {"unsupported_encoding": 1}
 
 
 async def test_deflate_and_multi_member_gzip_are_read(daemon_at: RunningFactory) -> None:
@@ -212,10 +222,10 @@ async def test_a_client_gone_mid_body_is_counted_without_a_traceback(
                 await writer.drain()
                 writer.close()
             for _ in range(50):
-                if ingest_reasons(r).get("disconnected") == 3:
+                if refused(r).get("disconnected") == 3:
                     break
                 await asyncio.sleep(0.05)
-        assert ingest_reasons(r) == {"disconnected": 3}
+        assert refused(r) == {"disconnected": 3}
         assert not [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR]
 
 
@@ -255,7 +265,7 @@ async def test_bytes_in_flight_are_bounded_across_requests(daemon_at: RunningFac
             ) as resp:
                 assert resp.status == 200
         assert budget.high_water == 1024 * 1024
-        assert ingest_reasons(r)["busy"] == 1
+        assert refused(r)["busy"] == 1
 
 
 async def test_overflowing_numbers_are_rejected_per_span(daemon_at: RunningFactory) -> None:
@@ -276,4 +286,4 @@ async def test_overflowing_numbers_are_rejected_per_span(daemon_at: RunningFacto
                 assert resp.status == 200
                 answer = await resp.json()
             assert (answer["accepted"], answer["errors"]) == (accepted, errors), spans
-        assert ingest_reasons(r) == {"bad_gflops": 4, "bad_tokens": 2}
+        assert span_reasons(r) == {"bad_gflops": 4, "bad_tokens": 2}
