@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from jouled import config as config_mod
 from jouled.ledger import COMPONENTS, SCOPE_HOST, SCOPE_MODEL, SCOPE_WORKLOAD, reading
-from jouled.report_carbon import carbon_totals, render_hosts
+from jouled.report_carbon import CARBON_COLUMNS, carbon_totals, render_hosts, with_carbon
 from jouled.report_carbon import render as render_carbon
 from jouled.units import (
     ENERGY_IN_JOULES,
@@ -287,7 +287,8 @@ def column_formats(items: list[dict[str, Any]], currency: str | None) -> dict[st
 
 def render_table(items: list[dict[str, Any]], out: TextIO, currency: str | None) -> None:
     """Aligned columns; numeric headers name their unit once, e.g. ``IT energy [kWh]``."""
-    headers = [k for k in items[0] if k not in _HIDDEN]
+    # The carbon columns are in CSV and JSON rows; the table shows them as the carbon books.
+    headers = [k for k in items[0] if k not in _HIDDEN and k not in CARBON_COLUMNS]
     formats = column_formats(items, currency)
     names = [
         f"{_COLUMNS[h][0]} [{formats[h].unit}]" if h in _COLUMNS and formats[h].unit else h
@@ -465,7 +466,7 @@ def _ledger_doc(args: argparse.Namespace, now: float) -> tuple[dict[str, Any], l
 
 
 def _emit(args: argparse.Namespace, doc: dict[str, Any], days: list[Any], out: TextIO) -> int:
-    items = rows(doc, args.by, days)
+    items = with_carbon(rows(doc, args.by, days), doc, args.by)
     bad = _non_finite_to_none(doc) + _non_finite_to_none(items)
     if bad:
         # Rows written before spans' work was bounded may hold inf (gflops 1e308 twice).

@@ -90,6 +90,40 @@ def carbon_totals(
     return out
 
 
+# Columns ``with_carbon`` adds to the rows by workload (CSV and JSON ``rows``).
+CARBON_COLUMNS = (
+    "emissions_market_grams",
+    "embodied_grams",
+    "water_on_site_liters",
+    "water_off_site_liters",
+    "energy_estimated_joules",
+)
+
+
+def with_carbon(items: list[dict[str, Any]], doc: dict[str, Any], by: str) -> list[dict[str, Any]]:
+    """Rows by workload gain the carbon columns (the host row the host's, each workload its
+    own); other groupings are returned as they are."""
+    carbon = doc.get("carbon")
+    if by != "workload" or not carbon:
+        return items
+    parties = {"(host)": carbon, **carbon.get("workloads", {})}
+    out = []
+    for row in items:
+        c = parties.get(row.get("workload", ""), {})
+        water = c.get("water_liters", {})
+        out.append(
+            {
+                **row,
+                "emissions_market_grams": c.get("scope2_market_grams"),
+                "embodied_grams": c.get("embodied_grams"),
+                "water_on_site_liters": water.get("on_site"),
+                "water_off_site_liters": water.get("off_site"),
+                "energy_estimated_joules": c.get("energy_estimated_joules"),
+            }
+        )
+    return out
+
+
 def flags(carbon: dict[str, Any]) -> list[str]:
     """What a reader of the inventory must know about these numbers (empty: nothing)."""
     out = []

@@ -4,6 +4,7 @@ embodied, water, estimated energy flagged, factor provenance; an old ledger read
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import sqlite3
@@ -126,3 +127,20 @@ def test_prometheus_errors_say_what_to_check(capsys: pytest.CaptureFixture[str])
     assert "--prometheus needs --since" in capsys.readouterr().err
     assert run("--prometheus", "http://127.0.0.1:1", "--since", "1h")[0] == 1
     assert "cannot reach the Prometheus API at http://127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_csv_rows_carry_both_methods_embodied_and_water(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    build(path)
+    code, text = run("--ledger", str(path), "--format", "csv")
+    assert code == 0
+    host, api = list(csv.DictReader(io.StringIO(text)))
+    assert float(host["emissions_grams"]) == pytest.approx(1080.0)  # location-based
+    assert float(host["emissions_market_grams"]) == pytest.approx(1050.0)
+    assert float(api["emissions_market_grams"]) == pytest.approx(420.0)
+    assert float(api["embodied_grams"]) == pytest.approx(120.0)
+    assert float(host["water_off_site_liters"]) == pytest.approx(7.2)
+    assert float(host["energy_estimated_joules"]) == pytest.approx(3 * 0.72e6)
+    # The table keeps them out of its columns (they are in the carbon books below it).
+    table = run("--ledger", str(path))[1]
+    assert "emissions_market_grams" not in table.splitlines()[0]
