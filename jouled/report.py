@@ -256,7 +256,7 @@ def rows(doc: dict[str, Any], by: str, days: list[dict[str, Any]]) -> list[dict[
 _COLUMNS: dict[str, tuple[str, str]] = {
     "energy_joules": ("IT energy", "energy"),
     "facility_energy_joules": ("facility energy (x PUE)", "energy"),
-    "emissions_grams": ("emissions CO2e", "grams"),
+    "emissions_grams": ("location-based CO2e", "grams"),  # Scope 2; market-based: below
     "cost": ("cost", "money"),
     "requests": ("requests", "count"),
     "joules_per_request": ("IT energy/request", "joules"),
