@@ -40,10 +40,12 @@ from typing import Any
 from benchmarks._util import cpu_seconds, daemon, rss_mb, save, sleepers, workload_configs
 from benchmarks.compare import CODECARBON, _codecarbon_python
 from benchmarks.span_sender import model_names
+from jouled.attribution.workloads import ProcessTracker
 from jouled.testing.net import free_port
 
 GROUPS = 10
 DEFAULT_SETTLE_S = 30.0
+YOUNG_S = ProcessTracker.YOUNG_S
 _RECEIVED = re.compile(rb"^jouled_spans_received_total (\S+)$", re.M)
 
 
@@ -110,32 +112,43 @@ def _sender(endpoint: str, protocol: str, rate: int, seconds: float) -> Iterator
             proc.wait()
 
 
-def _loaded_run(
-    run: int, rates: list[int], transports: list[str], window: float, settle: float | None
-) -> dict[str, Any]:
-    settle_s = DEFAULT_SETTLE_S if settle is None else settle
-    warm = settle_s + 10  # the first tick of the rate has settled, plus a BSP delay
+def loaded_config(settle: float | None) -> dict[str, Any]:
+    """10 workloads, token work for their 50 models, free loopback ports for HTTP and gRPC."""
     spans_cfg: dict[str, Any] = {
         # Work from tokens, as a server reporting GenAI token counts gets it.
         "gflops_per_token": {m: 16.0 for ms in model_names(GROUPS) for m in ms},
     }
     if settle is not None:
         spans_cfg["settle_seconds"] = settle
-    grpc = f"127.0.0.1:{free_port()}"
-    cfg = {
+    return {
         "interval": 1.0,
         "collectors": {"nvml": {"enabled": False}},
         "workloads": workload_configs(GROUPS),
         "spans": spans_cfg,
-        "ingest": {"listen": f"127.0.0.1:{free_port()}", "grpc_listen": grpc},
+        "ingest": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "grpc_listen": f"127.0.0.1:{free_port()}",
+        },
     }
+
+
+def _loaded_run(
+    run: int, rates: list[int], transports: list[str], window: float, settle: float | None
+) -> dict[str, Any]:
+    settle_s = DEFAULT_SETTLE_S if settle is None else settle
+    warm = settle_s + 10  # the first tick of the rate has settled, plus a BSP delay
+    cfg = loaded_config(settle)
+    grpc = cfg["ingest"]["grpc_listen"]
     out: dict[str, Any] = {"settle_seconds": settle_s}
     with (
         tempfile.TemporaryDirectory() as tmp,
         sleepers(1000, groups=GROUPS, per_group=20),
         daemon(Path(tmp), cfg) as d,
     ):
-        time.sleep(5)  # start-up imports and first ticks are not the steady state
+        # Start-up is not the steady state, and jouled re-reads the command line of processes
+        # younger than 30 s every tick (exec re-matching): the sleepers must age first.
+        _log(f"run {run}: no spans, warm-up {YOUNG_S + 5:.0f} s")
+        time.sleep(YOUNG_S + 5)
         _log(f"run {run}: no spans, {window:.0f} s window")
         (cpu,), wall, (rss,) = _window([d.pid], window)
         out["no_spans"] = base = _row(cpu, wall, rss)

@@ -24,9 +24,12 @@ from typing import Literal
 EnergyByWorkload = Mapping[str, Mapping[str, float]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Span:
-    """One request as reported by its workload; times are unix seconds (wall clock)."""
+    """One request as reported by its workload; times are unix seconds (wall clock).
+
+    Treated as a value (``dataclasses.replace`` makes changed copies); not frozen because a
+    frozen dataclass's ``__init__`` costs twice as much, once per span received."""
 
     workload: str
     model: str
@@ -42,9 +45,10 @@ class Span:
     output_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class SettledRequest:
-    """One span whose every overlapping tick has settled (or that was settled early)."""
+    """One span whose every overlapping tick has settled (or that was settled early); a
+    value, not frozen for the same reason as ``Span``."""
 
     workload: str
     model: str

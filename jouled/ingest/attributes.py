@@ -7,6 +7,7 @@ the built-ins; the first attribute present on a span wins.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -88,20 +89,25 @@ class AttributeNames:
     @property
     def wanted(self) -> frozenset[str]:
         """Every span attribute the decoder keeps (the rest are skipped while reading)."""
-        return frozenset(
-            (
-                *self.model,
-                *self.input_tokens,
-                *self.output_tokens,
-                *self.total_tokens,
-                *self.gflops,
-                ROUTE,
-                REQUEST,
-            )
-        )
+        return _wanted(self)
 
     def ignored(self, span_name: str) -> bool:
         return bool(span_name) and span_name.startswith(self.ignore_span_names)
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted(names: AttributeNames) -> frozenset[str]:
+    return frozenset(
+        (
+            *names.model,
+            *names.input_tokens,
+            *names.output_tokens,
+            *names.total_tokens,
+            *names.gflops,
+            ROUTE,
+            REQUEST,
+        )
+    )
 
 
 def first(attrs: Mapping[str, Any], names: tuple[str, ...]) -> Any:

@@ -17,6 +17,7 @@ from typing import Any, Final
 from jouled.ingest.attributes import AttributeNames, first
 from jouled.ingest.rules import (
     MALFORMED,
+    Checker,
     DecodeResult,
     MalformedBody,
     RawSpan,
@@ -25,7 +26,6 @@ from jouled.ingest.rules import (
     as_float,
     is_number,
     sanitize_label,
-    validate,
 )
 from jouled.ingest.wire import iter_spans
 
@@ -59,15 +59,20 @@ _NS_PER_S: Final = 1_000_000_000
 class _OtlpSpan:
     workload: Any
     resource_model: Any
-    trace_id: str
-    span_id: str
-    parent_id: str
+    # Hex strings (OTLP/JSON) or raw bytes (protobuf: turned into hex for request spans only).
+    trace_id: str | bytes
+    span_id: str | bytes
+    parent_id: str | bytes
     kind: int
     start_ns: int
     end_ns: int
     attrs: dict[str, Any]
     name: str = ""
     has_links: bool = False
+
+
+def _hex(value: str | bytes) -> str:
+    return value.hex() if isinstance(value, bytes) else value
 
 
 def _is_request(span: _OtlpSpan, names: AttributeNames) -> bool:
@@ -96,33 +101,39 @@ def _tokens(attrs: Mapping[str, Any], names: AttributeNames) -> tuple[Any, Any]:
 
 def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
     tally = Tally()
+    checker = Checker(rules, tally)
     names = rules.names
-    by_id = {(s.trace_id, s.span_id): s for s in spans if s.span_id}
+    # Spans pointing at a parent are rare in request batches (a request span is the local
+    # root of its service): only then are spans looked up by id.
+    nested = any(s.parent_id for s in spans)
+    by_id = {(s.trace_id, s.span_id): s for s in spans if s.span_id} if nested else {}
     raws: dict[int, RawSpan] = {}
     counted: list[_OtlpSpan] = []
+    model_names, gflops_names = names.model, names.gflops
     for span in spans:
         if _is_request(span, names):
             counted.append(span)
-            input_tokens, output_tokens = _tokens(span.attrs, names)
+            attrs = span.attrs
+            input_tokens, output_tokens = _tokens(attrs, names) if attrs else (None, None)
             raws[id(span)] = RawSpan(
                 workload=span.workload,
-                model=first(span.attrs, names.model),
+                model=first(attrs, model_names) if attrs else None,
                 start=span.start_ns / _NS_PER_S if span.start_ns else 0.0,
                 end=span.end_ns / _NS_PER_S if span.end_ns else 0.0,
-                gflops=first(span.attrs, names.gflops),
+                gflops=first(attrs, gflops_names) if attrs else None,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                route=span.attrs.get(ATTR_ROUTE),
-                trace_id=span.trace_id,
-                span_id=span.span_id,
-                parent_id=span.parent_id,
+                route=attrs.get(ATTR_ROUTE) if attrs else None,
+                trace_id=_hex(span.trace_id),
+                span_id=_hex(span.span_id),
+                parent_id=_hex(span.parent_id),
             )
-    for span in spans:
+    for span in spans if len(counted) < len(spans) else ():
         if id(span) in raws or span.kind not in (KIND_UNSPECIFIED, KIND_INTERNAL):
             # CLIENT/PRODUCER spans describe work done elsewhere (a remote model): not ours.
             continue
-        model = first(span.attrs, names.model)
-        gflops = first(span.attrs, names.gflops)
+        model = first(span.attrs, model_names)
+        gflops = first(span.attrs, gflops_names)
         inp, out = _tokens(span.attrs, names)
         if model is None and gflops is None and inp is None and out is None:
             continue
@@ -143,17 +154,19 @@ def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
         raw = raws[id(span)]
         # A request span nested in another of the same batch (Triton's InferRequest -> model
         # -> compute, all SERVER) points at it, so that the stage counts the request once.
-        outer = _request_ancestor(span, by_id, raws)
+        outer = _request_ancestor(span, by_id, raws) if span.parent_id else None
         if outer is not None:
             raw.parent_id = outer.span_id
         if raw.model is None and raw.child_model is None:
             raw.model = span.resource_model
-        validate(raw, rules, tally)
+        checker.validate(raw)
     return tally.result(ignored=len(spans) - len(counted))
 
 
 def _request_ancestor(
-    span: _OtlpSpan, by_id: Mapping[tuple[str, str], _OtlpSpan], raws: Mapping[int, RawSpan]
+    span: _OtlpSpan,
+    by_id: Mapping[tuple[str | bytes, str | bytes], _OtlpSpan],
+    raws: Mapping[int, RawSpan],
 ) -> RawSpan | None:
     current = span
     for _ in range(_MAX_PARENT_HOPS):
@@ -167,22 +180,28 @@ def _request_ancestor(
     return None
 
 
+_SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+_EMPTY: Final[dict[str, Any]] = {}
+
+
 def _pb_value(value: Any) -> Any:
     which = value.WhichOneof("value")
-    if which in ("string_value", "int_value", "double_value", "bool_value"):
-        return getattr(value, which)
-    return None
+    return getattr(value, which) if which in _SCALARS else None
 
 
 def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
     """Decode an OTLP binary ``ExportTraceServiceRequest`` (OTLP/HTTP body or gRPC message),
-    one span message at a time (``wire.iter_spans``: memory stays near the body's size, not
-    ~24x it as a whole-message parse)."""
+    a scope's spans (or, in a large scope, one span message) at a time (``wire.iter_spans``:
+    memory stays near the body's size, not ~24x it as a whole-message parse).
+
+    Only the attributes jouled reads (``AttributeNames.wanted``) are taken off each span; the
+    ids stay bytes until the span is known to be a request."""
     from google.protobuf.message import DecodeError
 
     wanted = rules.names.wanted
     model_names = rules.names.model
     spans: list[_OtlpSpan] = []
+    append = spans.append
     resource_of: Any = None
     workload: Any = None
     resource_model: Any = None
@@ -193,20 +212,28 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
                 resource = {kv.key: _pb_value(kv.value) for kv in resource_msg.attributes}
                 workload = resource.get(ATTR_WORKLOAD)
                 resource_model = first(resource, model_names)
-            attrs = {kv.key: _pb_value(kv.value) for kv in span.attributes if kv.key in wanted}
-            spans.append(
+            attrs = _EMPTY
+            for kv in span.attributes:
+                key = kv.key
+                if key in wanted:
+                    if attrs is _EMPTY:
+                        attrs = {}
+                    value = kv.value
+                    which = value.WhichOneof("value")
+                    attrs[key] = getattr(value, which) if which in _SCALARS else None
+            append(
                 _OtlpSpan(
-                    workload=workload,
-                    resource_model=resource_model,
-                    trace_id=span.trace_id.hex(),
-                    span_id=span.span_id.hex(),
-                    parent_id=span.parent_span_id.hex(),
-                    kind=int(span.kind),
-                    start_ns=int(span.start_time_unix_nano),
-                    end_ns=int(span.end_time_unix_nano),
-                    attrs=attrs,
-                    name=span.name,
-                    has_links=len(span.links) > 0,
+                    workload,
+                    resource_model,
+                    span.trace_id,
+                    span.span_id,
+                    span.parent_span_id,
+                    span.kind,
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
+                    attrs,
+                    span.name,
+                    len(span.links) > 0,
                 )
             )
     except (DecodeError, ValueError, TypeError) as exc:  # WireError is a ValueError
@@ -393,11 +420,12 @@ def decode_spans_json(body: bytes, rules: Rules) -> DecodeResult:
     if not isinstance(top, dict) or not isinstance(top.get("spans"), list):
         raise MalformedBody('expected an object {"spans": [...]}')
     tally = Tally()
+    checker = Checker(rules, tally)
     for i, item in enumerate(top["spans"]):
         if not isinstance(item, dict):
             tally.reject(MALFORMED, f"spans[{i}] is not an object")
             continue
-        validate(
+        checker.validate(
             RawSpan(
                 workload=item.get("workload"),
                 model=item.get("model"),
@@ -409,9 +437,7 @@ def decode_spans_json(body: bytes, rules: Rules) -> DecodeResult:
                 route=item.get("route"),
                 trace_id=_simple_id(item.get("trace_id")),
                 span_id=_simple_id(item.get("span_id")),
-            ),
-            rules,
-            tally,
+            )
         )
     return tally.result()
 

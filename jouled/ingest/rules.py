@@ -240,17 +240,32 @@ def _token_gflops(inp: int | None, out: int | None, model: str, rules: Rules) ->
     return gflops
 
 
+def _one_count(value: Any) -> int | None:
+    """``_tokens`` of one reported value (None: not reported); plain ints skip the lists."""
+    if value is None:
+        return None
+    if type(value) is int and 0 <= value <= MAX_TOKENS:
+        return value
+    return _tokens([value])
+
+
+def _one_gflops(value: Any) -> float:
+    if type(value) is float and 0.0 <= value <= MAX_GFLOPS:
+        return value
+    return _sum_gflops([value])
+
+
 def _work(raw: RawSpan, model: str, rules: Rules) -> tuple[float | None, int | None, int | None]:
     """(GFLOPs, input tokens, output tokens) of a span, None where unknown: its own
     attributes first, then its children's. ``jouled.gflops`` wins over token counts."""
     own = raw.input_tokens is not None or raw.output_tokens is not None
     if own:
-        inp = _tokens([] if raw.input_tokens is None else [raw.input_tokens])
-        out = _tokens([] if raw.output_tokens is None else [raw.output_tokens])
+        inp = _one_count(raw.input_tokens)
+        out = _one_count(raw.output_tokens)
     else:
         inp, out = _tokens(raw.child_input_tokens), _tokens(raw.child_output_tokens)
     if raw.gflops is not None:
-        return _sum_gflops([raw.gflops]), inp, out
+        return _one_gflops(raw.gflops), inp, out
     if own:
         return _token_gflops(inp, out, model, rules), inp, out
     if raw.child_gflops:
@@ -268,8 +283,10 @@ class _Reject(Exception):
 
 
 def _times(raw: RawSpan, workload: str, rules: Rules) -> tuple[float, float]:
-    start = as_float(raw.start) if is_number(raw.start) else None
-    end = as_float(raw.end) if is_number(raw.end) else None
+    start, end = raw.start, raw.end
+    if type(start) is not float or type(end) is not float:  # OTLP times are floats already
+        start = as_float(start) if is_number(start) else None
+        end = as_float(end) if is_number(end) else None
     if start is None or end is None or not math.isfinite(start + end):
         raise _Reject(BAD_TIME, f"span of {workload!r} lacks a valid start and end time")
     if start <= 0 or end <= 0:
@@ -313,36 +330,83 @@ def _workload(raw: RawSpan, rules: Rules) -> str:
     return workload
 
 
-def _to_span(raw: RawSpan, rules: Rules) -> Span:
-    workload = _workload(raw, rules)
-    start, end = _times(raw, workload, rules)
-    model_value = raw.model if raw.model is not None else raw.child_model
-    model = _label(model_value) if model_value is not None else None
-    if model is None and model_value is not None:
-        raise _Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
-    model = model or rules.default_models.get(workload) or UNKNOWN_MODEL
-    gflops, input_tokens, output_tokens = _work(raw, model, rules)
-    route = _label(raw.route) if raw.route is not None else ""
-    return Span(
-        workload=workload,
-        model=model,
-        start=start,
-        end=end,
-        gflops=gflops,
-        route=route or "",
-        trace_id=raw.trace_id,
-        span_id=raw.span_id,
-        parent_id=raw.parent_id,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-    )
+class Checker:
+    """Validates the candidates of one body against ``rules`` into ``tally``, remembering
+    what many spans share: the workload answer per service name (the sender is the same
+    for the whole body) and each sanitized label."""
+
+    __slots__ = ("_defaults", "_labels", "_workloads", "rules", "tally")
+
+    def __init__(self, rules: Rules, tally: Tally) -> None:
+        self.rules = rules
+        self.tally = tally
+        self._workloads: dict[str, str | _Reject] = {}
+        self._labels: dict[str, str] = {}
+        self._defaults = rules.default_models
+
+    def _workload(self, raw: RawSpan) -> str:
+        value = raw.workload
+        if type(value) is not str:
+            return _workload(raw, self.rules)
+        hit = self._workloads.get(value)
+        if hit is None:
+            try:
+                hit = _workload(raw, self.rules)
+            except _Reject as rej:
+                hit = rej
+            rules = self.rules
+            # Answers that asked for the sender are not kept: the ingest layer's resolver
+            # memoizes those (and a test counts the asks).
+            if rules.sender is None or (hit == value and not rules.verify_sender):
+                self._workloads[value] = hit
+        if isinstance(hit, _Reject):
+            raise hit.with_traceback(None)
+        return hit
+
+    def _label(self, value: Any) -> str | None:
+        if type(value) is not str:
+            return _label(value)
+        label = self._labels.get(value)
+        if label is None:
+            label = self._labels[value] = sanitize_label(value)
+        return label
+
+    def to_span(self, raw: RawSpan) -> Span:
+        rules = self.rules
+        workload = self._workload(raw)
+        start, end = _times(raw, workload, rules)
+        model_value = raw.model if raw.model is not None else raw.child_model
+        model = self._label(model_value) if model_value is not None else None
+        if model is None and model_value is not None:
+            raise _Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
+        model = model or self._defaults.get(workload) or UNKNOWN_MODEL
+        gflops, input_tokens, output_tokens = _work(raw, model, rules)
+        route = self._label(raw.route) if raw.route is not None else ""
+        return Span(
+            workload,
+            model,
+            start,
+            end,
+            gflops,
+            route or "",
+            raw.trace_id,
+            raw.span_id,
+            raw.parent_id,
+            input_tokens,
+            output_tokens,
+        )
+
+    def validate(self, raw: RawSpan) -> None:
+        """Validate one candidate: its ``Span`` goes into the tally, or its rejection."""
+        try:
+            self.tally.spans.append(self.to_span(raw))
+        except _Reject as rej:
+            self.tally.reject(rej.reason, rej.detail)
+            if isinstance(rej, _UnknownWorkload):
+                self.tally.unknown_services.add(rej.service)
 
 
 def validate(raw: RawSpan, rules: Rules, tally: Tally) -> None:
-    """Validate one candidate: its ``Span`` goes into ``tally``, or its rejection reason."""
-    try:
-        tally.spans.append(_to_span(raw, rules))
-    except _Reject as rej:
-        tally.reject(rej.reason, rej.detail)
-        if isinstance(rej, _UnknownWorkload):
-            tally.unknown_services.add(rej.service)
+    """Validate one candidate: its ``Span`` goes into ``tally``, or its rejection reason.
+    (Bodies of many spans use one ``Checker``, which caches what spans share.)"""
+    Checker(rules, tally).validate(raw)
