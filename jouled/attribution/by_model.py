@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from jouled.ingest.server_metrics import Counts
+from jouled.collectors.server_metrics import Counts
 
 Basis = Literal["gflops", "tokens", "requests", "none"]
 # (model, prompt tokens, generated tokens, requests) of one tick -> GFLOPs, or None where

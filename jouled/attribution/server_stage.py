@@ -26,8 +26,7 @@ from typing import Any
 
 from jouled.attribution.by_model import GflopsOf, split_by_work, work_by_model
 from jouled.clock import Clock
-from jouled.config import Config, ServerMetricsConfig
-from jouled.ingest.server_metrics import (
+from jouled.collectors.server_metrics import (
     CounterFollower,
     Counts,
     Page,
@@ -35,6 +34,7 @@ from jouled.ingest.server_metrics import (
     fetch_page,
     parse_page,
 )
+from jouled.config import Config, ServerMetricsConfig
 from jouled.pipeline.server_metrics import ServerMetricsSnapshot, ServerStatus
 from jouled.pipeline.snapshot import Snapshot, frozen
 from jouled.pipeline.tick import Tick

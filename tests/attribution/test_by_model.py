@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jouled.attribution.by_model import split_by_work, tick_gflops, work_by_model
+from jouled.collectors.server_metrics import Counts
 from jouled.costmodel import datasets
-from jouled.ingest.server_metrics import Counts
 
 energies = st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False)
 works = st.dictionaries(

@@ -135,7 +135,7 @@ async def test_bad_bodies_are_400(model: TinyBert, body: object) -> None:
 
 
 async def test_metrics_page_counts_prompt_tokens_as_vllm_does(model: TinyBert) -> None:
-    from jouled.ingest.server_metrics import CounterFollower, Counts, parse_page
+    from jouled.collectors.server_metrics import CounterFollower, Counts, parse_page
 
     client = TestClient(TestServer(build_app(model, ingest_url=None, vllm_metrics=True)))
     await client.start_server()

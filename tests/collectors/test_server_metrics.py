@@ -11,8 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from jouled.config import validate
-from jouled.ingest.server_metrics import (
+from jouled.collectors.server_metrics import (
     CounterFollower,
     Counts,
     PageError,
@@ -21,6 +20,7 @@ from jouled.ingest.server_metrics import (
     merge,
     parse_page,
 )
+from jouled.config import validate
 from tests.support.server_pages import (
     REPLAYS,
     SglangReplay,
