@@ -2,6 +2,9 @@
 
 Validated once at start-up into one frozen ``Config`` passed down explicitly. A bad value
 stops start-up with one line naming the file, the key (and its line) and what is allowed.
+
+Over 400 lines because it is the config contract: every key's model, default and error
+message in one place, so that the README's configuration block matches it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ server of ``examples/inference_server`` sending request spans, runs scenarios 1-
 Table 4.3, on this host), with a PNG plot. Without readable RAPL the joules are estimates
 from CPU utilization and the output says so; ``--fake-rapl`` runs an emulated RAPL tree
 whose power follows the host's CPU load, so the numbers behave like measurements.
+
+Over 400 lines because it is one command end to end (arguments, child processes, the
+scenarios, the table); its plot is demo_plot.py, the RAPL emulator
+jouled/testing/load_following.py.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ by tick with the factors in force (PUE, grid intensity, price), which the row al
 they stood at the minute's last tick. SQLite in WAL mode; each flush is one transaction, so
 ``kill -9`` loses at most the deltas since the last flush and never leaves a torn file. All
 SQLite work runs on one dedicated thread, never on the event loop.
+
+Over 400 lines because it holds the write path (pending rows, the flush thread, retention,
+error reasons) over one SQLite connection; the schema and its migrations are in
+ledger_schema.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ force at its ticks), so a report of last week uses last week's grid intensity an
 ``energy_joules`` is IT energy as measured; ``facility_energy_joules`` is IT energy x PUE
 (the row's PUE), the energy that ``cost`` and ``emissions_grams`` are of.
 A workload's ``joules_per_request`` is the energy its settled requests received, per request.
+
+Over 400 lines because it is the command (queries, grouping, the three output formats);
+carbon columns, plots and units are in report_carbon.py, report_plot.py and units.py.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from jouled import config as config_mod
 from jouled.ledger import COMPONENTS, SCOPE_HOST, SCOPE_MODEL, SCOPE_WORKLOAD, reading
 from jouled.report_carbon import CARBON_COLUMNS, carbon_totals, render_hosts, with_carbon
 from jouled.report_carbon import render as render_carbon
+from jouled.report_errors import ReportError
 from jouled.units import (
     ENERGY_IN_JOULES,
     GFLOPS,
@@ -38,10 +42,6 @@ from jouled.units import (
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-
-
-class ReportError(Exception):
-    """A problem the user fixes (bad time, no ledger); ``str()`` says how."""
 
 
 def parse_time(text: str, now_s: float) -> float:

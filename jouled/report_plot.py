@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jouled.report import ReportError
+from jouled.report_errors import ReportError
 from jouled.units import ColumnFormat
 
 _IT = "#3a7dc0"

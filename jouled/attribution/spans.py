@@ -10,6 +10,10 @@ counted and never re-splits settled energy.
 Split rule: the tick is cut into segments at span boundaries; a segment's energy (tick energy
 times segment length over tick length) goes to the spans open in it, in proportion to their
 work rate (GFLOPs / duration) when every open span has known work, else equally.
+
+Over 400 lines because the span splitter is one data structure (open ticks, pending spans
+per workload, the settle frontier) whose invariants (conservation, settled once) are kept in
+one place.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Each tick it measures the workloads' CPU time and GPU use, splits the tick's ene
 (``share.split_tick``), hands each workload's energy to the span splitter, settles what is
 old enough, and publishes an immutable ``AttributionSnapshot`` for the exporter. It is also
 the daemon's span sink: the ingest listener submits decoded spans here.
+
+Over 400 lines because the stage's per-tick sequence (CPU, idle, split, sub-ticks, settle,
+freeze) runs over its running totals; the arithmetic is in share.py, spans.py and
+requests.py.
 """
 
 from __future__ import annotations

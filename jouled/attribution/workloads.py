@@ -19,6 +19,9 @@ start times and command names, so that a reused PID or a late exec is noticed wi
 ticks. /proc is
 read directly (one ``stat`` read gives parent, start time and CPU time at once); its root
 is injectable, e.g. ``/host/proc`` in a container.
+
+Over 400 lines because the process tracker's hot path (/proc reads, matching, PID reuse,
+exec re-matching, sub-tick samples) is one state machine over one table of processes.
 """
 
 from __future__ import annotations

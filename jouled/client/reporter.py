@@ -5,6 +5,9 @@ model that served it and its work (GFLOPs, or tokens that jouled converts). ``re
 queues a span in memory (O(1), no I/O on the caller's thread); a daemon thread posts batches
 to ``POST /v1/spans``. When jouled is down or slow, spans are dropped and counted, never
 waited for: the server's requests must not pay for its telemetry.
+
+Over 400 lines because the client library's reporter (bounded queue, batching, retries,
+stats) is one thread-safe object an instrumented app imports alone.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ per-process utilization in MIG mode either, so ``gpu_processes`` then gives ever
 weight 0: attribution falls back to the board as a whole, exact only when one process
 uses it. Every NVML error is translated here into jouled's own problems and exceptions, each
 with its fix; no ``pynvml`` exception escapes ``read()``.
+
+Over 400 lines because it is one collector over NVML (devices, the energy counter or sampled
+power, MIG, lost GPUs, process lists, its check); the counter arithmetic is in counter.py.
 """
 
 from __future__ import annotations

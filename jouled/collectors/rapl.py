@@ -5,6 +5,10 @@ A *zone* is one RAPL meter: ``intel-rapl:N`` is socket N's *package* (cores + un
 package although its energy is not part of the package's). ``psys`` is the whole platform.
 Each zone's ``energy_uj`` wraps at ``max_energy_range_uj``; this collector unfolds it into
 cumulative joules per *domain* (``package-0``, ``core-0``, ``dram-0``, ``psys``).
+
+Over 400 lines because it is one collector (zone scan, reads, per-zone wrap, reset and
+glitch handling, its check); the counter arithmetic is in counter.py, the sysfs layout in
+powercap.py, the check's motion probe in rapl_check.py.
 """
 
 from __future__ import annotations

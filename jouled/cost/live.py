@@ -9,6 +9,10 @@ Counters accumulate tick by tick with the factors in force (time-matched account
 $/h and gCO2e/h gauges use the power of the last ``window`` seconds and today's factors.
 
 Stdlib only; it reads the tick and the attribution section from ``jouled.pipeline``.
+
+Over 400 lines because the cost stage is one state machine (per-tick books, the window
+behind the gauges, the ledger's deltas) over its running totals; the pure arithmetic is in
+cost/books.py and cost/carbon.py.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 ``main(argv)`` parses, runs and returns an exit code: 0 on success, 2 with one line on
 stderr saying what to fix. numpy, pandas, scipy and matplotlib are imported inside the
 subcommands that need them, so ``flops`` and ``predict`` stay light.
+
+Over 400 lines because it holds the argument parsing and output of the four offline
+subcommands; offline only.
 """
 
 from __future__ import annotations

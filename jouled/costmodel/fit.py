@@ -5,6 +5,9 @@ the line passes through the origin; its R² counts that artificial point. *OLS* 
 intercept and reports p-values and 95 % confidence intervals. Leave-one-out cross-validation
 (LOO) compares predictors (GFLOPs, parameters, tokens, layers) on models left out of the fit.
 Imports numpy, pandas and scipy: load it only from the offline commands.
+
+Over 400 lines because the thesis's fits (plain, anchored, per model) and their report share
+one data preparation; offline only.
 """
 
 from __future__ import annotations

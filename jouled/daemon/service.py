@@ -4,6 +4,10 @@ Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the config file (a bad 
 rejected with an error and the running config stays). systemd is told READY=1 once the
 listeners are bound and the first tick is published, and WATCHDOG=1 from the tick loop,
 so a stalled loop (not just a live process) gets the service restarted.
+
+Over 400 lines because it is the supervisor: start-up order, reload, drain and the tick loop
+over every long-lived object it owns; collectors come from collectors/registry.py, listeners
+from ingest/listeners.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Decoded spans go to a ``SpanSink`` (the daemon's span splitter); rejected spans 
 there by reason. Answers follow the OTLP/HTTP spec: 200 with an ExportTraceServiceResponse in
 the request's encoding (``partial_success`` when spans were rejected), 4xx with a
 google.rpc.Status. No input crashes a handler: every failure becomes a 4xx with a reason.
+
+Over 400 lines because the OTLP/HTTP answers (status bodies, partial success), the body path
+and the middlewares share one state and must answer as the gRPC listener does; limits, rules
+and the request book are in limits.py, rules.py and requests.py.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ end-to-end tests of the daemon::
 
     python -m jouled.testing.fake_powercap --root DIR --package-watts 60 \\
         --max-range-uj 180000000 --tick 0.05
+
+Over 400 lines because it emulates the kernel's powercap tree (layout, counters, wraps,
+permissions, faults) with its command line, in one module users run.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ steps and linear ramps, a GPU lost mid-run, an energy counter reset (driver relo
 absurd counter read, a counter that stops moving (frozen), an
 error injected into any call, a missing library or unloaded driver at ``nvmlInit``, zero
 GPUs, MIG mode, and compute processes with their SM utilization.
+
+Over 400 lines because it is a faithful fake of every pynvml function jouled calls, with
+NVML's units and exceptions, in one module as the real one is.
 """
 
 from __future__ import annotations
