@@ -156,7 +156,11 @@ def daemon(tmp: Path, cfg: dict[str, Any]) -> Iterator[DaemonProc]:
     """The real daemon (``python -m jouled run``) on loopback ports, stopped on exit."""
     cfg = {
         "listen": f"127.0.0.1:{free_port()}",
-        "ingest": {"listen": f"127.0.0.1:{free_port()}"},
+        # Free ports for both receivers: another jouled may hold the default gRPC port.
+        "ingest": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "grpc_listen": f"127.0.0.1:{free_port()}",
+        },
         "log_level": "warning",
         **cfg,
     }

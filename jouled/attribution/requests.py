@@ -17,8 +17,8 @@ after the span ends (so a late child of a settled request is still recognised), 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from jouled.attribution.spans import Span, SpanSplitter
@@ -26,20 +26,76 @@ from jouled.attribution.spans import Span, SpanSplitter
 UNKNOWN_MODEL = "unknown"  # jouled.ingest.decode.UNKNOWN_MODEL: a span that names no model
 
 
-@dataclass(slots=True, eq=False)
 class _Request:
-    workload: str
-    trace_id: str
-    span_id: str  # the span standing for the request in the splitter
-    start: float
-    end: float
-    model: str
-    named: bool  # the model came from a span, not from a default
-    gflops: float | None
-    tokens: tuple[int | None, int | None]  # (input, output)
-    ids: set[str] = field(default_factory=set)  # span ids of the request's spans
-    parents: set[str] = field(default_factory=set)  # their parents' span ids
-    alive: bool = True
+    """What is remembered of a request: ~0.25 KB, kept ``memory_s`` after it ends (150 s at
+    the default settle delay: 150,000 of them at 1,000 spans/s), so no set, tuple or key
+    object is made for the common request of one span until a second one joins it."""
+
+    __slots__ = (
+        "_ids",
+        "_parents",
+        "alive",
+        "end",
+        "first_parent",
+        "gflops",
+        "input_tokens",
+        "model",
+        "named",
+        "output_tokens",
+        "span_id",
+        "start",
+        "trace_id",
+        "workload",
+    )
+
+    def __init__(self, span: Span, named: bool) -> None:
+        self.workload = span.workload
+        self.trace_id = span.trace_id
+        self.span_id = span.span_id  # the span standing for the request in the splitter
+        self.start = span.start
+        self.end = span.end
+        self.model = span.model
+        self.named = named  # the model came from a span, not from a default
+        self.gflops = span.gflops
+        self.input_tokens = span.input_tokens
+        self.output_tokens = span.output_tokens
+        self.first_parent = span.parent_id
+        # None until a second span joins: then the sets of its spans' and parents' ids.
+        self._ids: set[str] | None = None
+        self._parents: set[str] | None = None
+        self.alive = True
+
+    @property
+    def tokens(self) -> tuple[int | None, int | None]:  # (input, output)
+        return self.input_tokens, self.output_tokens
+
+    @tokens.setter
+    def tokens(self, value: tuple[int | None, int | None]) -> None:
+        self.input_tokens, self.output_tokens = value
+
+    @property
+    def ids(self) -> Collection[str]:
+        """Span ids of the request's spans."""
+        return self._ids if self._ids is not None else (self.span_id,)
+
+    @ids.setter
+    def ids(self, value: set[str]) -> None:
+        self._ids = value
+
+    @property
+    def parents(self) -> Collection[str]:
+        """Their parents' span ids."""
+        if self._parents is not None:
+            return self._parents
+        return (self.first_parent,) if self.first_parent else ()
+
+    @parents.setter
+    def parents(self, value: set[str]) -> None:
+        self._parents = value
+
+
+def _plus(ids: Collection[str], *more: str) -> set[str]:
+    return {*ids, *more}
 
 
 def _tokens(span: Span) -> tuple[int | None, int | None]:
@@ -66,7 +122,8 @@ class RequestJoiner:
         self._memory_s = memory_s
         self.fallback_models: Mapping[str, str] = fallback_models or {}
         self._max = max_requests
-        self._by_trace: dict[tuple[str, str], list[_Request]] = {}
+        # trace id -> its request (nearly always one), or a list of them (of any workloads).
+        self._by_trace: dict[str, _Request | list[_Request]] = {}
         self._expiry: list[tuple[float, int, _Request]] = []  # heap by forget time
         self._seq = 0
         self._size = 0
@@ -79,11 +136,14 @@ class RequestJoiner:
         """Count ``span`` as a new request, or join it to the request it is nested in."""
         if not (span.trace_id and span.span_id):
             return self._splitter.add_span(span)
-        key = (span.workload, span.trace_id)
+        key = span.trace_id
         linked = [
             req
-            for req in self._by_trace.get(key, ())
-            if span.span_id in req.ids or span.parent_id in req.ids or span.span_id in req.parents
+            for req in self._requests(key)
+            if req.workload == span.workload
+            and (
+                span.span_id in req.ids or span.parent_id in req.ids or span.span_id in req.parents
+            )
         ]
         if linked:
             self._join(linked[0], span)
@@ -98,21 +158,15 @@ class RequestJoiner:
             self._remember(span, key)
         return verdict
 
-    def _remember(self, span: Span, key: tuple[str, str]) -> None:
-        req = _Request(
-            workload=span.workload,
-            trace_id=span.trace_id,
-            span_id=span.span_id,
-            start=span.start,
-            end=span.end,
-            model=span.model,
-            named=self._named(span),
-            gflops=span.gflops,
-            tokens=_tokens(span),
-            ids={span.span_id},
-            parents={span.parent_id} if span.parent_id else set(),
-        )
-        self._by_trace.setdefault(key, []).append(req)
+    def _remember(self, span: Span, key: str) -> None:
+        req = _Request(span, self._named(span))
+        got = self._by_trace.get(key)
+        if got is None:
+            self._by_trace[key] = req
+        elif isinstance(got, list):
+            got.append(req)
+        else:
+            self._by_trace[key] = [got, req]
         self._seq += 1
         heapq.heappush(self._expiry, (span.end + self._memory_s, self._seq, req))
         self._size += 1
@@ -122,9 +176,9 @@ class RequestJoiner:
     def _join(self, req: _Request, span: Span) -> None:
         if span.span_id in req.ids:
             return  # a resent copy
-        req.ids.add(span.span_id)
+        req.ids = _plus(req.ids, span.span_id)
         if span.parent_id:
-            req.parents.add(span.parent_id)
+            req.parents = _plus(req.parents, span.parent_id)
         named = self._named(span)
         model = span.model if named and not req.named else req.model
         gflops = req.gflops if req.gflops is not None else span.gflops
@@ -173,8 +227,8 @@ class RequestJoiner:
         gflops = outer.gflops if outer.gflops is not None else inner.gflops
         tokens = outer.tokens if _known(outer.tokens) else inner.tokens
         self._take(outer, model, gflops, tokens, inner.named)
-        outer.ids |= inner.ids
-        outer.parents |= inner.parents
+        outer.ids = _plus(outer.ids, *inner.ids)
+        outer.parents = _plus(outer.parents, *inner.parents)
         self._forget(inner)
 
     def expire(self, now_wall: float) -> None:
@@ -187,12 +241,20 @@ class RequestJoiner:
             return
         req.alive = False
         self._size -= 1
-        key = (req.workload, req.trace_id)
-        reqs = self._by_trace.get(key)
-        if reqs is not None:
-            reqs.remove(req)
-            if not reqs:
-                del self._by_trace[key]
+        key = req.trace_id
+        got = self._by_trace.get(key)
+        if got is req:
+            del self._by_trace[key]
+        elif isinstance(got, list):
+            got.remove(req)
+            if len(got) == 1:
+                self._by_trace[key] = got[0]
+
+    def _requests(self, key: str) -> Sequence[_Request]:
+        got = self._by_trace.get(key)
+        if got is None:
+            return ()
+        return got if isinstance(got, list) else (got,)
 
     @property
     def tracked(self) -> int:
