@@ -38,6 +38,7 @@ from jouled.collectors.base import (
     Source,
 )
 from jouled.collectors.counter import CounterTrack, Event, FrozenWatch
+from jouled.collectors.procstat import busy_or_none
 
 log = logging.getLogger(__name__)
 
@@ -399,13 +400,7 @@ class NvmlCollector:
         return int(self._max_power_w * (max(0.0, elapsed_s) + _COUNTER_SLACK_S) * 1000)
 
     def _host_busy(self) -> float | None:
-        if self._host_busy_s is None:
-            return None
-        try:
-            return self._host_busy_s()
-        except Exception as exc:  # a broken /proc must not stop energy reads
-            log.debug("host busy time unreadable: %s", exc)
-            return None
+        return busy_or_none(self._host_busy_s)
 
     def _refresh(self, gpu: _Gpu, busy: float | None = None) -> None:
         if (gpu.handle is None or gpu.method is Method.UNKNOWN) and not self._attach(gpu):

@@ -3,11 +3,15 @@ container): the one reader shared by the estimate collector and the process trac
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PROC = Path("/proc")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +47,15 @@ def host_busy_s(proc_root: Path = DEFAULT_PROC) -> float:
         return host_cpu_times(proc_root).busy_s
     except (OSError, ValueError):
         return 0.0
+
+
+def busy_or_none(read: Callable[[], float] | None) -> float | None:
+    """Host busy CPU seconds from a collector's injected reader (``host_busy_s``); None when
+    it has none or the read fails: a broken /proc must not stop energy reads."""
+    if read is None:
+        return None
+    try:
+        return read()
+    except Exception as exc:
+        log.debug("host busy time unreadable: %s", exc)
+        return None

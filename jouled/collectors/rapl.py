@@ -47,6 +47,7 @@ from jouled.collectors.powercap import (
     read_sysfs_text,
     scan_tree,
 )
+from jouled.collectors.procstat import busy_or_none
 from jouled.collectors.rapl_check import check_rapl
 
 # Re-exported: callers import the RAPL names from here.
@@ -316,13 +317,7 @@ class RaplCollector:
         return Sample(readings=readings, resets=resets, problems=problems, glitches=glitches)
 
     def _host_busy(self) -> float | None:
-        if self._host_busy_s is None:
-            return None
-        try:
-            return self._host_busy_s()
-        except Exception as exc:  # a broken /proc must not stop energy reads
-            logger.debug("host busy time unreadable: %s", exc)
-            return None
+        return busy_or_none(self._host_busy_s)
 
     @property
     def frozen_domains(self) -> frozenset[str]:
