@@ -1,9 +1,10 @@
 """Span ingestion: spans per second on one core, batches of 512, OTLP protobuf and JSON.
 
 Two measurements. In-process: decode + model cap + submit to the attribution stage, one
-thread (the pure cost of a span). Real daemon: batches POSTed over loopback HTTP to a running
-``jouled run`` (1 s tick, 10 workloads), the daemon's CPU seconds read from /proc: spans per
-daemon CPU-second is the throughput of one core, whatever the sender's speed.
+thread (the pure cost of a span). Real daemon: batches POSTed over loopback HTTP (or, for
+``grpc``, the same protobuf messages sent to TraceService/Export) to a running ``jouled run``
+(1 s tick, 10 workloads), the daemon's CPU seconds read from /proc: spans per daemon
+CPU-second is the throughput of one core, whatever the sender's speed.
 
     .venv/bin/python -m benchmarks.ingest [--batches 200] [--batch-size 512]
 """
@@ -30,10 +31,11 @@ WORKLOADS = [f"w{i}" for i in range(10)]
 MODELS = [f"model-{i}" for i in range(50)]
 CONTENT = {"protobuf": "application/x-protobuf", "json": "application/json"}
 PATHS = {"protobuf": "/v1/traces", "json": "/v1/spans"}
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def _bodies(kind: str, batches: int, size: int) -> list[bytes]:
-    make = otlp_batch if kind == "protobuf" else json_batch
+    make = json_batch if kind == "json" else otlp_batch
     now = time.time_ns()
     return [
         make(size, workloads=WORKLOADS, models=MODELS, end_ns=now - 1_000_000 * i)
@@ -45,7 +47,7 @@ def in_process(kind: str, bodies: list[bytes]) -> dict[str, Any]:
     cfg = validate({"workloads": [{"name": w, "match": {"pid": 1}} for w in WORKLOADS]}, "<bench>")
     stage = AttributionStage(cfg)
     cap = ModelCap(50)
-    decoder = decode_otlp_protobuf if kind == "protobuf" else decode_spans_json
+    decoder = decode_spans_json if kind == "json" else decode_otlp_protobuf
     rules = Rules(now=time.time(), known_workloads=set(WORKLOADS))
     spans = 0
     c0, t0 = time.process_time(), time.perf_counter()
@@ -65,6 +67,17 @@ async def _post_all(url: str, kind: str, bodies: list[bytes]) -> float:
                 await r.read()
                 if r.status != 200:
                     raise RuntimeError(f"ingest answered {r.status}")
+    return time.perf_counter() - t0
+
+
+async def _export_all(target: str, bodies: list[bytes]) -> float:
+    import grpc
+
+    t0 = time.perf_counter()
+    async with grpc.aio.insecure_channel(target) as channel:
+        export = channel.unary_unary(EXPORT)
+        for body in bodies:
+            await export(body, timeout=30)
     return time.perf_counter() - t0
 
 
@@ -90,7 +103,10 @@ def real_daemon(kind: str, bodies: list[bytes], size: int) -> dict[str, Any]:
             time.sleep(3.0)
             idle_rate = (cpu_seconds(d.pid) - i0) / (time.monotonic() - it)
             c0, t0 = cpu_seconds(d.pid), time.monotonic()
-            wall = asyncio.run(_post_all(d.ingest_url + PATHS[kind], kind, bodies))
+            if kind == "grpc":
+                wall = asyncio.run(_export_all(d.cfg["ingest"]["grpc_listen"], bodies))
+            else:
+                wall = asyncio.run(_post_all(d.ingest_url + PATHS[kind], kind, bodies))
             # Settling happens in later ticks: count the CPU until every span is settled.
             wait_for(
                 lambda: (
@@ -120,7 +136,7 @@ def main() -> None:
     p.add_argument("--no-daemon", action="store_true", help="in-process only")
     args = p.parse_args()
     results: dict[str, Any] = {"batches": args.batches, "batch_size": args.batch_size}
-    for kind in ("protobuf", "json"):
+    for kind in ("protobuf", "grpc", "json"):
         bodies = _bodies(kind, args.batches, args.batch_size)
         r: dict[str, Any] = {"body_bytes": len(bodies[0]), "in_process": in_process(kind, bodies)}
         if not args.no_daemon:

@@ -10,8 +10,9 @@ kept where it arrives before any energy was split over the request; the model co
 whichever span names one, the work from the first span that carries it.
 
 Memory: one small record per span that has a trace and span id, forgotten ``memory_s``
-after the span ends (so a late child of a settled request is still recognised), at most
-``max_requests`` records (the oldest go first).
+after the span ends (the stage uses 15 s: longer than exporters' batch delays, so a child
+exported in a later batch is still recognised), at most ``max_requests`` records (the
+oldest go first). A nested span arriving after that is counted as a request of its own.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ UNKNOWN_MODEL = "unknown"  # jouled.ingest.decode.UNKNOWN_MODEL: a span that nam
 
 
 class _Request:
-    """What is remembered of a request: ~0.25 KB, kept ``memory_s`` after it ends (150 s at
-    the default settle delay: 150,000 of them at 1,000 spans/s), so no set, tuple or key
-    object is made for the common request of one span until a second one joins it."""
+    """What is remembered of a request: ~0.25 KB, kept ``memory_s`` after it ends (15 s in
+    the stage: 15,000 of them at 1,000 spans/s), so no set, tuple or key object is made for
+    the common request of one span until a second one joins it."""
 
     __slots__ = (
         "_ids",
@@ -116,7 +117,7 @@ class RequestJoiner:
         *,
         memory_s: float,
         fallback_models: Mapping[str, str] | None = None,
-        max_requests: int = 200_000,
+        max_requests: int = 50_000,
     ) -> None:
         self._splitter = splitter
         self._memory_s = memory_s
