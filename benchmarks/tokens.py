@@ -99,7 +99,7 @@ def bench(seconds: float, interval: float) -> dict[str, Any]:
             wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 60, "server")
             cfg = {
                 "interval": interval,
-                "ingest": {"listen": f"127.0.0.1:{ingest_port}"},
+                "ingest": {"listen": f"127.0.0.1:{ingest_port}", "grpc_listen": None},
                 "collectors": {
                     "rapl": {"enabled": True, "path": str(emu.class_dir)},
                     "nvml": {"enabled": False},

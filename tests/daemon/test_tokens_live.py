@@ -52,7 +52,7 @@ def daemon_config(tmp_path: Path, model_config: Path) -> config.Config:
     return config.validate(
         {
             "listen": f"127.0.0.1:{free_port()}",
-            "ingest": {"listen": f"127.0.0.1:{free_port()}"},
+            "ingest": {"listen": f"127.0.0.1:{free_port()}", "grpc_listen": None},
             "ledger": {"path": None},
             "workloads": [{"name": "llm", "match": {"pid": os.getpid()}}],
             "collectors": {

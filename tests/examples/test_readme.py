@@ -50,7 +50,7 @@ def test_its_commands_in_its_order_claim_the_server(tmp_path: Path) -> None:
     pidfile = tmp_path / "inference.pid"
     metrics, ingest, server = free_port(), free_port(), free_port()
     text = yaml.safe_dump(cfg).replace("/tmp/inference.pid", str(pidfile))
-    cfg = yaml.safe_load(text) | {"ingest": {"listen": f"127.0.0.1:{ingest}"}}
+    cfg = yaml.safe_load(text) | {"ingest": {"listen": f"127.0.0.1:{ingest}", "grpc_listen": None}}
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(cfg))
     subs = {
         ".venv/bin/jouled": f"{sys.executable} -m jouled",

@@ -54,7 +54,7 @@ async def running(tmp: Path, **overrides: Any) -> AsyncIterator[Running]:
     raw: dict[str, Any] = {
         "interval": 0.2,
         "listen": f"127.0.0.1:{free_port()}",
-        "ingest": {"listen": f"127.0.0.1:{free_port()}"},
+        "ingest": {"listen": f"127.0.0.1:{free_port()}", "grpc_listen": None},
         "ledger": {"path": str(tmp / "ledger.db")},
         "collectors": {
             "rapl": {"enabled": True, "path": str(powercap.class_dir)},
