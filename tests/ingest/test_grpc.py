@@ -209,3 +209,37 @@ async def test_grpc_client_on_the_http_port_gets_one_line_not_a_traceback(
     assert "OTLP/gRPC is served on 127.0.0.1:4317" in warnings[0].getMessage()
     assert not any(r.name == "aiohttp.server" for r in caplog.records)
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_a_gzip_bomb_is_refused_by_grpcio_before_it_is_inflated_past_the_limit(
+    sink: ListSink,
+) -> None:
+    clock = FakeClock()
+    ingest = await serve(sink, clock=clock, max_body_bytes=1024 * 1024)
+    target = f"127.0.0.1:{ingest.address[1] if ingest.address else 0}"
+    n = 32 * 1024 * 1024  # 32 MiB of zeros in one bytes field: ~32 KiB on the wire gzipped
+    bomb = b"\x0a" + _varint(n) + bytes(n)
+    now = clock.time()
+    good = request([pb_span(1, start=now - 2, end=now - 1)]).SerializeToString()
+    options = [("grpc.max_send_message_length", -1), ("grpc.use_local_subchannel_pool", 1)]
+    try:
+        async with grpc.aio.insecure_channel(target, options=options) as channel:
+            export = channel.unary_unary(EXPORT)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await export(bomb, compression=grpc.Compression.Gzip, timeout=30)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in (err.value.details() or "")
+            # The receiver goes on: the next, normal message is taken.
+            await export(good, compression=grpc.Compression.Gzip, timeout=10)
+        assert len(sink.spans) == 1
+    finally:
+        await ingest.stop()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
