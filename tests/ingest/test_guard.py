@@ -98,3 +98,33 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert bucket.take() == 0.0
     with pytest.raises(ValueError):
         TokenBucket(rate=0, burst=1, clock=clock)
+
+
+async def test_refusals_before_the_body_expect_100_continue_are_counted_requests() -> None:
+    # aiohttp answers an Expect: 100-continue refusal before the middlewares run.
+    clock, sink, book = FakeClock(), Sink(), IngestRequests()
+    app = build_ingest_app(
+        sink,
+        clock=clock,
+        known_workloads=None,
+        gflops_per_token={},
+        token="s3cret",
+        max_body_bytes=1024,
+        requests=book,
+    )
+    async with TestClient(TestServer(app)) as client:
+        headers = {"Content-Type": "application/json"}
+        r = await client.post("/v1/spans", data=batch(clock), headers=headers, expect100=True)
+        assert r.status == 401
+        authorized = {**headers, "Authorization": "Bearer s3cret"}
+        big = b"{" + b" " * 2000 + b"}"
+        r = await client.post("/v1/spans", data=big, headers=authorized, expect100=True)
+        assert r.status == 413
+        r = await client.post("/v1/spans", data=batch(clock), headers=authorized, expect100=True)
+        assert r.status == 200
+    assert book.totals() == {
+        ("http", "401", "unauthorized"): 1,
+        ("http", "413", "too_large"): 1,
+        ("http", "200", "ok"): 1,
+    }
+    assert sink.rejections == {} and len(sink.spans) == 1
