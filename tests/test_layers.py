@@ -158,6 +158,9 @@ def test_daemon_is_lifecycle_only_and_the_exporter_reads_the_pipeline() -> None:
     assert {unit_of(a) for a in importers} <= {"cli", "daemon", "demo"}
     exporter = {b for a, t in GRAPH.items() if unit_of(a) == "exporter" for b in t}
     assert {unit_of(b) for b in exporter} <= {"jouled", "exporter", "pipeline"}
+    # Predictions are the cost stage's: attribution reads no cost model.
+    attribution = {b for a, t in GRAPH.items() if unit_of(a) == "attribution" for b in t}
+    assert not {unit_of(b) for b in attribution} & {"cost", "costmodel"}
 
 
 def test_modules_over_400_lines_say_why() -> None:
