@@ -184,6 +184,15 @@ class IngestConfig(_Strict):
     def _grpc_listen(cls, value: str | None) -> str | None:
         return None if value is None else _check_hostport(value)
 
+    @model_validator(mode="after")
+    def _two_ports(self) -> IngestConfig:
+        if self.grpc_listen is not None and self.grpc_listen == self.listen:
+            raise ValueError(
+                f"grpc_listen and listen are both {self.listen}: OTLP/gRPC and HTTP need a "
+                "port each (grpc_listen: 127.0.0.1:4317, or null to turn gRPC off)"
+            )
+        return self
+
 
 class ConnectionsConfig(_Strict):
     """Per-listener connection limits (jouled.connections); LimitNOFILE in the unit is set

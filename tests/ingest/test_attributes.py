@@ -215,3 +215,12 @@ def test_the_yaml_in_docs_spans_is_a_valid_config() -> None:
     assert vllm.workloads[0].model == "facebook/opt-125m"
     names = attribute_names(config.validate(yaml.safe_load(blocks[0]), "x").spans.attributes)
     assert names.model[0] == "acme.model_id" and names.ignored("GET /health/live")
+
+
+def test_grpc_and_http_ingest_need_a_port_each() -> None:
+    with pytest.raises(config.ConfigError, match="grpc_listen and listen are both"):
+        config.validate(
+            {"ingest": {"listen": "127.0.0.1:4317", "grpc_listen": "127.0.0.1:4317"}}, "x"
+        )
+    cfg = config.validate({"ingest": {"grpc_listen": None}}, "x")
+    assert cfg.ingest.grpc_listen is None and config.Config().ingest.grpc_listen == "127.0.0.1:4317"
