@@ -32,13 +32,14 @@ from jouled.exporter.exposition import Exposition
 from jouled.exporter.http import build_metrics_app
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
+from jouled.pipeline.cost import CostSnapshot, Factors
 from jouled.pipeline.snapshot import CollectorStatus, Snapshot, frozen
 
 
 def snapshot(workloads: int, models: int) -> Snapshot:
     domains = {(f"{d}-{s}", "rapl"): 1e6 + s for s in range(2) for d in ("package", "core", "dram")}
     host = {(str(c), str(Source.RAPL)): 2e6 for c in (Component.CPU, Component.DRAM)}
-    section = None
+    section = cost = None
     if workloads:
         wl = [f"workload-{i}" for i in range(workloads)]
         nb = len(DEFAULT_BUCKETS) + 1
@@ -66,6 +67,21 @@ def snapshot(workloads: int, models: int) -> Snapshot:
             spans_duplicate=0,
             spans_dropped=0,
         )
+        # The cost stage's predictions, rendered with the request families as before.
+        cost = CostSnapshot(
+            factors=Factors(1.58, 475.0, 0.0, 0.2, "USD"),
+            grid_source="static",
+            window_s=60.0,
+            host_cost_per_hour=frozen({}),
+            host_emissions_g_per_hour=0.0,
+            workload_cost_per_hour=frozen({}),
+            workload_emissions_g_per_hour=frozen({}),
+            host_cost_total=frozen({}),
+            host_emissions_g_total=0.0,
+            workload_cost_total=frozen({}),
+            workload_emissions_g_total=frozen({}),
+            predicted_request_j=frozen({k: 50.0 for k in requests}),
+        )
     return Snapshot(
         seq=100,
         wall_time=time.time(),
@@ -75,6 +91,7 @@ def snapshot(workloads: int, models: int) -> Snapshot:
         counter_resets=frozen({}),
         collectors=frozen({"rapl": CollectorStatus(True, 0.001)}),
         attribution=section,
+        cost=cost,
     )
 
 
