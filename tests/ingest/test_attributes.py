@@ -224,3 +224,20 @@ def test_grpc_and_http_ingest_need_a_port_each() -> None:
         )
     cfg = config.validate({"ingest": {"grpc_listen": None}}, "x")
     assert cfg.ingest.grpc_listen is None and config.Config().ingest.grpc_listen == "127.0.0.1:4317"
+
+
+def test_sglang_shape_counts_one_request_per_bootstrap_room() -> None:
+    # sgl-project/sglang python/sglang/srt/tracing/trace.py: trace_req_start opens a root
+    # "Bootstrap Room 0x0" span, a "Req <rid>" child, a thread span per process under it,
+    # and trace_slice_start adds slice spans that link to the previous slice; all INTERNAL,
+    # service.name "sglang".
+    spans = [
+        _named(1, "Bootstrap Room 0x0", INTERNAL),
+        _named(2, "Req 1a2b3c4d", INTERNAL, parent=1),
+        _named(3, "Scheduler [TP 0] (host:0123abcd | pid:42)", INTERNAL, parent=2),
+        _named(4, "prefill_forward", INTERNAL, links=1, parent=3),
+        _named(5, "decode_loop", INTERNAL, links=1, parent=3),
+    ]
+    result = decode(spans, service__name="sglang")
+    assert [s.span_id for s in result.spans] == ["0000000000000001"]
+    assert result.ignored == 4
