@@ -178,12 +178,17 @@ def daemon(tmp: Path, cfg: dict[str, Any]) -> Iterator[DaemonProc]:
             wait_for(lambda: http_get(d.metrics_url + "/healthz")[0] == 200, 30, "jouled")
             yield d
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    """SIGTERM (the daemon drains and flushes), SIGKILL after ``grace_s``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def otlp_batch(

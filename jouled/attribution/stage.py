@@ -16,6 +16,7 @@ import bisect
 import itertools
 import logging
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -201,6 +202,8 @@ class _Window:
 
 class AttributionStage:
     name = "attribution"
+    # The sampler runs on_tick on a worker thread; ``lock`` guards the books.
+    off_loop = True
 
     def __init__(
         self,
@@ -239,12 +242,19 @@ class AttributionStage:
         self._received = self._late = self._settled = 0
         self._rejected: dict[str, int] = {}
         self.last: AttributionSnapshot | None = None
+        # The tick runs on the sampler's worker thread, spans arrive from the ingest pool:
+        # whoever changes the books holds this (the event loop never waits on it).
+        self.lock = threading.RLock()
 
     def set_gpu_processes(self, fn: GpuProcesses | None) -> None:
         self._gpu_processes = fn
 
     def reconfigure(self, cfg: Config) -> None:
         """Apply reloaded workloads and idle settings; totals and pending spans carry on."""
+        with self.lock:
+            self._reconfigure(cfg)
+
+    def _reconfigure(self, cfg: Config) -> None:
         self.tracker = tracker_for(cfg)
         self.visibility.proc_path = cfg.attribution.proc_path
         self._workloads = [w.name for w in cfg.workloads]
@@ -284,8 +294,12 @@ class AttributionStage:
         time already settled) is counted, never split. The rest were refused and are counted
         under ``spans_rejected``: ``pending_full`` (the pending cap is reached and the span's
         workload holds its fair share) or ``invalid`` (values the splitter cannot hold; the
-        ingest rules reject them first, so this only guards other callers). Called on the
-        event loop by the ingest listeners; never raises for a bad span."""
+        ingest rules reject them first, so this only guards other callers). Called by the
+        ingest listeners on their pool (it may wait for a tick); never raises for a bad span."""
+        with self.lock:
+            return self._submit(spans)
+
+    def _submit(self, spans: Sequence[Span]) -> tuple[int, int]:
         accepted = late = 0
         for span in spans:
             self._received += 1
@@ -320,8 +334,9 @@ class AttributionStage:
             )
 
     def rejected(self, reason: str, n: int) -> None:
-        self._received += n
-        self._rejected[reason] = self._rejected.get(reason, 0) + n
+        with self.lock:
+            self._received += n
+            self._rejected[reason] = self._rejected.get(reason, 0) + n
 
     # --- the tick ---
     def _idle_w(
@@ -357,6 +372,10 @@ class AttributionStage:
         return weights
 
     def on_tick(self, tick: Tick, snapshot: Snapshot) -> AttributionSnapshot:
+        with self.lock:
+            return self._on_tick(tick)
+
+    def _on_tick(self, tick: Tick) -> AttributionSnapshot:
         cpu = self.tracker.tick(tick.t1)
         seconds = tick.seconds
         idle_w = self._idle_w(tick.host_j, seconds, tick.known_idle_w)
@@ -405,6 +424,10 @@ class AttributionStage:
 
     def flush(self, now_wall: float) -> AttributionSnapshot | None:
         """Settle everything (SIGTERM drain): pending spans get the energy they have."""
+        with self.lock:
+            return self._flush(now_wall)
+
+    def _flush(self, now_wall: float) -> AttributionSnapshot | None:
         self._absorb(self.splitter.flush(), now_wall)
         if self.last is None:
             return None

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, Protocol
@@ -111,6 +112,7 @@ class IngestState:
     # Shared with every receiver (HTTP, gRPC): jouled.ingest.limits.
     budget: BytesInFlight = field(default_factory=lambda: BytesInFlight(DEFAULT_IN_FLIGHT))
     off_loop: OffLoop = field(default_factory=OffLoop)
+    queue_lock: threading.Lock = field(default_factory=threading.Lock)
     body_timeout_s: float = 30.0
     requests: IngestRequests = field(default_factory=IngestRequests)
 
@@ -264,16 +266,10 @@ async def ingest_body(
         # A decoder bug on strange input must not become a 500 loop of client retries.
         log.warning("span decoder failed on a %d-byte body", len(body), exc_info=True)
         raise _Refused(400, MALFORMED, f"cannot decode body: {type(exc).__name__}") from None
-    accepted = late = 0
     spans = result.spans
-    for i in range(0, len(spans), _SUBMIT_CHUNK):
-        if i:
-            await asyncio.sleep(0)  # let the tick and other requests run
-        chunk = apply_model_cap(spans[i : i + _SUBMIT_CHUNK], state.model_cap)
-        a, lt = state.sink.submit(chunk)
-        accepted, late = accepted + a, late + lt
-    for reason, n in result.rejected.items():
-        state.sink.rejected(reason, n)
+    # Off the loop: the sink may wait for a tick that holds the span books (the stages run
+    # on a worker thread), and a large batch is Python work of its own.
+    accepted, late = await state.off_loop.run(_queue, state, spans, result.rejected)
     if result.unknown_services and state.unknown_warning is not None:
         state.unknown_warning.note(result.unknown_services)
     refused = len(spans) - accepted - late
@@ -286,6 +282,23 @@ async def ingest_body(
         )
         result = replace(result, rejected=rejected, first_error=first)
     return result, accepted, late
+
+
+def _queue(
+    state: IngestState, spans: Sequence[Span], rejected: Mapping[str, int]
+) -> tuple[int, int]:
+    """Cap models and hand spans to the sink, 2,000 at a time (a tick may take the books
+    between chunks); count the decoder's rejections. (accepted, late). Runs on the ingest
+    pool; one batch at a time, so the model cap stays exact."""
+    accepted = late = 0
+    with state.queue_lock:
+        for i in range(0, len(spans), _SUBMIT_CHUNK):
+            chunk = apply_model_cap(spans[i : i + _SUBMIT_CHUNK], state.model_cap)
+            a, lt = state.sink.submit(chunk)
+            accepted, late = accepted + a, late + lt
+        for reason, n in rejected.items():
+            state.sink.rejected(reason, n)
+    return accepted, late
 
 
 def _encoding_of(request: web.Request) -> Encoding | None:
