@@ -183,7 +183,8 @@ class AttributionCollector(Collector):
             (
                 "jouled_spans_duplicate",
                 a.spans_duplicate,
-                "Resent copies of a pending span (same trace and span id), counted once.",
+                "Resent copies of a span, and nested spans joined to a request already "
+                "counted (one request counted once).",
             ),
             (
                 "jouled_spans_dropped",
