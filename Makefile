@@ -45,7 +45,11 @@ typecheck: $(STAMP)
 
 # The OpenTelemetry JS SDK, a real sender in the end-to-end tests (tests/js/package-lock.json).
 js-deps:
-	@command -v npm >/dev/null || { echo "npm is needed for the JS sender tests (apt-get install nodejs npm)"; exit 1; }
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing Debian packages: nodejs npm"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 
 pytest: $(STAMP) system-deps js-deps
