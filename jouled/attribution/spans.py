@@ -600,7 +600,8 @@ class SpanSplitter:
             SettledRequest(
                 workload=span.workload,
                 model=span.model,
-                energy_j=dict(rec.energy_j or {}),
+                # The record is done: its dict is handed over, not copied.
+                energy_j=rec.energy_j if rec.energy_j is not None else {},
                 gflops=span.gflops,
                 duration_s=span.end - span.start,
                 route=span.route,

@@ -140,10 +140,20 @@ class ProcFS:
         return self._tick_hz
 
     def cmdline(self, pid: int) -> str:
+        # Read for every new process and every young one each tick: plain os calls.
         try:
-            raw = (self.root / str(pid) / "cmdline").read_bytes()
+            fd = os.open(f"{self._prefix}{pid}/cmdline", os.O_RDONLY)
         except OSError:
             return ""
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except OSError:
+            return ""
+        finally:
+            os.close(fd)
+        raw = b"".join(chunks)
         return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
     def cgroup(self, pid: int) -> str:
@@ -342,7 +352,10 @@ class ProcessTracker:
         return out
 
     def visible(self, pid: int) -> bool:
-        """Whether ``pid`` was under the proc root at the last scan."""
+        """Whether ``pid`` was under the proc root at the last scan (now, when there are no
+        workloads and so no scans)."""
+        if not self.matchers:
+            return os.path.exists(f"{self._proc.root}/{pid}")
         return pid in self._live
 
     ACTIVE_TICKS = 30  # a process stays sub-sampled this many ticks after it last ran
@@ -393,7 +406,8 @@ class ProcessTracker:
 
     def tick(self, t: float | None = None) -> CpuTick:
         """Scan, then return CPU seconds since the previous tick (``t``: monotonic now)."""
-        self.scan()
+        if self.matchers:
+            self.scan()  # without workloads no process can be claimed: /proc is not listed
         busy = self._host_busy()
         host_delta = 0.0 if self._last_host_busy is None else max(0.0, busy - self._last_host_busy)
         self._last_host_busy = busy

@@ -42,6 +42,7 @@ from jouled.costmodel.configjson import ConfigError as ModelConfigError
 from jouled.costmodel.configjson import load_config
 from jouled.costmodel.decoder import RequestWork
 from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
+from jouled.daemon.gc_tuning import tune_gc
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.cost import CostCollector
@@ -580,6 +581,7 @@ async def serve(daemon: Daemon) -> int:
         await daemon.shutdown()
         return 1
     daemon.notifier.ready(f"jouled {__version__} serving")
+    tune_gc()
     try:
         await daemon.run()
     finally:
