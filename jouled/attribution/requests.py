@@ -10,14 +10,16 @@ kept where it arrives before any energy was split over the request; the model co
 whichever span names one, the work from the first span that carries it.
 
 Memory: one small record per span that has a trace and span id, forgotten ``memory_s``
-after the span ends (the stage uses 15 s: longer than exporters' batch delays, so a child
-exported in a later batch is still recognised), at most ``max_requests`` records (the
-oldest go first). A nested span arriving after that is counted as a request of its own.
+after the span ends, to the next whole second (the stage uses 15 s: longer than exporters'
+batch delays, so a child exported in a later batch is still recognised), at most
+``max_requests`` records (the oldest go first). A nested span arriving after that is counted
+as a request of its own.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
@@ -125,8 +127,10 @@ class RequestJoiner:
         self._max = max_requests
         # trace id -> its request (nearly always one), or a list of them (of any workloads).
         self._by_trace: dict[str, _Request | list[_Request]] = {}
-        self._expiry: list[tuple[float, int, _Request]] = []  # heap by forget time
-        self._seq = 0
+        # Forget times in whole seconds (a heap) and the requests due in each: a list slot
+        # per request, not a (time, seq, request) tuple (~120 B each with its float and int).
+        self._due: list[int] = []
+        self._expiry: dict[int, list[_Request]] = {}
         self._size = 0
         self.nested = 0  # spans joined to a request already counted
 
@@ -168,11 +172,15 @@ class RequestJoiner:
             got.append(req)
         else:
             self._by_trace[key] = [got, req]
-        self._seq += 1
-        heapq.heappush(self._expiry, (span.end + self._memory_s, self._seq, req))
+        due = math.ceil(span.end + self._memory_s) if math.isfinite(span.end) else 0
+        bucket = self._expiry.get(due)
+        if bucket is None:
+            bucket = self._expiry[due] = []
+            heapq.heappush(self._due, due)
+        bucket.append(req)
         self._size += 1
         while self._size > self._max:
-            self._forget(heapq.heappop(self._expiry)[2])
+            self._forget(self._oldest())
 
     def _join(self, req: _Request, span: Span) -> None:
         if span.span_id in req.ids:
@@ -234,8 +242,18 @@ class RequestJoiner:
 
     def expire(self, now_wall: float) -> None:
         """Forget requests that ended more than ``memory_s`` before ``now_wall``."""
-        while self._expiry and self._expiry[0][0] < now_wall:
-            self._forget(heapq.heappop(self._expiry)[2])
+        while self._due and self._due[0] < now_wall:
+            for req in self._expiry.pop(heapq.heappop(self._due)):
+                self._forget(req)
+
+    def _oldest(self) -> _Request:
+        """Take a request of the earliest forget second off its bucket."""
+        due = self._due[0]
+        bucket = self._expiry[due]
+        req = bucket.pop()
+        if not bucket:
+            del self._expiry[heapq.heappop(self._due)]
+        return req
 
     def _forget(self, req: _Request) -> None:
         if not req.alive:
