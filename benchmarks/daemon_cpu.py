@@ -4,8 +4,10 @@ and the idle daemon against CodeCarbon's tracker.
 A real ``jouled run`` at a 1 s tick with 10 workloads (200 of ~1,000 host processes matched)
 receives spans from the real OpenTelemetry SDK (``benchmarks.span_sender``: one
 BatchSpanProcessor per workload, 50 models) over OTLP/HTTP protobuf and OTLP/gRPC at each
-rate. Each rate runs ``settle_seconds + 10`` s before its window opens, so that the window
-holds the whole span path (receive, decode, validate, queue, settle, book) in steady state.
+rate. Each rate runs on a fresh daemon for ``settle_seconds + 10`` s before its window
+opens, so that the window holds the whole span path (receive, decode, validate, queue,
+settle, book) in steady state; the no-span baseline is a daemon of the same run on the
+same host processes.
 
 CPU is utime + stime of the daemon process (all threads) from /proc/<pid>/stat over the
 window, as a percentage of one core: CPU-seconds, not wall time, so neighbours on a shared
@@ -137,28 +139,30 @@ def _loaded_run(
 ) -> dict[str, Any]:
     settle_s = DEFAULT_SETTLE_S if settle is None else settle
     warm = settle_s + 10  # the first tick of the rate has settled, plus a BSP delay
-    cfg = loaded_config(settle)
-    grpc = cfg["ingest"]["grpc_listen"]
     out: dict[str, Any] = {"settle_seconds": settle_s}
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        sleepers(1000, groups=GROUPS, per_group=20),
-        daemon(Path(tmp), cfg) as d,
-    ):
-        # Start-up is not the steady state, and jouled re-reads the command line of processes
-        # younger than 30 s every tick (exec re-matching): the sleepers must age first.
-        _log(f"run {run}: no spans, warm-up {YOUNG_S + 5:.0f} s")
+    with sleepers(1000, groups=GROUPS, per_group=20):
+        # jouled re-reads the command line of processes younger than 30 s every tick (exec
+        # re-matching): the host's processes must age first, as on a host in steady state.
+        _log(f"run {run}: letting the host's processes age {YOUNG_S + 5:.0f} s")
         time.sleep(YOUNG_S + 5)
-        _log(f"run {run}: no spans, {window:.0f} s window")
-        (cpu,), wall, (rss,) = _window([d.pid], window)
-        out["no_spans"] = base = _row(cpu, wall, rss)
+        # A fresh daemon for each measurement: freed memory is not given back to the OS, so
+        # a daemon's RSS after a higher rate would say nothing about a lower one.
+        with tempfile.TemporaryDirectory() as tmp, daemon(Path(tmp), loaded_config(settle)) as d:
+            time.sleep(5)  # start-up is not the steady state
+            _log(f"run {run}: no spans, {window:.0f} s window")
+            (cpu,), wall, (rss,) = _window([d.pid], window)
+            out["no_spans"] = base = _row(cpu, wall, rss)
         _log(f"run {run}: no spans {base['cpu_percent_of_one_core']:.2f} %, {rss:.1f} MB")
-        http = d.cfg["ingest"]["listen"]
         for transport in transports:
             for rate in rates:
-                endpoint = grpc if transport == "grpc" else http
-                _log(f"run {run}: {transport} {rate} spans/s, warm-up {warm:.0f} s")
-                with _sender(endpoint, transport, rate, warm + window + 10):
+                _log(f"run {run}: {transport} {rate} spans/s, warm-up {warm + 5:.0f} s")
+                cfg = loaded_config(settle)
+                endpoint = cfg["ingest"]["grpc_listen" if transport == "grpc" else "listen"]
+                with (
+                    tempfile.TemporaryDirectory() as tmp,
+                    daemon(Path(tmp), cfg) as d,
+                    _sender(endpoint, transport, rate, warm + window + 10),
+                ):
                     time.sleep(warm)
                     n0 = _received(d)
                     (cpu,), wall, (rss,) = _window([d.pid], window)
