@@ -41,6 +41,8 @@ from jouled.pipeline.tick import Tick
 
 log = logging.getLogger(__name__)
 
+OTHER_MODEL = "other"  # the models past the cap (the span path's name for them too)
+
 
 Fetch = Callable[[ServerMetricsConfig], Awaitable[str]]  # a page's text (tests, benchmarks)
 
@@ -83,6 +85,7 @@ class ServerMetricsStage:
         self._servers: dict[str, _Server] = {}
         self._interval = cfg.interval
         self._model_cap = cfg.spans.max_models_per_workload
+        self._models: dict[str, set[str]] = {}  # per workload, the models given a series
         self._model_j: dict[tuple[str, str], float] = {}
         self._tokens: dict[tuple[str, str, str], float] = {}
         self._requests: dict[tuple[str, str], float] = {}
@@ -199,21 +202,33 @@ class ServerMetricsStage:
                 "counting from zero",
                 server.workload,
             )
-        return self._capped(counts)
+        return self._capped(server.workload, counts)
 
-    def _capped(self, counts: dict[str, Counts]) -> dict[str, Counts]:
-        """At most ``spans.max_models_per_workload`` models; the rest count as "other"."""
-        if len(counts) <= self._model_cap:
-            return counts
-        keep = sorted(counts, key=lambda m: -(counts[m].input + counts[m].output))
-        out = {m: counts[m] for m in keep[: self._model_cap - 1]}
-        rest = [counts[m] for m in keep[self._model_cap - 1 :]]
-        out["other"] = Counts(
-            math.fsum(c.input for c in rest),
-            math.fsum(c.output for c in rest),
-            math.fsum(c.requests for c in rest),
-        )
-        return out
+    def _capped(self, workload: str, counts: dict[str, Counts]) -> dict[str, Counts]:
+        """At most ``spans.max_models_per_workload`` models per workload for as long as the
+        daemon runs, first come with work (the busiest first within one read), as spans are
+        capped: each is a label value of series that never go away, so a server naming new
+        models read after read must not grow them. Models past the cap count as "other".
+        """
+        seen = self._models.setdefault(workload, set())
+        kept: dict[str, Counts] = {}
+        rest: list[Counts] = []
+        for m in sorted(counts, key=lambda m: (-(counts[m].input + counts[m].output), m)):
+            c = counts[m]
+            if m not in seen and c.input == c.output == c.requests == 0:
+                continue  # no work yet (the baseline read): takes no place under the cap
+            if m != OTHER_MODEL and (m in seen or len(seen) < self._model_cap):
+                seen.add(m)
+                kept[m] = c
+            else:
+                rest.append(c)
+        if rest:
+            kept[OTHER_MODEL] = Counts(
+                math.fsum(c.input for c in rest),
+                math.fsum(c.output for c in rest),
+                math.fsum(c.requests for c in rest),
+            )
+        return kept
 
     def _start(self, server: _Server) -> None:
         if server.task is not None:

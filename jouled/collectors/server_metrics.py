@@ -24,12 +24,16 @@ every other family is ignored. Names, types and labels are the servers' own (sou
   ``version``, ``response_metric_type``).
 
 Per model the series of one family are summed over their other labels (engines, finish
-reasons, versions). Any counter on the page that goes down means the server restarted:
-then every counter on that page counts from zero, never a negative delta. (A restart
-after which every counter is back above its old value before the next read cannot be
-seen from the counters, as with Prometheus's own ``increase()``, unless the server shows
-when each counter was created: prometheus-client's ``_created`` samples, which vLLM and
-SGLang write, reveal such a restart too.)
+reasons, versions). Any counter of a model that goes down means that model's counters
+restarted (the server restarted, or Triton reloaded that one model): then every counter of
+that model counts from zero, never a negative delta; the other models' counters go on.
+(A restart after which every counter is back above its old value before the next read
+cannot be seen from the counters, as with Prometheus's own ``increase()``, unless the
+server shows when each counter was created: prometheus-client's ``_created`` samples,
+which vLLM and SGLang write, reveal such a restart too.)
+
+A page that lists one series twice, or holds a count that is negative, not finite or over
+2^53 (past which a float no longer counts by ones: no server gets there) is refused whole.
 """
 
 from __future__ import annotations
@@ -94,6 +98,10 @@ SERVERS = ("vllm", "sglang", "tgi", "triton")
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
 
+# The largest count accepted: floats count by ones up to 2^53, and sums of up to
+# ``max_series`` of them stay far from overflowing.
+MAX_COUNT = float(2**53)
+
 
 class PageError(ValueError):
     """The page is not Prometheus text, or carries none of the recognized families."""
@@ -122,9 +130,11 @@ def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Pa
 
     ``default_model`` names the model of a server whose families carry no model label (TGI).
     Raises ``PageError`` when the text does not parse, when a recognized series holds a
-    negative or non-finite count, or when no recognized family is present.
+    negative or non-finite count or one over ``MAX_COUNT``, when a series is listed twice
+    (its increase would count twice), or when no recognized family is present.
     """
     out: list[Series] = []
+    keys: set[SeriesKey] = set()
     created: list[tuple[SeriesKey, float]] = []
     servers: set[str] = set()
     try:
@@ -141,10 +151,19 @@ def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Pa
                     continue
                 if not math.isfinite(s.value) or s.value < 0:
                     raise PageError(f"{s.name} holds {s.value!r}: a count must be finite and >= 0")
+                if s.value > MAX_COUNT:
+                    raise PageError(f"{s.name} holds {s.value!r}: a count must be at most 2^53")
+                key = (s.name, tuple(sorted(s.labels.items())))
+                if key in keys:
+                    raise PageError(
+                        f"{s.name}{dict(key[1])} is listed twice on the page: "
+                        "each series must appear once"
+                    )
+                keys.add(key)
                 model = s.labels.get(spec.model_label, "") if spec.model_label else ""
                 out.append(
                     Series(
-                        key=(s.name, tuple(sorted(s.labels.items()))),
+                        key=key,
                         model=model or default_model,
                         kind=spec.kind,
                         value=float(s.value),
@@ -180,9 +199,9 @@ class Counts:
 
 @dataclass(slots=True)
 class CounterFollower:
-    """Turns successive pages into per-model increases; a counter that goes down means the
-    server restarted, and the page's counters count from zero (``increase()`` does the same
-    per series).
+    """Turns successive pages into per-model increases; a counter that goes down (or whose
+    ``_created`` time moved) means its model's counters restarted, and that model's counters
+    count from zero (``increase()`` does the same per series); other models' go on.
 
     The first page is a baseline (no increase); a series first seen on a later page counts
     from zero (a model loaded, a finish reason seen for the first time).
@@ -196,24 +215,30 @@ class CounterFollower:
 
     def advance(self, page: Page) -> dict[str, Counts]:
         seen = {s.key: s.value for s in page.series}
-        # One server process writes the page: if any of its counters went down, it has
-        # restarted and every counter on the page counts from zero (a series that happens
-        # to be back at or above its old value is no increase over it).
+        model_of = {s.key: s.model for s in page.series}
         created = dict(page.created)
-        # A counter created anew (its _created timestamp moved) restarted too, even when it
-        # is already back above its old value.
-        reset = self.primed and (
-            any(v < self.last[k] for k, v in seen.items() if k in self.last)
-            or any(t != self.last_created[k] for k, t in created.items() if k in self.last_created)
-        )
-        if reset:
+        # One process counts a model's series: if any of them went down, that model's
+        # counters restarted (the server, or Triton reloading the model) and each of them
+        # counts from zero (a series that happens to be back at or above its old value is
+        # no increase over it). A counter created anew (its _created timestamp moved)
+        # restarted too, even when it is already back above its old value. Other models'
+        # counters go on: one model's reset is no reason to count their totals again.
+        restarted: set[str] = set()
+        if self.primed:
+            restarted.update(model_of[k] for k, v in seen.items() if v < self.last.get(k, v))
+            restarted.update(
+                model_of[k]
+                for k, t in created.items()
+                if k in model_of and t != self.last_created.get(k, t)
+            )
+        if restarted:
             self.resets += 1
         acc: dict[str, dict[Kind, float]] = {}
         for s in page.series:
             prev = self.last.get(s.key)
             if not self.primed:
                 delta = 0.0
-            elif prev is None or reset:
+            elif prev is None or s.model in restarted:
                 delta = s.value
             else:
                 delta = s.value - prev

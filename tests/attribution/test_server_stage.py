@@ -16,7 +16,7 @@ from jouled.config import ServerMetricsConfig, validate
 from jouled.pipeline.server_metrics import ServerMetricsSnapshot
 from jouled.pipeline.snapshot import EMPTY, frozen
 from jouled.pipeline.tick import Tick
-from tests.support.server_pages import TgiReplay, VllmReplay, serving
+from tests.support.server_pages import Replay, TgiReplay, Totals, VllmReplay, serving
 
 
 @dataclass
@@ -274,3 +274,51 @@ async def test_a_page_slow_to_parse_holds_further_reads_not_threads(
     s = stage.on_tick(tick, EMPTY)
     assert calls == 2 and s.status["chat"].up
     await stage.close()
+
+
+class NewModelsEachRead(Replay):
+    """vLLM's token counters (``vllm/v1/metrics/loggers.py``) for models that come and go:
+    ``serve`` adds a model the first time it is named."""
+
+    def serve_all(self, requests: list[tuple[str, int, int]]) -> None:
+        for model, _p, _g in requests:
+            self.totals.setdefault(model, Totals())
+        super().serve_all(requests)
+
+    def page(self) -> str:
+        lines = []
+        for family, field in (("prompt_tokens", "input"), ("generation_tokens", "output")):
+            lines.append(f"# TYPE vllm:{family}_total counter")
+            lines += [
+                f'vllm:{family}_total{{engine="0",model_name="{m}"}} {getattr(t, field)}'
+                for m, t in self.totals.items()
+            ]
+        return "\n".join(lines) + "\n"
+
+
+async def test_a_server_naming_new_models_each_read_gets_at_most_the_cap_in_series() -> None:
+    """Models per workload are capped for the daemon's life (spans.max_models_per_workload),
+    as spans are, not per read: a page naming 3 new models every read grew 3 series a read."""
+    replay = NewModelsEachRead([])
+    replay.serve("warm-up", 1, 1)  # before the baseline read: takes no place under the cap
+    clock = FakeClock()
+    with serving(replay) as url:
+        cfg = config(url)
+        spans = cfg.spans.model_copy(update={"max_models_per_workload": 4})
+        stage = ServerMetricsStage(cfg.model_copy(update={"spans": spans}), clock)
+        d = Driver(stage, clock, "chat")
+        await d.tick(0.0)
+        await d.tick(3.0)
+        for r in range(6):
+            replay.serve_all([(f"m{r}-{i}", 10 * (i + 1), 1) for i in range(3)])
+            await d.tick(3.0)
+        s = await d.tick(3.0)
+        await stage.close()
+    models = {m for (w, m) in s.model_energy_j if w == "chat"}
+    assert models == {"m0-0", "m0-1", "m0-2", "m1-2", "other"}  # the busiest first
+    assert {m for (_w, m, _k) in s.tokens} == models
+    assert {m for (_w, m) in s.requests} <= models
+    assert books(s, "chat") == pytest.approx(d.given, rel=1e-12)
+    # Every model's tokens are counted, past the cap as "other": 6 reads of 10+20+30.
+    assert math.fsum(v for (_w, _m, k), v in s.tokens.items() if k == "input") == 6 * 60
+    assert s.tokens[("chat", "other", "input")] == 6 * 60 - 60 - 30

@@ -306,3 +306,53 @@ def test_vllm_in_prometheus_multiprocess_mode(tmp_path: Path) -> None:
     restarted = parse_page(page(second, [("0", 7, 1)]), default_model="x")
     assert f.advance(restarted) == {"llama": Counts(7, 1, 1)}
     assert f.resets == 1
+
+
+def triton_page(success: dict[str, int]) -> str:
+    """Triton's request counter (core ``src/metrics.cc``) for the models given."""
+    lines = [
+        "# HELP nv_inference_request_success Number of successful inference requests, "
+        "all batch sizes",
+        "# TYPE nv_inference_request_success counter",
+    ]
+    lines += [
+        f'nv_inference_request_success{{model="{m}",version="1"}} {n}' for m, n in success.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_one_model_counting_from_zero_again_leaves_the_other_models_totals_alone() -> None:
+    # Triton reloading one model (or a hostile page) sends that model's counter back;
+    # the other model's lifetime total must not count again (it did: 1,000,000,010).
+    increases, f = follow(
+        [
+            triton_page({"big": 1_000_000_000, "small": 100}),
+            triton_page({"big": 1_000_000_010, "small": 30}),
+        ]
+    )
+    assert increases[1] == {"big": Counts(requests=10), "small": Counts(requests=30)}
+    assert f.resets == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # A duplicated series (or family) would count its increase twice.
+        (
+            f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 5\n'
+            f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 5\n',
+            "listed twice",
+        ),
+        # 1e308 on two models overflowed the tick's sum (OverflowError in the stage).
+        (f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 1e308\n', "at most 2\\^53"),
+        (f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 9007199254740993\n', "2\\^53"),
+    ],
+)
+def test_hostile_counts_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(PageError, match=message):
+        parse_page(text, default_model="x")
+    # The largest count a float holds by ones is accepted.
+    ok = parse_page(
+        f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 9007199254740992\n', default_model="x"
+    )
+    assert ok.series[0].value == 2**53
