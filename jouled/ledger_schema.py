@@ -56,7 +56,8 @@ def version(conn: sqlite3.Connection) -> int:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring an open ledger (v1 tables created) up to SCHEMA_VERSION; returns the version
-    it had. Raises LedgerSchemaError for a file written by a newer jouled."""
+    it had, or 0 for a file without rows (a new ledger: nothing was migrated). Raises
+    LedgerSchemaError for a file written by a newer jouled."""
     with conn:
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
     old = version(conn)
@@ -81,7 +82,7 @@ def migrate(conn: sqlite3.Connection) -> int:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 (f"migrated_{old}_to_{SCHEMA_VERSION}_at", str(int(time.time()))),
             )
-    return old
+    return old if rows else 0
 
 
 def columns(conn: sqlite3.Connection) -> set[str]:

@@ -150,3 +150,18 @@ def test_a_ledger_from_a_newer_jouled_is_refused_not_rewritten(
         assert "energy_source" not in columns(conn)  # untouched
     finally:
         conn.close()
+
+
+def test_only_a_ledger_with_rows_says_it_was_migrated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new file is created at schema 1 and brought to 2 in the same breath: the first log
+    lines of a fresh install must not claim a migration of data that never existed."""
+    caplog.set_level("INFO", logger="jouled.ledger")
+    connect(tmp_path / "new.db").close()
+    assert [r.getMessage() for r in caplog.records if "migrated" in r.getMessage()] == []
+    old = tmp_path / "old.db"
+    v1_ledger(old)
+    connect(old).close()
+    said = [r.getMessage() for r in caplog.records if "migrated" in r.getMessage()]
+    assert said == [f"ledger {old} migrated from schema 1 to {SCHEMA_VERSION}"]
