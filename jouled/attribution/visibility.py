@@ -142,7 +142,8 @@ def check_processes(
             rows.append(CheckRow("workload", m.name, True, "0 processes match now (not started?)"))
         else:
             shown = ", ".join(map(str, pids[:5])) + (", ..." if len(pids) > 5 else "")
-            rows.append(CheckRow("workload", m.name, True, f"{len(pids)} processes ({shown})"))
+            noun = "process" if len(pids) == 1 else "processes"
+            rows.append(CheckRow("workload", m.name, True, f"{len(pids)} {noun} ({shown})"))
     return rows
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -87,7 +86,6 @@ def status(row: CheckRow) -> str:
 
 
 def render(rows: list[CheckRow], out: TextIO) -> None:
-    width = shutil.get_terminal_size((120, 20)).columns
     headers = ("COLLECTOR", "TARGET", "STATUS", "DETAIL")
     table = [(r.collector, r.target, status(r), r.detail) for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers[:3])]
@@ -95,7 +93,7 @@ def render(rows: list[CheckRow], out: TextIO) -> None:
     out.write(f"{line}  {headers[3]}\n")
     for row, t in zip(rows, table, strict=True):
         head = "  ".join(v.ljust(w) for v, w in zip(t[:3], widths, strict=False))
-        out.write(f"{head}  {t[3]}"[: max(width, 200)] + "\n")
+        out.write(f"{head}  {t[3]}\n")  # whole: a detail cut short could drop its advice
         if not row.readable and row.fix:
             # An absent optional source needs nothing; the line says what to do if one was expected.
             what = "if expected" if row.absent else "fix"

@@ -135,3 +135,26 @@ def test_a_required_collector_failing_at_start_is_the_collectors_message_and_fix
     assert [c.name for c in plan.collectors] == ["estimate"]
     assert plan.notes[0].startswith("RAPL: not available: ")
     assert plan.notes[1].startswith("NVML: ")
+
+
+def test_a_long_detail_is_printed_whole_beside_a_wide_target() -> None:
+    """A server_metrics URL widens TARGET; the proc row's advice must still end in full
+    (it was cut at 200 characters, mid-sentence: "(hostPID, or the host's")."""
+    import io
+
+    from jouled.collectors.base import CheckRow
+    from jouled.daemon.check import render
+
+    advice = (
+        "95 processes; PID 1 is process_api: a container's PID namespace? Workloads in other "
+        "containers are invisible (hostPID, or the host's /proc as attribution.proc_path)"
+    )
+    rows = [
+        CheckRow("server_metrics", "inference http://127.0.0.1:18080/metrics", True, "ok"),
+        CheckRow("proc", "/proc", True, advice),
+    ]
+    out = io.StringIO()
+    render(rows, out)
+    proc_line = out.getvalue().splitlines()[2]
+    assert proc_line.endswith("(hostPID, or the host's /proc as attribution.proc_path)")
+    assert len(proc_line) > 200

@@ -33,7 +33,7 @@ def test_check_has_proc_and_workload_rows_with_the_fix(tmp_path: Path) -> None:
     proc = rows[("proc", "/proc")]
     assert proc.readable and "processes; PID 1 is" in proc.detail
     me = rows[("workload", "me")]
-    assert me.readable and me.detail == f"1 processes ({os.getpid()})"
+    assert me.readable and me.detail == f"1 process ({os.getpid()})"
     elsewhere = rows[("workload", "elsewhere")]
     assert not elsewhere.readable
     assert f"name PID {ABSENT}, not under /proc" in elsewhere.detail
