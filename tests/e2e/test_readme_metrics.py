@@ -1,0 +1,69 @@
+"""README.md's metric table against what a real daemon exports: every family the table
+names is on /metrics, every family on /metrics is in the table, no name is listed twice, and
+a row with one type gives each of its families that type.
+
+The daemon runs with embodied hardware and water configured, so the optional carbon
+families are exported too (they appear only when configured, as the table says)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import jouled, wait_for
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_rows() -> list[tuple[list[str], str]]:
+    """(family names, type cell) of each row of the README's Metrics table."""
+    section = README.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`jouled_"):
+            continue
+        # `jouled_spans_rejected_total{reason}`: the family is the name before the labels.
+        rows.append((re.findall(r"`(jouled_\w+)", cells[0]), cells[1]))
+    return rows
+
+
+def exported_types(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.M))
+
+
+def test_the_table_names_each_family_once() -> None:
+    names = [n for row, _ in readme_rows() for n in row]
+    assert len(names) > 50
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+@pytest.mark.slow
+def test_readme_table_is_what_a_daemon_exports(tmp_path: Path) -> None:
+    cfg = {
+        "interval": 0.5,
+        "workloads": [{"name": "tests", "match": {"pid": 1}}],
+        "cost": {
+            "hardware": [
+                {"name": "A100", "per_hour": 3.3741, "embodied_kgco2e": 150, "lifetime_years": 5}
+            ],
+            "wue": 1.8,
+            "grid_water_intensity": 3.1,
+        },
+    }
+    with jouled(tmp_path, cfg) as daemon:
+        # The carbon families come with the first ticks' cost books.
+        def carbon_books() -> str | None:
+            text = daemon.metrics()
+            return text if "jouled_host_water_liters_total{" in text else None
+
+        text = wait_for(carbon_books, 30, "the water series")
+    exported = exported_types(text)
+    listed = {n: kind for row, kind in readme_rows() for n in row}
+    assert sorted(set(listed) - set(exported)) == [], "README lists families not exported"
+    assert sorted(set(exported) - set(listed)) == [], "exported families missing from README"
+    for row, kind in readme_rows():
+        if kind in ("counter", "gauge", "histogram"):
+            assert {n: exported[n] for n in row} == dict.fromkeys(row, kind)
