@@ -18,7 +18,7 @@ one place.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -112,13 +112,68 @@ class _Tick:
     busy_s: dict[str, float] | None = None  # CPU seconds per workload in the tick
 
 
+_Entry = tuple[float, int, _Pending]  # (time, seq, record)
+
+
+def _time(entry: _Entry) -> float:
+    return entry[0]
+
+
+class _TimeQueue:
+    """Entries taken in (time, seq) order, as from a heap, in a fraction of the comparisons.
+
+    Spans arrive nearly in time order, so entries are appended and the list is sorted once
+    before a take (timsort is linear on a sorted run plus a short tail), and a take cuts a
+    prefix found by bisection: ~2 comparisons per entry where a heap needs ~2 log2 n
+    (30 at 30,000 spans in flight)."""
+
+    __slots__ = ("_sorted", "items")
+
+    def __init__(self) -> None:
+        self.items: list[_Entry] = []
+        self._sorted = True
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def push(self, entry: _Entry) -> None:
+        items = self.items
+        if self._sorted and items and entry < items[-1]:
+            self._sorted = False
+        items.append(entry)
+
+    def _prefix(self, k: int) -> list[_Entry]:
+        items = self.items
+        out = items[:k]
+        del items[:k]
+        return out
+
+    def take_through(self, t: float) -> list[_Entry]:
+        """Entries with time <= t, in order, removed."""
+        if not self._sorted:
+            self.items.sort()
+            self._sorted = True
+        return self._prefix(bisect.bisect_right(self.items, t, key=_time))
+
+    def take_before(self, t: float) -> list[_Entry]:
+        """Entries with time < t, in order, removed."""
+        if not self._sorted:
+            self.items.sort()
+            self._sorted = True
+        return self._prefix(bisect.bisect_left(self.items, t, key=_time))
+
+    def drop_done(self) -> None:
+        """Forget entries of finished records (order is kept)."""
+        self.items = [x for x in self.items if not x[2].done]
+
+
 @dataclass(slots=True)
 class _Lane:
     """One workload's spans on their way through the ticks, settled in time order."""
 
-    waiting: list[tuple[float, int, _Pending]] = field(default_factory=list)  # heap by start
+    waiting: _TimeQueue = field(default_factory=_TimeQueue)  # by start
     active: dict[int, _Pending] = field(default_factory=dict)  # started before the last tick
-    active_ends: list[tuple[float, int, _Pending]] = field(default_factory=list)  # heap by end
+    active_ends: _TimeQueue = field(default_factory=_TimeQueue)  # by end
 
 
 # Work rates (GFLOPs/s) are clamped to this range so that sums never overflow and per-segment
@@ -314,7 +369,7 @@ class SpanSplitter:
         self._fifo: dict[str, deque[_Pending]] = {}
         self._count: dict[str, int] = {}
         self._n_pending = 0
-        self._ends: list[tuple[float, int, _Pending]] = []  # heap by end: completion order
+        self._ends = _TimeQueue()  # by end: completion order
         # hash((workload, trace_id, span_id)) -> its pending span: an int key, not a tuple of
         # three strings per pending span. A hash collision can only make a span look like a
         # duplicate of one pending at the same moment: odds of about n^2 / 2^64.
@@ -351,15 +406,17 @@ class SpanSplitter:
         over the workloads with pending spans); otherwise, when full, the newest pending span
         of the workload holding the most is dropped. A burst never pushes out spans accepted
         before it, and one workload's sender cannot push out another workload's spans."""
-        if not (math.isfinite(span.start) and math.isfinite(span.end)) or span.end < span.start:
+        start, end, gflops = span.start, span.end, span.gflops
+        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
             raise ValueError(f"span times must be finite with end >= start: {span!r}")
-        if span.gflops is not None and not (math.isfinite(span.gflops) and span.gflops >= 0):
+        if gflops is not None and not (math.isfinite(gflops) and gflops >= 0):
             raise ValueError(f"span gflops must be finite and >= 0: {span!r}")
-        if self._is_late(span):
+        if start < self._frontier or (self._ticks and self._is_late(span)):
             self._late += 1
             return "late"
-        key = hash((span.workload, span.trace_id, span.span_id))
-        if span.trace_id and span.span_id and key in self._by_id:
+        has_id = bool(span.trace_id and span.span_id)
+        key = hash((span.workload, span.trace_id, span.span_id)) if has_id else 0
+        if has_id and key in self._by_id:
             # OTLP clients resend a batch whose answer they missed: count the span once.
             self._duplicates += 1
             return "accepted"
@@ -369,22 +426,23 @@ class SpanSplitter:
                 self._refused += 1
                 return "refused"
             self._evict_newest(victim)
-        duration = span.end - span.start
-        known = span.gflops is not None
-        rate = span.gflops / duration if span.gflops is not None and duration > 0 else 0.0
-        self._seq += 1
-        rec = _Pending(span=span, seq=self._seq, rate=rate, known=known)
+        duration = end - start
+        rate = gflops / duration if gflops is not None and duration > 0 else 0.0
+        seq = self._seq = self._seq + 1
+        rec = _Pending(span, seq, rate, gflops is not None)
         self._queue(rec)
-        if span.trace_id and span.span_id:
+        if has_id:
             self._by_id[key] = rec
             rec.dedup = key
             # The span keeps its ids: the request joiner holds the same strings longer, so a
             # copy without them would cost ~120 B more per span in flight, not less.
-        heapq.heappush(self._ends, (span.end, rec.seq, rec))
+        self._ends.push((end, seq, rec))
         if duration > 0:
             # Zero-length spans never receive energy; they only wait to be counted.
-            lane = self._lanes.setdefault(span.workload, _Lane())
-            heapq.heappush(lane.waiting, (span.start, rec.seq, rec))
+            lane = self._lanes.get(span.workload)
+            if lane is None:
+                lane = self._lanes[span.workload] = _Lane()
+            lane.waiting.push((start, seq, rec))
         return "accepted"
 
     def _find(self, workload: str, trace_id: str, span_id: str) -> _Pending | None:
@@ -545,11 +603,10 @@ class SpanSplitter:
             energy = tick.energy_j.get(workload, {})
             active: list[_Pending] = []
             if lane is not None:
-                while lane.waiting and lane.waiting[0][0] < tick.w1:
-                    _, seq, rec = heapq.heappop(lane.waiting)
+                for _, seq, rec in lane.waiting.take_before(tick.w1):
                     if not rec.done:
                         lane.active[seq] = rec
-                        heapq.heappush(lane.active_ends, (rec.span.end, seq, rec))
+                        lane.active_ends.push((rec.span.end, seq, rec))
                 active = list(lane.active.values())
             if energy:
                 outside, fractions = split_fractions(
@@ -571,16 +628,14 @@ class SpanSplitter:
                             in_spans += share
                     _add(self._in_spans, workload, component, in_spans)
             if lane is not None:
-                while lane.active_ends and lane.active_ends[0][0] <= tick.w1:
-                    _, seq, _rec = heapq.heappop(lane.active_ends)
+                for _, seq, _rec in lane.active_ends.take_through(tick.w1):
                     lane.active.pop(seq, None)
                 if not lane.waiting and not lane.active:
                     del self._lanes[workload]
         self._frontier = max(self._frontier, tick.w1)
 
     def _complete(self, until: float) -> None:
-        while self._ends and self._ends[0][0] <= until:
-            _, _, rec = heapq.heappop(self._ends)
+        for _, _, rec in self._ends.take_through(until):
             if rec.done:
                 continue
             if rec.span.end > self._frontier:
@@ -638,12 +693,9 @@ class SpanSplitter:
         )
         if entries <= 3 * self._n_pending + 3000:
             return
-        self._ends = [x for x in self._ends if not x[2].done]
-        heapq.heapify(self._ends)
+        self._ends.drop_done()
         for workload, lane in list(self._lanes.items()):
-            lane.waiting = [x for x in lane.waiting if not x[2].done]
-            lane.active_ends = [x for x in lane.active_ends if not x[2].done]
-            heapq.heapify(lane.waiting)
-            heapq.heapify(lane.active_ends)
+            lane.waiting.drop_done()
+            lane.active_ends.drop_done()
             if not lane.waiting and not lane.active:
                 del self._lanes[workload]
