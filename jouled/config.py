@@ -14,7 +14,6 @@ import ipaddress
 import itertools
 import os
 import re
-import stat
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +29,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from jouled.files import FileReadError, read_small_file
 
 Enabled = Literal["auto"] | bool
 
@@ -795,25 +796,9 @@ def read_config_text(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     """The file's text, or ``ConfigError``: not a regular file (a FIFO, a device: opened
     without blocking and refused), over ``max_bytes``, or not UTF-8 (with the byte offset)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{path}: not a regular file (a FIFO, socket or device?)")
-        if st.st_size > max_bytes:
-            raise ConfigError(
-                f"{path}: {st.st_size} bytes; a config file may hold at most {max_bytes} bytes"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(raw) > max_bytes:  # grew while being read
-        raise ConfigError(f"{path}: a config file may hold at most {max_bytes} bytes")
+        raw = read_small_file(path, max_bytes, "config file")
+    except FileReadError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

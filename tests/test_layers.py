@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent / "jouled"
 
 # Lowest first. A package is named by its directory, a top-level module by its file name.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("base", frozenset({"jouled", "clock", "logs", "regex", "units", "connections", "config"})),
+    (
+        "base",
+        frozenset({"jouled", "clock", "logs", "regex", "units", "connections", "files", "config"}),
+    ),
     ("readers", frozenset({"collectors", "costmodel", "testing"})),
     ("pipeline", frozenset({"pipeline"})),
     ("stages", frozenset({"attribution", "cost"})),

@@ -26,6 +26,7 @@ import aiohttp
 from jouled.clock import Clock
 from jouled.config import GridProviderConfig
 from jouled.cost.carbon import PROVIDER_FACTORS, Provenance
+from jouled.files import MAX_TOKEN_BYTES, FileReadError, read_small_file
 from jouled.pipeline.cost import GridStatus
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,9 @@ class TokenFile:
 
     def read(self) -> str:
         try:
-            token = self.path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ProviderError(
-                TOKEN, f"cannot read token file {self.path}: {exc.strerror or exc}"
-            ) from None
+            token = read_small_file(self.path, MAX_TOKEN_BYTES, "token file").decode().strip()
+        except (FileReadError, UnicodeDecodeError) as exc:
+            raise ProviderError(TOKEN, f"cannot use token file {self.path}: {exc}") from None
         if not token:
             raise ProviderError(TOKEN, f"token file {self.path} is empty")
         return token

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jouled.files import FileReadError, read_small_file
+
 GIGA = 1e9
 
 LAYERNORM_PER_ELEMENT = 7  # mean, subtract, square, mean, scale, gamma, beta
@@ -39,13 +41,30 @@ class ConfigError(ValueError):
     """A config.json this module cannot read; ``str()`` names the key or type to fix."""
 
 
-def positive_int(config: Mapping[str, Any], *keys: str, default: int | None = None) -> int:
-    """The first of ``keys`` that is set, as a positive int; ``default`` when none is set."""
+# The largest size or count a config.json may give (2^40: a trillion; real ones are under
+# 2^25), so that products of a few of them stay finite floats.
+MAX_CONFIG_INT = 2**40
+# The most layers (real decoders have at most a few hundred; some counts loop per layer).
+MAX_LAYERS = 100_000
+
+
+def positive_int(
+    config: Mapping[str, Any],
+    *keys: str,
+    default: int | None = None,
+    at_most: int = MAX_CONFIG_INT,
+) -> int:
+    """The first of ``keys`` that is set, as a positive int of at most ``at_most``;
+    ``default`` when none is set. ``ConfigError`` names the key otherwise."""
     for key in keys:
         value = config.get(key)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"config key {key!r} must be a positive integer, got {value!r}")
+            if value > at_most:
+                raise ConfigError(
+                    f"config key {key!r} is {value}: more than {at_most} is no real model"
+                )
             return value
     if default is not None:
         return default
@@ -56,17 +75,29 @@ def activation_cost(name: str) -> int:
     return ACTIVATION_PER_ELEMENT.get(name, ACTIVATION_PER_ELEMENT["gelu"])
 
 
+# A config.json is a few kB (a large id2label map: hundreds of kB); anything bigger is not
+# one, and is refused before it is read into memory.
+MAX_CONFIG_JSON_BYTES = 4 * 1024 * 1024
+
+
 def load_config(path: Path) -> dict[str, Any]:
-    """Read a config.json; raises ConfigError with the path on unreadable or non-object JSON."""
+    """Read a config.json; raises ConfigError with the path on a missing, unreadable,
+    non-regular (a FIFO is refused, never waited on) or oversized file (over
+    ``MAX_CONFIG_JSON_BYTES``), on non-UTF-8 or invalid JSON, or a non-object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config.json") from None
-    except (OSError, UnicodeDecodeError) as err:
+        raw = read_small_file(path, MAX_CONFIG_JSON_BYTES, "config.json")
+    except FileReadError as err:
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file") from None
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory, not a config.json") from None
+        raise ConfigError(str(err)) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: cannot read ({err})") from None
-    except (json.JSONDecodeError, RecursionError) as err:
+    except (json.JSONDecodeError, RecursionError, ValueError) as err:
+        # ValueError: an integer of over 4,300 digits (Python's int_max_str_digits).
         where = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else err
         raise ConfigError(f"{path}: not valid JSON ({where})") from None
     if not isinstance(data, dict):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jouled.costmodel.configjson import ConfigError, positive_int
+from jouled.costmodel.configjson import MAX_LAYERS, ConfigError, positive_int
 
 DECODERS = (
     "gpt2",
@@ -156,7 +156,7 @@ def decoder_shape(config: Mapping[str, Any]) -> DecoderShape:
     if model_type == "gpt2":
         hidden = positive_int(config, "n_embd")
         heads, head_dim = _heads(config, hidden, "n_head")
-        layers = positive_int(config, "n_layer")
+        layers = positive_int(config, "n_layer", at_most=MAX_LAYERS)
         return DecoderShape(
             model_type=model_type,
             hidden=hidden,
@@ -206,7 +206,9 @@ def decoder_shape(config: Mapping[str, Any]) -> DecoderShape:
         kv_heads=_gqa(config, heads),
         head_dim=head_dim,
         vocab=positive_int(config, "vocab_size"),
-        layers=_layer_kinds(config, model_type, positive_int(config, "num_hidden_layers")),
+        layers=_layer_kinds(
+            config, model_type, positive_int(config, "num_hidden_layers", at_most=MAX_LAYERS)
+        ),
         gated=True,
         activation=str(activation),
         rmsnorm=True,
@@ -238,7 +240,7 @@ def _falcon(config: Mapping[str, Any]) -> DecoderShape:
     else:
         norms = 1 if config.get("parallel_attn", True) else 2
     bias = bool(config.get("bias", False))
-    layers = positive_int(config, "num_hidden_layers", "n_layer")
+    layers = positive_int(config, "num_hidden_layers", "n_layer", at_most=MAX_LAYERS)
     ffn = positive_int(config, "ffn_hidden_size", default=4 * hidden)
     alibi = bool(config.get("alibi", False))
     return DecoderShape(

@@ -15,6 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from jouled.files import FileReadError, read_small_file
+
 SCHEMA = "jouled.costmodel.fit/1"
 
 
@@ -136,17 +138,26 @@ def parse_fit(data: object, origin: str = "fit file") -> Fit:
     )
 
 
+# A fit file holds a few coefficients per model: 16 MiB is far past any real one (a FIFO or
+# a huge file at the path is refused before it is read).
+MAX_FIT_FILE_BYTES = 16 * 1024 * 1024
+
+
 def load_fit(path: Path | str) -> Fit:
     """Read and validate a fit file written by ``jouled model fit --out``."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FitFileError(f"{p}: no such fit file") from None
-    except (OSError, UnicodeDecodeError) as err:
+        data = json.loads(read_small_file(p, MAX_FIT_FILE_BYTES, "fit file").decode("utf-8"))
+    except FileReadError as err:
+        if not p.exists():
+            raise FitFileError(f"{p}: no such fit file") from None
+        raise FitFileError(str(err)) from None
+    except UnicodeDecodeError as err:
         raise FitFileError(f"{p}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise FitFileError(f"{p}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except (RecursionError, ValueError) as err:  # deep nesting, an int of 4,300+ digits
+        raise FitFileError(f"{p}: not valid JSON ({err})") from None
     return parse_fit(data, str(p))
 
 

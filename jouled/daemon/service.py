@@ -51,6 +51,7 @@ from jouled.exporter.http import build_metrics_app, tick_health
 from jouled.exporter.ingest import IngestCollector
 from jouled.exporter.metrics import SnapshotCollector
 from jouled.exporter.server import ServerMetricsCollector, server_requests
+from jouled.files import MAX_TOKEN_BYTES, FileReadError, read_small_file
 from jouled.ingest.grpc import GrpcIngest, Http2Hint
 from jouled.ingest.limits import BytesInFlight, OffLoop
 from jouled.ingest.listeners import build_listeners
@@ -114,11 +115,9 @@ def _read_token(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise StartupError(
-            f"ingest.token_file: cannot read {path}: {exc.strerror or exc}"
-        ) from None
+        token = read_small_file(path, MAX_TOKEN_BYTES, "token file").decode().strip()
+    except (FileReadError, UnicodeDecodeError) as exc:
+        raise StartupError(f"ingest.token_file: cannot use {path}: {exc}") from None
     if not token:
         raise StartupError(f"ingest.token_file: {path} is empty; put the bearer token in it")
     return token
