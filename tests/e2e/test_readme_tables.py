@@ -1,4 +1,4 @@
-"""README.md's metric table against what a real daemon exports: every family the table
+"""README.md's tables against the code: the metric table against what a real daemon exports:
 names is on /metrics, every family on /metrics is in the table, no name is listed twice, and
 a row with one type gives each of its families that type.
 
@@ -67,3 +67,14 @@ def test_readme_table_is_what_a_daemon_exports(tmp_path: Path) -> None:
     for row, kind in readme_rows():
         if kind in ("counter", "gauge", "histogram"):
             assert {n: exported[n] for n in row} == dict.fromkeys(row, kind)
+
+
+def test_the_layout_table_names_every_package_and_only_real_paths() -> None:
+    section = README.read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(jouled/[\w./]+|[a-z]+/[\w/]*)`", section))
+    repo = README.parent
+    assert sorted(p for p in named if not (repo / p.rstrip("/")).exists()) == []
+    packages = {
+        f"jouled/{d.name}" for d in (repo / "jouled").iterdir() if (d / "__init__.py").exists()
+    }
+    assert sorted(packages - named) == []
