@@ -1,6 +1,7 @@
-"""README.md's tables against the code: the metric table against what a real daemon exports:
-names is on /metrics, every family on /metrics is in the table, no name is listed twice, and
-a row with one type gives each of its families that type.
+"""README.md's tables against the code. The metric table against what a real daemon
+exports: every family the table names is on /metrics, every family on /metrics is in the
+table, no name is listed twice, and a row with one type gives each of its families that type.
+The layout table: every package of jouled/ is listed, every path listed exists.
 
 The daemon runs with embodied hardware and water configured, so the optional carbon
 families are exported too (they appear only when configured, as the table says)."""
