@@ -14,21 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.procs import jouled, wait_for
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def readme_rows() -> list[tuple[list[str], str]]:
-    """(family names, type cell) of each row of the README's Metrics table."""
-    section = README.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
-    rows = []
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 3 or not cells[0].startswith("`jouled_"):
-            continue
-        # `jouled_spans_rejected_total{reason}`: the family is the name before the labels.
-        rows.append((re.findall(r"`(jouled_\w+)", cells[0]), cells[1]))
-    return rows
+from tests.support.readme import README
+from tests.support.readme import metric_rows as readme_rows
 
 
 def exported_types(text: str) -> dict[str, str]:
