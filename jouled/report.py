@@ -501,7 +501,7 @@ def _emit(args: argparse.Namespace, doc: dict[str, Any], days: list[Any], out: T
         render_table(items, out, doc["currency"])
         if doc.get("hosts"):
             out.write("\n")
-            render_hosts(doc["hosts"], out)
+            render_hosts(doc["hosts"], out, doc["currency"])
         if doc.get("carbon"):
             out.write("\n")
             render_carbon(doc["carbon"], out)

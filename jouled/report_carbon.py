@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any, TextIO
 
 from jouled.ledger_schema import columns
+from jouled.units import ENERGY_IN_JOULES, GRAMS, LITRES, column_format, money_format
 
 SCOPE_HOST = "host"
 SCOPE_WORKLOAD = "workload"
@@ -131,8 +132,9 @@ def flags(carbon: dict[str, Any]) -> list[str]:
     estimated = carbon.get("energy_estimated_joules") or 0.0
     if estimated > 0:
         share = f" ({estimated / energy:.1%} of host IT energy)" if energy > 0 else ""
+        shown = column_format([estimated], ENERGY_IN_JOULES)
         out.append(
-            f"ESTIMATED ENERGY: {estimated / 3.6e6:.6g} kWh{share} came from the estimate "
+            f"ESTIMATED ENERGY: {shown(estimated)} {shown.unit}{share} came from the estimate "
             "collector (a power model), not from a meter"
         )
     if carbon.get("minutes_not_recorded"):
@@ -166,30 +168,34 @@ def flags(carbon: dict[str, Any]) -> list[str]:
     return out
 
 
-def _num(value: float) -> str:
-    return f"{value:.6g}"
+# (title, key, unit prefix list, quantity): rows of one quantity share a unit, chosen for
+# the largest value any of them shows (as a column of the main table: docs in units.py).
+_BOOK_ROWS = (
+    ("Scope 2, location-based", "scope2_location_grams", GRAMS, "CO2e"),
+    ("Scope 2, market-based", "scope2_market_grams", GRAMS, "CO2e"),
+    ("embodied hardware, amortized", "embodied_grams", GRAMS, "CO2e"),
+    ("water on site", "on_site", LITRES, ""),
+    ("water off site", "off_site", LITRES, ""),
+    ("estimated IT energy", "energy_estimated_joules", ENERGY_IN_JOULES, ""),
+)
 
 
 def render(carbon: dict[str, Any], out: TextIO) -> None:
     """The carbon books as text: one column per party, then the factors and the flags."""
     parties = {"(host)": carbon, **carbon.get("workloads", {})}
-    lines = [
-        ("Scope 2, location-based [gCO2e]", "scope2_location_grams"),
-        ("Scope 2, market-based [gCO2e]", "scope2_market_grams"),
-        ("embodied hardware, amortized [gCO2e]", "embodied_grams"),
-        ("water on site [L]", "on_site"),
-        ("water off site [L]", "off_site"),
-        ("estimated IT energy [kWh]", "energy_estimated_joules"),
-    ]
+
+    def value(party: dict[str, Any], key: str) -> float | None:
+        if key in ("on_site", "off_site"):
+            v: float | None = party.get("water_liters", {}).get(key)
+            return v
+        return party.get(key)
+
+    values = {key: [value(p, key) for p in parties.values()] for _, key, _, _ in _BOOK_ROWS}
     table = [["carbon books", *parties]]
-    for title, key in lines:
-        cells = [title]
-        for p in parties.values():
-            v = p.get("water_liters", {}).get(key) if key in ("on_site", "off_site") else p.get(key)
-            if key == "energy_estimated_joules" and v is not None:
-                v = v / 3.6e6
-            cells.append("-" if v is None else _num(v))
-        table.append(cells)
+    for title, key, units, suffix in _BOOK_ROWS:
+        same_unit = [v for t, k, u, _ in _BOOK_ROWS if u is units for v in values[k]]
+        fmt = column_format(same_unit, units, default="Wh" if units is ENERGY_IN_JOULES else None)
+        table.append([f"{title} [{fmt.unit}{suffix}]", *(fmt(v) for v in values[key])])
     _write(table, out)
     factors = carbon.get("factors") or []
     if factors:
@@ -216,31 +222,28 @@ def _write(table: list[list[str]], out: TextIO) -> None:
             out.write("  ".join("-" * w for w in widths) + "\n")
 
 
-def render_hosts(hosts: dict[str, dict[str, Any]], out: TextIO) -> None:
+def render_hosts(
+    hosts: dict[str, dict[str, Any]], out: TextIO, currency: str | None = None
+) -> None:
     """A fleet report's per-host table (instance, energy, both Scope 2 figures, embodied)."""
-    table = [
-        [
-            "host (instance)",
-            "IT energy [kWh]",
-            "estimated [kWh]",
-            "location [gCO2e]",
-            "market [gCO2e]",
-            "embodied [gCO2e]",
-            "cost",
-            "seconds",
-        ]
+    quantities = [
+        ("IT energy", "energy_joules", ENERGY_IN_JOULES),
+        ("estimated", "energy_estimated_joules", ENERGY_IN_JOULES),
+        ("location", "emissions_grams", GRAMS),
+        ("market", "emissions_market_grams", GRAMS),
+        ("embodied", "embodied_grams", GRAMS),
     ]
-    for name, h in hosts.items():
-        table.append(
-            [
-                name,
-                _num(h["energy_joules"] / 3.6e6),
-                _num(h["energy_estimated_joules"] / 3.6e6),
-                _num(h["emissions_grams"]),
-                _num(h["emissions_market_grams"]),
-                _num(h["embodied_grams"]),
-                _num(h["cost"]),
-                _num(h["seconds"]),
-            ]
-        )
-    _write(table, out)
+    header = ["host (instance)"]
+    cells: list[list[str]] = [[name] for name in hosts]
+    for title, key, units in quantities:
+        default = "Wh" if units is ENERGY_IN_JOULES else None
+        fmt = column_format([h[key] for h in hosts.values()], units, default=default)
+        suffix = "CO2e" if units is GRAMS else ""
+        header.append(f"{title} [{fmt.unit}{suffix}]")
+        for row, h in zip(cells, hosts.values(), strict=True):
+            row.append(fmt(h[key]))
+    money = money_format([h["cost"] for h in hosts.values()], currency or "")
+    header += [f"cost [{money.unit}]" if money.unit else "cost", "seconds"]
+    for row, h in zip(cells, hosts.values(), strict=True):
+        row += [money(h["cost"]), f"{h['seconds']:,.0f}"]
+    _write([header, *cells], out)

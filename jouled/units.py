@@ -38,6 +38,12 @@ GRAMS: tuple[tuple[str, float], ...] = (
     ("kg", 1e3),
     ("t", 1e6),
 )
+LITRES: tuple[tuple[str, float], ...] = (
+    ("µL", 1e-6),
+    ("mL", 1e-3),
+    ("L", 1.0),
+    ("m³", 1e3),
+)
 GFLOPS: tuple[tuple[str, float], ...] = (
     ("GFLOP", 1.0),
     ("TFLOP", 1e3),

@@ -99,10 +99,14 @@ def test_table_shows_methods_apart_and_flags_estimated_energy_and_lifecycle(
     code, text = run("--ledger", str(path))
     assert code == 0
     lines = {line.split("  ")[0]: line for line in text.splitlines()}
-    assert lines["Scope 2, location-based [gCO2e]"].split()[-2:] == ["1080", "432"]
-    assert lines["Scope 2, market-based [gCO2e]"].split()[-2:] == ["1050", "420"]
-    assert lines["embodied hardware, amortized [gCO2e]"].split()[-2:] == ["300", "120"]
-    assert "! ESTIMATED ENERGY: 0.6 kWh (20.0% of host IT energy)" in text
+    # One unit for the three emission rows (the largest, 1080 g, reads 1.080 kg), fixed
+    # point: no 6-significant-digit or 1e-05 cells.
+    assert lines["Scope 2, location-based [kgCO2e]"].split()[-2:] == ["1.080", "0.432"]
+    assert lines["Scope 2, market-based [kgCO2e]"].split()[-2:] == ["1.050", "0.420"]
+    assert lines["embodied hardware, amortized [kgCO2e]"].split()[-2:] == ["0.300", "0.120"]
+    assert lines["water on site [L]"].split()[-2:] == ["1.500", "0.600"]
+    assert lines["water off site [L]"].split()[-2:] == ["7.200", "2.880"]
+    assert "! ESTIMATED ENERGY: 600.0 Wh (20.0% of host IT energy)" in text
     assert "! LIFECYCLE FACTOR" in text and "Scope 3 category 3" in text
     assert "MARGINAL" not in text and "MARKET-BASED = LOCATION-BASED" not in text
 
@@ -144,3 +148,56 @@ def test_csv_rows_carry_both_methods_embodied_and_water(tmp_path: Path) -> None:
     # The table keeps them out of its columns (they are in the carbon books below it).
     table = run("--ledger", str(path))[1]
     assert "emissions_market_grams" not in table.splitlines()[0]
+
+
+def test_fleet_host_table_has_one_unit_per_column() -> None:
+    """Per-host rows of a fleet report: SI units chosen per column, not 6-digit floats."""
+    import io
+
+    from jouled.report_carbon import render_hosts
+
+    def host(joules: float, grams: float, cost: float) -> dict[str, float]:
+        return {
+            "energy_joules": joules,
+            "energy_estimated_joules": 0.0,
+            "emissions_grams": grams,
+            "emissions_market_grams": grams / 2,
+            "embodied_grams": 0.5,
+            "cost": cost,
+            "seconds": 7200.0,
+        }
+
+    out = io.StringIO()
+    render_hosts({"a:9877": host(7.2e6, 1500.0, 0.4), "b:9877": host(36.0, 0.02, 2e-6)}, out, "USD")
+    header, _, a, b = out.getvalue().splitlines()
+    assert [c.strip() for c in header.split("  ") if c.strip()] == [
+        "host (instance)",
+        "IT energy [kWh]",
+        "estimated [Wh]",
+        "location [kgCO2e]",
+        "market [gCO2e]",
+        "embodied [mgCO2e]",
+        "cost [USD]",
+        "seconds",
+    ]
+    # 7.2e6 J = 2 kWh, and b's 36 J = 0.000010 kWh keeps 2 significant digits, not 0.000.
+    assert a.split() == [
+        "a:9877",
+        "2.000000",
+        "0.000",
+        "1.500000",
+        "750.000",
+        "500.0",
+        "0.40000",
+        "7,200",
+    ]
+    assert b.split() == [
+        "b:9877",
+        "0.000010",
+        "0.000",
+        "0.000020",
+        "0.010",
+        "500.0",
+        "0.00000",
+        "7,200",
+    ]
