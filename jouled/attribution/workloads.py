@@ -459,8 +459,10 @@ class ProcessTracker:
         return proc.workload if proc is not None else None
 
     def claimed(self) -> dict[int, str]:
-        """pid -> workload for every process a workload claims (a copy)."""
-        return {pid: p.workload for pid, p in self._procs.items() if p.workload is not None}
+        """pid -> workload for every process a workload claims (a copy). Safe to call from
+        another thread while a tick runs: ``list()`` copies the table in one step."""
+        procs = list(self._procs.values())
+        return {p.pid: p.workload for p in procs if p.workload is not None}
 
     def pids_of(self, workload: str) -> set[int]:
         return {p.pid for p in self._procs.values() if p.workload == workload}
