@@ -193,23 +193,34 @@ class FrozenWatch:
     /proc/stat); the counter is *frozen* once it has held one value for ``after_s`` seconds
     during which the host was busy for at least ``busy_s`` CPU seconds. A real RAPL or NVML
     counter moves by joules every second even at idle, so this never fires on hardware that
-    measures. It clears as soon as the counter moves.
+    measures. It clears once the counter has moved on ``clear_moves`` reads in a row: a
+    counter that only moves now and then (one catch-up every few seconds) stays marked
+    rather than flapping between measured and estimated, and its catch-up jumps, which
+    cover time the estimate already counted, are not counted twice.
     """
 
-    def __init__(self, after_s: float = 5.0, busy_s: float = 0.5) -> None:
+    def __init__(self, after_s: float = 5.0, busy_s: float = 0.5, clear_moves: int = 3) -> None:
         self.after_s = after_s
         self.busy_s = busy_s
+        self.clear_moves = clear_moves
         self._value: int | None = None
         self._since = 0.0
         self.busy_at_since: float | None = None
         self.frozen = False
+        self._moves = 0  # reads in a row that moved, while frozen
 
     def observe(self, raw: int, now: float, host_busy_s: float | None) -> bool:
         """Feed one read; returns ``frozen`` after it."""
         if raw != self._value:
             self._value, self._since, self.busy_at_since = raw, now, host_busy_s
-            self.frozen = False
-            return False
+            if self.frozen:
+                self._moves += 1
+                if self._moves >= self.clear_moves:
+                    self.frozen, self._moves = False, 0
+            return self.frozen
+        self._moves = 0
+        if self.frozen:
+            return True
         if self.busy_at_since is None:
             self.busy_at_since = host_busy_s
         if host_busy_s is None or self.busy_at_since is None:

@@ -201,10 +201,12 @@ def test_frozen_counter_on_a_busy_host_is_marked_and_logged(
     assert rapl.frozen_domains == {"package-0", "dram-0"}
     warned = [r.getMessage() for r in caplog.records if "frozen" in r.getMessage()]
     assert len(warned) == 2 and all("not a measurement" in m for m in warned)
-    # It moves again: a measurement again.
+    # It moves again: a measurement again once it has moved on three reads in a row.
     fake.zone("0").thaw()
-    tick(fake, clock)
-    assert not {r.domain: r.frozen for r in rapl.read().readings}["package-0"]
+    for moving in (1, 2, 3):
+        tick(fake, clock)
+        frozen = {r.domain: r.frozen for r in rapl.read().readings}["package-0"]
+        assert frozen is (moving < 3)
 
 
 def test_a_still_counter_on_an_idle_host_is_not_judged(tmp_path: Path) -> None:
@@ -223,8 +225,36 @@ def test_frozen_watch_needs_time_and_work() -> None:
     assert not watch.observe(7, 0.0, 0.0)
     assert not watch.observe(7, 4.0, 10.0)  # busy, but not long enough
     assert watch.observe(7, 5.0, 10.0)
-    assert not watch.observe(8, 6.0, 12.0)  # moved: clear at once
-    assert not watch.observe(8, 20.0, None)  # host busy unknown: never judged
+    assert watch.observe(8, 6.0, 12.0)  # moved once: not yet trusted
+    assert watch.observe(8, 7.0, 13.0)  # and still again: the count of moves starts over
+    assert watch.observe(9, 8.0, 14.0)
+    assert watch.observe(10, 9.0, 15.0)
+    assert not watch.observe(11, 10.0, 16.0)  # three reads in a row moved: measuring
+    assert not watch.observe(11, 20.0, None)  # host busy unknown: never judged
+
+
+def test_a_counter_that_moves_only_every_few_seconds_stays_marked_without_flapping(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A meter that catches up once every 7 s on a busy host: it flipped frozen/measuring
+    # 16 times a minute (a warning each), and each catch-up, covering seconds the estimate
+    # had counted, was counted again.
+    fake = FakePowercap(tmp_path)
+    zone = fake.add_zone("0", "package-0", 100.0)
+    zone.freeze()
+    clock = FakeClock()
+    rapl = rapl_for(fake, clock, Busy(clock, per_s=2.0))
+    flags = []
+    with caplog.at_level(logging.INFO, logger="jouled.collectors.rapl"):
+        for second in range(1, 61):
+            tick(fake, clock)
+            if second % 7 == 0:
+                zone.thaw()
+                zone.freeze()
+            flags.append(rapl.read().readings[0].frozen)
+    assert flags.index(True) == 5 and all(flags[5:])  # judged at 6 s, marked from then on
+    said = [r.getMessage() for r in caplog.records if "package-0" in r.getMessage()]
+    assert len(said) == 1 and "not a measurement" in said[0]
 
 
 def test_nvml_frozen_counter_is_marked() -> None:

@@ -77,10 +77,16 @@ async def test_frozen_rapl_hands_the_host_to_the_estimate(tmp_path: Path) -> Non
     # RAPL moves again: it measures, and the estimate stands by (its totals stay).
     for zone in fake.zones:
         zone.thaw()
-    cpu_estimate = snap.host_energy_j[("cpu", "estimate")]
-    for _ in range(3):
+    for _ in range(2):  # moving on two reads is not yet trusted (no flapping)
         snap = await second()
+        assert snap.counter_frozen[("package-0", "rapl")] is True
+    # The catch-up jump covers seconds the estimate already counted: not counted twice.
+    assert snap.host_energy_j[("cpu", "rapl")] == 240.0
+    cpu_estimate = snap.host_energy_j[("cpu", "estimate")]
+    snap = await second()  # the third read in a row that moves: a measurement again
     assert snap.counter_frozen[("package-0", "rapl")] is False
+    assert snap.host_energy_j[("cpu", "rapl")] == 360.0
+    snap = await second()  # and the estimate stands by from the next tick
     assert "estimate" not in snap.collectors
     assert snap.host_energy_j[("cpu", "estimate")] == cpu_estimate
     sampler.close()
