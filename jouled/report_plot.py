@@ -50,7 +50,7 @@ def plot(
 
     panels = (
         ("energy", energy, ["facility_energy_joules", "energy_joules"]),
-        ("emissions CO2e", formats["emissions_grams"], ["emissions_grams"]),
+        ("location-based CO2e", formats["emissions_grams"], ["emissions_grams"]),
         ("cost", formats["cost"], ["cost"]),
     )
     height = max(3.2, 0.4 * len(labels) + 1.8)

@@ -117,7 +117,8 @@ def test_plot_axes_read_and_the_path_is_printed(
         doc = totals(conn, None, NOW)
     items = rows(doc, "workload", [])
     ticks = plot(items, "workload", column_formats(items, "USD"), tmp_path / "again.png")
-    assert list(ticks) == ["energy [µWh]", "emissions CO2e [µg]", "cost [nUSD]"]
+    # The emissions panel is the table's column: Scope 2 location-based, not market-based.
+    assert list(ticks) == ["energy [µWh]", "location-based CO2e [µg]", "cost [nUSD]"]
     for title, labels in ticks.items():
         assert len(labels) >= 3, title
         assert all(len(label) <= 5 and "e" not in label for label in labels), (title, labels)
