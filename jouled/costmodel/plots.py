@@ -29,6 +29,11 @@ def _save(fig: Figure, out: Path) -> None:
     fig.savefig(out, dpi=_DPI, format="png")
 
 
+def _signed(value: float) -> str:
+    """``+ 0.66`` or ``- 0.66`` (spaced, not ``-0.66`` run into ``x``)."""
+    return f"{'-' if value < 0 else '+'} {abs(value):.4g}"
+
+
 def regression_plot(report: FitReport, out: Path, title: str = "", y_label: str = "") -> None:
     """Points, the anchored line (thesis) and the intercept fit with its 95 % band, as PNG."""
     _save(regression_figure(report, title, y_label), out)
@@ -58,7 +63,7 @@ def regression_figure(report: FitReport, title: str = "", y_label: str = "") -> 
             o.intercept + o.slope * grid,
             color="#2ca02c",
             linestyle="--",
-            label=f"with intercept: {o.slope:.4g}·x {o.intercept:+.4g}",
+            label=f"with intercept: {o.slope:.4g}·x {_signed(o.intercept)}",
         )
         dof = report.n - 2
         resid = ys - (o.intercept + o.slope * xs)

@@ -52,3 +52,18 @@ def test_predictor_figure_has_a_legend_for_its_colours(report: fit.FitReport) ->
     legend = fig.axes[0].get_legend()
     assert legend is not None
     assert [t.get_text() for t in legend.get_texts()] == ["one predictor", "two predictors"]
+
+
+def test_the_intercept_line_reads_as_an_equation() -> None:
+    """docs/COSTMODEL.md's fit (fast tokenizer, train split, per request of 1,100 texts) has
+    a negative intercept: the legend reads 'a·x - b', not 'a·x -b'."""
+    frame = fit.read_measurements(
+        datasets.resolve_csv("thesis:inference"),
+        x="gflops",
+        where=[("tokenizer", "fast"), ("split", "train")],
+        requests=1100,
+    )
+    report = fit.fit_report(frame, "gflops", "joules")
+    fig = plots.regression_figure(report)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "with intercept: 0.1781·x - 0.6648" in texts
