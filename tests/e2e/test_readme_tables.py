@@ -3,8 +3,8 @@ exports: every family the table names is on /metrics, every family on /metrics i
 table, no name is listed twice, and a row with one type gives each of its families that type.
 The layout table: every package of jouled/ is listed, every path listed exists.
 
-The daemon runs with embodied hardware and water configured, so the optional carbon
-families are exported too (they appear only when configured, as the table says)."""
+The daemon runs with embodied hardware, water and a (failing) grid provider configured, so
+the optional carbon families are exported too (they appear only when configured, as the table says)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import jouled, wait_for
+from tests.support.procs import free_port, jouled, wait_for
 from tests.support.readme import README
 from tests.support.readme import metric_rows as readme_rows
 
@@ -37,6 +37,13 @@ def test_readme_table_is_what_a_daemon_exports(tmp_path: Path) -> None:
             "hardware": [
                 {"name": "A100", "per_hour": 3.3741, "embodied_kgco2e": 150, "lifetime_years": 5}
             ],
+            # A provider whose polls fail (nothing listens there): its up/errors families.
+            "grid_intensity": {
+                "provider": "uk_national_grid",
+                "url": f"http://127.0.0.1:{free_port()}",
+                "interval": 0.5,
+                "timeout": 0.5,
+            },
             "wue": 1.8,
             "grid_water_intensity": 3.1,
         },
@@ -45,7 +52,8 @@ def test_readme_table_is_what_a_daemon_exports(tmp_path: Path) -> None:
         # The carbon families come with the first ticks' cost books.
         def carbon_books() -> str | None:
             text = daemon.metrics()
-            return text if "jouled_host_water_liters_total{" in text else None
+            wanted = ("jouled_host_water_liters_total{", "jouled_grid_provider_errors_total{")
+            return text if all(w in text for w in wanted) else None
 
         text = wait_for(carbon_books, 30, "the water series")
     exported = exported_types(text)
