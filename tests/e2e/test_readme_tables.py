@@ -4,7 +4,8 @@ table, no name is listed twice, and a row with one type gives each of its famili
 The layout table: every package of jouled/ is listed, every path listed exists.
 
 The daemon runs with embodied hardware, water and a (failing) grid provider configured, so
-the optional carbon families are exported too (they appear only when configured, as the table says)."""
+the optional carbon families are exported too (they appear only when configured, as the
+table says)."""
 
 from __future__ import annotations
 
