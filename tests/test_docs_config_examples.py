@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,43 @@ def test_readme_block_is_the_embedded_defaults() -> None:
         update={"ledger": shown.ledger.model_copy(update={"path": defaults.ledger.path})}
     )
     assert differences(shown, defaults) == []
+
+
+def _field_model(model: type[BaseModel], name: str) -> type[BaseModel] | bool | None:
+    """The sub-model behind ``model.name`` (None: a leaf or a mapping), False: no such key."""
+    field = model.model_fields.get(name)
+    if field is None:
+        return False
+    pending: list[Any] = [field.annotation]
+    while pending:
+        t = pending.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+        pending.extend(typing.get_args(t))
+    return None
+
+
+def test_every_config_key_the_pages_name_exists() -> None:
+    """`collectors.rapl.max_power_watts`, `workloads[].server_metrics`, ... in the prose are
+    keys the loader accepts (a renamed key would leave the docs pointing at nothing)."""
+    tops = "|".join(config.Config.model_fields)
+    pattern = re.compile(rf"`((?:{tops})(?:\[\])?(?:\.[a-z_]+(?:\[\])?)+)(?:[:=][^`]*)?`")
+    checked, unknown = 0, []
+    for page in PAGES:
+        text = page.read_text()
+        for m in pattern.finditer(text):
+            if m.group(1).endswith(".py"):
+                continue  # a file name (`cost.py`), not a key
+            model: type[BaseModel] | None = config.Config
+            for part in m.group(1).replace("[]", "").split("."):
+                if model is None:
+                    break  # below a mapping (`spans.gflops_per_token.<model>`)
+                found = _field_model(model, part)
+                if found is False:
+                    line = text.count("\n", 0, m.start()) + 1
+                    unknown.append(f"{page.relative_to(REPO)}:{line} {m.group(1)}")
+                    break
+                model = found if isinstance(found, type) else None
+            checked += 1
+    assert checked > 50
+    assert unknown == []
