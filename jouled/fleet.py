@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,38 +37,116 @@ Query = Callable[[str, float], list[tuple[dict[str, str], float]]]
 
 def http_query(base_url: str, timeout_s: float = TIMEOUT_S) -> Query:
     """An instant-query function on ``base_url`` (``/api/v1/query``), for any compatible API
-    (Prometheus, Thanos, Mimir, VictoriaMetrics)."""
+    (Prometheus, Thanos, Mimir, VictoriaMetrics).
+
+    Each answer is bounded: ``timeout_s`` for the whole read (a server trickling bytes is
+    cut off, not waited on byte by byte), at most ``MAX_BODY_BYTES``. Raises ``FleetError``
+    saying what went wrong: unreachable, too slow, too large, not JSON, not a success, not a
+    vector of samples. Only http and https URLs.
+    """
     base = base_url.rstrip("/")
+    if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
+        raise FleetError(f"--prometheus {base_url!r}: give an http:// or https:// URL")
 
     def query(expr: str, at_s: float) -> list[tuple[dict[str, str], float]]:
         params = urllib.parse.urlencode({"query": expr, "time": f"{at_s:.3f}"})
         url = f"{base}/api/v1/query?{params}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                body = resp.read(MAX_BODY_BYTES)
-        except urllib.error.HTTPError as exc:
-            body = exc.read(MAX_BODY_BYTES)  # 400/422 carry a JSON error
+            body = _get(url, timeout_s)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise FleetError(f"cannot reach the Prometheus API at {base}: {reason}") from None
+        except _TooSlow:
+            raise FleetError(
+                f"{base} did not finish answering {expr!r} within {timeout_s:g} s"
+            ) from None
+        except _TooLarge:
+            raise FleetError(
+                f"{base} answered {expr!r} with more than {MAX_BODY_BYTES >> 20} MiB: "
+                "narrow --match to fewer hosts"
+            ) from None
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise FleetError(f"{base} did not answer with Prometheus API JSON") from None
         if not isinstance(doc, dict) or doc.get("status") != "success":
             error = doc.get("error") if isinstance(doc, dict) else None
             raise FleetError(f"query {expr!r} failed: {error or 'no success status'}")
-        data = doc.get("data") or {}
-        if data.get("resultType") != "vector":
-            raise FleetError(f"query {expr!r} did not return a vector")
-        out = []
-        for sample in data.get("result", []):
-            value = float(sample["value"][1])
-            if math.isfinite(value):
-                out.append((dict(sample.get("metric", {})), value))
-        return out
+        try:
+            return _vector(doc.get("data"))
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise FleetError(
+                f"query {expr!r}: {base} did not return a vector of samples "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
 
     return query
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _get(url: str, timeout_s: float) -> bytes:
+    """GET ``url`` within ``timeout_s`` in all. urllib's timeout bounds each socket read, not
+    the answer: a server trickling header lines or body bytes would hold the CLI for ever.
+    The read runs on a daemon thread that the caller stops waiting for at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    box: list[bytes | BaseException] = []
+
+    def run() -> None:
+        try:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                    box.append(_read_bounded(resp, deadline))
+            except urllib.error.HTTPError as exc:
+                box.append(_read_bounded(exc, deadline))  # 400/422 carry a JSON error
+        except BaseException as exc:  # handed to the caller
+            box.append(exc)
+
+    worker = threading.Thread(target=run, name="jouled-prometheus-query", daemon=True)
+    worker.start()
+    worker.join(timeout_s + 0.5)
+    if not box:
+        raise _TooSlow
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_bounded(resp: Any, deadline: float) -> bytes:
+    """The body, in chunks, up to ``MAX_BODY_BYTES`` and until ``deadline`` (monotonic)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise _TooSlow
+        chunk = resp.read1(1 << 16) if hasattr(resp, "read1") else resp.read(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+
+
+def _vector(data: Any) -> list[tuple[dict[str, str], float]]:
+    """The samples of an instant vector ``data``; raises on any other shape."""
+    if not isinstance(data, dict) or data.get("resultType") != "vector":
+        raise ValueError("resultType is not vector")
+    out = []
+    for sample in data["result"]:
+        value = float(sample["value"][1])
+        metric = sample.get("metric", {})
+        if not isinstance(metric, dict):
+            raise TypeError(f"metric is {type(metric).__name__}, not an object")
+        if math.isfinite(value):
+            out.append(({str(k): str(v) for k, v in metric.items()}, value))
+    return out
 
 
 def _range(seconds: float) -> str:

@@ -30,9 +30,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from tests.support.loopback import http_server
 
 
 @dataclass
@@ -326,14 +328,5 @@ class _Handler(BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def serving(replay: Replay) -> Iterator[str]:
     """Serve ``replay``'s page on a loopback port; yields the /metrics URL."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.replay = replay  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/metrics"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with http_server(_Handler, replay=replay) as base:
+        yield f"{base}/metrics"

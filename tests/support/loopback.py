@@ -1,0 +1,27 @@
+"""A threaded HTTP server on a free loopback port, for replayed and hostile servers."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@contextlib.contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler], **attrs: object) -> Iterator[str]:
+    """Serve ``handler`` on 127.0.0.1 (``attrs`` set on the server, for the handler to read
+    as ``self.server.NAME``); yields the base URL ``http://127.0.0.1:PORT``."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    for name, value in attrs.items():
+        setattr(httpd, name, value)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
