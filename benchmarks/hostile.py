@@ -44,8 +44,15 @@ from jouled.testing.fake_powercap import FakePowercap
 
 # Runs inside the daemon's process: a lag probe beside `jouled run`, nothing else changed.
 BOOTSTRAP = r"""
-import asyncio, sys, time
+import asyncio, gc, sys, time
 out = open(sys.argv[1], "w", buffering=1)
+gc_worst = [0.0, 0.0]  # the longest cyclic-GC pause in the window (it stops every thread)
+def gc_timer(phase, info):
+    if phase == "start":
+        gc_worst[1] = time.perf_counter()
+    else:
+        gc_worst[0] = max(gc_worst[0], time.perf_counter() - gc_worst[1])
+gc.callbacks.append(gc_timer)
 async def probe():
     loop = asyncio.get_running_loop()
     worst, window = 0.0, time.time()
@@ -54,8 +61,8 @@ async def probe():
         await asyncio.sleep(0.01)
         worst = max(worst, loop.time() - t0 - 0.01)
         if time.time() - window >= 0.1:
-            out.write(f"{time.time():.3f} {worst:.6f}\n")
-            worst, window = 0.0, time.time()
+            out.write(f"{time.time():.3f} {worst:.6f} {gc_worst[0]:.6f}\n")
+            worst, window, gc_worst[0] = 0.0, time.time(), 0.0
 run = asyncio.run
 def patched(coro, **kw):
     async def both():
@@ -167,13 +174,15 @@ def _daemon(tmp: Path) -> Iterator[dict[str, Any]]:
         stop(proc)
 
 
-def _lags(path: Path, t0: float, t1: float) -> list[float]:
-    out = []
+def _lags(path: Path, t0: float, t1: float) -> tuple[list[float], list[float]]:
+    """(loop lags, longest GC pauses) of the 100 ms windows in [t0, t1]."""
+    lags, gcs = [], []
     for line in path.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 2 and t0 <= float(parts[0]) <= t1 + 0.1:
-            out.append(float(parts[1]))
-    return out
+        if len(parts) == 3 and t0 <= float(parts[0]) <= t1 + 0.1:
+            lags.append(float(parts[1]))
+            gcs.append(float(parts[2]))
+    return lags, gcs
 
 
 MAX_BODY = 4 * 1024 * 1024  # spans.max_body_bytes' default
@@ -309,12 +318,13 @@ def bench(seconds: float) -> dict[str, Any]:
                 time.sleep(0.5)
             t1 = time.time()
             log_text = d["log_file"].read_bytes()[log_at:].decode(errors="replace")
-            lags = _lags(d["lag_file"], t0, t1)
+            lags, gcs = _lags(d["lag_file"], t0, t1)
             codes = [c for c, _ in probe.samples]
             out[name] = {
                 **detail,
                 "wall_s": round(t1 - t0, 2),
                 "loop_lag_worst_ms": 1000 * max(lags, default=0.0),
+                "gc_pause_worst_ms": 1000 * max(gcs, default=0.0),
                 "healthz": percentiles([t for _, t in probe.samples]),
                 "healthz_probes": len(codes),
                 "healthz_not_200": sum(1 for c in codes if c != 200),
@@ -329,7 +339,8 @@ def bench(seconds: float) -> dict[str, Any]:
 
 def _line(name: str, r: dict[str, Any]) -> str:
     return (
-        f"{name:24} loop lag worst {r['loop_lag_worst_ms']:7.1f} ms | /healthz p50 "
+        f"{name:24} loop lag worst {r['loop_lag_worst_ms']:7.1f} ms (GC pause "
+        f"{r['gc_pause_worst_ms']:5.1f}) | /healthz p50 "
         f"{r['healthz']['p50_ms']:6.1f} p99 {r['healthz']['p99_ms']:6.1f} max "
         f"{r['healthz']['max_ms']:6.1f} ms, {r['healthz_not_200']}/{r['healthz_probes']} not 200"
         f" | ticks behind {r['ticks_fell_behind']} | RSS {r['rss_mb']:.0f} MB "
