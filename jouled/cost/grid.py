@@ -95,7 +95,7 @@ async def get_json(
     """GET and decode JSON, mapping every failure to a ProviderError reason."""
     try:
         async with session.get(url, params=params, headers=headers) as resp:
-            body = await resp.content.read(MAX_BODY_BYTES)
+            body = await resp.content.read(MAX_BODY_BYTES + 1)
             if resp.status in (401, 403):
                 raise ProviderError(AUTH, f"HTTP {resp.status}: the token was refused")
             if resp.status == 429:
@@ -109,16 +109,22 @@ async def get_json(
     except aiohttp.ClientError as exc:
         # The exception text names host and port only; headers (the token) are not in it.
         raise ProviderError(NETWORK, f"{type(exc).__name__}: {exc}") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise ProviderError(GARBAGE, f"the answer is over {MAX_BODY_BYTES >> 20} MiB")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise ProviderError(GARBAGE, "the answer is not JSON") from None
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    try:  # an int past any float (400 digits) overflows: no number either
+        number = float(value) if isinstance(value, int | float) else math.nan
+    except OverflowError:
+        number = math.inf
+    if isinstance(value, bool) or not math.isfinite(number):
         raise ProviderError(GARBAGE, f"{what} is not a number: {str(value)[:40]!r}")
-    return float(value)
+    return number
 
 
 def _dig(doc: Any, *path: str | int) -> Any:
@@ -343,6 +349,9 @@ class GridPoller:
             return None
         except ProviderError as exc:
             self._fail(exc)
+            return None
+        except Exception as exc:  # a provider's bug must not end the poller for good
+            self._fail(ProviderError(GARBAGE, f"{type(exc).__name__}: {str(exc)[:200]}"))
             return None
         if not self._up and self._polls > 1:
             log.info("grid intensity from %s is back: %.1f gCO2e/kWh", self.name, value)

@@ -202,6 +202,15 @@ async def slow(r: web.Request) -> web.Response:
         (lambda r: web.json_response([1, 2]), grid.GARBAGE),
         (lambda r: web.json_response({"carbonIntensity": -5}), grid.GARBAGE),
         (lambda r: web.json_response({"carbonIntensity": 1e9}), grid.GARBAGE),
+        # Hostile answers that escaped poll_once and ended the poller for good:
+        # RecursionError (deep JSON), OverflowError (an int past any float).
+        (lambda r: web.Response(text="[" * 100_000 + "]" * 100_000), grid.GARBAGE),
+        (lambda r: web.Response(text='{"carbonIntensity": 1' + "0" * 400 + "}"), grid.GARBAGE),
+        # Over the 1 MiB bound: said as such, not "not JSON".
+        (
+            lambda r: web.json_response({"carbonIntensity": 300, "pad": "x" * (1 << 20)}),
+            grid.GARBAGE,
+        ),
     ],
 )
 async def test_failures_keep_the_last_good_value_and_count_the_reason(
@@ -432,3 +441,24 @@ def test_retries_are_jittered_longer_never_shorter() -> None:
     assert grid.backoff_s(2, 300, jitter=0.999) < 750
     assert grid.backoff_s(1, 10, retry_after_s=90, jitter=0.2) == 90 * 1.05  # after Retry-After
     assert grid.backoff_s(0, 300, jitter=0.9) == 300  # success: the interval, unjittered
+
+
+async def test_an_unexpected_error_in_a_provider_fails_one_poll_not_the_poller(
+    session: aiohttp.ClientSession,
+) -> None:
+    class Broken:
+        name = "electricitymaps"
+        boundary = None
+        calls = 0
+
+        async def fetch(self, session: aiohttp.ClientSession) -> float:
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyError("a shape nobody foresaw")
+            return 250.0
+
+    cfg = GridProviderConfig(provider="uk_national_grid", timeout=0.5, fallback=475.0)
+    p = GridPoller(cfg, FakeClock(), provider=Broken())
+    assert await p.poll_once(session) is None
+    assert p.status().errors == {grid.GARBAGE: 1}
+    assert await p.poll_once(session) == 250.0
