@@ -8,11 +8,17 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's backlog of 5 refuses connections when the accepting thread is starved
+    # (a loaded CI machine): a replayed server must not look down for that reason.
+    request_queue_size = 128
+
+
 @contextlib.contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler], **attrs: object) -> Iterator[str]:
     """Serve ``handler`` on 127.0.0.1 (``attrs`` set on the server, for the handler to read
     as ``self.server.NAME``); yields the base URL ``http://127.0.0.1:PORT``."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = _Server(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     for name, value in attrs.items():
         setattr(httpd, name, value)
