@@ -61,11 +61,17 @@ class ColumnFormat:
     decimals: int
 
     def __call__(self, value: float | None) -> str:
-        """``value`` as ``1,234.5`` in ``unit``; ``-`` for None or a non-finite value."""
+        """``value`` as ``1,234.5`` in ``unit``; ``-`` for None or a non-finite value;
+        ``<0.001`` for a positive value too small for the column's decimals (not ``0.000``,
+        which would read as nothing at all)."""
         if value is None or not math.isfinite(value):
             return "-"
         text = f"{value / self.size:,.{self.decimals}f}"
-        return text.lstrip("-") if float(text.replace(",", "")) == 0 else text  # no "-0.00"
+        if float(text.replace(",", "")) == 0:
+            if value > 0:
+                return f"<{10.0**-self.decimals:.{self.decimals}f}"
+            return text.lstrip("-")  # no "-0.00"
+        return text
 
 
 def _finite(values: Iterable[float | None]) -> list[float]:

@@ -198,6 +198,6 @@ def test_fleet_host_table_has_one_unit_per_column() -> None:
         "0.000020",
         "0.010",
         "500.0",
-        "0.00000",
+        "<0.00001",
         "7,200",
     ]

@@ -57,6 +57,15 @@ def test_the_issue_example_reads_in_one_unit_and_format() -> None:
     assert (tiny.unit, tiny(1.2e-8)) == ("nEUR", "12.0")
 
 
+def test_a_value_below_the_columns_resolution_is_not_shown_as_zero() -> None:
+    # A workload's 1e-7 USD beside the host's 0.44 USD (hardware cost charged by GPU share
+    # on a host with no GPU energy): 5 decimals reach 0.00001, so the cell says "<0.00001",
+    # not "0.00000", which reads as nothing; a true zero stays "0.00000".
+    usd = money_format([0.44596, 1e-7, 0.0], "USD")
+    assert [usd(v) for v in (0.44596, 1e-7, 0.0)] == ["0.44596", "<0.00001", "0.00000"]
+    assert column_format([1.0, 0.0], GRAMS)(-1e-9) == "0.000"  # no "-0.000" either
+
+
 def test_table_has_it_and_facility_energy_in_column_units(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     build_ledger(path)  # PUE 1.5: 48 x 360 J = 4.8 Wh IT, 7.2 Wh facility
