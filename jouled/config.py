@@ -112,27 +112,27 @@ class RaplConfig(_Strict):
     enabled: Enabled = "auto"
     path: UserPath = Path("/sys/class/powercap")
     # Most power a single zone can plausibly draw; separates a counter wrap from a reset.
-    max_power_watts: float = Field(default=2000.0, gt=0)
+    max_power_watts: float = Field(default=2000.0, gt=0, allow_inf_nan=False)
 
 
 class NvmlConfig(_Strict):
     enabled: Enabled = "auto"
     # Power-only GPUs are polled this often and integrated (trapezoid) between ticks.
     poll_interval: float = Field(default=0.1, ge=0.01, le=10.0)
-    max_power_watts: float = Field(default=3000.0, gt=0)
+    max_power_watts: float = Field(default=3000.0, gt=0, allow_inf_nan=False)
 
 
 class EstimateConfig(_Strict):
     # auto: only where no RAPL zone can be read. true: always (beside RAPL). false: never.
     enabled: Enabled = "auto"
     # Cloud Carbon Footprint's published AWS coefficients (watts per vCPU, idle and full).
-    cpu_min_watts_per_vcpu: float = Field(default=0.74, ge=0)
-    cpu_max_watts_per_vcpu: float = Field(default=3.5, ge=0)
+    cpu_min_watts_per_vcpu: float = Field(default=0.74, ge=0, allow_inf_nan=False)
+    cpu_max_watts_per_vcpu: float = Field(default=3.5, ge=0, allow_inf_nan=False)
     # Cloud Carbon Footprint's memory coefficient: 0.392 W per GB, charged (as CCF does) only
     # on memory above what the per-vCPU figure already includes: CCF's AWS MEMORY_AVG of
     # 80.69 GB per physical chip at 96 vCPUs per chip (its getPhysicalChips), 0.84 GB/vCPU.
-    memory_watts_per_gb: float = Field(default=0.392, ge=0)
-    memory_gb_included_per_vcpu: float = Field(default=80.69 / 96, ge=0)
+    memory_watts_per_gb: float = Field(default=0.392, ge=0, allow_inf_nan=False)
+    memory_gb_included_per_vcpu: float = Field(default=80.69 / 96, ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _min_below_max(self) -> EstimateConfig:
@@ -160,7 +160,7 @@ class IngestConfig(_Strict):
     token_file: UserPath | None = None
     socket_mode: str = Field(default="0660", pattern=r"^0?[0-7]{3}$")
     # Requests per second over /v1/* and gRPC Export together (a token bucket); 0 = unlimited.
-    max_requests_per_second: float = Field(default=1000.0, ge=0)
+    max_requests_per_second: float = Field(default=1000.0, ge=0, allow_inf_nan=False)
     # OTLP/gRPC (TraceService/Export) HOST:PORT; null turns the gRPC listener off.
     grpc_listen: HostPort | None = "127.0.0.1:4317"
     # Reject spans that name a workload whose processes did not send them (sender_mismatch).
@@ -270,10 +270,10 @@ class WorkloadConfig(_Strict):
 class IdlePowerConfig(_Strict):
     """Known idle power per component in watts; unset components are learned on the host."""
 
-    cpu: float | None = Field(default=None, ge=0)
-    dram: float | None = Field(default=None, ge=0)
-    other: float | None = Field(default=None, ge=0)
-    gpu: float | None = Field(default=None, ge=0)  # per GPU board
+    cpu: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    dram: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    other: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    gpu: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # per GPU board
 
 
 class AttributionConfig(_Strict):
@@ -325,7 +325,7 @@ class SpansConfig(_Strict):
     # Largest request body, after decompression (413 past it); see ingest.max_bytes_in_flight.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Window behind jouled_energy_per_gflop_joules.
-    window: float = Field(default=300.0, gt=0)
+    window: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     # A fit file from `jouled model fit --out`: exported as the predicted joules per request
     # beside the measured ones, so drift from the model can be alerted on.
     fit_file: UserPath | None = None
@@ -342,9 +342,9 @@ class SpansConfig(_Strict):
     @field_validator("gflops_per_token")
     @classmethod
     def _positive(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = [k for k, v in value.items() if not v > 0]
+        bad = [k for k, v in value.items() if not 0 < v <= 1e6]  # NaN and inf too
         if bad:
-            raise ValueError(f"GFLOPs per token must be > 0 (model {bad[0]!r})")
+            raise ValueError(f"GFLOPs per token must be > 0 and at most 1e6 (model {bad[0]!r})")
         return value
 
 
@@ -495,6 +495,11 @@ class MarketBasedConfig(_Strict):
         return value
 
 
+# Far above any tariff in any currency; NaN and inf (a cost series stuck at NaN or +Inf for
+# good) are refused with it.
+MAX_PRICE_PER_KWH = 1e6
+
+
 class EnergyPriceConfig(_Strict):
     # A flat price, or 24 hourly prices (hours of cost.timezone) for a time-of-use tariff.
     per_kwh: float | tuple[float, ...] = Field(default=0.20)
@@ -516,8 +521,8 @@ class EnergyPriceConfig(_Strict):
     @classmethod
     def _price(cls, value: float | tuple[float, ...]) -> float | tuple[float, ...]:
         values = value if isinstance(value, tuple) else (value,)
-        if any(v < 0 for v in values):
-            raise ValueError("per_kwh must be >= 0")
+        if any(not 0 <= v <= MAX_PRICE_PER_KWH for v in values):  # NaN and inf too
+            raise ValueError(f"per_kwh must be a number from 0 to {MAX_PRICE_PER_KWH:g}")
         return _hourly(value, "price")
 
 
@@ -526,7 +531,7 @@ class HardwareCostConfig(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     # Price per hour per unit in energy_price.currency; omitted: the preset's (USD only).
-    per_hour: float | None = Field(default=None, ge=0)
+    per_hour: float | None = Field(default=None, ge=0, le=1e9)
     count: int = Field(default=1, ge=1, le=1024)
     # The component whose energy share charges a workload: gpu for accelerators, cpu for the
     # rest; host: the share of all host IT energy. Omitted: gpu for a GPU preset, else cpu.
@@ -563,9 +568,9 @@ class CostConfig(_Strict):
     def _zone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
             raise ValueError(
-                f"unknown time zone {value!r}: give an IANA name such as Europe/Berlin or UTC"
+                f"unknown time zone {value[:80]!r}: give an IANA name such as Europe/Berlin or UTC"
             ) from None
         return value
 

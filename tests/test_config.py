@@ -108,3 +108,17 @@ def test_any_document_either_validates_or_raises_config_error(doc: object) -> No
         assert str(exc).startswith("fuzz.yaml")
     else:
         assert 0.1 <= cfg.interval <= 60
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"attribution": {"idle_power_watts": {"cpu": float("inf")}}}, "idle_power_watts.cpu"),
+        ({"collectors": {"rapl": {"max_power_watts": float("inf")}}}, "max_power_watts"),
+        ({"collectors": {"estimate": {"memory_watts_per_gb": float("inf")}}}, "memory_watts"),
+        ({"spans": {"gflops_per_token": {"m": float("inf")}}}, "gflops_per_token"),
+    ],
+)
+def test_infinite_watts_and_gflops_are_refused(doc: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        config.validate(doc, "test")
