@@ -82,7 +82,7 @@ def test_provider_block_and_hourly_profile(tmp_path: Path) -> None:
             "give per_hour in EUR",
         ),
         ("cost: {energy_price: {currency: usd}}\n", "cost.energy_price.currency", "pattern"),
-        ("cost: {energy_price: {per_kwh: -1}}\n", "cost.energy_price.per_kwh", "a number from 0 to"),
+        ("cost: {energy_price: {per_kwh: -1}}\n", "cost.energy_price.per_kwh", "from 0 to"),
         ("ledger: {flush_interval: 0}\n", "ledger.flush_interval", "greater than or equal"),
         ("ledger: {pth: x}\n", "ledger.pth", "unknown key"),
     ],
