@@ -75,3 +75,23 @@ def test_the_layout_table_names_every_package_and_only_real_paths() -> None:
         f"jouled/{d.name}" for d in (repo / "jouled").iterdir() if (d / "__init__.py").exists()
     }
     assert sorted(packages - named) == []
+
+
+@pytest.mark.parametrize("command", ["run", "check", "loadgen", "demo", "report"])
+def test_every_flag_the_command_table_shows_is_in_the_commands_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jouled.cli import main
+
+    section = README.read_text().split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    [cell] = [
+        line.split("|")[1]
+        for line in section.splitlines()
+        if line.startswith(f"| `jouled {command}")
+    ]
+    flags = set(re.findall(r"--[a-z][a-z-]*", cell))
+    assert flags, cell
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = capsys.readouterr().out
+    assert sorted(f for f in flags if f not in shown) == []
