@@ -50,8 +50,18 @@ def _decl(column: str) -> str:
 
 
 def version(conn: sqlite3.Connection) -> int:
+    """The file's schema version (0: none recorded). Raises LedgerSchemaError when the
+    recorded value is not a whole number (a damaged file, or one jouled did not write)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    if not row:
+        return 0
+    text = str(row[0])
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise LedgerSchemaError(
+            f"the ledger's schema_version is {text[:40]!r}, not a version number: the file "
+            "is damaged or was not written by jouled; set ledger.path to another file"
+        )
+    return int(text)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

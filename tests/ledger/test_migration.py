@@ -132,6 +132,14 @@ def test_a_nan_market_factor_is_stored_as_null(tmp_path: Path) -> None:
     assert rows(tmp_path / "l.db")[0]["market_g_per_kwh"] is None
 
 
+def assert_not_migrated(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        assert "energy_source" not in columns(conn)  # untouched
+    finally:
+        conn.close()
+
+
 def test_a_ledger_from_a_newer_jouled_is_refused_not_rewritten(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -145,11 +153,25 @@ def test_a_ledger_from_a_newer_jouled_is_refused_not_rewritten(
     assert not ledger.open()
     assert "schema version 99, newer than this jouled's" in caplog.text
     assert ledger.status().errors == {"schema": 1}
+    assert_not_migrated(path)
+
+
+@pytest.mark.parametrize("recorded", ["abc", "1.5", "-1", "9" * 5000])
+def test_a_damaged_schema_version_disables_the_ledger_with_the_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, recorded: str
+) -> None:
+    # int() of these raised ValueError out of Ledger.open: the daemon did not start.
+    path = tmp_path / "damaged.db"
+    v1_ledger(path)
     conn = sqlite3.connect(path)
-    try:
-        assert "energy_source" not in columns(conn)  # untouched
-    finally:
-        conn.close()
+    with conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (recorded,))
+    conn.close()
+    ledger = Ledger(path)
+    assert not ledger.open()
+    assert f"schema_version is {recorded[:40]!r}, not a version number" in caplog.text
+    assert ledger.status().errors == {"schema": 1}
+    assert_not_migrated(path)
 
 
 def test_only_a_ledger_with_rows_says_it_was_migrated(
