@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -356,3 +357,37 @@ def test_hostile_counts_are_refused_with_the_reason(text: str, message: str) -> 
         f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 9007199254740992\n', default_model="x"
     )
     assert ok.series[0].value == 2**53
+
+
+def test_only_the_recognized_lines_reach_the_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page of 100,000 other series (cardinality explosion) cost ~8 s of CPU and ~100 MiB
+    per read to parse whole; only the families read, their TYPE/HELP lines and no buckets
+    are parsed now, and a flood of recognized names is refused before any parsing."""
+    from jouled.collectors import server_metrics
+
+    fed: list[str] = []
+    real = server_metrics.text_string_to_metric_families
+
+    def spy(text: str) -> Any:
+        fed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(server_metrics, "text_string_to_metric_families", spy)
+    replay = TgiReplay(["mistral"])
+    replay.serve("mistral", 12, 5)
+    junk = "# TYPE junk_total counter\n" + "".join(
+        f'junk_total{{i="{i}"}} {i}\n' for i in range(100_000)
+    )
+    page = parse_page(junk + replay.page(), default_model="mistral")
+    assert {(s.kind, s.value) for s in page.series} == {
+        ("input", 12),
+        ("output", 5),
+        ("requests", 1),
+    }
+    assert "junk" not in fed[0] and "_bucket" not in fed[0]
+    assert len(fed[0].splitlines()) <= 12  # TYPE, HELP and one sample per family (+ counts)
+
+    flood = TYPE + "".join(f'vllm:prompt_tokens_total{{model_name="m{i}"}} 1\n' for i in range(61))
+    with pytest.raises(PageError, match="more than 20 recognized series"):
+        parse_page(flood, default_model="x", max_series=20)
+    assert len(fed) == 1  # refused by counting lines, unparsed
