@@ -29,10 +29,12 @@ from jouled.config import CostConfig, GridFactorConfig, GridProviderConfig
 from jouled.cost import embodied
 from jouled.cost.books import CarbonAccount
 from jouled.cost.carbon import Provenance, hour_of
+from jouled.cost.server_books import ServerModelDeltas
 from jouled.costmodel.fitfile import Fit
 from jouled.costmodel.hardware import PRESETS
 from jouled.pipeline.attribution import AttributionSnapshot
 from jouled.pipeline.cost import Books, CostDelta, CostSnapshot, Factors, RequestBooks
+from jouled.pipeline.server_metrics import ServerMetricsSnapshot
 from jouled.pipeline.snapshot import Snapshot, frozen
 from jouled.pipeline.tick import Tick
 
@@ -162,6 +164,8 @@ class CostStage:
         self._window: deque[_WindowTick] = deque()
         self._last_workload_j: dict[tuple[str, str, str], float] = {}
         self._last_requests: dict[tuple[str, str], tuple[int, float, float]] = {}
+        self._server = ServerModelDeltas()  # model rows of server-metrics workloads
+        self._server_workloads: frozenset[str] = frozenset()
         self._host_cost: dict[str, float] = {}
         self._host_g = 0.0
         self._wl_cost: dict[tuple[str, str], float] = {}
@@ -201,7 +205,13 @@ class CostStage:
             if source == ESTIMATE:
                 estimated += j
         return self._account(
-            tick.w1, tick.t1, tick.seconds, host_j, snapshot.attribution, host_estimated_j=estimated
+            tick.w1,
+            tick.t1,
+            tick.seconds,
+            host_j,
+            snapshot.attribution,
+            host_estimated_j=estimated,
+            server=snapshot.server_metrics,
         )
 
     def flush(
@@ -233,16 +243,31 @@ class CostStage:
         return out
 
     def _request_deltas(
-        self, a: AttributionSnapshot | None, f: Factors
+        self, a: AttributionSnapshot | None, f: Factors, server: ServerMetricsSnapshot | None
     ) -> dict[tuple[str, str], RequestBooks]:
+        """Per (workload, model), the requests booked this tick: settled spans, or for a
+        workload in server-metrics mode its server's counts and energy (as /metrics)."""
         out: dict[tuple[str, str], RequestBooks] = {}
+        if server is not None:
+            self._server_workloads = server.workloads
+        for key, d in self._server.take(server).items():
+            out[key] = self._carbon.request(
+                f,
+                RequestBooks(
+                    count=d.requests,
+                    energy_j=d.energy_j,
+                    gflops=0.0,  # a server reports tokens, not each request's work
+                    cost_energy=energy_cost(d.energy_j, f.pue, f.price_per_kwh),
+                    emissions_g=emissions_g(d.energy_j, f.pue, f.grid_g_per_kwh),
+                ),
+            )
         if a is None:
             return out
         for key, st in a.requests.items():
             n0, j0, g0 = self._last_requests.get(key, (0, 0.0, 0.0))
             self._last_requests[key] = (st.count, st.energy_sum_j, st.gflops_total)
             n = st.count - n0
-            if n <= 0:
+            if n <= 0 or key[0] in self._server_workloads:
                 continue
             j = max(0.0, st.energy_sum_j - j0)
             books = RequestBooks(
@@ -264,6 +289,7 @@ class CostStage:
         attribution: AttributionSnapshot | None,
         *,
         host_estimated_j: float = 0.0,
+        server: ServerMetricsSnapshot | None = None,
     ) -> CostSnapshot:
         wl_estimated: dict[str, float] = {}
         workload_j = self._workload_deltas(attribution, wl_estimated)
@@ -303,7 +329,7 @@ class CostStage:
             workloads[workload] = self._carbon.books(
                 f, books, embodied_g, wl_estimated.get(workload, 0.0)
             )
-        requests = self._request_deltas(attribution, f)
+        requests = self._request_deltas(attribution, f, server)
 
         self._host_cost[KIND_ENERGY] = self._host_cost.get(KIND_ENERGY, 0.0) + host.cost_energy
         if self._items:
