@@ -16,13 +16,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import threading
-import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from typing import Any, Final
+
+from jouled import httpget
 
 MAX_BODY_BYTES: Final = 32 << 20
 TIMEOUT_S: Final = 30.0
@@ -52,15 +51,15 @@ def http_query(base_url: str, timeout_s: float = TIMEOUT_S) -> Query:
         params = urllib.parse.urlencode({"query": expr, "time": f"{at_s:.3f}"})
         url = f"{base}/api/v1/query?{params}"
         try:
-            body = _get(url, timeout_s)
+            _status, body = httpget.get(url, timeout_s=timeout_s, max_bytes=MAX_BODY_BYTES)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise FleetError(f"cannot reach the Prometheus API at {base}: {reason}") from None
-        except _TooSlow:
+        except httpget.TooSlow:
             raise FleetError(
                 f"{base} did not finish answering {expr!r} within {timeout_s:g} s"
             ) from None
-        except _TooLarge:
+        except httpget.TooLarge:
             raise FleetError(
                 f"{base} answered {expr!r} with more than {MAX_BODY_BYTES >> 20} MiB: "
                 "narrow --match to fewer hosts"
@@ -81,57 +80,6 @@ def http_query(base_url: str, timeout_s: float = TIMEOUT_S) -> Query:
             ) from None
 
     return query
-
-
-class _TooSlow(Exception):
-    pass
-
-
-def _get(url: str, timeout_s: float) -> bytes:
-    """GET ``url`` within ``timeout_s`` in all. urllib's timeout bounds each socket read, not
-    the answer: a server trickling header lines or body bytes would hold the CLI for ever.
-    The read runs on a daemon thread that the caller stops waiting for at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    box: list[bytes | BaseException] = []
-
-    def run() -> None:
-        try:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                    box.append(_read_bounded(resp, deadline))
-            except urllib.error.HTTPError as exc:
-                box.append(_read_bounded(exc, deadline))  # 400/422 carry a JSON error
-        except BaseException as exc:  # handed to the caller
-            box.append(exc)
-
-    worker = threading.Thread(target=run, name="jouled-prometheus-query", daemon=True)
-    worker.start()
-    worker.join(timeout_s + 0.5)
-    if not box:
-        raise _TooSlow
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _read_bounded(resp: Any, deadline: float) -> bytes:
-    """The body, in chunks, up to ``MAX_BODY_BYTES`` and until ``deadline`` (monotonic)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if time.monotonic() > deadline:
-            raise _TooSlow
-        chunk = resp.read1(1 << 16) if hasattr(resp, "read1") else resp.read(1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _TooLarge
-        chunks.append(chunk)
 
 
 def _vector(data: Any) -> list[tuple[dict[str, str], float]]:

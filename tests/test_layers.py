@@ -18,7 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent / "jouled"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     (
         "base",
-        frozenset({"jouled", "clock", "logs", "regex", "units", "connections", "files", "config"}),
+        frozenset(
+            {
+                "jouled",
+                "clock",
+                "logs",
+                "regex",
+                "units",
+                "connections",
+                "files",
+                "httpget",
+                "config",
+            }
+        ),
     ),
     ("readers", frozenset({"collectors", "costmodel", "testing"})),
     ("pipeline", frozenset({"pipeline"})),

@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from jouled import httpget
 from jouled.collectors.base import CheckRow
 
 Kind = Literal["input", "output", "requests"]
@@ -299,14 +300,20 @@ async def fetch_page(session: Any, url: str, *, max_bytes: int) -> str:
 
 
 def read_page_blocking(url: str, *, timeout: float, max_bytes: int) -> str:
-    """The same read for ``jouled check`` (no event loop): urllib, with a timeout."""
-    import urllib.request
-
-    req = urllib.request.Request(url, headers={"Accept": "text/plain"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        body: bytes = resp.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise PageError(f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)")
+    """The same read for ``jouled check`` (no event loop): the whole answer within
+    ``timeout`` (a server trickling bytes is cut off), at most ``max_bytes``."""
+    try:
+        status, body = httpget.get(
+            url, timeout_s=timeout, max_bytes=max_bytes, headers={"Accept": "text/plain"}
+        )
+    except httpget.TooLarge:
+        raise PageError(
+            f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)"
+        ) from None
+    except httpget.TooSlow:
+        raise PageError(f"no whole answer within {timeout:g}s") from None
+    if status != 200:
+        raise PageError(f"HTTP {status} from {url}")
     return body.decode("utf-8", errors="replace")
 
 

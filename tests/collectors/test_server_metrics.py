@@ -3,7 +3,10 @@ bounds, and the read over real loopback HTTP (pages replayed from each server's 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from jouled.collectors.server_metrics import (
     parse_page,
 )
 from jouled.config import validate
+from tests.support.loopback import http_server
 from tests.support.server_pages import (
     REPLAYS,
     SglangReplay,
@@ -391,3 +395,33 @@ def test_only_the_recognized_lines_reach_the_parser(monkeypatch: pytest.MonkeyPa
     with pytest.raises(PageError, match="more than 20 recognized series"):
         parse_page(flood, default_model="x", max_series=20)
     assert len(fed) == 1  # refused by counting lines, unparsed
+
+
+class Trickle(BaseHTTPRequestHandler):
+    """A /metrics that sends a byte every 0.1 s: each read is within urllib's timeout."""
+
+    def do_GET(self) -> None:
+        with contextlib.suppress(OSError):
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(200):
+                self.wfile.write(b"#")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_jouled_check_gives_up_on_a_trickling_server_at_the_timeout() -> None:
+    # urllib's timeout is per socket read: `jouled check` waited 20 s here (for ever on a
+    # server that never stops).
+    with http_server(Trickle) as base:
+        sm = {"url": f"{base}/metrics", "timeout": 1}
+        cfg = validate(
+            {"workloads": [{"name": "w", "match": {"pid": 1}, "server_metrics": sm}]}, "t"
+        )
+        start = time.monotonic()
+        (row,) = check_rows(cfg.workloads)
+    assert time.monotonic() - start < 3.0
+    assert not row.readable and row.detail == "no whole answer within 1s"
