@@ -396,6 +396,11 @@ class SpanSplitter:
         )
 
     @property
+    def pending(self) -> int:
+        """Spans waiting to settle (``stats.pending_spans``, without building the stats)."""
+        return self._n_pending
+
+    @property
     def settled_until(self) -> float:
         """Wall time up to which energy is settled; spans starting before it are late."""
         return self._frontier

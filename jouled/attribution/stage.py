@@ -202,8 +202,13 @@ class _Window:
 
 class AttributionStage:
     name = "attribution"
-    # The sampler runs on_tick on a worker thread; ``lock`` guards the books.
-    off_loop = True
+
+    @property
+    def off_loop(self) -> bool:
+        """The sampler runs on_tick on a worker thread (``lock`` guards the books) when the
+        tick has work: workloads to measure or spans to settle. An idle daemon's tick is
+        microseconds, less than the hand-off to a thread."""
+        return bool(self._workloads) or self.splitter.pending > 0
 
     def __init__(
         self,

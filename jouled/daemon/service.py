@@ -296,7 +296,9 @@ class Daemon:
             # With no recently active workload process there is nothing to sample: wake
             # once a tick to look again, not n times (an idle daemon stays idle).
             if n <= 1 or tracker is None or not tracker.has_active:
-                await asyncio.sleep(self.config.interval)
+                # No workload at all: look again every 10 ticks (a reload may add some).
+                idle = tracker is not None and not tracker.matchers
+                await asyncio.sleep(self.config.interval * (10 if idle else 1))
                 continue
             await asyncio.sleep(self.config.interval / n)
             stage = self.attribution
@@ -489,11 +491,21 @@ class Daemon:
         sampler = self.sampler
         next_tick = self.clock.monotonic() + self.config.interval
         last_ping = 0.0
+        # One waiter on the stop event for the whole loop: a new task and timeout wrapper per
+        # tick (wait_for) is most of an idle daemon's event-loop work.
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await self._tick_loop(sampler, stopped, next_tick, last_ping)
+        finally:
+            stopped.cancel()
+
+    async def _tick_loop(
+        self, sampler: Sampler, stopped: asyncio.Future[Any], next_tick: float, last_ping: float
+    ) -> None:
         while not self._stop.is_set():
             delay = next_tick - self.clock.monotonic()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                await asyncio.wait((stopped,), timeout=delay)
                 if self._stop.is_set():
                     break
             await sampler.tick()
