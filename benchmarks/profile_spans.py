@@ -30,12 +30,26 @@ from benchmarks.daemon_cpu import GROUPS, _received, _sender, loaded_config
 # (stage, substrings of "function (file)" frames): the innermost frame matching wins.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("protobuf decode", ("jouled/ingest/wire.py", "FromString", "MergeFromString")),
-    ("attribute reading", ("decode_otlp", "_pb_value", "_OtlpSpan", "attributes.py")),
     ("validation", ("jouled/ingest/rules.py", "_select", "_request_ancestor", "modelcap.py")),
+    (
+        "attribute reading",
+        ("decode_otlp", "_pb_value", "_OtlpSpan", "attributes.py", "decode.py"),
+    ),
     ("queueing", ("submit (jouled/attribution/stage.py", "requests.py", "add_span", "_queue")),
     (
         "settling",
-        ("_settle_tick", "split_fractions", "_budget", "_complete", "_finish", "sub_ticks"),
+        (
+            "_settle_tick",
+            "split_fractions",
+            "_budget",
+            "_complete",
+            "_finish",
+            "sub_ticks",
+            "_TimeQueue",
+            "_RangeSum",
+            "_exact_rates",
+            "SpanSplitter.settle",
+        ),
     ),
     ("booking", ("_absorb", "observe", "_Window")),
     ("snapshot", ("_freeze", "freeze", "jouled/pipeline/", "jouled/exporter/")),
@@ -53,6 +67,16 @@ def classify(stack: str) -> str:
             if any(k in frame for k in keys):
                 return stage
     return STAGES[-1][0]
+
+
+def shares(raw: Path) -> dict[str, float]:
+    """Each stage's share of the samples in a py-spy ``--format raw`` file."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, num = line.rpartition(" ")
+        counts[classify(stack)] += int(num)
+    total = sum(counts.values()) or 1
+    return {stage: counts[stage] / total for stage, _ in STAGES}
 
 
 def profile(rate: int, transport: str, window: float, settle: float | None) -> dict[str, Any]:
@@ -76,11 +100,7 @@ def profile(rate: int, transport: str, window: float, settle: float | None) -> d
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             cpu, n = cpu_seconds(d.pid) - c0, _received(d) - n0
-    counts: collections.Counter[str] = collections.Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, num = line.rpartition(" ")
-        counts[classify(stack)] += int(num)
-    total = sum(counts.values()) or 1
+    share = shares(raw)
     return {
         "rate": rate,
         "transport": transport,
@@ -89,11 +109,8 @@ def profile(rate: int, transport: str, window: float, settle: float | None) -> d
         "cpu_percent_of_one_core": 100 * cpu / window,
         "raw": str(raw),
         "stages": {
-            stage: {
-                "share": counts[stage] / total,
-                "us_per_span": 1e6 * cpu * counts[stage] / total / n if n else None,
-            }
-            for stage, _ in STAGES
+            stage: {"share": part, "us_per_span": 1e6 * cpu * part / n if n else None}
+            for stage, part in share.items()
         },
     }
 
@@ -112,7 +129,12 @@ def main() -> None:
     p.add_argument("--transport", choices=("http", "grpc"), default="http")
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--settle-seconds", type=float, default=None)
+    p.add_argument("--classify", type=Path, help="only print the stages of a raw py-spy file")
     args = p.parse_args()
+    if args.classify is not None:
+        for stage, part in shares(args.classify).items():
+            print(f"  {stage:24} {100 * part:5.1f} %")
+        return
     r = profile(args.rate, args.transport, min(args.window, 300), args.settle_seconds)
     print(
         f"{r['transport']} {r['rate']} spans/s: {r['spans']:.0f} spans, CPU "
