@@ -44,8 +44,21 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 
 
+# The instants a report can name: years 1 to 9999 (what datetime and SQLite dates hold).
+MIN_TIME_S = dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()
+MAX_TIME_S = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+
+
 def parse_time(text: str, now_s: float) -> float:
-    """``now``, ``7d``/``12h``/``30m`` ago, unix seconds, or ISO 8601 (naive means UTC)."""
+    """``now``, ``7d``/``12h``/``30m`` ago, unix seconds, or ISO 8601 (naive means UTC).
+    ``ReportError`` for anything else, or an instant outside the years 1 to 9999."""
+    seconds = _parse_time(text, now_s)
+    if not MIN_TIME_S <= seconds <= MAX_TIME_S:  # 1e300, 99999999999d: tracebacks before
+        raise ReportError(f"time {text[:40]!r} is outside the years 1 to 9999")
+    return seconds
+
+
+def _parse_time(text: str, now_s: float) -> float:
     value = text.strip()
     if value == "now":
         return now_s
@@ -407,6 +420,9 @@ def main(argv: Sequence[str], *, out: TextIO | None = None, now_s: float | None 
     return _emit(args, doc, days, out)
 
 
+MAX_FLEET_DAYS = 3660  # ten years of daily rows
+
+
 def _fleet_doc(args: argparse.Namespace, now: float) -> tuple[dict[str, Any], list[Any]] | int:
     from jouled import fleet
 
@@ -415,6 +431,12 @@ def _fleet_doc(args: argparse.Namespace, now: float) -> tuple[dict[str, Any], li
             raise ReportError("--prometheus needs --since (e.g. --since 90d)")
         since = parse_time(args.since, now)
         until = parse_time(args.until, now) if args.until else now
+        if args.by == "day" and until - since > MAX_FLEET_DAYS * 86400:
+            # A query set per day, one after another: 0001-01-01 to now was 740,000 days.
+            raise ReportError(
+                f"--by day from Prometheus covers at most {MAX_FLEET_DAYS} days; "
+                "narrow --since/--until"
+            )
         query = fleet.http_query(args.prometheus)
         doc = fleet.totals(query, since, until, args.match)
         days = fleet.by_day(query, since, until, args.match) if args.by == "day" else []

@@ -110,6 +110,31 @@ def test_parse_time_forms() -> None:
     assert parse_time("2023-11-14T22:13:20", 0) == 1_700_000_000.0  # naive is UTC
     with pytest.raises(ReportError, match="ISO 8601"):
         parse_time("last tuesday", 0)
+    assert parse_time("0001-01-01", 0) == -62_135_596_800.0  # the first instant a report names
+
+
+@pytest.mark.parametrize("when", ["1e300", "-1e300", "1e18", "99999999999d"])
+def test_times_past_the_calendar_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    # OverflowError, OSError or ValueError tracebacks out of `jouled report` before.
+    build_ledger(tmp_path / "l.db", days=1)
+    assert run("--ledger", str(tmp_path / "l.db"), f"--since={when}")[0] == 1
+    assert capsys.readouterr().err == (
+        f"jouled report: time {when!r} is outside the years 1 to 9999\n"
+    )
+
+
+def test_a_fleet_report_by_day_over_centuries_is_refused_before_any_query(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # One query set per day, one after another: 0001-01-01 to now ran ~740,000 days.
+    code = main(
+        ["--prometheus", "http://127.0.0.1:9", "--since", "0001-01-01", "--by", "day"],
+        out=io.StringIO(),
+    )
+    assert code == 1
+    assert "covers at most 3660 days" in capsys.readouterr().err
 
 
 def test_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
