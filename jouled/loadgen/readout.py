@@ -35,7 +35,9 @@ class EnergyReport:
 
     workload: str
     requests_settled: float
-    request_energy_j: float  # energy of the requests' spans
+    # The models' energy (jouled_model_energy_joules_total): the settled spans' energy, or
+    # in server-metrics mode the workload's energy split by the work its server reported.
+    request_energy_j: float
     request_gflops: float
     workload_energy_j: float  # all the workload's active energy over the run (thesis Eq. 4.3)
     sources: tuple[str, ...]  # rapl, nvml, estimate: what the joules rest on
@@ -52,7 +54,10 @@ class EnergyReport:
 
     @property
     def gflops_per_request(self) -> float:
-        return self.request_gflops / self.requests_settled if self.requests_settled else math.nan
+        """NaN (shown n/a) when no request reported its work: unknown, not 0 GFLOPs."""
+        if not self.requests_settled or self.request_gflops <= 0:
+            return math.nan
+        return self.request_gflops / self.requests_settled
 
     @property
     def estimated(self) -> bool:
@@ -90,7 +95,8 @@ def energy_report(
     return EnergyReport(
         workload=workload or ALL_WORKLOADS,
         requests_settled=delta("jouled_requests_total"),
-        request_energy_j=delta("jouled_request_energy_joules_sum"),
+        # Not jouled_request_energy_joules_sum: spans only, 0 J in server-metrics mode.
+        request_energy_j=delta("jouled_model_energy_joules_total"),
         request_gflops=delta("jouled_request_gflops_total"),
         workload_energy_j=delta("jouled_workload_energy_joules_total"),
         sources=tuple(sources),

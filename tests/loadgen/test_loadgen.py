@@ -5,6 +5,7 @@ import asyncio
 import io
 import itertools
 import json
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -136,6 +137,7 @@ async def test_open_loop_is_bounded_by_count() -> None:
 METRICS_BEFORE = """
 jouled_requests_total{workload="inference",model="m"} 10
 jouled_request_energy_joules_sum{workload="inference",model="m"} 5
+jouled_model_energy_joules_total{workload="inference",model="m"} 5
 jouled_request_gflops_total{workload="inference",model="m"} 100
 jouled_workload_energy_joules_total{workload="inference",component="cpu",source="rapl"} 20
 jouled_requests_total{workload="other",model="m"} 1
@@ -145,6 +147,8 @@ jouled_requests_total{workload="inference",model="m"} 30
 jouled_requests_total{workload="inference",model="n"} 10
 jouled_request_energy_joules_sum{workload="inference",model="m"} 25
 jouled_request_energy_joules_sum{workload="inference",model="n"} 20
+jouled_model_energy_joules_total{workload="inference",model="m"} 25
+jouled_model_energy_joules_total{workload="inference",model="n"} 20
 jouled_request_gflops_total{workload="inference",model="m"} 300
 jouled_request_gflops_total{workload="inference",model="n"} 200
 jouled_workload_energy_joules_total{workload="inference",component="cpu",source="rapl"} 70
@@ -167,6 +171,24 @@ def test_energy_report_is_the_difference_of_jouled_counters() -> None:
     assert r.spans_late == 2
     everything = energy_report(before, after, workload=None, texts=0)
     assert everything.requests_settled == 130
+
+
+def test_server_metrics_mode_joules_per_request_come_from_the_model_energy() -> None:
+    """A workload in server-metrics mode settles no spans: its requests and energy are the
+    server's counts and the energy split by them (docs/TOKENS.md). Reading the spans'
+    histogram gave 0.000 J/request for the example server with --metrics."""
+    before = parse_metrics(
+        'jouled_requests_total{workload="chat",model="m"} 100\n'
+        'jouled_model_energy_joules_total{workload="chat",model="m"} 50\n'
+    )
+    after = parse_metrics(
+        'jouled_requests_total{workload="chat",model="m"} 110\n'
+        'jouled_model_energy_joules_total{workload="chat",model="m"} 62\n'
+    )
+    r = energy_report(before, after, workload="chat", texts=100)
+    assert (r.requests_settled, r.request_energy_j) == (10, 12)
+    assert r.joules_per_request == pytest.approx(1.2)
+    assert math.isnan(r.gflops_per_request)  # a server reports no work per request: n/a
 
 
 @pytest.mark.parametrize(
