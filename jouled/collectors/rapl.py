@@ -358,7 +358,9 @@ class RaplCollector:
             logger.info("RAPL %s (%s) moves again: measuring", domain, zone.zone_id)
 
     def _match_mirrors(self) -> None:
-        """Find zones whose counters agree read after read: one meter exposed twice."""
+        """Find zones whose counters agree read after read: one meter exposed twice; and
+        mirrors whose counters part again (they were two meters after all)."""
+        self._part_mirrors()
         moving = sorted(
             (d, st)
             for d, st in self._domains.items()
@@ -404,6 +406,30 @@ class RaplCollector:
                     st.mirror_reads,
                     twin,
                 )
+
+    def _part_mirrors(self) -> None:
+        """A confirmed mirror whose counter no longer agrees with its twin's is its own
+        meter: it is counted again from this read (the energy while it looked like its
+        twin cannot be told apart and stays uncounted). Without this it was dropped for the
+        daemon's life, silently, after three reads that happened to agree."""
+        for domain, st in sorted(self._domains.items()):
+            twin = self._domains.get(st.mirror_of) if st.mirror_of is not None else None
+            if twin is None or not (st.moved and twin.moved):
+                continue
+            if st.raw is None or twin.raw is None:
+                continue
+            if abs(twin.raw - st.raw) <= MIRROR_TOLERANCE_UJ:
+                continue
+            logger.warning(
+                "RAPL %s no longer reads the same counter as %s (%d uJ apart): two meters "
+                "after all; counting %s again from now",
+                domain,
+                st.mirror_of,
+                abs(twin.raw - st.raw),
+                domain,
+            )
+            st.mirror_of = st.mirror_candidate = None
+            st.mirror_reads = st.held_uj = 0
 
     def _read_energy(self, zone: Zone) -> tuple[int | None, str | None]:
         """(raw µJ, None), or (None, why): "vanished" when the zone is gone."""

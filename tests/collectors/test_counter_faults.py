@@ -349,3 +349,31 @@ def test_dies_that_agree_briefly_then_part_lose_nothing(tmp_path: Path) -> None:
         "package-0-die-1": pytest.approx(700.0),
     }
     assert rapl.mirrors == {}
+
+
+def test_a_mirror_whose_counter_parts_is_counted_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Firmware shows die-1 the same counter as die-0 for a few reads, then its own: after
+    # three reads alike it was dropped for the daemon's life, silently (0 J of 2,850).
+    fake = FakePowercap(tmp_path)
+    die0 = fake.add_zone("0", "package-0-die-0", 200.0)
+    die1 = fake.add_zone("1", "package-0-die-1", 190.0, mirror_of=die0)
+    fake.advance(100.0)
+    clock = FakeClock()
+    rapl = rapl_for(fake, clock)
+    rapl.read()
+    with caplog.at_level(logging.WARNING, logger="jouled.collectors.rapl"):
+        for second in range(1, 21):
+            if second == 6:
+                die1.mirror_of = None  # its own counter from now on
+            tick(fake, clock)
+            sample = rapl.read()
+    assert rapl.mirrors == {}
+    # 15 s at 190 W after parting, but for the read of the jump from its twin's value to
+    # its own (implausible, then a confirmed reset): 14 s counted.
+    assert energies(sample) == {
+        "package-0-die-0": pytest.approx(4000.0),
+        "package-0-die-1": pytest.approx(190.0 * 14),
+    }
+    assert any("two meters after all" in r.getMessage() for r in caplog.records)
