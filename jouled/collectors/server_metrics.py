@@ -48,6 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jouled import httpget
 from jouled.collectors.base import CheckRow
+from jouled.labels import sanitize_label
 
 Kind = Literal["input", "output", "requests"]
 KINDS: tuple[Kind, ...] = ("input", "output", "requests")
@@ -176,7 +177,10 @@ def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Pa
                         "each series must appear once"
                     )
                 keys.add(key)
-                model = s.labels.get(spec.model_label, "") if spec.model_label else ""
+                # A label from outside: cut and cleaned like a span's (a model name of
+                # megabytes would otherwise be exported as it came).
+                raw = s.labels.get(spec.model_label, "") if spec.model_label else ""
+                model = sanitize_label(raw)
                 out.append(
                     Series(
                         key=key,

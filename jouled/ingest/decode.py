@@ -29,9 +29,9 @@ from jouled.ingest.rules import (
     Tally,
     as_float,
     is_number,
-    sanitize_label,
 )
 from jouled.ingest.wire import iter_spans
+from jouled.labels import sanitize_label
 
 # OTLP attribute keys (see docs/SPANS.md and ingest/attributes.py for the configurable ones).
 ATTR_WORKLOAD: Final = "service.name"

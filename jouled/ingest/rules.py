@@ -12,13 +12,13 @@ work (GFLOPs, from tokens) that the checks need; the readers are in decode.py.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jouled.attribution.spans import Span
 from jouled.ingest.attributes import DEFAULT_NAMES, AttributeNames
+from jouled.labels import sanitize_label
 
 # Rejection reasons: the `reason` label values of jouled_spans_rejected_total.
 END_BEFORE_START: Final = "end_before_start"
@@ -51,7 +51,6 @@ MAX_TOKENS: Final = 10**12
 
 UNKNOWN_MODEL: Final = "unknown"
 OTHER_MODEL: Final = "other"
-LABEL_MAX_CHARS: Final = 128
 TokenCostFn = Callable[[int, int], float]  # (input tokens, output tokens) -> GFLOPs
 
 
@@ -92,32 +91,6 @@ class Rules:
     # span names no known workload, or for every body when verify_sender is on.
     sender: Callable[[], str | None] | None = None
     verify_sender: bool = False
-
-
-# Characters that are always kept; a value made only of them needs no per-character pass.
-_SAFE_LABEL: Final = re.compile(r"[\w.:/@+=,;~-]+(?: [\w.:/@+=,;~-]+)*")
-
-
-def sanitize_label(value: str, max_chars: int = LABEL_MAX_CHARS) -> str:
-    """A Prometheus-safe label value: printable, no quotes, backslashes or newlines, cut.
-
-    Scaphandre exported a 4,478-character command line as a label and broke Prometheus;
-    labels from the network are untrusted.
-    """
-    if len(value) <= max_chars and _SAFE_LABEL.fullmatch(value):
-        return value  # the common case: nothing to remove, nothing to cut
-    return sanitize_label_slow(value, max_chars)
-
-
-def sanitize_label_slow(value: str, max_chars: int = LABEL_MAX_CHARS) -> str:
-    """The character-by-character rule ``sanitize_label`` shortcuts (kept for its tests)."""
-    out: list[str] = []
-    for ch in value:
-        if ch.isprintable() and ch not in "\"'`\\":
-            out.append(ch)
-            if len(out) >= max_chars:
-                break
-    return "".join(out).strip()
 
 
 @dataclass(slots=True)

@@ -425,3 +425,16 @@ def test_jouled_check_gives_up_on_a_trickling_server_at_the_timeout() -> None:
         (row,) = check_rows(cfg.workloads)
     assert time.monotonic() - start < 3.0
     assert not row.readable and row.detail == "no whole answer within 1s"
+
+
+def test_model_names_from_the_page_are_cut_and_cleaned_like_spans() -> None:
+    # A 1 MB model_name (or one with quotes and newlines) was exported as it came, in a
+    # label of jouled_model_energy_joules_total and jouled_tokens_total.
+    huge = "m" * 1_000_000
+    text = (
+        f'{TYPE}vllm:prompt_tokens_total{{model_name="{huge}"}} 3\n'
+        'vllm:prompt_tokens_total{model_name="a\\"b\\nc"} 4\n'
+        'vllm:prompt_tokens_total{model_name="\\n"} 5\n'
+    )
+    models = [s.model for s in parse_page(text, default_model="served").series]
+    assert models == ["m" * 128, "abc", "served"]  # cleaned to nothing: the server's model

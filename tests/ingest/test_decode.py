@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
 from jouled.ingest.modelcap import ModelCap, apply_model_cap
-from jouled.ingest.rules import REASONS, MalformedBody, Rules, sanitize_label
+from jouled.ingest.rules import REASONS, MalformedBody, Rules
+from jouled.labels import sanitize_label
 from tests.ingest.otlp import CLIENT, INTERNAL, NOW, pb_span, request
 
 RULES = Rules(now=NOW, gflops_per_token={"llama-8b": 16.0})
@@ -485,6 +486,6 @@ def test_a_huge_span_kind_is_no_request_kind_and_is_ignored_not_rejected() -> No
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=200) | st.from_regex(r"[\w.:/@+=,;~ -]{0,150}", fullmatch=True))
 def test_the_label_fast_path_agrees_with_the_character_rule(value: str) -> None:
-    from jouled.ingest.rules import sanitize_label, sanitize_label_slow
+    from jouled.labels import sanitize_label, sanitize_label_slow
 
     assert sanitize_label(value) == sanitize_label_slow(value)
