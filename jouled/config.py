@@ -317,8 +317,8 @@ class SpansConfig(_Strict):
     settle_seconds: float = Field(default=30.0, ge=0, le=600)
     max_models_per_workload: int = Field(default=50, ge=1, le=10000)
     # Work of a request when a span carries tokens but no jouled.gflops attribute: per model,
-    # a Hugging Face config.json (prefill + decode GFLOPs, docs/COSTMODEL.md), else a flat
-    # GFLOPs per token.
+    # a Hugging Face config.json (prefill + decode GFLOPs, docs/COSTMODEL.md) or the name of
+    # a packaged one (as `jouled model flops --config`), else a flat GFLOPs per token.
     model_configs: dict[str, UserPath] = Field(default_factory=dict)
     gflops_per_token: dict[str, float] = Field(default_factory=dict)
     buckets: tuple[float, ...] = DEFAULT_BUCKETS

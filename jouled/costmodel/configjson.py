@@ -103,3 +103,17 @@ def load_config(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def load_model_config(path: Path) -> dict[str, Any]:
+    """``load_config`` of a file; where no such file exists, of the packaged config of that
+    name (``Meta-Llama-3-8B``, or the repository ``meta-llama/Meta-Llama-3-8B``), as
+    ``jouled model flops --config`` resolves it. ConfigError lists the packaged names."""
+    if not path.exists() and path.suffix != ".json":
+        from jouled.costmodel.datasets import resolve_config
+
+        try:
+            path = resolve_config(str(path))
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+    return load_config(path)

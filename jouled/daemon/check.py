@@ -33,14 +33,14 @@ MODEL_CONFIG = "model_config"
 def model_config_rows(model_configs: Mapping[str, Path]) -> list[CheckRow]:
     """One row per ``spans.model_configs`` entry: what the daemon will charge for a request
     of 512 prompt and 128 generated tokens, or why it will not start."""
-    from jouled.costmodel.configjson import ConfigError, load_config
+    from jouled.costmodel.configjson import ConfigError, load_model_config
     from jouled.costmodel.decoder import DECODERS, RequestWork, decoder_shape, parameters
 
     rows = []
     for model, path in sorted(model_configs.items()):
         target = f"{model} {path}"
         try:
-            config = load_config(path)
+            config = load_model_config(path)
             shape = decoder_shape(config)
             gflops = RequestWork.from_config(config)(512, 128)
         except ConfigError as exc:

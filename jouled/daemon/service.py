@@ -39,7 +39,7 @@ from jouled.connections import ConnectionLimits, ConnectionStats, GuardedRunner
 from jouled.cost.grid import GridPoller
 from jouled.cost.live import CostStage
 from jouled.costmodel.configjson import ConfigError as ModelConfigError
-from jouled.costmodel.configjson import load_config
+from jouled.costmodel.configjson import load_model_config
 from jouled.costmodel.decoder import RequestWork
 from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
 from jouled.daemon.gc_tuning import tune_gc
@@ -103,9 +103,9 @@ def _load_model_configs(cfg: Config) -> dict[str, RequestWork]:
     costs = {}
     for model, path in cfg.spans.model_configs.items():
         try:
-            costs[model] = RequestWork.from_config(load_config(path))
+            costs[model] = RequestWork.from_config(load_model_config(path))
         except ModelConfigError as exc:
-            where = "" if str(exc).startswith(str(path)) else f"{path}: "
+            where = "" if str(path) in str(exc) else f"{path}: "  # named once
             raise StartupError(f"spans.model_configs[{model!r}]: {where}{exc}") from None
         log.info("cost model: work of %r spans from tokens with %s", model, path)
     return costs

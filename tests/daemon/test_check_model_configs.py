@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from jouled.costmodel import datasets
 from tests.daemon.test_check_cli import run_check
 
@@ -36,3 +38,28 @@ def test_check_fails_on_a_config_the_daemon_would_refuse(tmp_path: Path) -> None
     assert "missing.json: no such file" in out.stdout
     assert "fix: give spans.model_configs['bert'] a decoder's config.json" in out.stdout
     assert "spans.model_configs cannot be used for: bert" in out.stdout
+
+
+def test_a_packaged_name_or_repository_id_works_as_in_model_flops(tmp_path: Path) -> None:
+    """`jouled model flops --config meta-llama/Meta-Llama-3-8B` takes a packaged config by
+    name; spans.model_configs takes the same names (no file to save first), in check and
+    in the daemon, and an unknown name lists the packaged ones."""
+    from jouled.config import validate
+    from jouled.daemon.service import StartupError, _load_model_configs
+
+    names = {"llama": "meta-llama/Meta-Llama-3-8B", "mix": "Mixtral-8x7B-v0.1"}
+    out = run_check(tmp_path, {"collectors": OFF, "spans": {"model_configs": names}})
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("model_config")]
+    assert "512 + 128 tokens: 9,164.9 GFLOPs" in rows[0]
+    assert "46.70 B parameters (12.88 B active)" in rows[1]
+    work = _load_model_configs(validate({"spans": {"model_configs": names}}, "t"))
+    assert round(work["llama"](512, 128), 3) == 9164.932  # docs/COSTMODEL.md's worked example
+
+    out = run_check(tmp_path, {"collectors": OFF, "spans": {"model_configs": {"x": "Llama-9"}}})
+    assert out.returncode == 1
+    assert (
+        "'Llama-9' is neither a file nor a packaged config; packaged: Llama-2-7b-hf" in out.stdout
+    )
+    with pytest.raises(StartupError, match=r"spans.model_configs\['x'\]: 'Llama-9' is neither"):
+        _load_model_configs(validate({"spans": {"model_configs": {"x": "Llama-9"}}}, "t"))
