@@ -138,9 +138,9 @@ def parse_fit(data: object, origin: str = "fit file") -> Fit:
     )
 
 
-# A fit file holds a few coefficients per model: 16 MiB is far past any real one (a FIFO or
-# a huge file at the path is refused before it is read).
-MAX_FIT_FILE_BYTES = 16 * 1024 * 1024
+# A fit file holds a few coefficients per model: 1 MiB is far past any real one (a FIFO or
+# a huge file at the path is refused before it is read; a reload parses it on the loop).
+MAX_FIT_FILE_BYTES = 1024 * 1024
 
 
 def load_fit(path: Path | str) -> Fit:

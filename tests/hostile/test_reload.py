@@ -44,6 +44,27 @@ async def test_a_fifo_in_place_of_the_config_is_refused_without_blocking(
             assert (await r.healthz(http))[0] == 200
 
 
+async def test_a_fit_file_replaced_by_a_fifo_is_refused_on_reload_without_blocking(
+    daemon_at: RunningFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload that names a new spans.fit_file reads it on the loop: a FIFO there froze the
+    daemon (the read waited for a writer; only kill -9 stopped it)."""
+    async with daemon_at() as r:
+        path = r.daemon.config_path
+        assert path is not None
+        before = r.daemon.config
+        fifo = path.parent / "fit.json"
+        os.mkfifo(fifo)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw["spans"] = {"fit_file": str(fifo)}
+        path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+        assert await _reload(r.daemon) is False
+        assert r.daemon.config is before
+        assert "not a regular file" in caplog.text
+        async with aiohttp.ClientSession() as http:
+            assert (await r.healthz(http))[0] == 200
+
+
 async def test_a_non_utf8_byte_keeps_the_old_config(
     daemon_at: RunningFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
