@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -361,6 +362,16 @@ async def test_unreachable_provider_and_missing_token_file(
     p = poller(dead, "electricitymaps", tmp_path / "missing")
     assert await p.poll_once(session) is None
     assert p.status().errors == {grid.TOKEN: 1}
+    # The token file is read on the event loop at each poll: a FIFO there froze the daemon
+    # (the read waited for a writer), and a non-UTF-8 byte raised past poll_once.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    bad = tmp_path / "latin1"
+    bad.write_bytes(b"caf\xe9\n")
+    for path in (fifo, bad):
+        p = poller(dead, "electricitymaps", path)
+        assert await asyncio.wait_for(p.poll_once(session), 2.0) is None
+        assert p.status().errors == {grid.TOKEN: 1}
 
 
 class socket_closed_port:
