@@ -538,8 +538,9 @@ class HardwareCostConfig(_Strict):
     component: Literal["cpu", "dram", "gpu", "other", "host"] | None = None
     # Embodied (manufacturing) emissions per unit in kgCO2e, amortized linearly over
     # lifetime_years (GHG Scope 3 category 2); omitted: the preset's (jouled/cost/embodied.py).
+    # At least 0.01 year (3.65 days): 1e-300 years made the amortized series +Inf in seconds.
     embodied_kgco2e: float | None = Field(default=None, ge=0, le=1e6)
-    lifetime_years: float | None = Field(default=None, gt=0, le=50)
+    lifetime_years: float | None = Field(default=None, ge=0.01, le=50)
 
 
 class CostConfig(_Strict):

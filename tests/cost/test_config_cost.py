@@ -102,6 +102,11 @@ def test_errors_name_the_key(tmp_path: Path, text: str, key: str, hint: str) -> 
         ("energy_price: {per_kwh: .inf}", "per_kwh must be a number from 0 to 1e"),
         ("energy_price: {per_kwh: [" + ", ".join(["0.1"] * 23 + [".nan"]) + "]}", "per_kwh"),
         ("hardware: [{name: gpu, per_hour: .inf}]", "less than or equal to 1000000000"),
+        # 1e-300 years: embodied grams per second past any float, +Inf for good.
+        (
+            "hardware: [{name: gpu, embodied_kgco2e: 1000, lifetime_years: 1e-300}]",
+            "greater than or equal to 0.01",
+        ),
         # An OSError (file name too long) escaped the validator: a traceback, no key named.
         ("timezone: " + "A" * 5000, "unknown time zone 'AAAA"),
         # Refused already (kept as the issue's list of absurd inputs).
