@@ -161,7 +161,9 @@ def parse_page(text: str, *, default_model: str, max_series: int = 10_000) -> Pa
                 base = _BY_FAMILY.get(fam.name.removesuffix("_created"))
                 if base is not None and fam.name.endswith("_created"):
                     for s in fam.samples[: max_series + 1]:
-                        created.append(((base.sample, tuple(sorted(s.labels.items()))), s.value))
+                        if math.isfinite(s.value) and s.value >= 0:  # NaN never "stays put"
+                            key = (base.sample, tuple(sorted(s.labels.items())))
+                            created.append((key, s.value))
                 continue
             for s in fam.samples:
                 if s.name != spec.sample:
@@ -231,6 +233,11 @@ class CounterFollower:
     last_created: dict[SeriesKey, float] = field(default_factory=dict)
     resets: int = 0
     primed: bool = False
+    # False once a creation time moved on two reads in a row: the server rewrites it (no
+    # process restarts that fast), and counting a "restart" each read would count its
+    # lifetime totals again and again. Then only counters that go down tell a restart.
+    created_trusted: bool = True
+    _created_moved: frozenset[SeriesKey] = frozenset()
     max_series: int = 10_000
 
     def advance(self, page: Page) -> dict[str, Counts]:
@@ -240,17 +247,20 @@ class CounterFollower:
         # One process counts a model's series: if any of them went down, that model's
         # counters restarted (the server, or Triton reloading the model) and each of them
         # counts from zero (a series that happens to be back at or above its old value is
-        # no increase over it). A counter created anew (its _created timestamp moved)
+        # no increase over it). A counter created anew (its _created timestamp moved on)
         # restarted too, even when it is already back above its old value. Other models'
         # counters go on: one model's reset is no reason to count their totals again.
         restarted: set[str] = set()
         if self.primed:
             restarted.update(model_of[k] for k, v in seen.items() if v < self.last.get(k, v))
-            restarted.update(
-                model_of[k]
-                for k, t in created.items()
-                if k in model_of and t != self.last_created.get(k, t)
+            moved = frozenset(
+                k for k, t in created.items() if k in model_of and t > self.last_created.get(k, t)
             )
+            if moved & self._created_moved:
+                self.created_trusted = False
+            self._created_moved = moved
+            if self.created_trusted:
+                restarted.update(model_of[k] for k in moved)
         if restarted:
             self.resets += 1
         acc: dict[str, dict[Kind, float]] = {}

@@ -438,3 +438,32 @@ def test_model_names_from_the_page_are_cut_and_cleaned_like_spans() -> None:
     )
     models = [s.model for s in parse_page(text, default_model="served").series]
     assert models == ["m" * 128, "abc", "served"]  # cleaned to nothing: the server's model
+
+
+def vllm_created(value: int, created: str) -> str:
+    """vLLM's prompt counter with its prometheus-client ``_created`` sample."""
+    return (
+        f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} {value}\n'
+        "# TYPE vllm:prompt_tokens_created gauge\n"
+        f'vllm:prompt_tokens_created{{model_name="m"}} {created}\n'
+    )
+
+
+def test_a_nan_creation_time_is_no_restart() -> None:
+    # NaN != NaN: every read was a "restart" and counted the lifetime total again
+    # (1,000,010 tokens for 10).
+    increases, f = follow([vllm_created(v, "NaN") for v in (1_000_000, 1_000_010, 1_000_030)])
+    assert [c["m"].input for c in increases] == [0, 10, 20]
+    assert f.resets == 0
+
+
+def test_a_creation_time_rewritten_each_read_is_trusted_once_at_most() -> None:
+    # A server that writes "now" as the creation time: a real restart cannot happen on two
+    # reads in a row, so after the second move only counters going down tell a restart.
+    pages = [vllm_created(1_000_000 + 10 * i, f"{1.7e9 + i}") for i in range(5)]
+    increases, f = follow(pages)
+    assert [c["m"].input for c in increases] == [0, 1_000_010, 10, 10, 10]
+    assert f.resets == 1 and not f.created_trusted
+    # A real restart (counters down) is still seen.
+    f.advance(parse_page(vllm_created(7, "1.8e9"), default_model="x"))
+    assert f.resets == 2
