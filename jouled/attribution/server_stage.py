@@ -202,33 +202,27 @@ class ServerMetricsStage:
                 "counting from zero",
                 server.workload,
             )
-        return self._capped(server.workload, counts)
+        return counts
 
-    def _capped(self, workload: str, counts: dict[str, Counts]) -> dict[str, Counts]:
-        """At most ``spans.max_models_per_workload`` models per workload for as long as the
-        daemon runs, first come with work (the busiest first within one read), as spans are
-        capped: each is a label value of series that never go away, so a server naming new
-        models read after read must not grow them. Models past the cap count as "other".
+    def _labels(self, workload: str, counts: dict[str, Counts]) -> dict[str, str]:
+        """Each model's ``model`` label: itself, or "other" past ``spans.max_models_per_workload``
+        models per workload. The cap holds for as long as the daemon runs, first come with
+        work (the busiest first within one read), as spans are capped: each model is a label
+        value of series that never go away, so a server naming new models read after read
+        must not grow them. A model with no work yet (the baseline read) gets no label.
         """
         seen = self._models.setdefault(workload, set())
-        kept: dict[str, Counts] = {}
-        rest: list[Counts] = []
+        labels: dict[str, str] = {}
         for m in sorted(counts, key=lambda m: (-(counts[m].input + counts[m].output), m)):
             c = counts[m]
             if m not in seen and c.input == c.output == c.requests == 0:
-                continue  # no work yet (the baseline read): takes no place under the cap
+                continue  # takes no place under the cap
             if m != OTHER_MODEL and (m in seen or len(seen) < self._model_cap):
                 seen.add(m)
-                kept[m] = c
+                labels[m] = m
             else:
-                rest.append(c)
-        if rest:
-            kept[OTHER_MODEL] = Counts(
-                math.fsum(c.input for c in rest),
-                math.fsum(c.output for c in rest),
-                math.fsum(c.requests for c in rest),
-            )
-        return kept
+                labels[m] = OTHER_MODEL
+        return labels
 
     def _start(self, server: _Server) -> None:
         if server.task is not None:
@@ -257,14 +251,21 @@ class ServerMetricsStage:
         # The attribution section carries cumulative energy: this tick's is the difference.
         tick_j = 0.0 if server.last_energy is None else max(0.0, total_j - server.last_energy)
         server.last_energy = total_j
-        for model, c in counts.items():
+        labels = self._labels(w, counts)
+        for model, label in labels.items():
+            c = counts[model]
             for kind, value in (("input", c.input), ("output", c.output)):
-                key = (w, model, kind)
+                key = (w, label, kind)
                 self._tokens[key] = self._tokens.get(key, 0.0) + value
-            self._requests[(w, model)] = self._requests.get((w, model), 0.0) + c.requests
+            self._requests[(w, label)] = self._requests.get((w, label), 0.0) + c.requests
         if tick_j > 0:
             server.pending.append((wall, tick_j))
-        _basis, work = work_by_model(counts, self._gflops_of)
+        # Work per model before the cap merges any into "other": each keeps its GFLOPs
+        # (an "other" bucket has no config; splitting by it fell back to tokens for all).
+        _basis, by_model = work_by_model(counts, self._gflops_of)
+        work: dict[str, float] = {}
+        for model, value in by_model.items():
+            work[labels[model]] = work.get(labels[model], 0.0) + value
         if work and server.pending:
             joules = math.fsum(j for _, j in server.pending)
             server.pending.clear()

@@ -112,13 +112,22 @@ async def test_energy_goes_to_models_by_their_tokens_and_the_books_balance() -> 
     assert s.status["chat"].up and s.status["chat"].servers == ("vllm",)
 
 
-async def test_a_model_config_turns_tokens_into_gflops() -> None:
+RATE = {"big": 9.0, "small": 1.0}  # GFLOPs per token of the models with a config
+
+
+@pytest.mark.parametrize(("cap", "small"), [(50, "small"), (1, "other")])
+async def test_a_model_config_turns_tokens_into_gflops(cap: int, small: str) -> None:
+    """Same tokens, 9x the GFLOPs per token: 90 % of the energy. Past the cap too: "other"
+    has no config, and splitting by it costed every model by tokens (50/50)."""
     replay = VllmReplay(["big", "small"])
     clock = FakeClock()
     with serving(replay) as url:
-        # Same tokens, 9x the GFLOPs per token: 90 % of the energy.
+        cfg = config(url)
+        spans = cfg.spans.model_copy(update={"max_models_per_workload": cap})
         stage = ServerMetricsStage(
-            config(url), clock, gflops_of=lambda m, p, n, r: (p + n) * (9.0 if m == "big" else 1.0)
+            cfg.model_copy(update={"spans": spans}),
+            clock,
+            gflops_of=lambda m, p, n, r: (p + n) * RATE[m] if m in RATE else None,
         )
         d = Driver(stage, clock, "chat")
         await d.tick(0.0)
@@ -129,7 +138,8 @@ async def test_a_model_config_turns_tokens_into_gflops() -> None:
         s = await d.tick(100.0)
         await stage.close()
     assert s.model_energy_j[("chat", "big")] == pytest.approx(90.0)
-    assert s.model_energy_j[("chat", "small")] == pytest.approx(10.0)
+    assert s.model_energy_j[("chat", small)] == pytest.approx(10.0)
+    assert s.tokens[("chat", small, "input")] == 50
 
 
 async def test_a_restart_is_counted_and_tokens_after_it_are_not_lost() -> None:
