@@ -11,22 +11,34 @@ RESOURCE_EXHAUSTED without it for a message over the size limit. gzip-compressed
 are decompressed by grpcio. Decoding runs through ``app.ingest_body``, off the event loop for
 large messages.
 
+Bounds (grpcio holds a message in memory before a handler sees it, outside
+``ingest.max_bytes_in_flight``): at most ``MAX_CONCURRENT_RPCS`` calls at once (grpcio answers
+RESOURCE_EXHAUSTED past it, before reading the message), so messages held are at most
+``MAX_CONCURRENT_RPCS x (spans.max_body_bytes + 1 MiB)``; the token and the rate limit are
+checked from the metadata before the message is read, so an unauthenticated or rate-limited
+flood neither holds memory nor keeps a slot; a message must arrive within
+``ingest.body_timeout`` (DEADLINE_EXCEEDED); a connection must finish its HTTP/2 handshake
+within ``HANDSHAKE_TIMEOUT_MS`` and is closed after ``IDLE_TIMEOUT_MS`` without a call;
+at most ``MAX_CONNECTIONS`` connections are open at once.
+
 ``Http2Hint`` turns the traceback aiohttp logs when a gRPC client reaches the HTTP port into
 one line a minute saying where gRPC is served.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 from jouled.clock import Clock
-from jouled.ingest.app import IngestState, _Refused, ingest_body
+from jouled.ingest.app import TIMEOUT, IngestState, _Refused, ingest_body
 from jouled.ingest.decode import decode_otlp_protobuf
 from jouled.ingest.guard import RATE_LIMITED, UNAUTHORIZED, TokenBucket, authorized
-from jouled.ingest.limits import BUSY, TOO_LARGE
+from jouled.ingest.limits import BUSY, MALFORMED, TOO_LARGE
 from jouled.ingest.requests import INTERNAL, LISTENER_GRPC, OK
 from jouled.ingest.rules import DecodeResult
 from jouled.ingest.sender import Peer
@@ -40,6 +52,14 @@ SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD: Final = "Export"
 # grpcio refuses larger messages itself, uncounted; below it jouled's own limit answers.
 _GRPC_LIMIT_SLACK: Final = 1024 * 1024
+# Calls served at once (an exporter has one export in flight; a host has a few exporters).
+MAX_CONCURRENT_RPCS: Final = 16
+# HTTP/2 connections open at once, and streams per connection; the HTTP listener has its own
+# cap, so a gRPC flood cannot take every descriptor (/metrics, /healthz need some).
+MAX_CONNECTIONS: Final = 256
+MAX_STREAMS_PER_CONNECTION: Final = 100  # RFC 9113 section 6.5.2 recommends >= 100
+HANDSHAKE_TIMEOUT_MS: Final = 10_000  # grpcio's default is 120 s
+IDLE_TIMEOUT_MS: Final = 5 * 60_000  # exporters reconnect on their own
 
 
 def parse_peer(peer: str) -> Peer | None:
@@ -94,8 +114,12 @@ class GrpcIngest:
         *,
         token: str | None = None,
         bucket: TokenBucket | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        handshake_timeout_ms: int = HANDSHAKE_TIMEOUT_MS,
     ) -> None:
         self.state = state
+        self._max_connections = max_connections
+        self._handshake_timeout_ms = handshake_timeout_ms
         self._token = token
         self._bucket = bucket
         self._server: aio.Server | None = None
@@ -113,10 +137,20 @@ class GrpcIngest:
                 ("grpc.max_receive_message_length", limit),
                 # Without this a second jouled would bind the same port and share its traffic.
                 ("grpc.so_reuseport", 0),
-            ]
+                ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+                ("grpc.max_allowed_incoming_connections", self._max_connections),
+                ("grpc.server_handshake_timeout_ms", self._handshake_timeout_ms),
+                ("grpc.max_connection_idle_ms", IDLE_TIMEOUT_MS),
+                # Stream windows stay at 64 KiB until a message is read: without it grpcio grew
+                # them and took in refused callers' messages (200 x 4 MiB: 386 MB, now 131 MB).
+                ("grpc.http2.bdp_probe", 0),
+            ],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
+        # Request-streaming on our side (the wire is the same for a unary call): the
+        # metadata is checked before the message is read (_export).
         handler = grpc.method_handlers_generic_handler(
-            SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(self._export)}
+            SERVICE, {METHOD: grpc.stream_unary_rpc_method_handler(self._export)}
         )
         server.add_generic_rpc_handlers((handler,))
         host = listen.rpartition(":")[0]
@@ -142,7 +176,26 @@ class GrpcIngest:
             return None
         return senders.for_tcp(parse_peer(context.peer()), self.address)
 
-    async def _export(self, request: bytes, context: aio.ServicerContext[Any, Any]) -> bytes:
+    async def _read(self, context: aio.ServicerContext[Any, Any]) -> bytes:
+        """The call's one message, within ``ingest.body_timeout``."""
+        import grpc
+
+        book = self.state.requests
+        timeout_s = self.state.body_timeout_s
+        try:
+            message = await asyncio.wait_for(context.read(), timeout_s)
+        except TimeoutError:
+            book.count(LISTENER_GRPC, "DEADLINE_EXCEEDED", TIMEOUT)
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"message not received within {timeout_s:g} s (ingest.body_timeout)",
+            )
+        if not isinstance(message, bytes):  # EOF: the client half-closed without a message
+            book.count(LISTENER_GRPC, "INVALID_ARGUMENT", MALFORMED)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message")
+        return message
+
+    async def _export(self, _requests: Any, context: aio.ServicerContext[Any, Any]) -> bytes:
         import grpc
 
         book = self.state.requests
@@ -164,37 +217,56 @@ class GrpcIngest:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED, message, _retry_trailers(wait, message)
                 )
+        # The message lives only in _answer's frame, which returns normally: an abort raised
+        # with it in scope tied it to a traceback cycle that only the cyclic GC freed (a flood
+        # of refused 4 MiB messages held ~330 MB until then).
+        outcome = await self._answer(await self._read(context), context)
+        if isinstance(outcome, bytes):
+            book.count(LISTENER_GRPC, "OK", OK)
+            return outcome
+        book.count(LISTENER_GRPC, outcome.code.name, outcome.reason)
+        await context.abort(outcome.code, outcome.message, outcome.trailers)
+        raise AssertionError("unreachable: abort raises")
+
+    async def _answer(self, request: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+        """The response message, or the ``_Abort`` to answer with; raises nothing."""
+        import grpc
+
         limit = self.state.max_body_bytes
         if len(request) > limit:
-            book.count(LISTENER_GRPC, "RESOURCE_EXHAUSTED", TOO_LARGE)
-            await context.abort(
+            return _Abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
+                TOO_LARGE,
                 f"message of {len(request)} bytes exceeds {limit} bytes (spans.max_body_bytes)",
             )
         # The message is in memory already (grpcio read it); its decoding is what the budget
         # bounds, as for an HTTP body (jouled.ingest.limits).
         reserved = self.state.budget.try_reserve(len(request))
         if not reserved:
-            book.count(LISTENER_GRPC, "RESOURCE_EXHAUSTED", BUSY)
             message = "too many request bytes in flight (ingest.max_bytes_in_flight); retry later"
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, message, _retry_trailers(1.0, message)
+            return _Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY, message, _retry_trailers(1.0, message)
             )
         try:
             result, _accepted, _late = await ingest_body(
                 self.state, decode_otlp_protobuf, request, self._sender(context)
             )
         except _Refused as exc:
-            book.count(LISTENER_GRPC, "INVALID_ARGUMENT", exc.reason)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            return _Abort(grpc.StatusCode.INVALID_ARGUMENT, exc.reason, exc.message)
         except Exception:
             log.exception("span sink failed")
-            book.count(LISTENER_GRPC, "INTERNAL", INTERNAL)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            return _Abort(grpc.StatusCode.INTERNAL, INTERNAL, "internal error")
         finally:
             self.state.budget.release(reserved)
-        book.count(LISTENER_GRPC, "OK", OK)
         return _response(result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Abort:
+    code: Any  # grpc.StatusCode
+    reason: str  # jouled_ingest_requests_total's reason
+    message: str
+    trailers: tuple[tuple[str, bytes], ...] = ()
 
 
 class Http2Hint(logging.Filter):
