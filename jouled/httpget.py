@@ -3,7 +3,8 @@
 urllib's ``timeout`` bounds each socket operation, not the answer: a server that trickles
 header lines or body bytes, each within the timeout, holds the caller for ever. ``get``
 reads on a daemon thread and stops waiting at the deadline. For command-line paths
-(``jouled report --prometheus``, ``jouled check``); the daemon's event loop uses aiohttp.
+(``jouled report --prometheus``, ``jouled check``). On the daemon's event loop aiohttp
+reads, its caller bounds the time, and ``read_body`` reads a whole body, bounded in bytes.
 Stdlib only.
 """
 
@@ -59,16 +60,46 @@ def get(
     return box[0]
 
 
+class _Body:
+    """Chunks of a body up to ``max_bytes``; ``TooLarge`` past it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Take one chunk; False at the end (an empty chunk)."""
+        if not chunk:
+            return False
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise TooLarge(f"the body is over {self.max_bytes} bytes")
+        self.chunks.append(chunk)
+        return True
+
+    def whole(self) -> bytes:
+        return b"".join(self.chunks)
+
+
 def _read(resp: Any, deadline: float, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+    body = _Body(max_bytes)
     while True:
         if time.monotonic() > deadline:
             raise TooSlow("the answer was still coming at the deadline")
         chunk = resp.read1(1 << 16) if hasattr(resp, "read1") else resp.read(1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge(f"the body is over {max_bytes} bytes")
-        chunks.append(chunk)
+        if not body.add(chunk):
+            return body.whole()
+
+
+async def read_body(content: Any, max_bytes: int) -> bytes:
+    """The whole body of an aiohttp response (``resp.content``), at most ``max_bytes``.
+
+    ``StreamReader.read(n)`` returns what has arrived so far, not ``n`` bytes: a page sent
+    in two writes was cut after the first (a counter of 1,234,567 read as 1). This reads
+    until the end, and raises ``TooLarge`` past ``max_bytes`` without reading further.
+    """
+    body = _Body(max_bytes)
+    while body.add(await content.read(max_bytes + 1 - body.size)):
+        pass
+    return body.whole()

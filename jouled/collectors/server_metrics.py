@@ -307,9 +307,12 @@ async def fetch_page(session: Any, url: str, *, max_bytes: int) -> str:
     async with session.get(url, headers={"Accept": "text/plain"}) as resp:
         if resp.status != 200:
             raise PageError(f"HTTP {resp.status} from {url}")
-        body: bytes = await resp.content.read(max_bytes + 1)
-        if len(body) > max_bytes:
-            raise PageError(f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)")
+        try:
+            body = await httpget.read_body(resp.content, max_bytes)
+        except httpget.TooLarge:
+            raise PageError(
+                f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)"
+            ) from None
     return body.decode("utf-8", errors="replace")
 
 

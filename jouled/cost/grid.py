@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 
+from jouled import httpget
 from jouled.clock import Clock
 from jouled.config import GridProviderConfig
 from jouled.cost.carbon import PROVIDER_FACTORS, Provenance
@@ -95,7 +96,13 @@ async def get_json(
     """GET and decode JSON, mapping every failure to a ProviderError reason."""
     try:
         async with session.get(url, params=params, headers=headers) as resp:
-            body = await resp.content.read(MAX_BODY_BYTES + 1)
+            try:
+                body = await httpget.read_body(resp.content, MAX_BODY_BYTES)
+            except httpget.TooLarge:
+                body = b""  # said below, once the status is known
+                too_large = True
+            else:
+                too_large = False
             if resp.status in (401, 403):
                 raise ProviderError(AUTH, f"HTTP {resp.status}: the token was refused")
             if resp.status == 429:
@@ -109,7 +116,7 @@ async def get_json(
     except aiohttp.ClientError as exc:
         # The exception text names host and port only; headers (the token) are not in it.
         raise ProviderError(NETWORK, f"{type(exc).__name__}: {exc}") from None
-    if len(body) > MAX_BODY_BYTES:
+    if too_large:
         raise ProviderError(GARBAGE, f"the answer is over {MAX_BODY_BYTES >> 20} MiB")
     try:
         return json.loads(body)

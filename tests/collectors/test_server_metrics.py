@@ -3,6 +3,7 @@ bounds, and the read over real loopback HTTP (pages replayed from each server's 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -467,3 +468,23 @@ def test_a_creation_time_rewritten_each_read_is_trusted_once_at_most() -> None:
     # A real restart (counters down) is still seen.
     f.advance(parse_page(vllm_created(7, "1.8e9"), default_model="x"))
     assert f.resets == 2
+
+
+async def test_a_page_sent_in_several_writes_is_read_whole() -> None:
+    # StreamReader.read(n) returns what has arrived: the page was cut after the first
+    # write, and a counter of 1,234,567 read as 1 (a "restart" to the follower, which then
+    # counted the model's lifetime total again).
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 1'.encode())
+        await asyncio.sleep(0.05)
+        await resp.write(b"234567\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    async with TestServer(app, host="127.0.0.1") as srv, aiohttp.ClientSession() as session:
+        text = await fetch_page(session, str(srv.make_url("/metrics")), max_bytes=4096)
+    assert parse_page(text, default_model="x").series[0].value == 1_234_567

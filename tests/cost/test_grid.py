@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -473,3 +474,23 @@ async def test_an_unexpected_error_in_a_provider_fails_one_poll_not_the_poller(
     assert await p.poll_once(session) is None
     assert p.status().errors == {grid.GARBAGE: 1}
     assert await p.poll_once(session) == 250.0
+
+
+async def test_an_answer_sent_in_several_writes_is_read_whole(
+    api: FakeApi, session: aiohttp.ClientSession, token_file: Path
+) -> None:
+    """StreamReader.read(n) returns what has arrived: a JSON answer in two writes was cut
+    after the first and counted as garbage."""
+    body = json.dumps(EMAPS).encode()
+
+    async def in_two(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await resp.write(body[:20])
+        await asyncio.sleep(0.05)
+        await resp.write(body[20:])
+        await resp.write_eof()
+        return resp
+
+    api.handler = in_two
+    assert await poller(api, "electricitymaps", token_file).poll_once(session) == 302.0
