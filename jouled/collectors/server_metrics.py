@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -298,22 +299,48 @@ def merge(counts: Iterable[Mapping[str, Counts]]) -> dict[str, Counts]:
     return out
 
 
+MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
 async def fetch_page(session: Any, url: str, *, max_bytes: int) -> str:
     """GET ``url`` with an aiohttp ``session``; the body, at most ``max_bytes`` of it.
 
-    Raises ``PageError`` on an HTTP error status or a longer body; aiohttp's own errors
-    (refused, reset, timeout) pass through.
+    Redirects are followed on the same scheme, host and port only (a server mounting its
+    page at ``/metrics/``), at most ``MAX_REDIRECTS``: the configured server must not send
+    jouled to read another host every tick. Raises ``PageError`` on an HTTP error status,
+    a redirect elsewhere, or a longer body; aiohttp's own errors (refused, reset, timeout)
+    pass through.
     """
-    async with session.get(url, headers={"Accept": "text/plain"}) as resp:
-        if resp.status != 200:
-            raise PageError(f"HTTP {resp.status} from {url}")
-        try:
-            body = await httpget.read_body(resp.content, max_bytes)
-        except httpget.TooLarge:
-            raise PageError(
-                f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)"
-            ) from None
-    return body.decode("utf-8", errors="replace")
+    first = url
+    for _ in range(MAX_REDIRECTS + 1):
+        async with session.get(
+            url, headers={"Accept": "text/plain"}, allow_redirects=False
+        ) as resp:
+            if resp.status in _REDIRECTS:
+                target = urllib.parse.urljoin(url, resp.headers.get("Location", ""))
+                if _origin(target) != _origin(first):
+                    raise PageError(
+                        f"HTTP {resp.status} from {url} redirects to another host "
+                        f"({target[:200]}); set server_metrics.url to it if that is meant"
+                    )
+                url = target
+                continue
+            if resp.status != 200:
+                raise PageError(f"HTTP {resp.status} from {url}")
+            try:
+                body = await httpget.read_body(resp.content, max_bytes)
+            except httpget.TooLarge:
+                raise PageError(
+                    f"the page is over server_metrics.max_body_bytes ({max_bytes} bytes)"
+                ) from None
+            return body.decode("utf-8", errors="replace")
+    raise PageError(f"more than {MAX_REDIRECTS} redirects from {first}")
 
 
 def read_page_blocking(url: str, *, timeout: float, max_bytes: int) -> str:

@@ -488,3 +488,28 @@ async def test_a_page_sent_in_several_writes_is_read_whole() -> None:
     async with TestServer(app, host="127.0.0.1") as srv, aiohttp.ClientSession() as session:
         text = await fetch_page(session, str(srv.make_url("/metrics")), max_bytes=4096)
     assert parse_page(text, default_model="x").series[0].value == 1_234_567
+
+
+async def test_redirects_are_followed_on_the_same_host_only() -> None:
+    # A server mounting its page at /metrics/ redirects there: followed. One that sends
+    # jouled to another host (here 127.0.0.2) would have it read that host every tick.
+    page = f'{TYPE}vllm:prompt_tokens_total{{model_name="m"}} 5\n'
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path == "/metrics":
+            raise web.HTTPTemporaryRedirect("/metrics/")
+        if request.path == "/away":
+            raise web.HTTPFound(f"http://127.0.0.2:{request.url.port}/metrics/")
+        if request.path == "/loop":
+            raise web.HTTPFound("/loop")
+        return web.Response(text=page)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    async with TestServer(app, host="127.0.0.1") as srv, aiohttp.ClientSession() as session:
+        text = await fetch_page(session, str(srv.make_url("/metrics")), max_bytes=4096)
+        assert parse_page(text, default_model="x").series[0].value == 5
+        with pytest.raises(PageError, match=r"redirects to another host \(http://127\.0\.0\.2"):
+            await fetch_page(session, str(srv.make_url("/away")), max_bytes=4096)
+        with pytest.raises(PageError, match="more than 3 redirects"):
+            await fetch_page(session, str(srv.make_url("/loop")), max_bytes=4096)

@@ -1,9 +1,9 @@
 """The daemon reading hostile inference servers' /metrics (server-metrics mode) over real
 loopback HTTP: a gzip bomb, a page trickling bytes (was read as its first byte: aiohttp's
-``read(n)`` returns what has arrived), a megabytes page of other families, a
-redirect to jouled's own /metrics, a server that never answers. Each is marked down with
-its reason within a few ticks, /healthz answers 200 throughout, and a well-behaved
-workload's server next to them keeps being read."""
+``read(n)`` returns what has arrived), a page of other families, a redirect to another host
+(jouled's own /metrics), jouled's own page relayed, a server that never answers. Each is
+marked down with its reason within a few ticks, /healthz answers 200 throughout, and a
+well-behaved workload's server next to them keeps being read."""
 
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ async def hostile_servers() -> AsyncIterator[str]:
     async def to_self(_r: web.Request) -> web.Response:
         raise web.HTTPFound(SELF["url"])
 
+    async def own_page(_r: web.Request) -> web.Response:  # jouled's own /metrics, relayed
+        async with aiohttp.ClientSession() as http, http.get(SELF["url"]) as resp:
+            return web.Response(body=await resp.read())
+
     async def hang(_r: web.Request) -> web.Response:
         await asyncio.sleep(30)
         return web.Response(text="")
@@ -68,6 +72,7 @@ async def hostile_servers() -> AsyncIterator[str]:
         ("/trickle", trickle),
         ("/junk", junk),
         ("/self", to_self),
+        ("/own", own_page),
         ("/hang", hang),
     ]:
         app.router.add_get(path, handler)
@@ -83,7 +88,7 @@ async def hostile_servers() -> AsyncIterator[str]:
 async def test_hostile_servers_are_marked_down_and_the_daemon_keeps_answering(
     daemon_at: RunningFactory, hostile_servers: str
 ) -> None:
-    names = ["good", "bomb", "trickle", "junk", "self", "hang"]
+    names = ["good", "bomb", "trickle", "junk", "self", "own", "hang"]
     workloads = [
         {
             "name": n,
@@ -108,5 +113,6 @@ async def test_hostile_servers_are_marked_down_and_the_daemon_keeps_answering(
     assert status["trickle"].error == "no answer within 0.5s"
     assert status["hang"].error == "no answer within 0.5s"
     assert "no token or request counters" in status["junk"].error
-    assert "no token or request counters" in status["self"].error
+    assert "redirects to another host" in status["self"].error
+    assert "no token or request counters" in status["own"].error
     assert not any(status[n].up for n in names[1:])
