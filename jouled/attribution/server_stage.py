@@ -26,12 +26,12 @@ from typing import Any
 
 from jouled.attribution.by_model import GflopsOf, split_by_work, work_by_model
 from jouled.clock import Clock
+from jouled.collectors.server_http import fetch_page
 from jouled.collectors.server_metrics import (
     CounterFollower,
     Counts,
     Page,
     PageError,
-    fetch_page,
     parse_page,
 )
 from jouled.config import Config, ServerMetricsConfig

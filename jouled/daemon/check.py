@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from jouled.clock import Clock
 from jouled.collectors.base import CheckRow
 from jouled.collectors.registry import Hardware, check_collectors
-from jouled.collectors.server_metrics import check_rows
+from jouled.collectors.server_http import check_rows
 from jouled.config import Config
 
 

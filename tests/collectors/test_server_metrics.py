@@ -16,12 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from jouled.collectors.server_http import check_rows, fetch_page
 from jouled.collectors.server_metrics import (
     CounterFollower,
     Counts,
     PageError,
-    check_rows,
-    fetch_page,
     merge,
     parse_page,
 )
