@@ -13,14 +13,16 @@ Memory: one small record per span that has a trace and span id, forgotten ``memo
 after the span ends, to the next whole second (the stage uses 15 s: longer than exporters'
 batch delays, so a child exported in a later batch is still recognised), at most
 ``max_requests`` records (the oldest go first). A nested span arriving after that is counted
-as a request of its own.
+as a request of its own. A trace holding several requests also indexes their spans' and
+parents' ids (two small dict entries per id), so a span finds its request in O(1) however
+many requests its trace holds.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from typing import Literal
 
@@ -45,13 +47,15 @@ class _Request:
         "model",
         "named",
         "output_tokens",
+        "seq",
         "span_id",
         "start",
         "trace_id",
         "workload",
     )
 
-    def __init__(self, span: Span, named: bool) -> None:
+    def __init__(self, span: Span, named: bool, seq: int) -> None:
+        self.seq = seq  # arrival order: of two requests a span links, the first is kept
         self.workload = span.workload
         self.trace_id = span.trace_id
         self.span_id = span.span_id  # the span standing for the request in the splitter
@@ -81,9 +85,11 @@ class _Request:
         """Span ids of the request's spans."""
         return self._ids if self._ids is not None else (self.span_id,)
 
-    @ids.setter
-    def ids(self, value: set[str]) -> None:
-        self._ids = value
+    def add_ids(self, ids: Collection[str]) -> None:
+        """Add span ids in place (a copy per join made uniting n requests O(n^2))."""
+        if self._ids is None:
+            self._ids = {self.span_id}
+        self._ids.update(ids)
 
     @property
     def parents(self) -> Collection[str]:
@@ -92,13 +98,75 @@ class _Request:
             return self._parents
         return (self.first_parent,) if self.first_parent else ()
 
-    @parents.setter
-    def parents(self, value: set[str]) -> None:
-        self._parents = value
+    def add_parents(self, parents: Collection[str]) -> None:
+        if self._parents is None:
+            self._parents = set(self.parents)
+        self._parents.update(parents)
 
 
-def _plus(ids: Collection[str], *more: str) -> set[str]:
-    return {*ids, *more}
+def _links(req: _Request, span: Span) -> bool:
+    """Is ``span`` one of ``req``'s spans, its child or its parent?"""
+    return req.workload == span.workload and (
+        span.span_id in req.ids or span.parent_id in req.ids or span.span_id in req.parents
+    )
+
+
+class _Trace:
+    """Two or more requests of one trace, indexed by their spans' ids and their parents' ids
+    (each an insertion-ordered set of requests), so that a span finds the requests it links
+    without scanning the trace: a scan made one trace of n requests cost O(n^2) (8,000 took
+    9.5 s of the settling thread; 100,000 would take half an hour)."""
+
+    __slots__ = ("by_parent", "by_span", "size")
+
+    def __init__(self) -> None:
+        self.by_span: dict[str, dict[_Request, None]] = {}
+        self.by_parent: dict[str, dict[_Request, None]] = {}
+        self.size = 0
+
+    @staticmethod
+    def _put(index: dict[str, dict[_Request, None]], ids: Collection[str], req: _Request) -> None:
+        for i in ids:
+            got = index.get(i)
+            if got is None:
+                index[i] = {req: None}
+            else:
+                got[req] = None
+
+    @staticmethod
+    def _drop(index: dict[str, dict[_Request, None]], ids: Collection[str], req: _Request) -> None:
+        for i in ids:
+            got = index.get(i)
+            if got is not None:
+                got.pop(req, None)
+                if not got:
+                    del index[i]
+
+    def index(self, req: _Request, ids: Collection[str], parents: Collection[str]) -> None:
+        self._put(self.by_span, ids, req)
+        self._put(self.by_parent, parents, req)
+
+    def add(self, req: _Request) -> None:
+        self.index(req, req.ids, req.parents)
+        self.size += 1
+
+    def remove(self, req: _Request) -> None:
+        self._drop(self.by_span, req.ids, req)
+        self._drop(self.by_parent, req.parents, req)
+        self.size -= 1
+
+    def linked(self, span: Span) -> list[_Request]:
+        """The requests ``span`` links, in arrival order."""
+        found: dict[_Request, None] = {}
+        for index, key in (
+            (self.by_span, span.span_id),
+            (self.by_span, span.parent_id),
+            (self.by_parent, span.span_id),
+        ):
+            got = index.get(key) if key else None
+            if got:
+                found.update(got)
+        return sorted((r for r in found if _links(r, span)), key=lambda r: r.seq)
 
 
 def _tokens(span: Span) -> tuple[int | None, int | None]:
@@ -125,8 +193,9 @@ class RequestJoiner:
         self._memory_s = memory_s
         self.fallback_models: Mapping[str, str] = fallback_models or {}
         self._max = max_requests
-        # trace id -> its request (nearly always one), or a list of them (of any workloads).
-        self._by_trace: dict[str, _Request | list[_Request]] = {}
+        # trace id -> its request (nearly always one), or an index of them (of any workloads).
+        self._by_trace: dict[str, _Request | _Trace] = {}
+        self._seq = 0
         # Forget times in whole seconds (a heap) and the requests due in each: a list slot
         # per request, not a (time, seq, request) tuple (~120 B each with its float and int).
         self._due: list[int] = []
@@ -142,21 +211,25 @@ class RequestJoiner:
         if not (span.trace_id and span.span_id):
             return self._splitter.add_span(span)
         key = span.trace_id
-        linked = [
-            req
-            for req in self._requests(key)
-            if req.workload == span.workload
-            and (
-                span.span_id in req.ids or span.parent_id in req.ids or span.span_id in req.parents
-            )
-        ]
+        got = self._by_trace.get(key)
+        if got is None:
+            linked: list[_Request] = []
+        elif isinstance(got, _Trace):
+            linked = got.linked(span)
+        else:
+            linked = [got] if _links(got, span) else []
         if linked:
-            self._join(linked[0], span)
+            # The widest request (the first of equals) takes the span and the others: each
+            # union then moves the smaller side's ids, never the growing set (n siblings
+            # united under their parent cost O(n^2) when the set moved at each step).
+            head = min(linked, key=lambda r: (r.start - r.end, r.seq))
+            self._join(head, span)
             self.nested += 1
-            for other in linked[1:]:
-                # The span links two requests seen apart (compute before its model span,
-                # InferRequest before it too): they are one.
-                self._unite(linked[0], other)
+            for other in linked:
+                if other is not head:
+                    # The span links two requests seen apart (compute before its model span,
+                    # InferRequest before it too): they are one, kept as the outer of the two.
+                    head = self._unite(head, other)
             return "nested"
         verdict = self._splitter.add_span(span)
         if verdict == "accepted":
@@ -164,14 +237,17 @@ class RequestJoiner:
         return verdict
 
     def _remember(self, span: Span, key: str) -> None:
-        req = _Request(span, self._named(span))
+        self._seq += 1
+        req = _Request(span, self._named(span), self._seq)
         got = self._by_trace.get(key)
         if got is None:
             self._by_trace[key] = req
-        elif isinstance(got, list):
-            got.append(req)
+        elif isinstance(got, _Trace):
+            got.add(req)
         else:
-            self._by_trace[key] = [got, req]
+            trace = self._by_trace[key] = _Trace()
+            trace.add(got)
+            trace.add(req)
         due = math.ceil(span.end + self._memory_s) if math.isfinite(span.end) else 0
         bucket = self._expiry.get(due)
         if bucket is None:
@@ -185,9 +261,10 @@ class RequestJoiner:
     def _join(self, req: _Request, span: Span) -> None:
         if span.span_id in req.ids:
             return  # a resent copy
-        req.ids = _plus(req.ids, span.span_id)
+        req.add_ids((span.span_id,))
         if span.parent_id:
-            req.parents = _plus(req.parents, span.parent_id)
+            req.add_parents((span.parent_id,))
+        self._index(req, (span.span_id,), (span.parent_id,) if span.parent_id else ())
         named = self._named(span)
         model = span.model if named and not req.named else req.model
         gflops = req.gflops if req.gflops is not None else span.gflops
@@ -227,18 +304,29 @@ class RequestJoiner:
         req.model, req.gflops, req.tokens = model, gflops, tokens
         req.named = req.named or named
 
-    def _unite(self, a: _Request, b: _Request) -> None:
-        outer, inner = (b, a) if b.start <= a.start and b.end >= a.end else (a, b)
+    def _unite(self, a: _Request, b: _Request) -> _Request:
+        """Make ``a`` and ``b`` one request; returns the one that stands for both (``a``
+        where the inner one already holds energy and both stay counted)."""
+        wider = b.start <= a.start and b.end >= a.end and (b.start, b.end) != (a.start, a.end)
+        outer, inner = (b, a) if wider else (a, b)
         if not self._splitter.retract(inner.workload, inner.trace_id, inner.span_id):
-            return  # the inner one already holds energy: both stay counted
+            return a  # the inner one already holds energy: both stay counted
         self.nested += 1
         model = outer.model if outer.named or not inner.named else inner.model
         gflops = outer.gflops if outer.gflops is not None else inner.gflops
         tokens = outer.tokens if _known(outer.tokens) else inner.tokens
         self._take(outer, model, gflops, tokens, inner.named)
-        outer.ids = _plus(outer.ids, *inner.ids)
-        outer.parents = _plus(outer.parents, *inner.parents)
+        outer.add_ids(inner.ids)
+        outer.add_parents(inner.parents)
+        self._index(outer, inner.ids, inner.parents)
         self._forget(inner)
+        return outer
+
+    def _index(self, req: _Request, ids: Collection[str], parents: Collection[str]) -> None:
+        """Index ids newly joined to ``req`` where its trace holds several requests."""
+        got = self._by_trace.get(req.trace_id)
+        if isinstance(got, _Trace):
+            got.index(req, ids, parents)
 
     def expire(self, now_wall: float) -> None:
         """Forget requests that ended more than ``memory_s`` before ``now_wall``."""
@@ -264,16 +352,10 @@ class RequestJoiner:
         got = self._by_trace.get(key)
         if got is req:
             del self._by_trace[key]
-        elif isinstance(got, list):
+        elif isinstance(got, _Trace):
             got.remove(req)
-            if len(got) == 1:
-                self._by_trace[key] = got[0]
-
-    def _requests(self, key: str) -> Sequence[_Request]:
-        got = self._by_trace.get(key)
-        if got is None:
-            return ()
-        return got if isinstance(got, list) else (got,)
+            if not got.size:
+                del self._by_trace[key]
 
     @property
     def tracked(self) -> int:

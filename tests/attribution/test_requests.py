@@ -139,3 +139,62 @@ def test_tokens_and_work_of_an_inner_span_stay_with_the_widened_request() -> Non
     assert request.duration_s == pytest.approx(0.8)
     assert (request.model, request.gflops) == ("m", 12.0)
     assert (request.input_tokens, request.output_tokens) == (30, 5)
+
+
+def _span(span_id: str, parent: str = "", start: float = T0, end: float = T0 + 1.0) -> Span:
+    return Span("w", "m", start, end, trace_id=TRACE, span_id=span_id, parent_id=parent)
+
+
+def _verdicts(joiner: RequestJoiner, spans: list[Span]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for span in spans:
+        verdict = joiner.add(span)
+        out[verdict] = out.get(verdict, 0) + 1
+    return out
+
+
+@pytest.mark.timeout(30)  # the scan over the trace's requests took minutes (O(n^2))
+def test_one_trace_of_many_requests_is_linear_and_their_parent_makes_them_one() -> None:
+    """20,000 SERVER spans of one trace, then their common parent: each found its request by
+    scanning every request of the trace (8,000 took 9.5 s); the parent unites them into one
+    request, whatever order of widths (the set of ids moved at each step: O(n^2))."""
+    n = 20_000
+    for widths in ("equal", "growing"):
+        splitter = SpanSplitter(max_pending_spans=50_000)
+        joiner = RequestJoiner(splitter, memory_s=15.0)
+        step = 1e-6 if widths == "growing" else 0.0
+        kids = [_span(f"k{i}", "p", T0 - i * step, T0 + 1.0 + i * step) for i in range(n)]
+        assert _verdicts(joiner, kids) == {"accepted": n}
+        assert splitter.pending == n
+        assert _verdicts(joiner, [_span("p", start=T0 - 1.0, end=T0 + 2.0)]) == {"nested": 1}
+        assert splitter.pending == 1 and joiner.tracked == 1
+        assert joiner.nested == n  # the parent joined, n - 1 requests retracted into it
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        [("a", "a"), ("a", "a")],  # its own parent, sent twice
+        [("a", "b"), ("b", "a")],  # a two-cycle
+        [("a", "b"), ("b", "c"), ("c", "a")],  # a three-cycle
+        [("a", ""), ("a", "x"), ("a", "y")],  # one span id, different content
+    ],
+)
+def test_hostile_parent_links_count_one_request(shape: list[tuple[str, str]]) -> None:
+    splitter = SpanSplitter()
+    joiner = RequestJoiner(splitter, memory_s=15.0)
+    spans = [_span(span_id, parent) for span_id, parent in shape]
+    assert _verdicts(joiner, spans) == {"accepted": 1, "nested": len(shape) - 1}
+    assert splitter.pending == 1 and joiner.tracked == 1
+
+
+def test_orphans_and_expiry_leave_no_trace_index_behind() -> None:
+    """Spans whose parent never arrives stay requests of their own; once forgotten, the
+    trace's index is gone (memory bounded by max_requests, not by the trace)."""
+    splitter = SpanSplitter()
+    joiner = RequestJoiner(splitter, memory_s=15.0, max_requests=100)
+    spans = [_span(f"s{i}", f"never{i}") for i in range(300)]
+    assert _verdicts(joiner, spans) == {"accepted": 300}
+    assert joiner.tracked == 100
+    joiner.expire(T0 + 100.0)
+    assert joiner.tracked == 0 and not joiner._by_trace
