@@ -5,8 +5,11 @@ spans still belong to the workload whose process sent them. On the unix socket t
 tells the peer's pid (``SO_PEERCRED``); on loopback TCP (HTTP and gRPC) the client socket is
 found in ``<proc>/net/tcp`` and ``tcp6`` (its local address is our peer, its remote address
 our listener) and its inode among the ``<proc>/<pid>/fd`` links of the workloads' processes.
-Only the processes workloads already claim are searched, and answers are cached per peer
-address for ``cache_s`` (a keep-alive connection or a gRPC channel costs one lookup).
+Only the processes workloads already claim are searched, and answers are cached per client
+socket (its inode) for ``cache_s``: a keep-alive connection or a gRPC channel costs one fd
+search, each request one read of /proc/net/tcp. Not per peer address: a port freed by a
+workload's connection could be bound by another process within ``cache_s`` (to either
+listener) and its spans taken for the workload's, past ``ingest.verify_sender``.
 ``proc_root`` is ``attribution.proc_path``, injectable for tests.
 """
 
@@ -135,16 +138,16 @@ class SenderLookup:
         self._clock = clock
         self._cache_s = cache_s
         self._max_cache = max_cache
-        self._cache: OrderedDict[tuple[str, int], tuple[float, str | None]] = OrderedDict()
-        self.lookups = 0  # /proc searches made (not answered from the cache)
+        self._cache: OrderedDict[int, tuple[float, str | None]] = OrderedDict()
+        self.lookups = 0  # searches of the workloads' fds made (not answered from the cache)
 
-    def _cached(self, key: tuple[str, int]) -> tuple[bool, str | None]:
+    def _cached(self, key: int) -> tuple[bool, str | None]:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > self._clock.monotonic():
             return True, hit[1]
         return False, None
 
-    def _store(self, key: tuple[str, int], workload: str | None) -> None:
+    def _store(self, key: int, workload: str | None) -> None:
         self._cache[key] = (self._clock.monotonic() + self._cache_s, workload)
         self._cache.move_to_end(key)
         while len(self._cache) > self._max_cache:
@@ -165,16 +168,10 @@ class SenderLookup:
         ip = _ip(client[0])
         if ip is None or not ip.is_loopback:
             return lambda: None
-        key = (client[0], client[1])
-        hit, workload = self._cached(key)
-        if hit:
-            return lambda: workload
         pids = dict(self._workload_pids())  # read on the loop's thread
         return _Search(lambda: self._search(client, server, pids))
 
     def _search(self, client: Peer, server: Peer, pids: Mapping[int, str]) -> str | None:
-        self.lookups += 1
-        workload = None
         inode = None
         for name in ("tcp", "tcp6"):
             try:
@@ -184,10 +181,15 @@ class SenderLookup:
                 continue
             if inode is not None:
                 break
-        if inode is not None:
-            target = f"socket:[{inode}]"
-            workload = next((w for pid, w in pids.items() if self._holds(pid, target)), None)
-        self._store((client[0], client[1]), workload)
+        if inode is None:
+            return None  # gone (the sender closed first) or not a loopback socket
+        hit, workload = self._cached(inode)
+        if hit:
+            return workload
+        self.lookups += 1
+        target = f"socket:[{inode}]"
+        workload = next((w for pid, w in pids.items() if self._holds(pid, target)), None)
+        self._store(inode, workload)
         return workload
 
     def _holds(self, pid: int, target: str) -> bool:

@@ -65,8 +65,7 @@ def test_lookup_finds_the_workload_holding_the_client_socket_and_caches(tmp_path
     assert resolve() == "vllm" and resolve() == "vllm"
     assert lookup.lookups == 1
     cached = lookup.for_tcp(client, server)
-    assert not needs_search(cached)
-    assert cached() == "vllm" and lookup.lookups == 1
+    assert cached() == "vllm" and lookup.lookups == 1  # the socket's answer, no fd search
     clock.advance(11)
     assert lookup.for_tcp(client, server)() == "vllm" and lookup.lookups == 2
     # A remote peer is never searched; an unknown socket belongs to no workload.
@@ -167,3 +166,25 @@ async def test_unix_socket_peer_credentials_and_verify_sender_over_http(tmp_path
     # SO_PEERCRED named this process, which workload "mine" claims.
     assert [s.workload for s in sink.spans] == ["mine", "mine"]
     assert sink.rejections == {"sender_mismatch": 1}
+
+
+def test_a_port_freed_by_a_workload_and_bound_by_another_process_is_not_the_workload(
+    tmp_path: Path,
+) -> None:
+    """The answer was cached per client address: within cache_s a process binding the port a
+    workload's connection had used (to either listener) was taken for the workload, its
+    spans accepted as the workload's even with ingest.verify_sender."""
+    root = fake_proc(tmp_path / "proc", {20: 222})
+    clock = FakeClock()
+    lookup = SenderLookup(root, lambda: {20: "vllm"}, clock, cache_s=10)
+    client = ("127.0.0.1", 40000)  # 0x9C40
+    assert lookup.for_tcp(client, ("127.0.0.1", 4317))() == "vllm"
+    # The workload's socket is gone; another process (inode 777, nobody's) bound port
+    # 40000 and connected to the other listener, 0x2646 = 9798.
+    (root / "net" / "tcp").write_text(
+        TCP.splitlines()[0]
+        + "\n   1: 0100007F:9C40 0100007F:2646 01 00000000:00000000 00:00000000 00000000"
+        + "  1000        0 777 1\n"
+    )
+    assert lookup.for_tcp(client, ("127.0.0.1", 9798))() is None
+    assert lookup.for_tcp(client, ("127.0.0.1", 4317))() is None  # its socket is gone
