@@ -360,3 +360,44 @@ def test_the_splitters_degraded_paths_are_counted_and_exported() -> None:
     assert "jouled_splitter_forced_ticks_total 2.0" in text
     assert "jouled_spans_truncated_total 1.0" in text
     assert "jouled_spans_accepted" not in text
+
+
+def test_hostile_trace_shapes_count_each_request_once_and_the_books_balance() -> None:
+    """Cycles, a span that is its own parent, one span id with different content, 2,000
+    siblings united by their late parent, and spans whose parent never arrives: each request
+    settles once, its energy is the workload's, and received = settled + late + rejected +
+    duplicate + dropped + pending at every tick."""
+
+    def span(trace: str, span_id: str, parent: str = "", end: float = 0.5) -> Span:
+        return Span("api", "m", T0 + 0.1, T0 + end, trace_id=trace, span_id=span_id,
+                    parent_id=parent)  # fmt: skip
+
+    spans = [
+        span("self", "a", "a"),
+        span("self", "a", "a"),
+        span("cycle", "a", "b"),
+        span("cycle", "b", "c"),
+        span("cycle", "c", "a"),
+        span("dup", "a"),
+        Span("api", "other", T0 + 0.2, T0 + 0.3, gflops=7.0, trace_id="dup", span_id="a"),
+        *(span("family", f"k{i}", "p") for i in range(2000)),
+        span("family", "p", end=0.9),  # wider: it stands for the 2,001 spans
+        *(span("orphans", f"o{i}", f"never{i}") for i in range(10)),
+    ]
+    stage = make_stage()
+    stage.submit(spans)
+    first = stage.on_tick(tick(1), EMPTY)  # every span lies in this second
+    assert first.spans_balance == 0
+    api_j = sum(j for (w, _c, _s), j in first.workload_energy_j.items() if w == "api")
+    for seq in range(2, 6):
+        assert stage.on_tick(tick(seq), EMPTY).spans_balance == 0
+    final = stage.flush(T0 + 100)
+    assert final is not None and final.spans_balance == 0 and final.spans_pending == 0
+    assert final.spans_received == len(spans)
+    assert final.spans_settled == 4 + 10  # self, cycle, dup, family; the orphans each
+    assert final.spans_duplicate == len(spans) - 14
+    stats = final.requests[("api", "m")]
+    assert stats.count == 14 and set(final.requests) == {("api", "m")}
+    # Conservation: the requests cover 0.1 s to 0.9 s of a 100 J second, counted once.
+    assert api_j == pytest.approx(100.0)
+    assert stats.energy_sum_j == pytest.approx(80.0, rel=1e-6)
