@@ -12,14 +12,16 @@ are decompressed by grpcio. Decoding runs through ``app.ingest_body``, off the e
 large messages.
 
 Bounds (grpcio holds a message in memory before a handler sees it, outside
-``ingest.max_bytes_in_flight``): at most ``MAX_CONCURRENT_RPCS`` calls at once (grpcio answers
-RESOURCE_EXHAUSTED past it, before reading the message), so messages held are at most
-``MAX_CONCURRENT_RPCS x (spans.max_body_bytes + 1 MiB)``; the token and the rate limit are
-checked from the metadata before the message is read, so an unauthenticated or rate-limited
-flood neither holds memory nor keeps a slot; a message must arrive within
-``ingest.body_timeout`` (DEADLINE_EXCEEDED); a connection must finish its HTTP/2 handshake
-within ``HANDSHAKE_TIMEOUT_MS`` and is closed after ``IDLE_TIMEOUT_MS`` without a call;
-at most ``MAX_CONNECTIONS`` connections are open at once.
+``ingest.max_bytes_in_flight``): at most ``MAX_CONCURRENT_RPCS`` calls read at once (past it,
+RESOURCE_EXHAUSTED with RetryInfo before the message is read, counted as ``busy``: without
+RetryInfo the OTLP specification tells exporters not to retry, and the batch would be lost),
+so messages held are at most ``MAX_CONCURRENT_RPCS x (spans.max_body_bytes + 1 MiB)``;
+grpcio's own limit (``_GRPCIO_MAX_RPCS``, uncounted, no RetryInfo) only backs it up; the
+token and the rate limit are checked from the metadata before the message is read, so an
+unauthenticated or rate-limited flood neither holds memory nor keeps a slot; a message must
+arrive within ``ingest.body_timeout`` (DEADLINE_EXCEEDED); a connection must finish its
+HTTP/2 handshake within ``HANDSHAKE_TIMEOUT_MS`` and is closed after ``IDLE_TIMEOUT_MS``
+without a call; at most ``MAX_CONNECTIONS`` connections are open at once.
 
 ``Http2Hint`` turns the traceback aiohttp logs when a gRPC client reaches the HTTP port into
 one line a minute saying where gRPC is served.
@@ -54,6 +56,7 @@ METHOD: Final = "Export"
 _GRPC_LIMIT_SLACK: Final = 1024 * 1024
 # Calls served at once (an exporter has one export in flight; a host has a few exporters).
 MAX_CONCURRENT_RPCS: Final = 16
+_GRPCIO_MAX_RPCS: Final = 4 * MAX_CONCURRENT_RPCS  # handlers at all, refused ones included
 # HTTP/2 connections open at once, and streams per connection; the HTTP listener has its own
 # cap, so a gRPC flood cannot take every descriptor (/metrics, /healthz need some).
 MAX_CONNECTIONS: Final = 256
@@ -123,6 +126,7 @@ class GrpcIngest:
         self._token = token
         self._bucket = bucket
         self._server: aio.Server | None = None
+        self._reading = 0  # calls between admission and their answer (on the loop's thread)
         self.address: Peer | None = None
 
     async def start(self, listen: str) -> tuple[str, int]:
@@ -145,7 +149,7 @@ class GrpcIngest:
                 # them and took in refused callers' messages (200 x 4 MiB: 386 MB, now 131 MB).
                 ("grpc.http2.bdp_probe", 0),
             ],
-            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+            maximum_concurrent_rpcs=_GRPCIO_MAX_RPCS,
         )
         # Request-streaming on our side (the wire is the same for a unary call): the
         # metadata is checked before the message is read (_export).
@@ -220,7 +224,17 @@ class GrpcIngest:
         # The message lives only in _answer's frame, which returns normally: an abort raised
         # with it in scope tied it to a traceback cycle that only the cyclic GC freed (a flood
         # of refused 4 MiB messages held ~330 MB until then).
-        outcome = await self._answer(await self._read(context), context)
+        if self._reading >= MAX_CONCURRENT_RPCS:
+            book.count(LISTENER_GRPC, "RESOURCE_EXHAUSTED", BUSY)
+            message = f"over {MAX_CONCURRENT_RPCS} export calls at once; retry later"
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, message, _retry_trailers(1.0, message)
+            )
+        self._reading += 1
+        try:
+            outcome = await self._answer(await self._read(context), context)
+        finally:
+            self._reading -= 1
         if isinstance(outcome, bytes):
             book.count(LISTENER_GRPC, "OK", OK)
             return outcome

@@ -289,7 +289,7 @@ async def test_slow_callers_are_bounded_and_an_authorized_sender_still_gets_thro
 ) -> None:
     """Unauthenticated calls are refused from their metadata, before any message (they hold
     no slot); a caller that never sends its message is cut at ingest.body_timeout; callers
-    past MAX_CONCURRENT_RPCS get RESOURCE_EXHAUSTED from grpcio, and the authorized sender's
+    past MAX_CONCURRENT_RPCS get RESOURCE_EXHAUSTED with RetryInfo (counted), and the sender's
     spans arrive once slots free."""
     from jouled.ingest.grpc import MAX_CONCURRENT_RPCS
 
@@ -312,6 +312,11 @@ async def test_slow_callers_are_bounded_and_an_authorized_sender_still_gets_thro
             codes = [await asyncio.wait_for(_code(c), 5) for c in held]
             assert codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) == MAX_CONCURRENT_RPCS
             assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 40 - MAX_CONCURRENT_RPCS
+            # Each refusal says when to retry (OTLP: no RetryInfo means do not retry).
+            refused = held[codes.index(grpc.StatusCode.RESOURCE_EXHAUSTED)]
+            trailers = dict(await refused.trailing_metadata() or ())
+            info = error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"])
+            assert info.retry_delay.seconds == 1
             # The slots are free again: the real sender's spans are taken.
             reply = await channel.unary_unary(EXPORT)(good, metadata=auth, timeout=10)
             assert ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans == 0
@@ -319,6 +324,7 @@ async def test_slow_callers_are_bounded_and_an_authorized_sender_still_gets_thro
         assert ingest.state.requests.totals() == {
             ("grpc", "UNAUTHENTICATED", "unauthorized"): 40,
             ("grpc", "DEADLINE_EXCEEDED", "timeout"): MAX_CONCURRENT_RPCS,
+            ("grpc", "RESOURCE_EXHAUSTED", "busy"): 40 - MAX_CONCURRENT_RPCS,
             ("grpc", "OK", "ok"): 1,
         }
     finally:
