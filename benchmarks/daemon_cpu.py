@@ -156,7 +156,7 @@ def _loaded_run(
         _log(f"run {run}: no spans {base['cpu_percent_of_one_core']:.2f} %, {rss:.1f} MB")
         for transport in transports:
             for rate in rates:
-                _log(f"run {run}: {transport} {rate} spans/s, warm-up {warm + 5:.0f} s")
+                _log(f"run {run}: {transport} {rate} spans/s, warm-up {warm:.0f} s")
                 cfg = loaded_config(settle)
                 endpoint = cfg["ingest"]["grpc_listen" if transport == "grpc" else "listen"]
                 with (
