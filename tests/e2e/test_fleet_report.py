@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
 
 SCRAPE_S = 1.0
 RUN_S = 12.0
+# Scrape intervals of a host's power that Prometheus may miss or extrapolate at the run's two
+# edges (first scrape after start, drain after the last scrape): see the measured values below.
+EDGE_INTERVALS = 6
 WATTS = (30.0, 60.0, 90.0)  # package; each host also has 5 W of DRAM
 COST = {
     "pue": 1.2,
@@ -122,7 +125,8 @@ def test_fleet_report_equals_the_sum_of_three_ledgers(tmp_path: Path) -> None:
     # its stop (each under one scrape interval), and increase() extrapolates half an
     # interval at each end. Measured on 2 loaded cores: -1.04, +0.03, +0.50 s; -1.00, -0.43,
     # +0.50 s; +0.50 s three times; once -3.52 s (a first scrape late while the other daemons
-    # started). Allowed: 4 intervals.
+    # started); in a full-suite CI run once +4.08 s (a daemon's drain after its last scrape on
+    # a loaded machine). Allowed: EDGE_INTERVALS intervals.
     power = []
     print(f"\nfleet vs each host's ledger, run {RUN_S:g} s, scrape {SCRAPE_S:g} s:")
     for port, book in zip(ports, books, strict=True):
@@ -135,8 +139,8 @@ def test_fleet_report_equals_the_sum_of_three_ledgers(tmp_path: Path) -> None:
             f"  :{port} {watts:5.1f} W  fleet {mine:8.1f} J  ledger {ledger_j:8.1f} J  "
             f"diff {off_s:+.2f} s of its power"
         )
-        assert abs(off_s) <= 4 * SCRAPE_S
-    allowed_j = sum(w * 4 * SCRAPE_S for w in power)
+        assert abs(off_s) <= EDGE_INTERVALS * SCRAPE_S
+    allowed_j = sum(w * EDGE_INTERVALS * SCRAPE_S for w in power)
     pairs = {
         "IT energy [J]": (host["energy_joules"], ledger_sum(lambda b: b["host"]["energy_joules"])),
         "Scope 2 location [g]": (
@@ -162,12 +166,13 @@ def test_fleet_report_equals_the_sum_of_three_ledgers(tmp_path: Path) -> None:
         # Energy times factors that did not change: the energy's relative bound holds.
         assert f == pytest.approx(ledger, rel=allowed_j / total_j), name
     # A workload's series starts at its first attributed tick and moves in bursts (the busy
-    # process): the same 4 intervals of its own average power on each host.
+    # process): the same EDGE_INTERVALS intervals of its own average power on each host.
     api = fleet["workloads"]["api"]["energy_joules"]
     api_ledgers = ledger_sum(lambda b: b["workloads"]["api"]["energy_joules"])
     print(f"  {'api IT energy [J]':22s} fleet {api:12.6g}  ledgers {api_ledgers:12.6g}")
     api_allowed = sum(
-        b["workloads"]["api"]["energy_joules"] / b["host"]["seconds"] * 4 * SCRAPE_S for b in books
+        b["workloads"]["api"]["energy_joules"] / b["host"]["seconds"] * EDGE_INTERVALS * SCRAPE_S
+        for b in books
     )
     assert abs(api - api_ledgers) <= api_allowed
     print(table)
