@@ -13,11 +13,9 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 
 from jouled.config import CostConfig
-from jouled.cost.carbon import MarketBased, Provenance, provenance, water_litres
+from jouled.cost.carbon import J_PER_KWH, MarketBased, Provenance, provenance, water_litres
 from jouled.pipeline.cost import Books, Factors, RequestBooks, Series
 from jouled.pipeline.snapshot import frozen
-
-J_PER_KWH = 3.6e6
 
 
 def _add(totals: dict[str, float], key: str, value: float) -> None:

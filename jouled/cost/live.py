@@ -28,7 +28,7 @@ from typing import Final, Protocol
 from jouled.config import CostConfig, GridFactorConfig, GridProviderConfig
 from jouled.cost import embodied
 from jouled.cost.books import CarbonAccount
-from jouled.cost.carbon import Provenance, hour_of
+from jouled.cost.carbon import J_PER_KWH, Provenance, hour_of
 from jouled.cost.server_books import ServerModelDeltas
 from jouled.costmodel.fitfile import Fit
 from jouled.costmodel.hardware import PRESETS
@@ -40,7 +40,6 @@ from jouled.pipeline.tick import Tick
 
 log = logging.getLogger(__name__)
 
-J_PER_KWH: Final = 3.6e6
 SECONDS_PER_HOUR: Final = 3600.0
 KIND_ENERGY: Final = "energy"
 KIND_HARDWARE: Final = "hardware"
