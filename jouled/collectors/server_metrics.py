@@ -104,7 +104,6 @@ _WANTED_LINE = re.compile(
     + r")(?:_total|_sum|_count|_created)?(?=[{ \t]).*$",
     re.MULTILINE,
 )
-SERVERS = ("vllm", "sglang", "tgi", "triton")
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
 

@@ -35,8 +35,6 @@ from jouled.config import (
 )
 
 J_PER_KWH: Final = 3.6e6
-METHOD_LOCATION: Final = "location"
-METHOD_MARKET: Final = "market"
 # How the market-based factor of energy no instrument covers was chosen.
 BASIS_SUPPLIER: Final = "supplier"
 BASIS_RESIDUAL: Final = "residual_mix"

@@ -32,7 +32,6 @@ ACTIVATION_PER_ELEMENT = {
     "relu": 1,
 }
 GATE_PER_ELEMENT = 1  # the multiply of a gated MLP (SwiGLU, GeGLU)
-SILU_GATE_PER_ELEMENT = ACTIVATION_PER_ELEMENT["silu"] + GATE_PER_ELEMENT
 ROPE_PER_ELEMENT = 3  # two multiplies and an add per rotated element
 SIGMOID_PER_ELEMENT = 4  # neg, exp, add, divide
 
