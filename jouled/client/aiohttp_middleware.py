@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from jouled.client.reporter import LOG_PERIOD_S, SpanReporter, Throttle
+from jouled.client.reporter import LOG_PERIOD_S, SpanReporter
+from jouled.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

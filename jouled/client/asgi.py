@@ -12,8 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
-from jouled.client.reporter import LOG_PERIOD_S, SpanReporter, Throttle
+from jouled.client.reporter import LOG_PERIOD_S, SpanReporter
 from jouled.client.work import Work
+from jouled.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

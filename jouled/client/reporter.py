@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from jouled import __version__
 from jouled.client.work import Work, pop_work, push_work
 from jouled.clock import Clock, SystemClock
+from jouled.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +73,6 @@ class ReporterStats:
     failed: int  # in batches that got no 2xx: refused connection, timeout, 4xx, 5xx
     batches: int  # HTTP requests answered with 2xx
     failed_batches: int  # HTTP requests that failed
-
-
-class Throttle:
-    """Allows one log line per period; counts what it held back."""
-
-    def __init__(self, clock: Clock, period_s: float) -> None:
-        self._clock = clock
-        self._period_s = period_s
-        self._next = -math.inf
-        self._held = 0
-
-    def allow(self) -> int | None:
-        """None when this line must be held back; else how many were held back before it."""
-        now = self._clock.monotonic()
-        if now < self._next:
-            self._held += 1
-            return None
-        held, self._held = self._held, 0
-        self._next = now + self._period_s
-        return held
 
 
 class _Poster:

@@ -44,6 +44,7 @@ from jouled.ingest.limits import BUSY, MALFORMED, TOO_LARGE
 from jouled.ingest.requests import INTERNAL, LISTENER_GRPC, OK
 from jouled.ingest.rules import DecodeResult
 from jouled.ingest.sender import Peer
+from jouled.throttle import Throttle
 
 if TYPE_CHECKING:
     from grpc import aio
@@ -291,9 +292,7 @@ class Http2Hint(logging.Filter):
     def __init__(self, grpc_where: str | None, clock: Clock, every_s: float = 60.0) -> None:
         super().__init__("jouled.http2hint")
         self.grpc_where = grpc_where
-        self._clock = clock
-        self._every_s = every_s
-        self._last = -math.inf
+        self._throttle = Throttle(clock, every_s)
         self.seen = 0
 
     @staticmethod
@@ -307,9 +306,7 @@ class Http2Hint(logging.Filter):
         if not self._is_http2_preface(record):
             return True
         self.seen += 1
-        now = self._clock.monotonic()
-        if now - self._last >= self._every_s:
-            self._last = now
+        if self._throttle.allow() is not None:
             where = (
                 f"OTLP/gRPC is served on {self.grpc_where} (ingest.grpc_listen)"
                 if self.grpc_where

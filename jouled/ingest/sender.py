@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from jouled.clock import Clock
+from jouled.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -210,19 +211,13 @@ class UnknownServiceWarning:
     """One warning a minute at most, naming the service.name values that matched nothing."""
 
     def __init__(self, clock: Clock, every_s: float = 60.0) -> None:
-        self._clock = clock
-        self._every_s = every_s
-        self._last = -float("inf")
+        self._throttle = Throttle(clock, every_s)
         self._seen: set[str] = set()
 
     def note(self, services: Iterable[str]) -> None:
         self._seen.update(services)
-        if not self._seen:
+        if not self._seen or self._throttle.allow() is None:
             return
-        now = self._clock.monotonic()
-        if now - self._last < self._every_s:
-            return
-        self._last = now
         names = sorted(self._seen)
         shown = ", ".join(repr(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")
         self._seen.clear()
