@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "files",
                 "httpget",
                 "labels",
+                "throttle",
                 "config",
             }
         ),
