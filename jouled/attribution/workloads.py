@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jouled.collectors.procstat import host_busy_s
+from jouled.files import read_small_file
 from jouled.regex import Searcher
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ class ProcFS:
 # again (exec follows start-up within seconds; backing off keeps a burst of new processes
 # cheap: six reads each, not thirty).
 _YOUNG_CHECKS = frozenset({1, 2, 4, 8, 16, 30})
+MAX_PIDFILE_BYTES = 4096  # a pid and a newline; anything longer is not a pidfile
 
 
 class ProcessTracker:
@@ -212,9 +214,11 @@ class ProcessTracker:
     def _pidfile_pid(self, m: Matcher) -> int | None:
         if m.pidfile is None:
             return None
+        # Written by the workload's own user, so read without trusting it: a FIFO there would
+        # block the tick, a huge file would be read whole (FileReadError is a ValueError).
         try:
-            return int(m.pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            return int(read_small_file(m.pidfile, MAX_PIDFILE_BYTES, "pidfile").split()[0])
+        except (ValueError, IndexError):
             return None
 
     def _match(

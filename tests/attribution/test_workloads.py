@@ -135,6 +135,31 @@ def test_a_pidfile_that_starts_naming_a_process_already_seen_claims_it(
     assert tracker.workload_of(p.pid) == "api"
 
 
+@pytest.mark.timeout(20)
+def test_a_pidfile_replaced_by_a_fifo_or_a_huge_file_never_blocks_the_scan(
+    tmp_path: Path, marker: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    # The pidfile is written by the workload's own user: it may put a FIFO there (a plain
+    # read would block the tick until a writer came) or a file of gigabytes.
+    p = spawn(procs, "-c", BURN, "5", marker)
+    pidfile = tmp_path / "api.pid"
+    tracker = ProcessTracker([Matcher("api", pidfile=pidfile)])
+    os.mkfifo(pidfile)
+    t0 = time.monotonic()
+    tracker.scan()
+    assert time.monotonic() - t0 < 5
+    assert tracker.workload_of(p.pid) is None
+    pidfile.unlink()
+    with pidfile.open("wb") as fh:  # sparse: 1 GiB that starts with a real pid
+        fh.write(f"{p.pid}\n".encode())
+        fh.truncate(1 << 30)
+    tracker.scan()
+    assert tracker.workload_of(p.pid) is None  # over 4 KiB: not a pidfile, never read whole
+    pidfile.write_text(f"{p.pid}\n")
+    tracker.scan()
+    assert tracker.workload_of(p.pid) == "api"
+
+
 class FakeProc(ProcFS):
     """A /proc whose processes the test writes: pid -> (ppid, start_ticks, cpu ticks)."""
 
