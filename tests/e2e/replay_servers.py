@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Link, SpanKind
 
-BUSY_S = 0.05
+BUSY_S = 0.2  # CPU time is counted in 10 ms clock ticks: enough of them on a loaded machine
 
 
 def burn(seconds: float) -> None:
