@@ -164,7 +164,7 @@ async def _main(args: argparse.Namespace, opts: RunOptions) -> int:
         before = await fetch_metrics(session, args.jouled) if args.jouled else {}
         progress = Progress(None, sys.stderr, enabled=not args.no_progress)
         result = await run(opts, progress)
-        progress.update(len(result.records), sum(not r.ok for r in result.records), force=True)
+        progress.update(len(result.records), result.errors, force=True)
         progress.close()
         summary = summarize(result)
         if args.jouled:

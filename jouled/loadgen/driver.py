@@ -37,6 +37,17 @@ class LoadResult:
     records: list[RequestRecord] = field(default_factory=list)
     wall_s: float = 0.0
     stopped_by: str = ""  # "", "max-requests", "duration"
+    errors: int = 0  # records with ok False, kept as they are added (progress reads it)
+
+    def add(self, record: RequestRecord) -> None:
+        """Append ``record``, counting it in ``errors`` when it failed."""
+        self.records.append(record)
+        self.errors += not record.ok
+
+    def report(self, progress: Progress | None) -> None:
+        """Show the requests done and failed so far on ``progress``, if any."""
+        if progress:
+            progress.update(len(self.records), self.errors)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -159,17 +170,15 @@ class _Limits:
         return max(0.0, self.deadline - self.clock())
 
 
-async def _timed(
-    send: Sender, texts: Sequence[str], t0: float, records: list[RequestRecord]
-) -> None:
+async def _timed(send: Sender, texts: Sequence[str], t0: float, result: LoadResult) -> None:
     start = time.monotonic()
     try:
         await send(texts)
     except Exception as exc:  # every failure is a counted error, never a crash of the run
         msg = f"{type(exc).__name__}: {exc}"[:200]
-        records.append(RequestRecord(start - t0, time.monotonic() - start, len(texts), False, msg))
+        result.add(RequestRecord(start - t0, time.monotonic() - start, len(texts), False, msg))
         return
-    records.append(RequestRecord(start - t0, time.monotonic() - start, len(texts), True))
+    result.add(RequestRecord(start - t0, time.monotonic() - start, len(texts), True))
 
 
 async def _sleep_within(seconds: float, limits: _Limits) -> None:
@@ -193,9 +202,8 @@ async def run_scenario(
         if not limits.may_send():
             break
         limits.sent += 1
-        await _timed(send, item.texts, t0, result.records)
-        if progress:
-            progress.update(len(result.records), sum(not r.ok for r in result.records))
+        await _timed(send, item.texts, t0, result)
+        result.report(progress)
         if item.pause_after_s > 0 and limits.sent < min(len(plan), max_requests):
             await _sleep_within(item.pause_after_s, limits)
     result.wall_s = time.monotonic() - t0
@@ -232,13 +240,10 @@ async def run_open_loop(
         if not limits.may_send():
             break
         limits.sent += 1
-        task = asyncio.create_task(
-            _timed(send, _draw(rng, texts, texts_per_request), t0, result.records)
-        )
+        task = asyncio.create_task(_timed(send, _draw(rng, texts, texts_per_request), t0, result))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-        if progress:
-            progress.update(len(result.records), sum(not r.ok for r in result.records))
+        result.report(progress)
     else:
         limits.stopped_by = limits.stopped_by or "duration"
     if tasks:
@@ -247,7 +252,7 @@ async def run_open_loop(
         for task in pending:
             task.cancel()
         for _ in pending:
-            result.records.append(RequestRecord(0.0, drain_s, texts_per_request, False, "drain"))
+            result.add(RequestRecord(0.0, drain_s, texts_per_request, False, "drain"))
     result.wall_s = time.monotonic() - t0
     result.stopped_by = limits.stopped_by
     return result
@@ -275,9 +280,8 @@ async def run_closed_loop(
     async def user() -> None:
         while limits.may_send():
             limits.sent += 1
-            await _timed(send, _draw(rng, texts, texts_per_request), t0, result.records)
-            if progress:
-                progress.update(len(result.records), sum(not r.ok for r in result.records))
+            await _timed(send, _draw(rng, texts, texts_per_request), t0, result)
+            result.report(progress)
 
     await asyncio.gather(*(user() for _ in range(concurrency)))
     result.wall_s = time.monotonic() - t0

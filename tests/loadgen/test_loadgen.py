@@ -99,6 +99,7 @@ async def test_scenario_respects_max_requests_and_counts_errors() -> None:
     assert len(send.calls) == 9 and result.stopped_by == "max-requests"
     summary = summarize(result)
     assert summary.requests == 9 and summary.errors == 3
+    assert result.errors == 3  # the running count the progress line shows
     assert summary.first_error == "RuntimeError: boom"
     assert summary.texts == 6
 
