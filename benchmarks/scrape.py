@@ -70,16 +70,7 @@ def snapshot(workloads: int, models: int) -> Snapshot:
         # The cost stage's predictions, rendered with the request families as before.
         cost = CostSnapshot(
             factors=Factors(1.58, 475.0, 0.0, 0.2, "USD"),
-            grid_source="static",
             window_s=60.0,
-            host_cost_per_hour=frozen({}),
-            host_emissions_g_per_hour=0.0,
-            workload_cost_per_hour=frozen({}),
-            workload_emissions_g_per_hour=frozen({}),
-            host_cost_total=frozen({}),
-            host_emissions_g_total=0.0,
-            workload_cost_total=frozen({}),
-            workload_emissions_g_total=frozen({}),
             predicted_request_j=frozen({k: 50.0 for k in requests}),
         )
     return Snapshot(

@@ -86,17 +86,21 @@ class Series:
 
 @dataclass(frozen=True, slots=True)
 class CostSnapshot:
+    """The cost stage's section of a snapshot. Everything but ``factors`` defaults to empty
+    (no cost booked yet), so a test or benchmark names only what it sets."""
+
     factors: Factors
-    grid_source: str
-    window_s: float  # seconds of ticks behind the gauges (less than `window` after start)
-    host_cost_per_hour: Mapping[str, float]  # kind
-    host_emissions_g_per_hour: float
-    workload_cost_per_hour: Mapping[tuple[str, str], float]  # (workload, kind)
-    workload_emissions_g_per_hour: Mapping[str, float]
-    host_cost_total: Mapping[str, float]  # kind
-    host_emissions_g_total: float
-    workload_cost_total: Mapping[tuple[str, str], float]
-    workload_emissions_g_total: Mapping[str, float]
+    grid_source: str = "static"
+    window_s: float = 0.0  # seconds of ticks behind the gauges (less than `window` after start)
+    host_cost_per_hour: Mapping[str, float] = field(default_factory=dict)  # kind
+    host_emissions_g_per_hour: float = 0.0
+    # (workload, kind)
+    workload_cost_per_hour: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    workload_emissions_g_per_hour: Mapping[str, float] = field(default_factory=dict)
+    host_cost_total: Mapping[str, float] = field(default_factory=dict)  # kind
+    host_emissions_g_total: float = 0.0
+    workload_cost_total: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    workload_emissions_g_total: Mapping[str, float] = field(default_factory=dict)
     hardware_per_hour: Mapping[str, float] = field(default_factory=dict)  # item name
     # The cost model's predicted joules per request by (workload, model), with spans.fit_file.
     predicted_request_j: Mapping[tuple[str, str], float] = field(default_factory=dict)

@@ -28,18 +28,7 @@ def section(requests, per_gflop) -> AttributionSnapshot:
 
 def cost(predicted) -> CostSnapshot:
     return CostSnapshot(
-        factors=Factors(1.0, 0.0, 0.0, 0.0, "USD"),
-        grid_source="static",
-        window_s=0.0,
-        host_cost_per_hour=frozen({}),
-        host_emissions_g_per_hour=0.0,
-        workload_cost_per_hour=frozen({}),
-        workload_emissions_g_per_hour=frozen({}),
-        host_cost_total=frozen({}),
-        host_emissions_g_total=0.0,
-        workload_cost_total=frozen({}),
-        workload_emissions_g_total=frozen({}),
-        predicted_request_j=frozen(predicted),
+        factors=Factors(1.0, 0.0, 0.0, 0.0, "USD"), predicted_request_j=frozen(predicted)
     )
 
 
