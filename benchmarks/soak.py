@@ -50,8 +50,11 @@ class SoakResult:
 
     @property
     def rss_growth(self) -> float:
-        """Growth from the end of warm-up (a quarter of the run) to the end."""
-        start = self.rss_kb[len(self.rss_kb) // 4][1]
+        """Growth from the end of warm-up (a quarter of the run) to the end, peak to peak:
+        the highest of five samples at each end (the garbage collector's sawtooth made a
+        single sample against the highest of five read as growth)."""
+        q = len(self.rss_kb) // 4
+        start = max(r for _, r in self.rss_kb[max(0, q - 2) : q + 3])
         end = max(r for _, r in self.rss_kb[-5:])
         return end / start - 1
 
