@@ -25,6 +25,7 @@ from jouled.ingest.rules import (
     DecodeResult,
     MalformedBody,
     RawSpan,
+    Reject,
     Rules,
     Tally,
     as_float,
@@ -103,6 +104,54 @@ def _tokens(attrs: Mapping[str, Any], names: AttributeNames) -> tuple[Any, Any]:
     return given_in, given_out
 
 
+def _select_roots(spans: list[_OtlpSpan], checker: Checker, tally: Tally) -> DecodeResult:
+    """``_select`` for a body in which no span has a parent: each span is a request or is
+    ignored, and none lends work to another; each request is validated as it is met."""
+    names = checker.rules.names
+    model_names, gflops_names = names.model, names.gflops
+    ignored = names.ignore_span_names
+    spans_out = tally.spans
+    counted = 0
+    for span in spans:
+        attrs = span.attrs
+        explicit = attrs.get(ATTR_REQUEST) if attrs else None
+        if isinstance(explicit, bool):
+            if not explicit:
+                continue
+        elif span.name.startswith(ignored) if span.name else False:
+            continue
+        elif span.kind not in (KIND_SERVER, KIND_CONSUMER) and (
+            span.has_links or span.kind not in (KIND_UNSPECIFIED, KIND_INTERNAL)
+        ):
+            continue  # not an entry point, nor a local root standing for a request
+        counted += 1
+        if attrs:
+            inp, out = _tokens(attrs, names)
+            model, gflops = first(attrs, model_names), first(attrs, gflops_names)
+            route = attrs.get(ATTR_ROUTE)
+        else:
+            inp = out = model = gflops = route = None
+        try:
+            spans_out.append(
+                checker.span_of(
+                    span.workload,
+                    model if model is not None else span.resource_model,
+                    span.start_ns / _NS_PER_S if span.start_ns else 0.0,
+                    span.end_ns / _NS_PER_S if span.end_ns else 0.0,
+                    gflops,
+                    inp,
+                    out,
+                    route,
+                    _hex(span.trace_id),
+                    _hex(span.span_id),
+                    "",
+                )
+            )
+        except Reject as rej:
+            checker.reject(rej)
+    return tally.result(ignored=len(spans) - counted)
+
+
 def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
     tally = Tally()
     checker = Checker(rules, tally)
@@ -110,6 +159,8 @@ def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
     # Spans pointing at a parent are rare in request batches (a request span is the local
     # root of its service): only then are spans looked up by id.
     nested = any(s.parent_id for s in spans)
+    if not nested:
+        return _select_roots(spans, checker, tally)
     by_id = {(s.trace_id, s.span_id): s for s in spans if s.span_id} if nested else {}
     raws: dict[int, RawSpan] = {}
     counted: list[_OtlpSpan] = []
@@ -149,11 +200,11 @@ def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
         if owner.child_model is None:
             owner.child_model = model
         if gflops is not None:
-            owner.child_gflops.append(gflops)
+            owner.child_gflops = [*(owner.child_gflops or ()), gflops]
         if inp is not None:
-            owner.child_input_tokens.append(inp)
+            owner.child_input_tokens = [*(owner.child_input_tokens or ()), inp]
         if out is not None:
-            owner.child_output_tokens.append(out)
+            owner.child_output_tokens = [*(owner.child_output_tokens or ()), out]
     for span in counted:
         raw = raws[id(span)]
         # A request span nested in another of the same batch (Triton's InferRequest -> model

@@ -108,9 +108,10 @@ class RawSpan:
     trace_id: str = ""
     span_id: str = ""
     parent_id: str = ""
-    child_gflops: list[Any] = field(default_factory=list)
-    child_input_tokens: list[Any] = field(default_factory=list)
-    child_output_tokens: list[Any] = field(default_factory=list)
+    # What internal child spans lend the request (their values as sent), None until one does.
+    child_gflops: list[Any] | None = None
+    child_input_tokens: list[Any] | None = None
+    child_output_tokens: list[Any] | None = None
     child_model: Any = None
 
 
@@ -172,16 +173,16 @@ def _sum_gflops(values: list[Any]) -> float:
     for value in values:
         number = as_float(value)
         if number is None or not 0 <= number <= MAX_GFLOPS:  # NaN and inf fail too
-            raise _Reject(
+            raise Reject(
                 BAD_GFLOPS, f"GFLOPs must be a number in [0, {MAX_GFLOPS:g}], got {value!r:.40}"
             )
         total += number
     if total > MAX_GFLOPS:
-        raise _Reject(BAD_GFLOPS, f"children's GFLOPs sum to {total:g} > {MAX_GFLOPS:g}")
+        raise Reject(BAD_GFLOPS, f"children's GFLOPs sum to {total:g} > {MAX_GFLOPS:g}")
     return total
 
 
-def _tokens(values: list[Any]) -> int | None:
+def _tokens(values: list[Any] | None) -> int | None:
     """The sum of reported token counts; None when none was reported."""
     if not values:
         return None
@@ -189,9 +190,9 @@ def _tokens(values: list[Any]) -> int | None:
     for value in values:
         count = _as_count(value)
         if count is None:
-            raise _Reject(BAD_TOKENS, f"token counts must be integers >= 0, got {value!r:.40}")
+            raise Reject(BAD_TOKENS, f"token counts must be integers >= 0, got {value!r:.40}")
         if count > MAX_TOKENS:
-            raise _Reject(BAD_TOKENS, f"too many tokens: {value!r:.40} > {MAX_TOKENS:.0e}")
+            raise Reject(BAD_TOKENS, f"too many tokens: {value!r:.40} > {MAX_TOKENS:.0e}")
         tokens += count
     return tokens
 
@@ -202,14 +203,14 @@ def _token_gflops(inp: int | None, out: int | None, model: str, rules: Rules) ->
     if cost is not None:
         gflops = cost(inp or 0, out or 0)
         if not 0 <= gflops <= MAX_GFLOPS:  # NaN and inf fail too
-            raise _Reject(BAD_TOKENS, f"{inp} input and {out} output tokens are too many")
+            raise Reject(BAD_TOKENS, f"{inp} input and {out} output tokens are too many")
         return gflops
     per_token = rules.gflops_per_token.get(model)
     if per_token is None:
         return None
     gflops = float((inp or 0) + (out or 0)) * per_token
     if not gflops <= MAX_GFLOPS:
-        raise _Reject(
+        raise Reject(
             BAD_TOKENS,
             f"{(inp or 0) + (out or 0)} tokens x {per_token:g} GFLOPs/token exceeds {MAX_GFLOPS:g}",
         )
@@ -231,52 +232,64 @@ def _one_gflops(value: Any) -> float:
     return _sum_gflops([value])
 
 
-def _work(raw: RawSpan, model: str, rules: Rules) -> tuple[float | None, int | None, int | None]:
+def _work(  # noqa: PLR0917 - once per span: positional arguments are the cheaper call
+    gflops: Any,
+    input_tokens: Any,
+    output_tokens: Any,
+    raw: RawSpan | None,
+    model: str,
+    rules: Rules,
+) -> tuple[float | None, int | None, int | None]:
     """(GFLOPs, input tokens, output tokens) of a span, None where unknown: its own
-    attributes first, then its children's. ``jouled.gflops`` wins over token counts."""
-    own = raw.input_tokens is not None or raw.output_tokens is not None
+    attributes first, then its children's (``raw``'s, where the span has a candidate with
+    children). ``jouled.gflops`` wins over token counts."""
+    own = input_tokens is not None or output_tokens is not None
     if own:
-        inp = _one_count(raw.input_tokens)
-        out = _one_count(raw.output_tokens)
-    else:
+        inp = _one_count(input_tokens)
+        out = _one_count(output_tokens)
+    elif raw is not None:
         inp, out = _tokens(raw.child_input_tokens), _tokens(raw.child_output_tokens)
-    if raw.gflops is not None:
-        return _one_gflops(raw.gflops), inp, out
+    else:
+        inp = out = None
+    if gflops is not None:
+        return _one_gflops(gflops), inp, out
     if own:
         return _token_gflops(inp, out, model, rules), inp, out
-    if raw.child_gflops:
+    if raw is not None and raw.child_gflops:
         return _sum_gflops(raw.child_gflops), inp, out
     if inp is not None or out is not None:
         return _token_gflops(inp, out, model, rules), inp, out
     return None, None, None
 
 
-class _Reject(Exception):
+class Reject(Exception):
+    """One span rejected: ``reason`` (a ``REASONS`` code) and a ``detail`` for the sender."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
 
 
-def _times(raw: RawSpan, workload: str, rules: Rules) -> tuple[float, float]:
-    start, end = raw.start, raw.end
+def _times(start: Any, end: Any, workload: str, rules: Rules) -> tuple[float, float]:
+    """(start, end) in seconds, checked; raises ``Reject`` saying what is wrong."""
     if type(start) is not float or type(end) is not float:  # OTLP times are floats already
         start = as_float(start) if is_number(start) else None
         end = as_float(end) if is_number(end) else None
     if start is None or end is None or not math.isfinite(start + end):
-        raise _Reject(BAD_TIME, f"span of {workload!r} lacks a valid start and end time")
+        raise Reject(BAD_TIME, f"span of {workload!r} lacks a valid start and end time")
     if start <= 0 or end <= 0:
-        raise _Reject(BAD_TIME, f"span of {workload!r} has an unset (zero) time")
+        raise Reject(BAD_TIME, f"span of {workload!r} has an unset (zero) time")
     if end < start:
-        raise _Reject(END_BEFORE_START, f"span of {workload!r} ends {start - end:.6f} s early")
+        raise Reject(END_BEFORE_START, f"span of {workload!r} ends {start - end:.6f} s early")
     if end < rules.now - rules.max_age_s:
-        raise _Reject(TOO_OLD, f"span of {workload!r} ended {rules.now - end:.0f} s ago")
+        raise Reject(TOO_OLD, f"span of {workload!r} ended {rules.now - end:.0f} s ago")
     if end > rules.now + rules.max_future_s:
-        raise _Reject(TOO_FAR_FUTURE, f"span of {workload!r} ends {end - rules.now:.0f} s ahead")
+        raise Reject(TOO_FAR_FUTURE, f"span of {workload!r} ends {end - rules.now:.0f} s ahead")
     return start, end
 
 
-class _UnknownWorkload(_Reject):
+class UnknownWorkload(Reject):
     def __init__(self, service: str) -> None:
         super().__init__(
             UNKNOWN_WORKLOAD,
@@ -286,23 +299,24 @@ class _UnknownWorkload(_Reject):
         self.service = service
 
 
-def _workload(raw: RawSpan, rules: Rules) -> str:
-    """The span's workload: its own name when configured, else the sending workload's."""
-    workload = _label(raw.workload) if raw.workload is not None else None
+def _workload(value: Any, rules: Rules) -> str:
+    """The span's workload: its own name (``value`` as sent) when configured, else the
+    sending workload's."""
+    workload = _label(value) if value is not None else None
     known = rules.known_workloads
     if known is not None and (not workload or workload not in known):
         sender = rules.sender() if rules.sender is not None else None
         if sender is not None:
             return sender  # e.g. vLLM without OTEL_SERVICE_NAME: unknown_service:python
         if workload:
-            raise _UnknownWorkload(workload)
+            raise UnknownWorkload(workload)
     if not workload:
-        raise _Reject(MISSING_WORKLOAD, "no workload (OTLP: resource attribute service.name)")
+        raise Reject(MISSING_WORKLOAD, "no workload (OTLP: resource attribute service.name)")
     if rules.verify_sender and known is not None:
         sender = rules.sender() if rules.sender is not None else None
         if sender != workload:
             who = f"workload {sender!r}" if sender else "no workload's process"
-            raise _Reject(SENDER_MISMATCH, f"span names workload {workload!r} but {who} sent it")
+            raise Reject(SENDER_MISMATCH, f"span names workload {workload!r} but {who} sent it")
     return workload
 
 
@@ -316,26 +330,25 @@ class Checker:
     def __init__(self, rules: Rules, tally: Tally) -> None:
         self.rules = rules
         self.tally = tally
-        self._workloads: dict[str, str | _Reject] = {}
+        self._workloads: dict[str, str | Reject] = {}
         self._labels: dict[str, str] = {}
         self._defaults = rules.default_models
 
-    def _workload(self, raw: RawSpan) -> str:
-        value = raw.workload
+    def _workload(self, value: Any) -> str:
         if type(value) is not str:
-            return _workload(raw, self.rules)
+            return _workload(value, self.rules)
         hit = self._workloads.get(value)
         if hit is None:
             try:
-                hit = _workload(raw, self.rules)
-            except _Reject as rej:
+                hit = _workload(value, self.rules)
+            except Reject as rej:
                 hit = rej
             rules = self.rules
             # Answers that asked for the sender are not kept: the ingest layer's resolver
             # memoizes those (and a test counts the asks).
             if rules.sender is None or (hit == value and not rules.verify_sender):
                 self._workloads[value] = hit
-        if isinstance(hit, _Reject):
+        if isinstance(hit, Reject):
             raise hit.with_traceback(None)
         return hit
 
@@ -348,38 +361,68 @@ class Checker:
         return label
 
     def to_span(self, raw: RawSpan) -> Span:
-        rules = self.rules
-        workload = self._workload(raw)
-        start, end = _times(raw, workload, rules)
-        model_value = raw.model if raw.model is not None else raw.child_model
-        model = self._label(model_value) if model_value is not None else None
-        if model is None and model_value is not None:
-            raise _Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
-        model = model or self._defaults.get(workload) or UNKNOWN_MODEL
-        gflops, input_tokens, output_tokens = _work(raw, model, rules)
-        route = self._label(raw.route) if raw.route is not None else ""
-        return Span(
-            workload,
-            model,
-            start,
-            end,
-            gflops,
-            route or "",
+        return self.span_of(
+            raw.workload,
+            raw.model if raw.model is not None else raw.child_model,
+            raw.start,
+            raw.end,
+            raw.gflops,
+            raw.input_tokens,
+            raw.output_tokens,
+            raw.route,
             raw.trace_id,
             raw.span_id,
             raw.parent_id,
-            input_tokens,
-            output_tokens,
+            raw,
+        )
+
+    def span_of(  # noqa: PLR0917 - once per span: positional arguments are the cheaper call
+        self,
+        workload_value: Any,
+        model_value: Any,
+        start: Any,
+        end: Any,
+        gflops: Any,
+        input_tokens: Any,
+        output_tokens: Any,
+        route_value: Any,
+        trace_id: str,
+        span_id: str,
+        parent_id: str,
+        raw: RawSpan | None = None,
+    ) -> Span:
+        """The valid ``Span`` of one candidate's values as sent (``raw``: the candidate, for
+        the work its children lend; None when it has none), else raises ``Reject``."""
+        rules = self.rules
+        workload = self._workload(workload_value)
+        if not (
+            type(start) is float
+            and type(end) is float
+            and 0.0 < start <= end
+            and rules.now - rules.max_age_s <= end <= rules.now + rules.max_future_s
+        ):
+            start, end = _times(start, end, workload, rules)  # converts, or says what is wrong
+        model = self._label(model_value) if model_value is not None else None
+        if model is None and model_value is not None:
+            raise Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
+        model = model or self._defaults.get(workload) or UNKNOWN_MODEL
+        work, inp, out = _work(gflops, input_tokens, output_tokens, raw, model, rules)
+        route = self._label(route_value) if route_value is not None else ""
+        return Span(
+            workload, model, start, end, work, route or "", trace_id, span_id, parent_id, inp, out
         )
 
     def validate(self, raw: RawSpan) -> None:
         """Validate one candidate: its ``Span`` goes into the tally, or its rejection."""
         try:
             self.tally.spans.append(self.to_span(raw))
-        except _Reject as rej:
-            self.tally.reject(rej.reason, rej.detail)
-            if isinstance(rej, _UnknownWorkload):
-                self.tally.unknown_services.add(rej.service)
+        except Reject as rej:
+            self.reject(rej)
+
+    def reject(self, rej: Reject) -> None:
+        self.tally.reject(rej.reason, rej.detail)
+        if isinstance(rej, UnknownWorkload):
+            self.tally.unknown_services.add(rej.service)
 
 
 def validate(raw: RawSpan, rules: Rules, tally: Tally) -> None:
