@@ -22,7 +22,7 @@ import bisect
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -99,6 +99,9 @@ class _Pending:
     seq: int
     rate: float  # GFLOPs per second; 0.0 when work is unknown
     known: bool
+    # The span's times, kept here for the queues' sorts (the same float objects).
+    start: float
+    end: float
     # Created on the first share: most pending spans wait seconds before any tick settles.
     energy_j: dict[str, float] | None = None
     done: bool = False
@@ -113,54 +116,57 @@ class _Tick:
     busy_s: dict[str, float] | None = None  # CPU seconds per workload in the tick
 
 
-_Entry = tuple[float, int, _Pending]  # (time, seq, record)
+def _start(rec: _Pending) -> float:
+    return rec.start
 
 
-def _time(entry: _Entry) -> float:
-    return entry[0]
+def _end(rec: _Pending) -> float:
+    return rec.end
 
 
 class _TimeQueue:
-    """Entries taken in (time, seq) order, as from a heap, in fewer comparisons.
+    """Records taken in (time, arrival) order, as from a heap of (time, seq) tuples, in fewer
+    comparisons and with no tuple per record.
 
-    A calendar of one-second buckets: an entry is appended to its second's bucket, and a
-    bucket is sorted when a take reaches it (about a second of spans, arriving in a few
-    sorted runs, one per exporter batch), so an entry costs a share of a small sort where a
-    heap of all spans in flight needs ~2 log2 n comparisons (30 at 30,000 spans)."""
+    A calendar of one-second buckets: a record is appended to its second's bucket, and a
+    bucket is sorted by ``key`` when a take reaches it (about a second of spans, arriving in
+    a few sorted runs, one per exporter batch), so a record costs a share of a small sort
+    where a heap of all spans in flight needs ~2 log2 n comparisons (30 at 30,000 spans).
+    The sort is stable: records of equal time leave in the order they were pushed."""
 
-    __slots__ = ("_buckets", "_n", "_seconds")
+    __slots__ = ("_buckets", "_key", "_n", "_seconds")
 
-    def __init__(self) -> None:
-        self._buckets: dict[int, list[_Entry]] = {}
+    def __init__(self, key: Callable[[_Pending], float]) -> None:
+        self._key = key
+        self._buckets: dict[int, list[_Pending]] = {}
         self._seconds: list[int] = []  # a heap of the buckets' seconds
         self._n = 0
 
     def __len__(self) -> int:
         return self._n
 
-    def push(self, entry: _Entry) -> None:
-        second = math.floor(entry[0])
+    def push(self, rec: _Pending) -> None:
+        second = math.floor(self._key(rec))
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = []
             heapq.heappush(self._seconds, second)
-        bucket.append(entry)
+        bucket.append(rec)
         self._n += 1
 
-    def _take(self, t: float, through: bool) -> list[_Entry]:
-        out: list[_Entry] = []
-        seconds, buckets = self._seconds, self._buckets
+    def _take(self, t: float, through: bool) -> list[_Pending]:
+        out: list[_Pending] = []
+        seconds, buckets, key = self._seconds, self._buckets, self._key
         while seconds and seconds[0] <= t:
             second = seconds[0]
             bucket = buckets[second]
-            if second + 1 <= t:  # every entry of [second, second + 1) is before t
-                bucket.sort()
+            bucket.sort(key=key)
+            if second + 1 <= t:  # every record of [second, second + 1) is before t
                 out += bucket
                 del buckets[heapq.heappop(seconds)]
                 continue
-            bucket.sort()
             cut = bisect.bisect_right if through else bisect.bisect_left
-            k = cut(bucket, t, key=_time)
+            k = cut(bucket, t, key=key)
             out += bucket[:k]
             del bucket[:k]
             if not bucket:
@@ -169,18 +175,18 @@ class _TimeQueue:
         self._n -= len(out)
         return out
 
-    def take_through(self, t: float) -> list[_Entry]:
-        """Entries with time <= t, in order, removed."""
+    def take_through(self, t: float) -> list[_Pending]:
+        """Records with time <= t, in order, removed."""
         return self._take(t, True)
 
-    def take_before(self, t: float) -> list[_Entry]:
-        """Entries with time < t, in order, removed."""
+    def take_before(self, t: float) -> list[_Pending]:
+        """Records with time < t, in order, removed."""
         return self._take(t, False)
 
     def drop_done(self) -> None:
-        """Forget entries of finished records."""
+        """Forget finished records."""
         for second, bucket in list(self._buckets.items()):
-            kept = [x for x in bucket if not x[2].done]
+            kept = [x for x in bucket if not x.done]
             if kept:
                 self._buckets[second] = kept
             else:
@@ -194,9 +200,10 @@ class _TimeQueue:
 class _Lane:
     """One workload's spans on their way through the ticks, settled in time order."""
 
-    waiting: _TimeQueue = field(default_factory=_TimeQueue)  # by start
-    active: dict[int, _Pending] = field(default_factory=dict)  # started before the last tick
-    active_ends: _TimeQueue = field(default_factory=_TimeQueue)  # by end
+    waiting: _TimeQueue = field(default_factory=lambda: _TimeQueue(_start))
+    # Started before the last settled tick and open after it.
+    active: dict[int, _Pending] = field(default_factory=dict)
+    active_ends: _TimeQueue = field(default_factory=lambda: _TimeQueue(_end))
 
 
 # Work rates (GFLOPs/s) are clamped to this range so that sums never overflow and per-segment
@@ -392,7 +399,7 @@ class SpanSplitter:
         self._fifo: dict[str, deque[_Pending]] = {}
         self._count: dict[str, int] = {}
         self._n_pending = 0
-        self._ends = _TimeQueue()  # by end: completion order
+        self._ends = _TimeQueue(_end)  # completion order
         # hash((workload, trace_id, span_id)) -> its pending span: an int key, not a tuple of
         # three strings per pending span. A hash collision can only make a span look like a
         # duplicate of one pending at the same moment: odds of about n^2 / 2^64.
@@ -457,20 +464,20 @@ class SpanSplitter:
         duration = end - start
         rate = gflops / duration if gflops is not None and duration > 0 else 0.0
         seq = self._seq = self._seq + 1
-        rec = _Pending(span, seq, rate, gflops is not None)
+        rec = _Pending(span, seq, rate, gflops is not None, start, end)
         self._queue(rec)
         if has_id:
             self._by_id[key] = rec
             rec.dedup = key
             # The span keeps its ids: the request joiner holds the same strings longer, so a
             # copy without them would cost ~120 B more per span in flight, not less.
-        self._ends.push((end, seq, rec))
+        self._ends.push(rec)
         if duration > 0:
             # Zero-length spans never receive energy; they only wait to be counted.
             lane = self._lanes.get(span.workload)
             if lane is None:
                 lane = self._lanes[span.workload] = _Lane()
-            lane.waiting.push((start, seq, rec))
+            lane.waiting.push(rec)
         return "accepted"
 
     def _find(self, workload: str, trace_id: str, span_id: str) -> _Pending | None:
@@ -499,7 +506,7 @@ class SpanSplitter:
             span = replace(span, input_tokens=tokens[0], output_tokens=tokens[1])
         if gflops is not None and math.isfinite(gflops) and gflops >= 0:
             span = replace(span, gflops=gflops)
-            duration = span.end - span.start
+            duration = rec.end - rec.start
             rec.known = True
             rec.rate = gflops / duration if duration > 0 else 0.0
         rec.span = span
@@ -536,6 +543,10 @@ class SpanSplitter:
         count = self._count.get(workload, 0) + 1
         self._count[workload] = count
         self._n_pending += 1
+        while fifo and fifo[0].done:
+            # Spans mostly finish in arrival order: the finished ones at the front go now,
+            # not at the next compaction (each holds its span and energy until it goes).
+            fifo.popleft()
         fifo.append(rec)
         if len(fifo) > 2 * count + 1024:
             # Spans finished in place (settled, not evicted) leave entries behind: drop them.
@@ -631,14 +642,17 @@ class SpanSplitter:
             energy = tick.energy_j.get(workload, {})
             active: list[_Pending] = []
             if lane is not None:
-                for _, seq, rec in lane.waiting.take_before(tick.w1):
-                    if not rec.done:
-                        lane.active[seq] = rec
-                        lane.active_ends.push((rec.span.end, seq, rec))
                 active = list(lane.active.values())
+                for rec in lane.waiting.take_before(tick.w1):
+                    if rec.done:
+                        continue
+                    active.append(rec)
+                    if rec.end > tick.w1:  # open after this tick: met again by the next
+                        lane.active[rec.seq] = rec
+                        lane.active_ends.push(rec)
             if energy:
                 outside, fractions = split_fractions(
-                    ((r.span.start, r.span.end, r.rate, r.known) for r in active), tick.w0, tick.w1
+                    ((r.start, r.end, r.rate, r.known) for r in active), tick.w0, tick.w1
                 )
                 busy = tick.busy_s.get(workload) if tick.busy_s else None
                 if busy is not None and active:
@@ -656,17 +670,17 @@ class SpanSplitter:
                             in_spans += share
                     _add(self._in_spans, workload, component, in_spans)
             if lane is not None:
-                for _, seq, _rec in lane.active_ends.take_through(tick.w1):
-                    lane.active.pop(seq, None)
+                for rec in lane.active_ends.take_through(tick.w1):
+                    lane.active.pop(rec.seq, None)
                 if not lane.waiting and not lane.active:
                     del self._lanes[workload]
         self._frontier = max(self._frontier, tick.w1)
 
     def _complete(self, until: float) -> None:
-        for _, _, rec in self._ends.take_through(until):
+        for rec in self._ends.take_through(until):
             if rec.done:
                 continue
-            if rec.span.end > self._frontier:
+            if rec.end > self._frontier:
                 self._truncated += 1  # waited past max_span_wait_s for ticks covering its end
             self._finish(rec)
 

@@ -1,4 +1,4 @@
-"""The splitter's calendar queue hands entries out exactly as a heap of (time, seq) would."""
+"""The splitter's calendar queue hands records out exactly as a heap of (time, seq) would."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jouled.attribution.spans import _TimeQueue
+from jouled.attribution.spans import Span, _end, _Pending, _TimeQueue
 
 
-class _Rec:
-    done = False
+def _rec(t: float, seq: int, done: bool = False) -> _Pending:
+    rec = _Pending(Span("w", "m", t, t), seq, 0.0, False, t, t)
+    rec.done = done
+    return rec
 
 
 # (push time) or (take, through?, t): times near a unix second boundary and far apart.
@@ -28,30 +30,27 @@ _ops = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(_ops)
 def test_takes_match_a_heap(ops: list[Any]) -> None:
-    queue, heap = _TimeQueue(), []
-    rec = _Rec()
+    queue = _TimeQueue(_end)
+    heap: list[tuple[float, int]] = []
     for seq, op in enumerate(ops):
         if op[0] == "push":
-            entry = (op[1], seq, rec)
-            queue.push(entry)  # type: ignore[arg-type]
-            heapq.heappush(heap, entry)
+            queue.push(_rec(op[1], seq))
+            heapq.heappush(heap, (op[1], seq))
             continue
         _, through, t = op
         got = queue.take_through(t) if through else queue.take_before(t)
         want = []
         while heap and (heap[0][0] <= t if through else heap[0][0] < t):
             want.append(heapq.heappop(heap))
-        assert got == want
+        assert [(r.end, r.seq) for r in got] == want
         assert len(queue) == len(heap)
-    assert queue.take_through(float("inf")) == sorted(heap)
+    assert [(r.end, r.seq) for r in queue.take_through(float("inf"))] == sorted(heap)
 
 
 def test_drop_done_keeps_the_rest_in_order() -> None:
-    queue = _TimeQueue()
-    live, dead = _Rec(), _Rec()
-    dead.done = True
+    queue = _TimeQueue(_end)
     for seq, t in enumerate([3.5, 1.2, 2.9, 1.1, 3.0]):
-        queue.push((t, seq, dead if seq % 2 else live))  # type: ignore[arg-type]
+        queue.push(_rec(t, seq, done=bool(seq % 2)))
     queue.drop_done()
-    assert [e[0] for e in queue.take_through(10.0)] == [2.9, 3.0, 3.5]
+    assert [r.end for r in queue.take_through(10.0)] == [2.9, 3.0, 3.5]
     assert len(queue) == 0
