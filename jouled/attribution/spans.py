@@ -23,7 +23,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 EnergyByWorkload = Mapping[str, Mapping[str, float]]
@@ -93,19 +93,45 @@ class SplitterStats:
     clamped_ticks: int  # started before the previous tick ended (wall clock stepped back)
 
 
-@dataclass(slots=True, eq=False)
 class _Pending:
-    span: Span
-    seq: int
-    rate: float  # GFLOPs per second; 0.0 when work is unknown
-    known: bool
-    # The span's times, kept here for the queues' sorts (the same float objects).
-    start: float
-    end: float
-    # Created on the first share: most pending spans wait seconds before any tick settles.
-    energy_j: dict[str, float] | None = None
-    done: bool = False
-    dedup: int = 0  # the _by_id key; 0 when the span has no trace and span id
+    """A pending span: what the split and the settled request need of it, without its ids
+    (the request joiner keeps those while nested spans may still come; here only their
+    hash, ``dedup``, is kept), so the ids can go 15 s after the span ends instead of when
+    it settles."""
+
+    __slots__ = (
+        "dedup",
+        "done",
+        "end",
+        "energy_j",
+        "gflops",
+        "input_tokens",
+        "known",
+        "model",
+        "output_tokens",
+        "rate",
+        "route",
+        "seq",
+        "start",
+        "workload",
+    )
+
+    def __init__(self, span: Span, seq: int, rate: float, dedup: int = 0) -> None:
+        self.workload = span.workload
+        self.model = span.model
+        self.start = span.start
+        self.end = span.end
+        self.gflops = span.gflops
+        self.route = span.route
+        self.input_tokens = span.input_tokens
+        self.output_tokens = span.output_tokens
+        self.seq = seq
+        self.rate = rate  # GFLOPs per second; 0.0 when work is unknown
+        self.known = span.gflops is not None
+        # Created on the first share: most pending spans wait seconds before any tick settles.
+        self.energy_j: dict[str, float] | None = None
+        self.done = False
+        self.dedup = dedup  # the _by_id key; 0 when the span has no trace and span id
 
 
 @dataclass(slots=True)
@@ -464,13 +490,10 @@ class SpanSplitter:
         duration = end - start
         rate = gflops / duration if gflops is not None and duration > 0 else 0.0
         seq = self._seq = self._seq + 1
-        rec = _Pending(span, seq, rate, gflops is not None, start, end)
+        rec = _Pending(span, seq, rate, key)
         self._queue(rec)
         if has_id:
             self._by_id[key] = rec
-            rec.dedup = key
-            # The span keeps its ids: the request joiner holds the same strings longer, so a
-            # copy without them would cost ~120 B more per span in flight, not less.
         self._ends.push(rec)
         if duration > 0:
             # Zero-length spans never receive energy; they only wait to be counted.
@@ -499,17 +522,15 @@ class SpanSplitter:
         rec = self._find(workload, trace_id, span_id)
         if rec is None:
             return False
-        span = rec.span
         if model is not None:
-            span = replace(span, model=model)
+            rec.model = model
         if tokens is not None:
-            span = replace(span, input_tokens=tokens[0], output_tokens=tokens[1])
+            rec.input_tokens, rec.output_tokens = tokens
         if gflops is not None and math.isfinite(gflops) and gflops >= 0:
-            span = replace(span, gflops=gflops)
+            rec.gflops = gflops
             duration = rec.end - rec.start
             rec.known = True
             rec.rate = gflops / duration if duration > 0 else 0.0
-        rec.span = span
         return True
 
     def widen(self, workload: str, trace_id: str, span_id: str, span: Span) -> bool:
@@ -536,7 +557,7 @@ class SpanSplitter:
         return True
 
     def _queue(self, rec: _Pending) -> None:
-        workload = rec.span.workload
+        workload = rec.workload
         fifo = self._fifo.get(workload)
         if fifo is None:
             fifo = self._fifo[workload] = deque()
@@ -553,7 +574,7 @@ class SpanSplitter:
             self._fifo[workload] = deque(r for r in fifo if not r.done)
 
     def _unqueue(self, rec: _Pending) -> None:
-        workload = rec.span.workload
+        workload = rec.workload
         count = self._count[workload] - 1
         self._n_pending -= 1
         if count:
@@ -686,24 +707,23 @@ class SpanSplitter:
 
     def _finish(self, rec: _Pending) -> None:
         rec.done = True
-        span = rec.span
         self._unqueue(rec)
         if rec.dedup and self._by_id.get(rec.dedup) is rec:
             del self._by_id[rec.dedup]
-        lane = self._lanes.get(span.workload)
+        lane = self._lanes.get(rec.workload)
         if lane is not None:
             lane.active.pop(rec.seq, None)
         self._requests.append(
             SettledRequest(
-                workload=span.workload,
-                model=span.model,
+                rec.workload,
+                rec.model,
                 # The record is done: its dict is handed over, not copied.
-                energy_j=rec.energy_j if rec.energy_j is not None else {},
-                gflops=span.gflops,
-                duration_s=span.end - span.start,
-                route=span.route,
-                input_tokens=span.input_tokens,
-                output_tokens=span.output_tokens,
+                rec.energy_j if rec.energy_j is not None else {},
+                rec.gflops,
+                rec.end - rec.start,
+                rec.route,
+                rec.input_tokens,
+                rec.output_tokens,
             )
         )
 
@@ -721,10 +741,9 @@ class SpanSplitter:
         self._dropped += 1
         rec.done = True
         self._unqueue(rec)
-        span = rec.span
         if rec.dedup and self._by_id.get(rec.dedup) is rec:
             del self._by_id[rec.dedup]
-        lane = self._lanes.get(span.workload)
+        lane = self._lanes.get(rec.workload)
         if lane is not None:
             lane.active.pop(rec.seq, None)
 

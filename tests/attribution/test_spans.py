@@ -280,4 +280,4 @@ def test_eviction_is_constant_time_and_dead_entries_stay_bounded() -> None:
     assert splitter.add_span(Span("small", "m", BASE + 2.0, BASE + 3.0)) == "refused"
     assert splitter.stats.dropped_spans == 10_000
     hog_left = [r for r in splitter._fifo["hog"] if not r.done]
-    assert hog_left[0].span.model == "long" and len(hog_left) == 10_000  # the newest went
+    assert hog_left[0].model == "long" and len(hog_left) == 10_000  # the newest went

@@ -12,7 +12,7 @@ from jouled.attribution.spans import Span, _end, _Pending, _TimeQueue
 
 
 def _rec(t: float, seq: int, done: bool = False) -> _Pending:
-    rec = _Pending(Span("w", "m", t, t), seq, 0.0, False, t, t)
+    rec = _Pending(Span("w", "m", t, t), seq, 0.0)
     rec.done = done
     return rec
 
