@@ -106,17 +106,14 @@ class _Pending:
         "energy_j",
         "gflops",
         "input_tokens",
-        "known",
         "model",
         "output_tokens",
-        "rate",
         "route",
-        "seq",
         "start",
         "workload",
     )
 
-    def __init__(self, span: Span, seq: int, rate: float, dedup: int = 0) -> None:
+    def __init__(self, span: Span, dedup: int = 0) -> None:
         self.workload = span.workload
         self.model = span.model
         self.start = span.start
@@ -125,9 +122,6 @@ class _Pending:
         self.route = span.route
         self.input_tokens = span.input_tokens
         self.output_tokens = span.output_tokens
-        self.seq = seq
-        self.rate = rate  # GFLOPs per second; 0.0 when work is unknown
-        self.known = span.gflops is not None
         # Created on the first share: most pending spans wait seconds before any tick settles.
         self.energy_j: dict[str, float] | None = None
         self.done = False
@@ -148,6 +142,13 @@ def _start(rec: _Pending) -> float:
 
 def _end(rec: _Pending) -> float:
     return rec.end
+
+
+def _rate(rec: _Pending) -> float:
+    """GFLOPs per second; 0.0 when the work is unknown or the span has no length (derived,
+    not stored: a float per span in flight is 24 B)."""
+    gflops, duration = rec.gflops, rec.end - rec.start
+    return gflops / duration if gflops is not None and duration > 0 else 0.0
 
 
 class _TimeQueue:
@@ -228,7 +229,7 @@ class _Lane:
 
     waiting: _TimeQueue = field(default_factory=lambda: _TimeQueue(_start))
     # Started before the last settled tick and open after it.
-    active: dict[int, _Pending] = field(default_factory=dict)
+    active: dict[_Pending, None] = field(default_factory=dict)  # an ordered set
     active_ends: _TimeQueue = field(default_factory=lambda: _TimeQueue(_end))
 
 
@@ -430,7 +431,6 @@ class SpanSplitter:
         # three strings per pending span. A hash collision can only make a span look like a
         # duplicate of one pending at the same moment: odds of about n^2 / 2^64.
         self._by_id: dict[int, _Pending] = {}
-        self._seq = 0
         self._in_spans: dict[str, dict[str, float]] = {}
         self._outside: dict[str, dict[str, float]] = {}
         self._requests: list[SettledRequest] = []
@@ -487,15 +487,12 @@ class SpanSplitter:
                 self._refused += 1
                 return "refused"
             self._evict_newest(victim)
-        duration = end - start
-        rate = gflops / duration if gflops is not None and duration > 0 else 0.0
-        seq = self._seq = self._seq + 1
-        rec = _Pending(span, seq, rate, key)
+        rec = _Pending(span, key)
         self._queue(rec)
         if has_id:
             self._by_id[key] = rec
         self._ends.push(rec)
-        if duration > 0:
+        if end > start:
             # Zero-length spans never receive energy; they only wait to be counted.
             lane = self._lanes.get(span.workload)
             if lane is None:
@@ -528,9 +525,6 @@ class SpanSplitter:
             rec.input_tokens, rec.output_tokens = tokens
         if gflops is not None and math.isfinite(gflops) and gflops >= 0:
             rec.gflops = gflops
-            duration = rec.end - rec.start
-            rec.known = True
-            rec.rate = gflops / duration if duration > 0 else 0.0
         return True
 
     def widen(self, workload: str, trace_id: str, span_id: str, span: Span) -> bool:
@@ -553,7 +547,7 @@ class SpanSplitter:
         del self._by_id[rec.dedup]
         lane = self._lanes.get(workload)
         if lane is not None:
-            lane.active.pop(rec.seq, None)
+            lane.active.pop(rec, None)
         return True
 
     def _queue(self, rec: _Pending) -> None:
@@ -663,17 +657,19 @@ class SpanSplitter:
             energy = tick.energy_j.get(workload, {})
             active: list[_Pending] = []
             if lane is not None:
-                active = list(lane.active.values())
+                active = list(lane.active)
                 for rec in lane.waiting.take_before(tick.w1):
                     if rec.done:
                         continue
                     active.append(rec)
                     if rec.end > tick.w1:  # open after this tick: met again by the next
-                        lane.active[rec.seq] = rec
+                        lane.active[rec] = None
                         lane.active_ends.push(rec)
             if energy:
                 outside, fractions = split_fractions(
-                    ((r.start, r.end, r.rate, r.known) for r in active), tick.w0, tick.w1
+                    ((r.start, r.end, _rate(r), r.gflops is not None) for r in active),
+                    tick.w0,
+                    tick.w1,
                 )
                 busy = tick.busy_s.get(workload) if tick.busy_s else None
                 if busy is not None and active:
@@ -692,7 +688,7 @@ class SpanSplitter:
                     _add(self._in_spans, workload, component, in_spans)
             if lane is not None:
                 for rec in lane.active_ends.take_through(tick.w1):
-                    lane.active.pop(rec.seq, None)
+                    lane.active.pop(rec, None)
                 if not lane.waiting and not lane.active:
                     del self._lanes[workload]
         self._frontier = max(self._frontier, tick.w1)
@@ -712,7 +708,7 @@ class SpanSplitter:
             del self._by_id[rec.dedup]
         lane = self._lanes.get(rec.workload)
         if lane is not None:
-            lane.active.pop(rec.seq, None)
+            lane.active.pop(rec, None)
         self._requests.append(
             SettledRequest(
                 rec.workload,
@@ -745,7 +741,7 @@ class SpanSplitter:
             del self._by_id[rec.dedup]
         lane = self._lanes.get(rec.workload)
         if lane is not None:
-            lane.active.pop(rec.seq, None)
+            lane.active.pop(rec, None)
 
     def _maybe_compact(self) -> None:
         """Rebuild heaps when evicted or timed-out spans left too many dead entries."""
