@@ -307,24 +307,69 @@ def split_fractions(
     """Fractions of a tick [w0, w1) going outside spans and to each span.
 
     ``spans`` yields (start, end, rate, known); rates are clamped to [1e-200, 1e200] (below:
-    0). Returns (outside, per-span fractions) summing to 1 up to rounding. O(n log n): a
-    sweep over the sorted boundaries, then one range sum per span.
+    0). Returns (outside, per-span fractions) summing to 1 up to rounding. O(n log n): the
+    spans sorted by start fall into clusters of overlapping spans; a span alone in its
+    cluster gets its time's share, a cluster of several is swept over its boundaries
+    (``_cluster_shares``); the time between clusters is outside.
     """
-    items = [(s, e, _clamp_rate(r), k) for s, e, r, k in spans]
+    items = [(max(s, w0), min(e, w1), r, k) for s, e, r, k in spans]
+    n = len(items)
     length = w1 - w0
-    clipped = [(max(s, w0), min(e, w1)) for s, e, _, _ in items]
-    if length <= 0.0 or not any(e > s for s, e in clipped):
-        return 1.0, [0.0] * len(items)
-    points = sorted({w0, w1, *(s for s, e in clipped if e > s), *(e for s, e in clipped if e > s)})
-    index = {t: i for i, t in enumerate(points)}
+    open_ = sorted((i for i in range(n) if items[i][1] > items[i][0]), key=lambda i: items[i][0])
+    if length <= 0.0 or not open_:
+        return 1.0, [0.0] * n
+    raw = [0.0] * n
+    gaps: list[float] = []
+    cluster: list[int] = []
+    cluster_end = w0
+    for i in open_:
+        s, e = items[i][0], items[i][1]
+        if s < cluster_end:  # overlaps the cluster (spans that only touch do not)
+            cluster.append(i)
+            cluster_end = max(cluster_end, e)
+            continue
+        if cluster:
+            _cluster_shares(cluster, items, length, raw)
+        gaps.append(s - cluster_end)
+        cluster = [i]
+        cluster_end = e
+    _cluster_shares(cluster, items, length, raw)
+    gaps.append(w1 - cluster_end)
+    outside = min(1.0, math.fsum(gaps) / length)
+    total = math.fsum(raw)
+    if total <= 0.0:
+        return 1.0, [0.0] * n
+    # Each share is within a few ulps; rescaling to the in-span share makes the fractions
+    # sum to 1 to rounding, which is what conservation needs.
+    scale = (1.0 - outside) / total
+    return outside, [x * scale for x in raw]
+
+
+def _cluster_shares(
+    cluster: list[int],
+    items: list[tuple[float, float, float, bool]],
+    length: float,
+    raw: list[float],
+) -> None:
+    """Each span's share of the tick (``length`` s) in one cluster of overlapping spans
+    (clipped to the tick, of positive length), into ``raw``: a sweep over the cluster's
+    boundaries, then one range sum per span. A segment's time goes to the spans open in it
+    by work rate when every one has known work (exact integer rate sums: no drift), else
+    equally."""
+    if len(cluster) == 1:
+        s, e = items[cluster[0]][0], items[cluster[0]][1]
+        raw[cluster[0]] = (e - s) / length
+        return
+    members = [items[i] for i in cluster]
+    points = sorted({*(m[0] for m in members), *(m[1] for m in members)})
+    index = {t: k for k, t in enumerate(points)}
     n_points = len(points)
     d_count = [0] * n_points
     d_unknown = [0] * n_points
     d_rate = [0] * n_points
-    exact, exp = _exact_rates([r for _, _, r, _ in items])
-    for (s, e), (_, _, _, known), q in zip(clipped, items, exact, strict=True):
-        if e <= s:
-            continue
+    rates = [_clamp_rate(m[2]) for m in members]
+    exact, exp = _exact_rates(rates)
+    for (s, e, _, known), q in zip(members, exact, strict=True):
         i, j = index[s], index[e]
         d_count[i] += 1
         d_count[j] -= 1
@@ -337,36 +382,21 @@ def split_fractions(
     # rate x by_rate); equal = fraction / open count where spans share equally.
     by_rate = [0.0] * (n_points - 1)
     equal = [0.0] * (n_points - 1)
-    outside_lengths: list[float] = []
     count = unknown = rate_sum = 0
     for k in range(n_points - 1):
         count += d_count[k]
         unknown += d_unknown[k]
         rate_sum += d_rate[k]
         seg = points[k + 1] - points[k]
-        if count == 0:
-            outside_lengths.append(seg)
-        elif unknown == 0 and rate_sum > 0:
+        if unknown == 0 and rate_sum > 0:
             by_rate[k] = (seg / length) / _to_float(rate_sum, exp)
-        else:
+        elif count:
             equal[k] = (seg / length) / count
-    outside = min(1.0, math.fsum(outside_lengths) / length)
     rate_sums = _RangeSum(by_rate)
     equal_sums = _RangeSum(equal)
-    raw: list[float] = []
-    for (s, e), (_, _, rate, _) in zip(clipped, items, strict=True):
-        if e <= s:
-            raw.append(0.0)
-            continue
-        i, j = index[s], index[e]
-        raw.append(rate * rate_sums.sum(i, j) + equal_sums.sum(i, j))
-    total = math.fsum(raw)
-    if total <= 0.0:
-        return 1.0, [0.0] * len(items)
-    # Each range sum is within a few ulps; rescaling to the in-span share makes the
-    # fractions sum to 1 to rounding, which is what conservation needs.
-    scale = (1.0 - outside) / total
-    return outside, [x * scale for x in raw]
+    for i, (s, e, _, _), rate in zip(cluster, members, rates, strict=True):
+        a, b = index[s], index[e]
+        raw[i] = rate * rate_sums.sum(a, b) + equal_sums.sum(a, b)
 
 
 def _budget(
