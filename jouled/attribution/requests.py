@@ -111,6 +111,14 @@ def _links(req: _Request, span: Span) -> bool:
     )
 
 
+def _links_span(first: Span, span: Span) -> bool:
+    """``_links`` for a request still remembered as its one span."""
+    return first.workload == span.workload and (
+        first.span_id in (span.span_id, span.parent_id)
+        or (bool(first.parent_id) and span.span_id == first.parent_id)
+    )
+
+
 class _Trace:
     """Two or more requests of one trace, indexed by their spans' ids and their parents' ids
     (each an insertion-ordered set of requests), so that a span finds the requests it links
@@ -194,12 +202,15 @@ class RequestJoiner:
         self.fallback_models: Mapping[str, str] = fallback_models or {}
         self._max = max_requests
         # trace id -> its request (nearly always one), or an index of them (of any workloads).
-        self._by_trace: dict[str, _Request | _Trace] = {}
+        # A request of one span is remembered as that span (no _Request is made) until a
+        # second span of its trace arrives.
+        self._by_trace: dict[str, Span | _Request | _Trace] = {}
         self._seq = 0
         # Forget times in whole seconds (a heap) and the requests due in each: a list slot
         # per request, not a (time, seq, request) tuple (~120 B each with its float and int).
+        # A span made a _Request leaves its slot behind (skipped when due).
         self._due: list[int] = []
-        self._expiry: dict[int, list[_Request]] = {}
+        self._expiry: dict[int, list[Span | _Request]] = {}
         self._size = 0
         self.nested = 0  # spans joined to a request already counted
 
@@ -216,8 +227,10 @@ class RequestJoiner:
             linked: list[_Request] = []
         elif isinstance(got, _Trace):
             linked = got.linked(span)
-        else:
+        elif isinstance(got, _Request):
             linked = [got] if _links(got, span) else []
+        else:
+            linked = [self._request(got)] if _links_span(got, span) else []
         if linked:
             # The widest request (the first of equals) takes the span and the others: each
             # union then moves the smaller side's ids, never the growing set (n siblings
@@ -237,26 +250,42 @@ class RequestJoiner:
         return verdict
 
     def _remember(self, span: Span, key: str) -> None:
-        self._seq += 1
-        req = _Request(span, self._named(span), self._seq)
         got = self._by_trace.get(key)
+        entry: Span | _Request
         if got is None:
-            self._by_trace[key] = req
-        elif isinstance(got, _Trace):
-            got.add(req)
+            entry = self._by_trace[key] = span
         else:
-            trace = self._by_trace[key] = _Trace()
-            trace.add(got)
-            trace.add(req)
-        due = math.ceil(span.end + self._memory_s) if math.isfinite(span.end) else 0
+            if isinstance(got, Span):
+                got = self._request(got)
+            self._seq += 1
+            entry = _Request(span, self._named(span), self._seq)
+            if isinstance(got, _Trace):
+                got.add(entry)
+            else:
+                trace = self._by_trace[key] = _Trace()
+                trace.add(got)
+                trace.add(entry)
+        self._due_at(span.end, entry)
+        self._size += 1
+        while self._size > self._max:
+            self._forget(self._oldest())
+
+    def _due_at(self, end: float, entry: Span | _Request) -> None:
+        due = math.ceil(end + self._memory_s) if math.isfinite(end) else 0
         bucket = self._expiry.get(due)
         if bucket is None:
             bucket = self._expiry[due] = []
             heapq.heappush(self._due, due)
-        bucket.append(req)
-        self._size += 1
-        while self._size > self._max:
-            self._forget(self._oldest())
+        bucket.append(entry)
+
+    def _request(self, span: Span) -> _Request:
+        """Make the request remembered as its one ``span`` a ``_Request`` (a second span of
+        its trace has arrived), in its place and due when the span was."""
+        self._seq += 1
+        req = _Request(span, self._named(span), self._seq)
+        self._by_trace[span.trace_id] = req
+        self._due_at(span.end, req)
+        return req
 
     def _join(self, req: _Request, span: Span) -> None:
         if span.span_id in req.ids:
@@ -334,7 +363,7 @@ class RequestJoiner:
             for req in self._expiry.pop(heapq.heappop(self._due)):
                 self._forget(req)
 
-    def _oldest(self) -> _Request:
+    def _oldest(self) -> Span | _Request:
         """Take a request of the earliest forget second off its bucket."""
         due = self._due[0]
         bucket = self._expiry[due]
@@ -343,7 +372,12 @@ class RequestJoiner:
             del self._expiry[heapq.heappop(self._due)]
         return req
 
-    def _forget(self, req: _Request) -> None:
+    def _forget(self, req: Span | _Request) -> None:
+        if isinstance(req, Span):
+            if self._by_trace.get(req.trace_id) is req:  # else: made a _Request since
+                del self._by_trace[req.trace_id]
+                self._size -= 1
+            return
         if not req.alive:
             return
         req.alive = False

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 EnergyByWorkload = Mapping[str, Mapping[str, float]]
+_INF = math.inf
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -172,8 +173,9 @@ class _TimeQueue:
     def __len__(self) -> int:
         return self._n
 
-    def push(self, rec: _Pending) -> None:
-        second = math.floor(self._key(rec))
+    def push(self, rec: _Pending, t: float) -> None:
+        """Queue ``rec``, whose key is ``t`` (passed in: the caller has it at hand)."""
+        second = math.floor(t)
         bucket = self._buckets.get(second)
         if bucket is None:
             bucket = self._buckets[second] = []
@@ -498,9 +500,9 @@ class SpanSplitter:
         of the workload holding the most is dropped. A burst never pushes out spans accepted
         before it, and one workload's sender cannot push out another workload's spans."""
         start, end, gflops = span.start, span.end, span.gflops
-        if not (math.isfinite(start) and math.isfinite(end)) or end < start:
+        if not -_INF < start <= end < _INF:  # NaN fails too
             raise ValueError(f"span times must be finite with end >= start: {span!r}")
-        if gflops is not None and not (math.isfinite(gflops) and gflops >= 0):
+        if gflops is not None and not 0 <= gflops < _INF:
             raise ValueError(f"span gflops must be finite and >= 0: {span!r}")
         if start < self._frontier or (self._ticks and self._is_late(span)):
             self._late += 1
@@ -521,13 +523,13 @@ class SpanSplitter:
         self._queue(rec)
         if has_id:
             self._by_id[key] = rec
-        self._ends.push(rec)
+        self._ends.push(rec, end)
         if end > start:
             # Zero-length spans never receive energy; they only wait to be counted.
             lane = self._lanes.get(span.workload)
             if lane is None:
                 lane = self._lanes[span.workload] = _Lane()
-            lane.waiting.push(rec)
+            lane.waiting.push(rec, start)
         return "accepted"
 
     def _find(self, workload: str, trace_id: str, span_id: str) -> _Pending | None:
@@ -694,7 +696,7 @@ class SpanSplitter:
                     active.append(rec)
                     if rec.end > tick.w1:  # open after this tick: met again by the next
                         lane.active[rec] = None
-                        lane.active_ends.push(rec)
+                        lane.active_ends.push(rec, rec.end)
             if energy:
                 outside, fractions = split_fractions(
                     ((r.start, r.end, _rate(r), r.gflops is not None) for r in active),

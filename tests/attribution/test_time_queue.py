@@ -37,7 +37,7 @@ def test_takes_match_a_heap(ops: list[Any]) -> None:
         if op[0] == "push":
             rec = _rec(op[1])
             seq_of[rec] = seq
-            queue.push(rec)
+            queue.push(rec, rec.end)
             heapq.heappush(heap, (op[1], seq))
             continue
         _, through, t = op
@@ -53,7 +53,7 @@ def test_takes_match_a_heap(ops: list[Any]) -> None:
 def test_drop_done_keeps_the_rest_in_order() -> None:
     queue = _TimeQueue(_end)
     for seq, t in enumerate([3.5, 1.2, 2.9, 1.1, 3.0]):
-        queue.push(_rec(t, done=bool(seq % 2)))
+        queue.push(_rec(t, done=bool(seq % 2)), t)
     queue.drop_done()
     assert [r.end for r in queue.take_through(10.0)] == [2.9, 3.0, 3.5]
     assert len(queue) == 0
