@@ -451,18 +451,31 @@ class AttributionStage:
                     k = (workload, component)
                     target[k] = target.get(k, 0.0) + j
         self._settled += len(result.requests)
+        hists = self._hist
+        # Per (workload, model): [joules, GFLOPs] of its requests with work, added to its
+        # per-GFLOP window once per call (they share ``now_wall``).
+        worked: dict[tuple[str, str], list[float]] = {}
         for req in result.requests:
             key = (req.workload, req.model)
-            hist = self._hist.get(key)
+            hist = hists.get(key)
             if hist is None:
-                hist = self._hist[key] = _Histogram(self._buckets)
-            joules = math.fsum(req.energy_j.values())
+                hist = hists[key] = _Histogram(self._buckets)
+            energy = req.energy_j
+            joules = math.fsum(energy.values()) if len(energy) > 1 else sum(energy.values())
             hist.observe(joules, req)
-            if req.gflops is not None and req.gflops > 0:
-                window = self._recent.get(key)
-                if window is None:
-                    window = self._recent[key] = _Window(self._window_s)
-                window.add(now_wall, joules, req.gflops)
+            gflops = req.gflops
+            if gflops is not None and gflops > 0:
+                got = worked.get(key)
+                if got is None:
+                    worked[key] = [joules, gflops]
+                else:
+                    got[0] += joules
+                    got[1] += gflops
+        for key, (joules, gflops) in worked.items():
+            window = self._recent.get(key)
+            if window is None:
+                window = self._recent[key] = _Window(self._window_s)
+            window.add(now_wall, joules, gflops)
 
     def _freeze(
         self,
