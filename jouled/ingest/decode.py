@@ -31,7 +31,7 @@ from jouled.ingest.rules import (
     as_float,
     is_number,
 )
-from jouled.ingest.wire import iter_spans
+from jouled.ingest.wire import iter_span_tuples
 from jouled.labels import sanitize_label
 
 # OTLP attribute keys (see docs/SPANS.md and ingest/attributes.py for the configurable ones).
@@ -246,8 +246,9 @@ def _pb_value(value: Any) -> Any:
 
 def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
     """Decode an OTLP binary ``ExportTraceServiceRequest`` (OTLP/HTTP body or gRPC message),
-    a scope's spans (or, in a large scope, one span message) at a time (``wire.iter_spans``:
-    memory stays near the body's size, not ~24x it as a whole-message parse).
+    a scope's spans (or, in a large scope, one span message) at a time
+    (``wire.iter_span_tuples``: memory stays near the body's size, not ~24x it as a
+    whole-message parse; the C scanner of ``otlpscan`` when built).
 
     Only the attributes jouled reads (``AttributeNames.wanted``) are taken off each span; the
     ids stay bytes until the span is known to be a request."""
@@ -261,34 +262,26 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
     workload: Any = None
     resource_model: Any = None
     try:
-        for resource_msg, span in iter_spans(body):
+        for resource_msg, span in iter_span_tuples(body, wanted):
             if resource_msg is not resource_of:
                 resource_of = resource_msg
                 resource = {kv.key: _pb_value(kv.value) for kv in resource_msg.attributes}
                 workload = resource.get(ATTR_WORKLOAD)
                 resource_model = first(resource, model_names)
-            attrs = _EMPTY
-            for kv in span.attributes:
-                key = kv.key
-                if key in wanted:
-                    if attrs is _EMPTY:
-                        attrs = {}
-                    value = kv.value
-                    which = value.WhichOneof("value")
-                    attrs[key] = getattr(value, which) if which in _SCALARS else None
+            trace_id, span_id, parent_id, kind, start_ns, end_ns, name, has_links, attrs = span
             append(
                 _OtlpSpan(
                     workload,
                     resource_model,
-                    span.trace_id,
-                    span.span_id,
-                    span.parent_span_id,
-                    span.kind,
-                    span.start_time_unix_nano,
-                    span.end_time_unix_nano,
-                    attrs,
-                    span.name,
-                    len(span.links) > 0,
+                    trace_id,
+                    span_id,
+                    parent_id,
+                    kind,
+                    start_ns,
+                    end_ns,
+                    _EMPTY if attrs is None else attrs,
+                    name,
+                    has_links,
                 )
             )
     except (DecodeError, ValueError, TypeError) as exc:  # WireError is a ValueError

@@ -17,7 +17,10 @@ opentelemetry/proto/trace/v1/trace.proto:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from jouled.ingest.otlpscan import SpanTuple
 
 _VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = range(6)
 _MAX_VARINT_BYTES: Final = 10
@@ -72,16 +75,11 @@ def fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, in
         pos = after
 
 
-def iter_spans(body: bytes) -> Iterator[tuple[Any, Any]]:
-    """(Resource, Span) message pairs of an ExportTraceServiceRequest, in order.
-
-    Raises ``WireError`` on malformed framing and protobuf's ``DecodeError`` on a malformed
-    resource or span.
-    """
+def _scopes(buf: memoryview) -> Iterator[tuple[Any, int, int]]:
+    """(Resource message, start, end) of each ScopeSpans in an ExportTraceServiceRequest, in
+    order; the resource is parsed (merged, as protobuf does) before its scopes."""
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 
-    buf = memoryview(body)
     for number, wire_type, a, b in fields(buf, 0, len(buf)):
         if number != 1 or wire_type != _LEN:
             continue  # unknown fields are skipped, as protobuf does
@@ -95,10 +93,49 @@ def iter_spans(body: bytes) -> Iterator[tuple[Any, Any]]:
             elif rnum == 2:
                 scopes.append((ra, rb))
         for sa, sb in scopes:
-            if sb - sa <= WHOLE_SCOPE_BYTES:
-                for span in ScopeSpans.FromString(buf[sa:sb]).spans:
-                    yield resource, span
-                continue
-            for snum, stype, xa, xb in fields(buf, sa, sb):
-                if snum == 2 and stype == _LEN:
-                    yield resource, Span.FromString(buf[xa:xb])
+            yield resource, sa, sb
+
+
+def _span_fields(buf: memoryview, start: int, end: int) -> Iterator[memoryview]:
+    """The serialized Span messages of the ScopeSpans in buf[start:end]."""
+    for number, wire_type, a, b in fields(buf, start, end):
+        if number == 2 and wire_type == _LEN:
+            yield buf[a:b]
+
+
+def iter_spans(body: bytes) -> Iterator[tuple[Any, Any]]:
+    """(Resource, Span) message pairs of an ExportTraceServiceRequest, in order.
+
+    Raises ``WireError`` on malformed framing and protobuf's ``DecodeError`` on a malformed
+    resource or span.
+    """
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
+
+    buf = memoryview(body)
+    for resource, sa, sb in _scopes(buf):
+        if sb - sa <= WHOLE_SCOPE_BYTES:
+            for span in ScopeSpans.FromString(buf[sa:sb]).spans:
+                yield resource, span
+        else:
+            for data in _span_fields(buf, sa, sb):
+                yield resource, Span.FromString(data)
+
+
+def iter_span_tuples(body: bytes, wanted: frozenset[str]) -> Iterator[tuple[Any, SpanTuple]]:
+    """(Resource message, span tuple) pairs of an ExportTraceServiceRequest, in order, as
+    ``iter_spans`` walks it: each span as ``otlpscan.read_scope`` / ``read_span`` give it
+    (C scanner or upb walk), with the attributes whose key is in ``wanted``.
+
+    Raises ``WireError`` on malformed framing and protobuf's ``DecodeError`` on a malformed
+    resource or span (each scope or large scope's span is validated by upb, then scanned).
+    """
+    from jouled.ingest.otlpscan import read_scope, read_span
+
+    buf = memoryview(body)
+    for resource, sa, sb in _scopes(buf):
+        if sb - sa <= WHOLE_SCOPE_BYTES:
+            for span in read_scope(buf[sa:sb], wanted):
+                yield resource, span
+        else:
+            for data in _span_fields(buf, sa, sb):
+                yield resource, read_span(data, wanted)

@@ -1,0 +1,116 @@
+"""What jouled reads off a serialized OTLP span, as one tuple: C scanner or pure-Python fallback.
+
+A span tuple (``SpanTuple``) is ``(trace_id: bytes, span_id: bytes, parent_span_id: bytes,
+kind: int, start_ns: int, end_ns: int, name: str, has_links: bool, attrs)`` where ``attrs``
+maps each attribute key in ``wanted`` to its value (str, bool, int or float for the scalar
+``AnyValue`` members, None for arrays, kvlists, bytes and an unset value; a later duplicate
+key wins), or is None when no wanted key is present. Field meanings:
+opentelemetry/proto/trace/v1/trace.proto (``Span``) and common/v1/common.proto.
+
+Two implementations with one API, ``scan_scope(data, wanted)`` over a serialized
+``ScopeSpans`` (a list, one tuple per span) and ``scan_span(data, wanted)`` over one ``Span``:
+
+- ``jouled.ingest._otlpscan`` (C, built by setup.py when a compiler is there): one pass over
+  the wire format, ~10x faster than walking the attributes through upb's Python wrappers;
+  raises ``ValueError`` on malformed bytes and does not check what it skips (so callers
+  validate with upb first: ``read_scope``/``read_span``);
+- the pure functions here: upb's ``FromString`` (protobuf's ``DecodeError`` when malformed).
+
+``COMPILED`` says which one is in use: the C one when it imports, unless the environment
+variable ``JOULED_PURE_PYTHON=1`` asks for the pure one (then the C module is not loaded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias
+
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
+
+SpanTuple: TypeAlias = tuple[bytes, bytes, bytes, int, int, int, str, bool, dict[str, Any] | None]
+Data: TypeAlias = bytes | memoryview
+
+_SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
+def span_tuple(span: Any, wanted: frozenset[str]) -> SpanTuple:
+    """The tuple of a parsed ``Span`` message (the upb walk the C scanner replaces)."""
+    attrs: dict[str, Any] | None = None
+    for kv in span.attributes:
+        key = kv.key
+        if key in wanted:
+            if attrs is None:
+                attrs = {}
+            value = kv.value
+            which = value.WhichOneof("value")
+            attrs[key] = getattr(value, which) if which in _SCALARS else None
+    return (
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id,
+        span.kind,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.name,
+        len(span.links) > 0,
+        attrs,
+    )
+
+
+def pure_scan_scope(data: Data, wanted: frozenset[str]) -> list[SpanTuple]:
+    """Span tuples of a serialized ``ScopeSpans``, parsed by upb (``DecodeError``)."""
+    return [span_tuple(span, wanted) for span in ScopeSpans.FromString(data).spans]
+
+
+def pure_scan_span(data: Data, wanted: frozenset[str]) -> SpanTuple:
+    """The span tuple of a serialized ``Span``, parsed by upb (``DecodeError``)."""
+    return span_tuple(Span.FromString(data), wanted)
+
+
+def _pure_requested() -> bool:
+    return os.environ.get("JOULED_PURE_PYTHON", "") not in ("", "0")
+
+
+# The C functions when the extension imports, else the pure ones (then COMPILED is False).
+_c_scan_scope: Callable[[Data, frozenset[str]], list[SpanTuple]] = pure_scan_scope
+_c_scan_span: Callable[[Data, frozenset[str]], SpanTuple] = pure_scan_span
+AVAILABLE = False  # the C extension was loaded
+if not _pure_requested():
+    try:
+        from jouled.ingest._otlpscan import scan_scope as _c_scan_scope
+        from jouled.ingest._otlpscan import scan_span as _c_scan_span
+
+        AVAILABLE = True
+    except ImportError:  # not built (no compiler at install time): the pure path
+        pass
+# Whether the C scanner is in use (tests flip it to run both paths).
+COMPILED = AVAILABLE
+
+
+def scan_scope(data: Data, wanted: frozenset[str]) -> list[SpanTuple]:
+    """Span tuples of a serialized ``ScopeSpans``; ``ValueError`` (C) or ``DecodeError``
+    (pure) when malformed. The C scanner does not validate what it skips."""
+    return (_c_scan_scope if COMPILED else pure_scan_scope)(data, wanted)
+
+
+def scan_span(data: Data, wanted: frozenset[str]) -> SpanTuple:
+    """The span tuple of a serialized ``Span``; errors as ``scan_scope``."""
+    return (_c_scan_span if COMPILED else pure_scan_span)(data, wanted)
+
+
+def read_scope(data: Data, wanted: frozenset[str]) -> list[SpanTuple]:
+    """``scan_scope`` after upb validated the message: protobuf's ``DecodeError`` on what
+    upb rejects, on either path (upb's parse is ~0.5 µs a span; the C scan saves ~5)."""
+    if COMPILED:
+        ScopeSpans.FromString(data)
+        return _c_scan_scope(data, wanted)
+    return pure_scan_scope(data, wanted)
+
+
+def read_span(data: Data, wanted: frozenset[str]) -> SpanTuple:
+    """``scan_span`` after upb validated the message, as ``read_scope``."""
+    if COMPILED:
+        Span.FromString(data)
+        return _c_scan_span(data, wanted)
+    return pure_scan_span(data, wanted)
