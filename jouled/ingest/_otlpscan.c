@@ -5,14 +5,17 @@
  *
  * Each span becomes (trace_id: bytes, span_id: bytes, parent_span_id: bytes, kind: int,
  * start_ns: int, end_ns: int, name: str, has_links: bool, attrs: dict | None): attrs holds
- * the attributes whose key is in `wanted` (a set or frozenset of str), each value a str, bool,
- * int or float for the scalar AnyValue members and None for the others (array, kvlist, bytes,
- * unset); None instead of an empty dict. The same values upb gives on valid input: a scalar
- * field seen twice keeps the last, a message field seen twice merges (two `value` fields of a
- * KeyValue are one AnyValue: the last member set wins), a field of an unexpected wire type is
- * an unknown field and skipped, as are unknown fields (groups included). Field numbers:
- * opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto; encoding: the protobuf
- * wire-format spec (https://protobuf.dev/programming-guides/encoding/).
+ * the attributes whose key is in `wanted` (a set or frozenset of str), each value a str,
+ * bool, int or float for the scalar AnyValue members and None for the others (array, kvlist,
+ * bytes, string_value_strindex, unset); None instead of an empty dict.
+ *
+ * The same values upb gives on valid input: a scalar field seen twice keeps the last, a
+ * message field seen twice merges (two `value` fields of a KeyValue are one AnyValue: the
+ * last member set wins), a field of an unexpected wire type is an unknown field and skipped,
+ * as are unknown fields (groups included). Field numbers: opentelemetry/proto/trace/v1/
+ * trace.proto and common/v1/common.proto as opentelemetry-proto 1.45 generates them
+ * (AnyValue has 8 members); encoding: the protobuf wire-format spec
+ * (https://protobuf.dev/programming-guides/encoding/).
  *
  * Malformed input (truncation, a length past the end, a varint over 10 bytes, a stray
  * end-group, wire types 6 and 7, invalid UTF-8 in a string read) raises ValueError. The
@@ -153,22 +156,25 @@ scan_any_value(const uint8_t *data, Py_ssize_t len, AnyValue *av)
     Cursor c = {data, data + len};
     Field f;
     int r;
+    /* The wire type of each oneof member: 1 string, 2 bool, 3 int64, 4 double, 5 array,
+     * 6 kvlist, 7 bytes, 8 string_value_strindex (int32, profiles only: None here). */
+    static const int member_wire_type[9] = {-1, WT_LEN, WT_VARINT, WT_VARINT, WT_I64,
+                                            WT_LEN, WT_LEN, WT_LEN, WT_VARINT};
     while ((r = each_field(&c, &f)) > 0) {
-        int scalar = (f.number == 2 || f.number == 3) ? WT_VARINT : f.number == 4 ? WT_I64 : WT_LEN;
-        if (f.number > 7 || f.wire_type != scalar)
+        if (f.number > 8 || f.wire_type != member_wire_type[f.number])
             continue; /* unknown field */
         av->which = f.number;
         if (f.number == 1) {
             av->str = f.data;
             av->str_len = f.len;
         }
-        else if (scalar != WT_LEN)
+        else if (f.wire_type != WT_LEN)
             av->value = f.value;
     }
     return r;
 }
 
-/* The Python value of av: str, bool, int, float, or None (array, kvlist, bytes, unset). */
+/* The Python value of av: str, bool, int, float, or None (the other members, unset). */
 static PyObject *
 any_value_object(const AnyValue *av)
 {

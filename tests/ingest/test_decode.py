@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jouled.ingest import otlpscan
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
 from jouled.ingest.modelcap import ModelCap, apply_model_cap
 from jouled.ingest.rules import REASONS, MalformedBody, Rules
@@ -17,6 +19,17 @@ from jouled.labels import sanitize_label
 from tests.ingest.otlp import CLIENT, INTERNAL, NOW, pb_span, request
 
 RULES = Rules(now=NOW, gflops_per_token={"llama-8b": 16.0})
+
+
+@pytest.fixture(autouse=True, scope="module", params=["compiled", "pure"])
+def span_scanner(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test twice: with the C span scanner (when built) and the pure-Python one."""
+    if request.param == "compiled" and not otlpscan.AVAILABLE:
+        pytest.skip("jouled.ingest._otlpscan not built (or JOULED_PURE_PYTHON=1)")
+    saved = otlpscan.COMPILED
+    otlpscan.COMPILED = request.param == "compiled"
+    yield request.param
+    otlpscan.COMPILED = saved
 
 
 def pb(spans: list[Any], **resource: Any) -> bytes:
