@@ -24,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
 enum { MAX_GROUP_DEPTH = 100 }; /* upb's default depth limit: deeper input fails there first */
@@ -47,6 +48,14 @@ typedef struct {
     const uint8_t *str;
     Py_ssize_t str_len;
 } AnyValue;
+
+/* The wanted keys as UTF-8, to match attribute keys without making a str of each. */
+typedef struct {
+    Py_ssize_t n;
+    PyObject **keys;        /* strong references */
+    const char **utf8;      /* owned by each key (PyUnicode_AsUTF8AndSize's cache) */
+    Py_ssize_t *len;
+} Wanted;
 
 static int
 fail(const char *message)
@@ -199,7 +208,7 @@ any_value_object(const AnyValue *av)
 
 /* One serialized KeyValue: if its key is wanted, sets attrs[key] (making *attrs first). */
 static int
-scan_key_value(const uint8_t *data, Py_ssize_t len, PyObject *wanted, PyObject **attrs)
+scan_key_value(const uint8_t *data, Py_ssize_t len, const Wanted *wanted, PyObject **attrs)
 {
     Cursor c = {data, data + len};
     Field f;
@@ -219,29 +228,24 @@ scan_key_value(const uint8_t *data, Py_ssize_t len, PyObject *wanted, PyObject *
     }
     if (r < 0)
         return -1;
-    PyObject *k = PyUnicode_DecodeUTF8((const char *)key, key_len, NULL);
-    if (k == NULL)
-        return -1;
-    r = PySet_Contains(wanted, k);
-    if (r <= 0) {
-        Py_DECREF(k);
+    for (Py_ssize_t i = 0; i < wanted->n; i++) {
+        if (wanted->len[i] != key_len || memcmp(wanted->utf8[i], key, (size_t)key_len) != 0)
+            continue;
+        PyObject *v = any_value_object(&av);
+        if (v == NULL || (*attrs == NULL && (*attrs = PyDict_New()) == NULL)) {
+            Py_XDECREF(v);
+            return -1;
+        }
+        r = PyDict_SetItem(*attrs, wanted->keys[i], v);
+        Py_DECREF(v);
         return r;
     }
-    PyObject *v = any_value_object(&av);
-    if (v == NULL || (*attrs == NULL && (*attrs = PyDict_New()) == NULL)) {
-        Py_DECREF(k);
-        Py_XDECREF(v);
-        return -1;
-    }
-    r = PyDict_SetItem(*attrs, k, v);
-    Py_DECREF(k);
-    Py_DECREF(v);
-    return r;
+    return 0; /* not wanted (its bytes are not checked as UTF-8: upb has) */
 }
 
 /* One serialized Span as the tuple described at the top, or NULL with an exception set. */
 static PyObject *
-scan_span_bytes(const uint8_t *data, Py_ssize_t len, PyObject *wanted)
+scan_span_bytes(const uint8_t *data, Py_ssize_t len, const Wanted *wanted)
 {
     Cursor c = {data, data + len};
     Field f;
@@ -300,8 +304,61 @@ error:
     return NULL;
 }
 
+static void
+wanted_release(Wanted *w)
+{
+    for (Py_ssize_t i = 0; i < w->n; i++)
+        Py_DECREF(w->keys[i]);
+    PyMem_Free(w->keys);
+    PyMem_Free(w->utf8);
+    PyMem_Free(w->len);
+}
+
+/* The table of a set of str; a key that cannot be UTF-8 (a lone surrogate) never matches. */
 static int
-get_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_buffer *view)
+wanted_build(PyObject *set, Wanted *w)
+{
+    Py_ssize_t size = PySet_Size(set) + 1;
+    PyObject *it = NULL, *item;
+    w->n = 0;
+    w->keys = PyMem_New(PyObject *, size);
+    w->utf8 = PyMem_New(const char *, size);
+    w->len = PyMem_New(Py_ssize_t, size);
+    if (w->keys == NULL || w->utf8 == NULL || w->len == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    if ((it = PyObject_GetIter(set)) == NULL)
+        goto error;
+    while ((item = PyIter_Next(it)) != NULL) {
+        if (!PyUnicode_CheckExact(item) || w->n + 1 >= size) {
+            Py_DECREF(item);
+            PyErr_SetString(PyExc_TypeError, "wanted must be a set of str");
+            goto error;
+        }
+        w->utf8[w->n] = PyUnicode_AsUTF8AndSize(item, &w->len[w->n]);
+        if (w->utf8[w->n] == NULL) {
+            PyErr_Clear();
+            Py_DECREF(item);
+            continue;
+        }
+        w->keys[w->n++] = item;
+    }
+    if (PyErr_Occurred())
+        goto error;
+    Py_DECREF(it);
+    return 0;
+error:
+    Py_XDECREF(it);
+    wanted_release(w);
+    return -1;
+}
+
+/* The arguments (data, wanted): the buffer and the wanted table, both released by
+ * release_args. */
+static int
+get_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_buffer *view,
+         Wanted *wanted)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", name, nargs);
@@ -311,15 +368,29 @@ get_args(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_buffer *v
         PyErr_Format(PyExc_TypeError, "%s(): wanted must be a set or frozenset", name);
         return -1;
     }
-    return PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE);
+    if (PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (wanted_build(args[1], wanted) < 0) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+release_args(Py_buffer *view, Wanted *wanted)
+{
+    wanted_release(wanted);
+    PyBuffer_Release(view);
 }
 
 static PyObject *
 py_scan_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
+    Wanted wanted;
     (void)module;
-    if (get_args(args, nargs, "scan_scope", &view) < 0)
+    if (get_args(args, nargs, "scan_scope", &view, &wanted) < 0)
         return NULL;
     const uint8_t *data = view.buf;
     Cursor c = {data, data + view.len};
@@ -331,7 +402,7 @@ py_scan_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     while ((r = each_field(&c, &f)) > 0) {
         if (f.number != 2 || f.wire_type != WT_LEN)
             continue; /* ScopeSpans.scope, schema_url, unknown fields */
-        PyObject *span = scan_span_bytes(f.data, f.len, args[1]);
+        PyObject *span = scan_span_bytes(f.data, f.len, &wanted);
         if (span == NULL || PyList_Append(spans, span) < 0) {
             Py_XDECREF(span);
             r = -1;
@@ -342,7 +413,7 @@ py_scan_scope(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (r < 0)
         Py_CLEAR(spans);
 done:
-    PyBuffer_Release(&view);
+    release_args(&view, &wanted);
     return spans;
 }
 
@@ -350,11 +421,12 @@ static PyObject *
 py_scan_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
+    Wanted wanted;
     (void)module;
-    if (get_args(args, nargs, "scan_span", &view) < 0)
+    if (get_args(args, nargs, "scan_span", &view, &wanted) < 0)
         return NULL;
-    PyObject *span = scan_span_bytes(view.buf, view.len, args[1]);
-    PyBuffer_Release(&view);
+    PyObject *span = scan_span_bytes(view.buf, view.len, &wanted);
+    release_args(&view, &wanted);
     return span;
 }
 

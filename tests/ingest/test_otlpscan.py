@@ -279,7 +279,6 @@ def test_wire_tricks_as_upb(name: str) -> None:
         b"\x00\x00",  # field number 0
         b"\x80\x80\x80\x80\x80\x01\x00",  # a tag over 5 bytes
         ld(5, b"\xff"),  # a name not UTF-8
-        ld(9, ld(1, b"\xc3")),  # a key not UTF-8
         ld(9, ld(1, b"http.route") + ld(2, ld(1, b"\xed\xa0\x80"))),  # a wanted value: surrogate
         ld(9, ld(1, b"http.route") + ld(2, b"\x12\x09")),  # an AnyValue truncated
         b"\x4a\x04\x0a\x05ab",  # a KeyValue's key past the KeyValue
@@ -293,6 +292,25 @@ def test_malformed_span_is_an_error_in_both(data: bytes) -> None:
             c_scan.scan_span(data, WANTED)
         with pytest.raises(ValueError):
             c_scan.scan_scope(ld(2, data), WANTED)
+
+
+def test_what_the_c_scanner_skips_is_left_to_upb() -> None:
+    """Bytes the C scanner does not read (a key nobody wants, a trace_state, an event) are not
+    checked by it: upb has validated them (``otlpscan.read_scope``)."""
+    for data in (ld(9, ld(1, b"\xc3")), ld(3, b"\xff"), ld(11, b"\x00")):
+        assert agree(data, scope=False) == ("error", "DecodeError")
+        if c_scan is not None:
+            assert c_scan.scan_span(data, WANTED)[-1] is None
+
+
+@needs_c
+def test_wanted_must_be_a_set_of_str() -> None:
+    data = ld(9, ld(1, b"http.route") + ld(2, ld(1, b"/x")))
+    with pytest.raises(TypeError, match="set of str"):
+        c_scan.scan_span(data, frozenset({"http.route", 1}))  # type: ignore[arg-type]
+    # A key that is no UTF-8 (a lone surrogate) matches nothing, as in upb's decoded keys.
+    assert c_scan.scan_span(data, frozenset({"\ud800", "http.route"}))[-1] == {"http.route": "/x"}
+    assert c_scan.scan_span(data, frozenset())[-1] is None
 
 
 @pytest.mark.parametrize("depth", [1, 50, 99, 100, 101, 200, 5000])
