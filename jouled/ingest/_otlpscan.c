@@ -49,12 +49,16 @@ typedef struct {
     Py_ssize_t str_len;
 } AnyValue;
 
-/* The wanted keys as UTF-8, to match attribute keys without making a str of each. */
+/* A wanted key and its UTF-8 (cached by the str), to match attribute keys as bytes. */
+typedef struct {
+    PyObject *key; /* a strong reference */
+    const char *utf8;
+    Py_ssize_t len;
+} WantedKey;
+
 typedef struct {
     Py_ssize_t n;
-    PyObject **keys;        /* strong references */
-    const char **utf8;      /* owned by each key (PyUnicode_AsUTF8AndSize's cache) */
-    Py_ssize_t *len;
+    WantedKey *keys;
 } Wanted;
 
 static int
@@ -228,15 +232,15 @@ scan_key_value(const uint8_t *data, Py_ssize_t len, const Wanted *wanted, PyObje
     }
     if (r < 0)
         return -1;
-    for (Py_ssize_t i = 0; i < wanted->n; i++) {
-        if (wanted->len[i] != key_len || memcmp(wanted->utf8[i], key, (size_t)key_len) != 0)
+    for (const WantedKey *w = wanted->keys; w < wanted->keys + wanted->n; w++) {
+        if (w->len != key_len || memcmp(w->utf8, key, (size_t)key_len) != 0)
             continue;
         PyObject *v = any_value_object(&av);
         if (v == NULL || (*attrs == NULL && (*attrs = PyDict_New()) == NULL)) {
             Py_XDECREF(v);
             return -1;
         }
-        r = PyDict_SetItem(*attrs, wanted->keys[i], v);
+        r = PyDict_SetItem(*attrs, w->key, v);
         Py_DECREF(v);
         return r;
     }
@@ -283,10 +287,15 @@ scan_span_bytes(const uint8_t *data, Py_ssize_t len, const Wanted *wanted)
     if (r < 0 || (t = PyTuple_New(9)) == NULL)
         goto error;
     /* kind is an int32 enum: the varint's low 32 bits, as two's complement. */
-    uint32_t kind32 = (uint32_t)kind;
-    long long kind_value = kind32 <= INT32_MAX ? (long long)kind32 : (long long)kind32 - 0x100000000LL;
+    uint32_t low = (uint32_t)kind;
+    long long kind_value = low <= INT32_MAX ? (long long)low : (long long)low - 0x100000000LL;
     PyObject *item;
-#define SET(i, expr) if ((item = (expr)) == NULL) goto error; PyTuple_SET_ITEM(t, i, item)
+#define SET(i, expr)                                                                          \
+    do {                                                                                      \
+        if ((item = (expr)) == NULL)                                                          \
+            goto error;                                                                       \
+        PyTuple_SET_ITEM(t, i, item);                                                         \
+    } while (0)
     SET(0, PyBytes_FromStringAndSize((const char *)text[1], text_len[1]));
     SET(1, PyBytes_FromStringAndSize((const char *)text[2], text_len[2]));
     SET(2, PyBytes_FromStringAndSize((const char *)text[4], text_len[4]));
@@ -308,48 +317,42 @@ static void
 wanted_release(Wanted *w)
 {
     for (Py_ssize_t i = 0; i < w->n; i++)
-        Py_DECREF(w->keys[i]);
+        Py_DECREF(w->keys[i].key);
     PyMem_Free(w->keys);
-    PyMem_Free(w->utf8);
-    PyMem_Free(w->len);
 }
 
 /* The table of a set of str; a key that cannot be UTF-8 (a lone surrogate) never matches. */
 static int
 wanted_build(PyObject *set, Wanted *w)
 {
-    Py_ssize_t size = PySet_Size(set) + 1;
-    PyObject *it = NULL, *item;
+    Py_ssize_t size = PySet_Size(set);
+    PyObject *it, *item;
     w->n = 0;
-    w->keys = PyMem_New(PyObject *, size);
-    w->utf8 = PyMem_New(const char *, size);
-    w->len = PyMem_New(Py_ssize_t, size);
-    if (w->keys == NULL || w->utf8 == NULL || w->len == NULL) {
+    if ((w->keys = PyMem_New(WantedKey, size + 1)) == NULL) {
         PyErr_NoMemory();
-        goto error;
+        return -1;
     }
     if ((it = PyObject_GetIter(set)) == NULL)
         goto error;
     while ((item = PyIter_Next(it)) != NULL) {
-        if (!PyUnicode_CheckExact(item) || w->n + 1 >= size) {
+        WantedKey *k = &w->keys[w->n];
+        if (!PyUnicode_CheckExact(item) || w->n == size) {
             Py_DECREF(item);
             PyErr_SetString(PyExc_TypeError, "wanted must be a set of str");
-            goto error;
+            break;
         }
-        w->utf8[w->n] = PyUnicode_AsUTF8AndSize(item, &w->len[w->n]);
-        if (w->utf8[w->n] == NULL) {
+        if ((k->utf8 = PyUnicode_AsUTF8AndSize(item, &k->len)) == NULL) {
             PyErr_Clear();
             Py_DECREF(item);
             continue;
         }
-        w->keys[w->n++] = item;
+        k->key = item;
+        w->n++;
     }
-    if (PyErr_Occurred())
-        goto error;
     Py_DECREF(it);
-    return 0;
+    if (!PyErr_Occurred())
+        return 0;
 error:
-    Py_XDECREF(it);
     wanted_release(w);
     return -1;
 }
