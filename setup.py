@@ -1,7 +1,10 @@
 """The optional C span scanner (jouled/ingest/_otlpscan.c); everything else is in pyproject.toml.
 
 ``optional=True``: where it cannot be compiled (no C compiler, no Python headers) the install
-goes on and jouled uses the pure-Python scanner (jouled/ingest/otlpscan.py).
+goes on and jouled uses the pure-Python scanner (jouled/ingest/otlpscan.py). ``pip install -e .``
+(make run, make test) builds it in place, next to the source; after an edit of the C file,
+``.venv/bin/pip install --no-deps -e .`` rebuilds it (the Makefile's stamps follow
+pyproject.toml only).
 """
 
 from setuptools import Extension, setup
