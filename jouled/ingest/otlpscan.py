@@ -11,7 +11,8 @@ Two implementations with one API, ``scan_scope(data, wanted)`` over a serialized
 ``ScopeSpans`` (a list, one tuple per span) and ``scan_span(data, wanted)`` over one ``Span``:
 
 - ``jouled.ingest._otlpscan`` (C, built by setup.py when a compiler is there): one pass over
-  the wire format, ~10x faster than walking the attributes through upb's Python wrappers;
+  the wire format (0.8 µs a span against 5.3 for the walk through upb's Python wrappers,
+  an OpenTelemetry SDK batch of FastAPI SERVER spans);
   raises ``ValueError`` on malformed bytes and does not check what it skips (so callers
   validate with upb first: ``read_scope``/``read_span``);
 - the pure functions here: upb's ``FromString`` (protobuf's ``DecodeError`` when malformed).
@@ -101,7 +102,7 @@ def scan_span(data: Data, wanted: frozenset[str]) -> SpanTuple:
 
 def read_scope(data: Data, wanted: frozenset[str]) -> list[SpanTuple]:
     """``scan_scope`` after upb validated the message: protobuf's ``DecodeError`` on what
-    upb rejects, on either path (upb's parse is ~0.5 µs a span; the C scan saves ~5)."""
+    upb rejects, on either path (upb's parse is ~0.55 µs a span; the C scan saves ~4.5)."""
     if COMPILED:
         ScopeSpans.FromString(data)
         return _c_scan_scope(data, wanted)
