@@ -5,14 +5,16 @@ BIN    := $(VENV)/bin
 # Two install levels, each with its own stamp: `run` gets the daemon's dependencies only
 # (about a tenth of the dev set), `test` and the other targets add the extras on top.
 # pip shows its progress: the first `make run` on a fresh clone spends its time here.
-CKSUM    := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+# The stamps follow what the install builds from: the C span scanner is compiled by pip.
+BUILT_FROM := pyproject.toml setup.py jouled/ingest/_otlpscan.c
+CKSUM    := $(shell cat $(BUILT_FROM) | cksum | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
 STAMP    := $(VENV)/.installed-dev-$(CKSUM)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck pytest quick bench demo soak system-deps js-deps clean venv
 
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): $(BUILT_FROM)
 	@echo "make run: installing the daemon's dependencies into $(VENV) (make test adds the rest)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -e .

@@ -2,9 +2,9 @@
 
 ``optional=True``: where it cannot be compiled (no C compiler, no Python headers) the install
 goes on and jouled uses the pure-Python scanner (jouled/ingest/otlpscan.py). ``pip install -e .``
-(make run, make test) builds it in place, next to the source; after an edit of the C file,
-``.venv/bin/pip install --no-deps -e .`` rebuilds it (the Makefile's stamps follow
-pyproject.toml only).
+(make run, make test) builds it in place, next to the source; the Makefile's stamps follow
+this file and the C file too, so ``make`` rebuilds it after an edit (by hand:
+``.venv/bin/pip install --no-deps -e .``).
 """
 
 from setuptools import Extension, setup
