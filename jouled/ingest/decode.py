@@ -104,64 +104,77 @@ def _tokens(attrs: Mapping[str, Any], names: AttributeNames) -> tuple[Any, Any]:
     return given_in, given_out
 
 
-def _select_roots(spans: list[_OtlpSpan], checker: Checker, tally: Tally) -> DecodeResult:
+# One resource's spans: (service.name value, the resource's model value, span tuples). A
+# span tuple is ``otlpscan.SpanTuple``: (trace_id, span_id, parent_span_id, kind, start_ns,
+# end_ns, name, has_links, attrs or None), ids as bytes (protobuf) or hex strings (JSON).
+_Group = tuple[Any, Any, list[tuple[Any, ...]]]
+
+
+def _select_roots(groups: list[_Group], checker: Checker, tally: Tally) -> DecodeResult:
     """``_select`` for a body in which no span has a parent: each span is a request or is
-    ignored, and none lends work to another; each request is validated as it is met."""
+    ignored, and none lends work to another; each request is validated as it is met, off
+    its tuple (no object per span before its ``Span``)."""
     names = checker.rules.names
     model_names, gflops_names = names.model, names.gflops
     ignored = names.ignore_span_names
     spans_out = tally.spans
-    counted = 0
-    for span in spans:
-        attrs = span.attrs
-        explicit = attrs.get(ATTR_REQUEST) if attrs else None
-        if isinstance(explicit, bool):
-            if not explicit:
+    span_of = checker.span_of
+    seen = counted = 0
+    for workload, resource_model, tuples in groups:
+        seen += len(tuples)
+        for trace_id, span_id, _, kind, start_ns, end_ns, name, has_links, attrs in tuples:
+            explicit = attrs.get(ATTR_REQUEST) if attrs else None
+            if isinstance(explicit, bool):
+                if not explicit:
+                    continue
+            elif name.startswith(ignored) if name else False:
                 continue
-        elif span.name.startswith(ignored) if span.name else False:
-            continue
-        elif span.kind not in (KIND_SERVER, KIND_CONSUMER) and (
-            span.has_links or span.kind not in (KIND_UNSPECIFIED, KIND_INTERNAL)
-        ):
-            continue  # not an entry point, nor a local root standing for a request
-        counted += 1
-        if attrs:
-            inp, out = _tokens(attrs, names)
-            model, gflops = first(attrs, model_names), first(attrs, gflops_names)
-            route = attrs.get(ATTR_ROUTE)
-        else:
-            inp = out = model = gflops = route = None
-        try:
-            spans_out.append(
-                checker.span_of(
-                    span.workload,
-                    model if model is not None else span.resource_model,
-                    span.start_ns / _NS_PER_S if span.start_ns else 0.0,
-                    span.end_ns / _NS_PER_S if span.end_ns else 0.0,
-                    gflops,
-                    inp,
-                    out,
-                    route,
-                    _hex(span.trace_id),
-                    _hex(span.span_id),
-                    "",
+            elif kind not in (KIND_SERVER, KIND_CONSUMER) and (
+                has_links or kind not in (KIND_UNSPECIFIED, KIND_INTERNAL)
+            ):
+                continue  # not an entry point, nor a local root standing for a request
+            counted += 1
+            if attrs:
+                inp, out = _tokens(attrs, names)
+                model, gflops = first(attrs, model_names), first(attrs, gflops_names)
+                route = attrs.get(ATTR_ROUTE)
+            else:
+                inp = out = model = gflops = route = None
+            try:
+                spans_out.append(
+                    span_of(
+                        workload,
+                        model if model is not None else resource_model,
+                        start_ns / _NS_PER_S if start_ns else 0.0,
+                        end_ns / _NS_PER_S if end_ns else 0.0,
+                        gflops,
+                        inp,
+                        out,
+                        route,
+                        _hex(trace_id),
+                        _hex(span_id),
+                        "",
+                    )
                 )
-            )
-        except Reject as rej:
-            checker.reject(rej)
-    return tally.result(ignored=len(spans) - counted)
+            except Reject as rej:
+                checker.reject(rej)
+    return tally.result(ignored=seen - counted)
 
 
-def _select(spans: list[_OtlpSpan], rules: Rules) -> DecodeResult:
+def _select(groups: list[_Group], rules: Rules) -> DecodeResult:
     tally = Tally()
     checker = Checker(rules, tally)
     names = rules.names
     # Spans pointing at a parent are rare in request batches (a request span is the local
-    # root of its service): only then are spans looked up by id.
-    nested = any(s.parent_id for s in spans)
-    if not nested:
-        return _select_roots(spans, checker, tally)
-    by_id = {(s.trace_id, s.span_id): s for s in spans if s.span_id} if nested else {}
+    # root of its service): only then are spans made objects and looked up by id.
+    if not any(t[2] for _, _, tuples in groups for t in tuples):
+        return _select_roots(groups, checker, tally)
+    spans = [
+        _OtlpSpan(workload, model, t[0], t[1], t[2], t[3], t[4], t[5], t[8] or _EMPTY, t[6], t[7])
+        for workload, model, tuples in groups
+        for t in tuples
+    ]
+    by_id = {(s.trace_id, s.span_id): s for s in spans if s.span_id}
     raws: dict[int, RawSpan] = {}
     counted: list[_OtlpSpan] = []
     model_names, gflops_names = names.model, names.gflops
@@ -256,37 +269,20 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
 
     wanted = rules.names.wanted
     model_names = rules.names.model
-    spans: list[_OtlpSpan] = []
-    append = spans.append
+    groups: list[_Group] = []
     resource_of: Any = None
-    workload: Any = None
-    resource_model: Any = None
+    tuples: list[tuple[Any, ...]] = []
     try:
         for resource_msg, span in iter_span_tuples(body, wanted):
             if resource_msg is not resource_of:
                 resource_of = resource_msg
                 resource = {kv.key: _pb_value(kv.value) for kv in resource_msg.attributes}
-                workload = resource.get(ATTR_WORKLOAD)
-                resource_model = first(resource, model_names)
-            trace_id, span_id, parent_id, kind, start_ns, end_ns, name, has_links, attrs = span
-            append(
-                _OtlpSpan(
-                    workload,
-                    resource_model,
-                    trace_id,
-                    span_id,
-                    parent_id,
-                    kind,
-                    start_ns,
-                    end_ns,
-                    _EMPTY if attrs is None else attrs,
-                    name,
-                    has_links,
-                )
-            )
+                tuples = []
+                groups.append((resource.get(ATTR_WORKLOAD), first(resource, model_names), tuples))
+            tuples.append(span)
     except (DecodeError, ValueError, TypeError) as exc:  # WireError is a ValueError
         raise MalformedBody(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
-    return _select(spans, rules)
+    return _select(groups, rules)
 
 
 def _obj(value: Any, where: str) -> dict[str, Any]:
@@ -412,39 +408,37 @@ def decode_otlp_json(body: bytes, rules: Rules) -> DecodeResult:
     """Decode an OTLP/HTTP JSON ``ExportTraceServiceRequest`` (hex ids, lowerCamelCase)."""
     top = _obj(_load_json(body), "body")
     wanted = rules.names.wanted
-    spans: list[_OtlpSpan] = []
+    groups: list[_Group] = []
     for r, rs_value in enumerate(_list(top, "resourceSpans", "body")):
         where_r = f"resourceSpans[{r}]"
         rs = _obj(rs_value, where_r)
         resource = _obj(rs.get("resource") or {}, f"{where_r}.resource")
         resource_attrs = _json_attrs(resource, f"{where_r}.resource", None)
-        workload = resource_attrs.get(ATTR_WORKLOAD)
-        resource_model = first(resource_attrs, rules.names.model)
+        tuples: list[tuple[Any, ...]] = []
+        groups.append(
+            (resource_attrs.get(ATTR_WORKLOAD), first(resource_attrs, rules.names.model), tuples)
+        )
         for where_s, ss_value in _scope_spans(rs, where_r):
             ss = _obj(ss_value, where_s)
             for i, span_value in enumerate(_list(ss, "spans", where_s)):
                 where = f"{where_s}.spans[{i}]"
                 span = _obj(span_value, where)
-                start_ns = _json_uint64(span.get("startTimeUnixNano"))
-                end_ns = _json_uint64(span.get("endTimeUnixNano"))
                 name = span.get("name")
-                spans.append(
-                    _OtlpSpan(
-                        workload=workload,
-                        resource_model=resource_model,
-                        trace_id=_json_id(span.get("traceId"), 16, f"{where}.traceId"),
-                        span_id=_json_id(span.get("spanId"), 8, f"{where}.spanId"),
-                        parent_id=_json_id(span.get("parentSpanId"), 8, f"{where}.parentSpanId"),
-                        kind=_json_kind(span.get("kind"), where),
+                tuples.append(
+                    (
+                        _json_id(span.get("traceId"), 16, f"{where}.traceId"),
+                        _json_id(span.get("spanId"), 8, f"{where}.spanId"),
+                        _json_id(span.get("parentSpanId"), 8, f"{where}.parentSpanId"),
+                        _json_kind(span.get("kind"), where),
                         # An unreadable time becomes 0 (unset) and is rejected as bad_time.
-                        start_ns=start_ns or 0,
-                        end_ns=end_ns or 0,
-                        attrs=_json_attrs(span, where, wanted),
-                        name=name if isinstance(name, str) else "",
-                        has_links=bool(_list(span, "links", where)),
+                        _json_uint64(span.get("startTimeUnixNano")) or 0,
+                        _json_uint64(span.get("endTimeUnixNano")) or 0,
+                        name if isinstance(name, str) else "",
+                        bool(_list(span, "links", where)),
+                        _json_attrs(span, where, wanted),
                     )
                 )
-    return _select(spans, rules)
+    return _select(groups, rules)
 
 
 # ---------------------------------------------------------------------------------------------
