@@ -706,18 +706,21 @@ class SpanSplitter:
                 busy = tick.busy_s.get(workload) if tick.busy_s else None
                 if busy is not None and active:
                     outside, fractions = _budget(outside, fractions, tick.w1 - tick.w0, busy)
-                for component, joules in energy.items():
-                    _add(self._outside, workload, component, joules * outside)
-                    in_spans = 0.0
-                    for rec, frac in zip(active, fractions, strict=True):
-                        if frac > 0.0:
-                            share = joules * frac
-                            got = rec.energy_j
-                            if got is None:
-                                got = rec.energy_j = {}
-                            got[component] = got.get(component, 0.0) + share
-                            in_spans += share
-                    _add(self._in_spans, workload, component, in_spans)
+                parts = list(energy.items())
+                for rec, frac in zip(active, fractions, strict=True):
+                    if frac > 0.0:
+                        got = rec.energy_j
+                        if got is None:  # most spans: their only tick
+                            rec.energy_j = {component: j * frac for component, j in parts}
+                        else:
+                            for component, j in parts:
+                                got[component] = got.get(component, 0.0) + j * frac
+                # What the spans got, per component: its energy times their summed fractions
+                # (equal to the sum of their shares up to rounding).
+                in_frac = math.fsum(f for f in fractions if f > 0.0)
+                for component, j in parts:
+                    _add(self._outside, workload, component, j * outside)
+                    _add(self._in_spans, workload, component, j * in_frac)
             if lane is not None:
                 for rec in lane.active_ends.take_through(tick.w1):
                     lane.active.pop(rec, None)
