@@ -46,7 +46,12 @@ class ModelCap:
 def apply_model_cap(spans: Iterable[Span], cap: ModelCap) -> list[Span]:
     """Spans with models past the per-workload cap replaced by ``other``."""
     out: list[Span] = []
+    seen = cap._seen
     for span in spans:
+        models = seen.get(span.workload)
+        if models is not None and span.model in models:  # the common case: a model seen before
+            out.append(span)
+            continue
         model = cap.apply(span.workload, span.model)
         out.append(span if model == span.model else replace(span, model=model))
     return out
