@@ -11,24 +11,30 @@ matters to command-line rules: PIDs, pidfiles and cgroups survive it). Each proc
 to at most one workload (the first that matches, in config order), so nothing is counted
 twice.
 
-The per-tick cost is what matters on a host with thousands of processes: one listing of
-/proc, one stat read per *workload* process, a match only for processes not seen before
+The per-tick cost is what matters on a host with thousands of processes: one ``stat`` read
+per *workload* process (its file kept open and re-read), a listing of /proc only when a PID
+was allocated since the last one (``/proc/loadavg``'s last PID; at least every thirty
+rounds), parsing only the entries that changed, a match only for processes not seen before
 (command line and cgroup are read once per process; with command-line rules, six times more
-while a process is young), and a re-check of a thirtieth of the other processes'
-start times and command names, so that a reused PID or a late exec is noticed within thirty
-ticks. /proc is
-read directly (one ``stat`` read gives parent, start time and CPU time at once); its root
-is injectable, e.g. ``/host/proc`` in a container.
+while a process is young), and a re-check of a thirtieth of the other processes' start times
+and command names, so that a reused PID or a late exec is noticed within thirty ticks: the
+loops run over the processes due, not over the table. /proc is read directly (one ``stat``
+read gives parent, start time and CPU time at once); its root is injectable, e.g.
+``/host/proc`` in a container.
 
 Over 400 lines because the process tracker's hot path (/proc reads, matching, PID reuse,
-exec re-matching, sub-tick samples) is one state machine over one table of processes.
+exec re-matching, sub-tick samples) is one state machine over one table of processes and
+its indexes, and the procfs reader's kept files serve that path alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +90,13 @@ class CpuTick:
     profile: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
 
+def _close_fds(fds: dict[int, int]) -> None:
+    while fds:
+        _, fd = fds.popitem()
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Stat:
     ppid: int
@@ -93,40 +106,168 @@ class Stat:
 
 
 class ProcFS:
-    """The few /proc reads attribution needs, from an injectable root."""
+    """The few /proc reads attribution needs, from an injectable root.
 
-    def __init__(self, root: Path = Path("/proc")) -> None:
+    On a real procfs the ``stat`` files of the processes read every tick (``keep=True``:
+    the workloads' processes) stay open and are re-read with ``pread`` at offset 0, which
+    makes the kernel generate them afresh: less than half the cost of open, read and close.
+    An open ``stat`` file stays bound to its process: once that process has exited, a read
+    fails with ``ESRCH`` and never shows a new process that reused the PID (the file is
+    then closed and the PID opened afresh). At most ``max_open`` files are kept (the unit's
+    ``LimitNOFILE`` is 8,192); past that, reads open and close as before. A root that is not
+    a procfs (a test's directory of regular files, where an unlinked file would keep its old
+    content) never keeps files open.
+    """
+
+    MAX_OPEN = 1024
+
+    def __init__(
+        self,
+        root: Path = Path("/proc"),
+        *,
+        keep_open: bool | None = None,
+        max_open: int = MAX_OPEN,
+    ) -> None:
         self.root = root
         self._prefix = f"{root}/"
         self._tick_hz = os.sysconf("SC_CLK_TCK")
+        # procfs has a "self" link; a directory of regular files standing in for it has not.
+        self._keep = os.path.islink(f"{root}/self") if keep_open is None else keep_open
+        self._max_open = max(0, max_open)
+        self._fds: dict[int, int] = {}  # pid -> open fd of <root>/<pid>/stat
+        # The fds are closed when this reader is dropped (a reload builds a new tracker).
+        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
+        self._names: set[str] = set()  # the last listing of the root, as names
+        self._pids: set[int] = set()  # its numeric entries
+        self._own_ns: tuple[int, bool] | None = None  # (getpid(), root is our namespace's)
 
     def pids(self) -> set[int]:
+        """The numeric entries of the root (a new set). Only the names that changed since
+        the last listing are parsed: set differences in C, not a loop over every entry."""
         try:
-            return {int(n) for n in os.listdir(self.root) if n.isdigit()}
+            names = set(os.listdir(self.root))
         except OSError:
+            self._names, self._pids = set(), set()
             return set()
+        old = self._names
+        if names != old:
+            for gone in old - names:
+                if gone.isdigit():
+                    self._pids.discard(int(gone))
+            self._pids.update(int(n) for n in names - old if n.isdigit())
+            self._names = names
+        return set(self._pids)
 
-    def stat(self, pid: int) -> Stat | None:
+    def stat(self, pid: int, *, keep: bool = False) -> Stat | None:
+        """``<root>/<pid>/stat`` of the process that has ``pid`` now; None when there is
+        none. ``keep``: leave the file open for the next read (a workload's process)."""
+        raw = self.read_stat(pid, keep=keep)
+        return None if raw is None else self.parse_stat(raw)
+
+    def cpu(self, pid: int) -> tuple[int, float, bytes] | None:
+        """(start time in clock ticks, CPU seconds, command name) of ``pid`` now, its
+        ``stat`` file kept open: ``stat(pid, keep=True)`` in one call and no ``Stat``, for
+        the per-tick read of every workload process."""
+        fd = self._fds.get(pid)
+        raw = None
+        if fd is not None:
+            try:
+                raw = os.pread(fd, 4096, 0)
+            except OSError:
+                raw = None  # ESRCH, exited: read_stat closes it and opens the pid afresh
+        if not raw:
+            raw = self.read_stat(pid, keep=True)
+            if raw is None:
+                return None
+        end = raw.rfind(b")")
+        fields = raw[end + 2 :].split(None, 20)
+        try:
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick_hz
+            return int(fields[19]), cpu, raw[raw.find(b"(") + 1 : end]
+        except (IndexError, ValueError):
+            return None
+
+    def read_stat(self, pid: int, *, keep: bool = False) -> bytes | None:
+        """The raw ``stat`` line of ``pid`` (see ``stat``); None when it cannot be read."""
+        fd = self._fds.get(pid)
+        if fd is not None:
+            try:
+                raw = os.pread(fd, 4096, 0)
+                if raw:
+                    return raw
+            except OSError:
+                pass  # ESRCH: that process has exited; the pid may be another's now
+            del self._fds[pid]
+            os.close(fd)
         # The hot path (once per workload process per tick): plain os calls on a string
         # path cost a fifth of pathlib + open().
         try:
-            fd = os.open(f"{self._prefix}{pid}/stat", os.O_RDONLY)
+            fd = os.open(f"{self._prefix}{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
+        kept = keep and self._keep and len(self._fds) < self._max_open
         try:
             raw = os.read(fd, 4096)
         except OSError:
+            kept = False
             return None
         finally:
-            os.close(fd)
-        # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-        fields = raw[raw.rfind(b")") + 2 :].split()
+            if kept:
+                self._fds[pid] = fd
+            else:
+                os.close(fd)
+        return raw
+
+    def parse_stat(self, raw: bytes) -> Stat | None:
+        # The command name (field 2) may hold spaces and parentheses: split after the last
+        # ')'. Only the fields up to the start time (22) are split out.
+        end = raw.rfind(b")")
+        fields = raw[end + 2 :].split(None, 20)
         try:
             utime, stime = int(fields[11]), int(fields[12])
-            comm = raw[raw.find(b"(") + 1 : raw.rfind(b")")]
+            comm = raw[raw.find(b"(") + 1 : end]
             return Stat(int(fields[1]), int(fields[19]), (utime + stime) / self._tick_hz, comm)
         except (IndexError, ValueError):
             return None
+
+    def release(self, pid: int) -> None:
+        """Close ``pid``'s kept ``stat`` file, if any (its process is no longer read)."""
+        fd = self._fds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def retain(self, pids: AbstractSet[int]) -> None:
+        """Close every kept ``stat`` file but those of ``pids``."""
+        for pid in self._fds.keys() - pids:
+            self.release(pid)
+
+    def last_pid(self) -> int | None:
+        """The PID the kernel allocated last (``loadavg``'s last field): it moves whenever a
+        process or thread is created. None when it cannot be read, or when the root is not
+        the procfs of this process's PID namespace (the kernel reports the *reader's*
+        namespace, which then is not the one listed)."""
+        if self._own_ns is None or self._own_ns[0] != os.getpid():
+            try:
+                own = os.readlink(f"{self._prefix}self") == str(os.getpid())
+            except OSError:
+                own = False
+            self._own_ns = (os.getpid(), own)
+        if not self._own_ns[1]:
+            return None
+        try:
+            with open(f"{self._prefix}loadavg", "rb") as fh:
+                return int(fh.read(256).split()[4])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @property
+    def open_files(self) -> int:
+        """How many ``stat`` files are kept open."""
+        return len(self._fds)
+
+    def close(self) -> None:
+        """Close every kept file (reads go on working, opening afresh)."""
+        _close_fds(self._fds)
 
     def uptime_ticks(self) -> float | None:
         """Seconds since boot (/proc/uptime) in clock ticks, the unit of start times."""
@@ -199,6 +340,13 @@ class ProcessTracker:
         self._recheck_every = max(1, recheck_every)
         self._round = 0
         self._procs: dict[int, _Proc] = {}
+        # Indexes over _procs, kept by _add, _forget and _set_workload: the claimed ones
+        # (read every tick), pid % recheck_every -> pids (the re-check rotation), and scan
+        # round -> pids first seen then (young processes' command-line re-reads).
+        self._claimed: dict[int, _Proc] = {}
+        self._slots: dict[int, set[int]] = {}
+        self._first_seen: dict[int, list[int]] = {}
+        self._last_pid: int | None = None  # /proc/loadavg's at the last listing
         self._pidfile_pids: dict[str, int | None] = {}
         self._pidfile_now: dict[str, int] = {}
         self._live: set[int] = set()
@@ -246,6 +394,40 @@ class ProcessTracker:
         parent = self._procs.get(ppid)
         return parent.workload if parent is not None else None
 
+    def _add(self, proc: _Proc) -> None:
+        self._procs[proc.pid] = proc
+        self._slots.setdefault(proc.pid % self._recheck_every, set()).add(proc.pid)
+        if proc.workload is not None:
+            self._claimed[proc.pid] = proc
+        if self._has_cmdline:
+            self._first_seen.setdefault(proc.seen_round, []).append(proc.pid)
+
+    def _forget(self, pid: int) -> None:
+        if self._procs.pop(pid, None) is None:
+            return
+        self._slots[pid % self._recheck_every].discard(pid)
+        self._active.pop(pid, None)
+        if self._claimed.pop(pid, None) is not None:
+            self._proc.release(pid)
+
+    def _set_workload(self, proc: _Proc, workload: str | None) -> None:
+        proc.workload, proc.last_cpu_s = workload, None
+        if workload is not None:
+            self._claimed[proc.pid] = proc
+        elif self._claimed.pop(proc.pid, None) is not None:
+            self._proc.release(proc.pid)
+
+    def _listing(self) -> set[int]:
+        """The PIDs under the proc root. Listed only when a PID was allocated since the last
+        listing (``/proc/loadavg``'s last PID moved: no new process can have appeared
+        otherwise), and every ``recheck_every`` rounds whatever it says; in between, the last
+        listing less the processes found gone."""
+        mark = self._proc.last_pid()  # before the listing: a later fork moves it again
+        if mark is None or mark != self._last_pid or self._round % self._recheck_every == 0:
+            self._last_pid = mark
+            self._live = self._proc.pids()
+        return self._live
+
     def scan(self) -> None:
         """Bring the process map up to date: forget the dead, classify the new."""
         pidfile_pids: dict[str, int] = {}
@@ -257,22 +439,31 @@ class ProcessTracker:
             if m.pidfile is not None and old != p:
                 # The pidfile names another process: forget the old owner's processes and
                 # the new pid, so both are classified again below.
-                self._procs = {k: v for k, v in self._procs.items() if v.workload != m.name}
+                for pid in [k for k, v in self._claimed.items() if v.workload == m.name]:
+                    self._forget(pid)
                 if p is not None:
-                    self._procs.pop(p, None)
+                    self._forget(p)
             self._pidfile_pids[m.name] = p
         self._pidfile_now = pidfile_pids
-        live = self._live = self._proc.pids()
-        for pid in [pid for pid in self._procs if pid not in live]:
-            del self._procs[pid]
-        # A slice of the non-workload processes is re-checked each round for PID reuse and
-        # exec; young ones (exec follows start-up) every round.
         self._round += 1
+        live = self._listing()
+        for pid in self._procs.keys() - live:
+            self._forget(pid)
+        # A slice of the non-workload processes is re-checked each round for PID reuse and
+        # exec; young ones (exec follows start-up) on the rounds of _YOUNG_CHECKS.
         young_from = self._young_from()
-        for pid, known in list(self._procs.items()):
-            if known.workload is not None:
+        slot = self._round % self._recheck_every
+        due = set(self._slots.get(slot, ()))
+        if young_from is not None:
+            for k in _YOUNG_CHECKS:
+                due.update(self._first_seen.get(self._round - k, ()))
+        for r in [r for r in self._first_seen if r <= self._round - max(_YOUNG_CHECKS)]:
+            del self._first_seen[r]
+        for pid in sorted(due):
+            known = self._procs.get(pid)
+            if known is None or known.workload is not None:
                 continue
-            rotation = pid % self._recheck_every == self._round % self._recheck_every
+            rotation = pid % self._recheck_every == slot
             young = (
                 young_from is not None
                 and known.start_ticks >= young_from
@@ -287,23 +478,33 @@ class ProcessTracker:
                 continue
             st = self._proc.stat(pid)
             if st is None or st.start_ticks != known.start_ticks:
-                del self._procs[pid]
+                self._forget(pid)
+                if st is None:
+                    live.discard(pid)
             elif self._has_cmdline and (young or st.comm != known.comm):
                 self._recheck_exec(known, st.comm, cmd)
         new: list[tuple[int, int, Stat]] = []
-        for pid in live:
-            if pid in self._procs:
-                continue
+        for pid in live - self._procs.keys():
             st = self._proc.stat(pid)
             if st is not None:
                 new.append((st.start_ticks, pid, st))
+            else:
+                live.discard(pid)  # gone already (a set apart from the one iterated)
         # Parents before children, so workers inherit their server's workload.
         new.sort()
         for start, pid, st in new:
             cmd = self._proc.cmdline(pid) if self._has_cmdline else None
             workload = self._match(pid, st.ppid, pidfile_pids, cmd)
-            self._procs[pid] = _Proc(
-                pid, start, st.ppid, workload, comm=st.comm, cmdline=cmd, seen_round=self._round
+            self._add(
+                _Proc(
+                    pid,
+                    start,
+                    st.ppid,
+                    workload,
+                    comm=st.comm,
+                    cmdline=cmd,
+                    seen_round=self._round,
+                )
             )
 
     YOUNG_S = 30.0  # processes younger than this are re-matched when their command changes
@@ -332,14 +533,15 @@ class ProcessTracker:
             workload or "none",
             known.workload or "none",
         )
-        old, known.workload, known.last_cpu_s = known.workload, workload, None
+        old = known.workload
+        self._set_workload(known, workload)
         # Its descendants that inherited the old answer follow it.
         stack = [known.pid]
         while stack:
             parent = stack.pop()
-            for child in self._procs.values():
+            for child in list(self._procs.values()):
                 if child.ppid == parent and child.workload == old and child.pid != known.pid:
-                    child.workload, child.last_cpu_s = workload, None
+                    self._set_workload(child, workload)
                     stack.append(child.pid)
 
     def unseen(self) -> dict[str, list[int]]:
@@ -380,9 +582,9 @@ class ProcessTracker:
             proc = self._procs.get(pid)
             if proc is None or proc.workload is None:
                 continue
-            st = self._proc.stat(pid)
-            if st is not None and st.start_ticks == proc.start_ticks:
-                point[pid] = st.cpu_s
+            st = self._proc.cpu(pid)
+            if st is not None and st[0] == proc.start_ticks:
+                point[pid] = st[1]
         self._samples.append((t, point))
 
     def _profile(
@@ -419,28 +621,32 @@ class ProcessTracker:
         pids: dict[str, set[int]] = {m.name: set() for m in self.matchers}
         base: dict[int, float] = {}  # CPU at the previous tick, of the sub-sampled pids
         at_t1: dict[int, float] = {}
-        for pid, proc in list(self._procs.items()):
+        read, active, has_cmdline = self._proc.cpu, self._active, self._has_cmdline
+        for pid, proc in list(self._claimed.items()):
             if proc.workload is None:
+                continue  # released this tick by an exec'd parent (below)
+            st = read(pid)
+            if st is None or st[0] != proc.start_ticks:
+                self._forget(pid)  # exited, or the pid was reused by another process
+                if st is None:
+                    self._live.discard(pid)
                 continue
-            st = self._proc.stat(pid)
-            if st is None or st.start_ticks != proc.start_ticks:
-                del self._procs[pid]  # exited, or the pid was reused by another process
-                self._active.pop(pid, None)
-                continue
-            if self._has_cmdline and st.comm != proc.comm:
-                self._recheck_exec(proc, st.comm)  # exec'd: is it still this workload's?
+            _, cpu_s, comm = st
+            if has_cmdline and comm != proc.comm:
+                self._recheck_exec(proc, comm)  # exec'd: is it still this workload's?
                 if proc.workload is None:
                     continue
             pids[proc.workload].add(pid)
-            if proc.last_cpu_s is not None:
-                used = max(0.0, st.cpu_s - proc.last_cpu_s)
-                per[proc.workload] += used
-                if pid in self._active:
-                    base[pid] = proc.last_cpu_s
-                    at_t1[pid] = st.cpu_s
-                if used > 0:
-                    self._active[pid] = self.ACTIVE_TICKS
-            proc.last_cpu_s = st.cpu_s
+            last = proc.last_cpu_s
+            if last is not None:
+                if pid in active:
+                    base[pid] = last
+                    at_t1[pid] = cpu_s
+                used = cpu_s - last
+                if used > 0:  # (CPU time never goes back; a negative step counts 0)
+                    per[proc.workload] += used
+                    active[pid] = self.ACTIVE_TICKS
+            proc.last_cpu_s = cpu_s
         times: tuple[float, ...] = ()
         profile: dict[str, tuple[float, ...]] = {}
         if t is not None:
@@ -450,6 +656,8 @@ class ProcessTracker:
             self._active[pid] -= 1
             if self._active[pid] <= 0:
                 del self._active[pid]
+        if self._proc.open_files > len(self._claimed):
+            self._proc.retain(self._claimed.keys())
         return CpuTick(
             host_busy_s=host_delta,
             workload_s=per,
@@ -465,8 +673,8 @@ class ProcessTracker:
     def claimed(self) -> dict[int, str]:
         """pid -> workload for every process a workload claims (a copy). Safe to call from
         another thread while a tick runs: ``list()`` copies the table in one step."""
-        procs = list(self._procs.values())
+        procs = list(self._claimed.values())
         return {p.pid: p.workload for p in procs if p.workload is not None}
 
     def pids_of(self, workload: str) -> set[int]:
-        return {p.pid for p in self._procs.values() if p.workload == workload}
+        return {p.pid for p in list(self._claimed.values()) if p.workload == workload}

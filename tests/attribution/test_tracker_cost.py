@@ -1,0 +1,147 @@
+"""The tracker's per-tick economies keep its answers: kept-open ``stat`` files follow their
+process (and only it), stay bounded, and /proc is listed only when a PID was allocated."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jouled.attribution.workloads import Matcher, ProcessTracker, ProcFS
+
+BURN = "import time\nend = time.time() + 5\nwhile time.time() < end: pass\n"
+
+
+@pytest.fixture
+def sleepers() -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    marker = f"jouled-cost-{uuid.uuid4().hex[:8]}"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(30)", marker])
+        for _ in range(3)
+    ]
+    yield marker, procs
+    for p in procs:
+        p.kill()
+        p.wait(5)
+
+
+def test_a_kept_stat_file_is_read_afresh_and_fails_once_its_process_exits() -> None:
+    proc = ProcFS()
+    burner = subprocess.Popen([sys.executable, "-c", BURN])
+    try:
+        first = proc.cpu(burner.pid)
+        assert first is not None and proc.open_files == 1
+        time.sleep(0.3)
+        second = proc.cpu(burner.pid)
+        assert second is not None and proc.open_files == 1
+        assert second[0] == first[0]  # the same process
+        assert second[1] > first[1]  # and a fresh reading, not the first one again
+        st = proc.stat(burner.pid)
+        assert st is not None and st.start_ticks == first[0]
+    finally:
+        burner.kill()
+        burner.wait(5)
+    # Reaped: the open file answers ESRCH and is dropped, never a later owner of the pid.
+    assert proc.cpu(burner.pid) is None
+    assert proc.open_files == 0
+
+
+def test_kept_files_are_bounded_and_released_with_their_processes(
+    sleepers: tuple[str, list[subprocess.Popen[bytes]]],
+) -> None:
+    marker, procs = sleepers
+    fs = ProcFS(max_open=2)
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile(re.escape(marker)))], proc=fs)
+    tracker.tick()
+    cpu = tracker.tick()
+    # All three are read every tick; only two files stay open, the third opens each time.
+    assert cpu.workload_pids["api"] == frozenset(p.pid for p in procs)
+    assert fs.open_files == 2
+    for p in procs[:2]:
+        p.kill()
+        p.wait(5)
+    cpu = tracker.tick()
+    assert cpu.workload_pids["api"] == frozenset({procs[2].pid})
+    assert fs.open_files <= 1
+    fs.close()
+    assert fs.open_files == 0
+    assert tracker.tick().workload_pids["api"] == frozenset({procs[2].pid})  # reads go on
+
+
+def test_a_directory_standing_in_for_proc_never_keeps_files_open(tmp_path: Path) -> None:
+    # An unlinked regular file keeps its old content: PID reuse would go unseen.
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "stat").write_text("7 (x) S 1 0 0 0 0 0 0 0 0 0 5 5 0 0 0 0 0 0 99 0 0\n")
+    fs = ProcFS(tmp_path)
+    assert fs.cpu(7) == (99, 10 / os.sysconf("SC_CLK_TCK"), b"x")
+    assert fs.open_files == 0
+    assert fs.last_pid() is None  # not this process's /proc: always list
+
+
+class _Listed(ProcFS):
+    """/proc as files the test writes, with a last-PID mark the test moves."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        (root / "stat").write_text("cpu  100 0 50 1000 0 0 0 0 0 0\n")
+        self.mark = 1
+        self.listed = 0
+
+    def put(self, pid: int, cmd: str) -> None:
+        d = self.root / str(pid)
+        d.mkdir()
+        rest = " ".join(["0"] * 9)
+        (d / "stat").write_text(f"{pid} (p) S 1 {rest} 0 0 0 0 0 0 0 0 {pid} 0 0\n")
+        (d / "cmdline").write_bytes(cmd.encode() + b"\0")
+
+    def last_pid(self) -> int | None:
+        return self.mark
+
+    def pids(self) -> set[int]:
+        self.listed += 1
+        return super().pids()
+
+
+def test_proc_is_listed_only_when_a_pid_was_allocated(tmp_path: Path) -> None:
+    fs = _Listed(tmp_path)
+    fs.put(10, "serve")
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve"))], proc=fs)
+    tracker.tick()
+    for _ in range(5):
+        assert tracker.tick().workload_pids["api"] == frozenset({10})
+    assert fs.listed == 1
+    fs.put(11, "serve --worker")
+    fs.mark = 11  # the fork moved the kernel's last PID: found within the tick
+    assert tracker.tick().workload_pids["api"] == frozenset({10, 11})
+    assert fs.listed == 2
+    # And every 30 rounds whatever the mark says.
+    for _ in range(30):
+        tracker.tick()
+    assert fs.listed == 3
+
+
+def test_a_new_process_is_found_by_the_next_scan_on_the_real_proc(
+    sleepers: tuple[str, list[subprocess.Popen[bytes]]],
+) -> None:
+    marker, procs = sleepers
+    fs = ProcFS()
+    assert fs.last_pid() is not None  # this process's own /proc: the shortcut is on
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile(re.escape(marker)))], proc=fs)
+    tracker.scan()
+    assert tracker.pids_of("api") == {p.pid for p in procs}
+    late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    try:
+        tracker.scan()
+        assert late.pid in tracker.pids_of("api")
+    finally:
+        late.kill()
+        late.wait(5)
+    tracker.tick()
+    assert late.pid not in tracker.pids_of("api")
