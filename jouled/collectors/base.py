@@ -112,7 +112,9 @@ class HardwareAbsent(CollectorError):
 
 
 class EnergyCollector(Protocol):
-    """What the sampler needs of a collector. ``read`` may block briefly (sysfs, NVML)."""
+    """What the sampler needs of a collector. ``read`` may block briefly (sysfs, NVML): the
+    sampler runs it on a worker thread with a timeout, unless the collector has a true
+    ``reads_inline`` attribute (its read never blocks: it runs on the event loop)."""
 
     name: str
 

@@ -53,6 +53,9 @@ class EstimateCollector:
     """Integrates estimated CPU and memory power over the injected monotonic clock."""
 
     name = "estimate"
+    # read() is one /proc/stat read and arithmetic, never blocking: the sampler calls it on
+    # the event loop instead of handing it to a thread.
+    reads_inline = True
 
     def __init__(
         self,

@@ -156,11 +156,16 @@ class Sampler:
         loop = asyncio.get_running_loop()
         start = self._clock.monotonic()
         fut = self._pending.get(collector.name)
-        if fut is None:
-            fut = self._executor.submit(collector.read)
-            self._pending[collector.name] = fut
         try:
-            sample = await asyncio.wait_for(asyncio.wrap_future(fut, loop=loop), self.timeout_s)
+            if fut is None and getattr(collector, "reads_inline", False):
+                # A read that cannot block (/proc/stat: microseconds) costs less than the
+                # hand-off to a thread and back (two wake-ups a tick on an idle daemon).
+                sample = collector.read()
+            else:
+                if fut is None:
+                    fut = self._executor.submit(collector.read)
+                    self._pending[collector.name] = fut
+                sample = await asyncio.wait_for(asyncio.wrap_future(fut, loop=loop), self.timeout_s)
         except TimeoutError:
             # Leave the future pending: the thread is still inside the read. It is not
             # submitted again until it returns, so a hung source holds one thread at most.

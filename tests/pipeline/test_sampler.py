@@ -277,3 +277,42 @@ def test_a_stage_with_no_snapshot_section_is_refused() -> None:
 
     with pytest.raises(ValueError, match="'rec' has no snapshot section"):
         Sampler([], FakeClock(), stages=[Nameless()])
+
+
+@dataclass
+class InlineScripted(Scripted):
+    """A collector that says its read never blocks (as the estimate collector does)."""
+
+    reads_inline: bool = True
+    threads: list[int] = field(default_factory=list)
+
+    def read(self) -> Sample:
+        self.threads.append(threading.get_ident())
+        return super().read()
+
+
+async def test_a_collector_that_reads_inline_is_read_on_the_loop_thread() -> None:
+    clock = FakeClock()
+    est = InlineScripted("estimate", {"cpu": (Kind.CPU, Source.ESTIMATE, 0.0)})
+    pooled = rapl_server()
+    sampler = Sampler([est, pooled], clock)
+    await sampler.tick()
+    set_energy(est, "cpu", 30.0)
+    clock.advance(1)
+    snap = await sampler.tick()
+    assert est.threads == [threading.get_ident()] * 2  # no hand-off to the pool
+    assert snap.domain_energy_j[("cpu", "estimate")] == 30.0
+    assert snap.collectors["estimate"].up and snap.collectors["rapl"].up
+    est.fail = "no /proc/stat"
+    clock.advance(1)
+    snap = await sampler.tick()  # a failing inline read degrades its own status only
+    assert not snap.collectors["estimate"].up
+    assert "no /proc/stat" in snap.collectors["estimate"].error
+    assert snap.collectors["rapl"].up
+    sampler.close()
+
+
+def test_the_estimate_collector_reads_inline() -> None:
+    from jouled.collectors.estimate import EstimateCollector
+
+    assert EstimateCollector.reads_inline is True
