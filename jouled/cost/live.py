@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import zoneinfo
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -140,6 +139,64 @@ class _WindowTick:
     workload_j: dict[str, dict[str, float]]  # workload -> component (and "host")
 
 
+def _summed(a: _WindowTick, b: _WindowTick) -> _WindowTick:
+    """A new sum of two window entries (``t1`` is ``a``'s; neither argument changes)."""
+    host = dict(a.host_j)
+    for c, j in b.host_j.items():
+        host[c] = host.get(c, 0.0) + j
+    workloads = {w: dict(parts) for w, parts in a.workload_j.items()}
+    for w, parts in b.workload_j.items():
+        mine = workloads.setdefault(w, {})
+        for c, j in parts.items():
+            mine[c] = mine.get(c, 0.0) + j
+    return _WindowTick(a.t1, a.seconds + b.seconds, host, workloads)
+
+
+_NOTHING = _WindowTick(0.0, 0.0, {}, {})
+
+
+class _SlidingSum:
+    """The ticks of the gauges' window and their sum, in amortized O(1) per tick.
+
+    Two stacks (the usual sliding-window aggregation, which needs no subtraction): new ticks
+    go on the back with a running sum; the front holds older ticks, each with the sum of
+    itself and every newer tick of the front, refilled from the back when it runs empty. No
+    sum is ever taken apart, so a window of zeros sums to exactly 0.
+    """
+
+    def __init__(self) -> None:
+        self._front: list[tuple[_WindowTick, _WindowTick]] = []  # (tick, sum); oldest last
+        self._back: list[_WindowTick] = []
+        self._back_sum = _NOTHING
+
+    def __bool__(self) -> bool:
+        return bool(self._front or self._back)
+
+    def append(self, tick: _WindowTick) -> None:
+        self._back.append(tick)
+        self._back_sum = _summed(self._back_sum, tick)
+
+    def oldest(self) -> _WindowTick:
+        """The oldest tick (IndexError when empty)."""
+        return self._front[-1][0] if self._front else self._back[0]
+
+    def popleft(self) -> None:
+        if not self._front:
+            acc = _NOTHING
+            for tick in reversed(self._back):
+                acc = _summed(acc, tick)
+                self._front.append((tick, acc))
+            self._back.clear()
+            self._back_sum = _NOTHING
+        self._front.pop()
+
+    def total(self) -> _WindowTick:
+        """The sum of every tick in the window (``t1`` means nothing)."""
+        if not self._front:
+            return self._back_sum
+        return _summed(self._front[-1][1], self._back_sum)
+
+
 class CostStage:
     """A tick stage after attribution: converts, accumulates, publishes, feeds the ledger."""
 
@@ -160,7 +217,7 @@ class CostStage:
         self._items: tuple[HardwareItem, ...] = ()
         self._carbon = CarbonAccount(cfg)
         self.reconfigure(cfg, grid)
-        self._window: deque[_WindowTick] = deque()
+        self._window = _SlidingSum()
         self._last_workload_j: dict[tuple[str, str, str], float] = {}
         self._last_requests: dict[tuple[str, str], tuple[int, float, float]] = {}
         self._server = ServerModelDeltas()  # model rows of server-metrics workloads
@@ -351,7 +408,7 @@ class CostStage:
                     {w: {**p, "host": math.fsum(p.values())} for w, p in workload_j.items()},
                 )
             )
-        while self._window and self._window[0].t1 <= mono_s - self._cfg.window:
+        while self._window and self._window.oldest().t1 <= mono_s - self._cfg.window:
             self._window.popleft()
 
         if self._sink is not None and (seconds > 0 or workloads or requests):
@@ -378,16 +435,8 @@ class CostStage:
         return out
 
     def _publish(self, f: Factors, predicted: Mapping[tuple[str, str], float]) -> CostSnapshot:
-        span_s = math.fsum(t.seconds for t in self._window)
-        host_sum: dict[str, float] = {}
-        wl_sum: dict[str, dict[str, float]] = {}
-        for t in self._window:
-            for c, j in t.host_j.items():
-                host_sum[c] = host_sum.get(c, 0.0) + j
-            for w, parts in t.workload_j.items():
-                mine = wl_sum.setdefault(w, {})
-                for c, j in parts.items():
-                    mine[c] = mine.get(c, 0.0) + j
+        window = self._window.total()
+        span_s, host_sum, wl_sum = window.seconds, window.host_j, window.workload_j
         host_w = host_sum.get("host", 0.0) / span_s if span_s > 0 else 0.0
         hw_per_hour = math.fsum(i.total_per_hour for i in self._items)
         host_rate = {KIND_ENERGY: rate_per_hour(host_w, f.pue, f.price_per_kwh)}
