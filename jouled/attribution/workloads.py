@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -132,9 +133,12 @@ class ProcFS:
         self._prefix = f"{root}/"
         self._tick_hz = os.sysconf("SC_CLK_TCK")
         # procfs has a "self" link; a directory of regular files standing in for it has not.
-        self._keep = os.path.islink(f"{root}/self") if keep_open is None else keep_open
+        self._procfs = os.path.islink(f"{root}/self")
+        self._keep = self._procfs if keep_open is None else keep_open
         self._max_open = max(0, max_open)
         self._fds: dict[int, int] = {}  # pid -> open fd of <root>/<pid>/stat
+        # pid -> (its last stat line, what cpu() made of it), for the kept ones only.
+        self._parsed: dict[int, tuple[bytes, tuple[int, float, bytes]]] = {}
         # The fds are closed when this reader is dropped (a reload builds a new tracker).
         self._finalizer = weakref.finalize(self, _close_fds, self._fds)
         self._names: set[str] = set()  # the last listing of the root, as names
@@ -179,13 +183,19 @@ class ProcFS:
             raw = self.read_stat(pid, keep=True)
             if raw is None:
                 return None
+        last = self._parsed.get(pid)
+        if last is not None and last[0] == raw:
+            return last[1]  # an idle process's line does not change: nor does its parse
         end = raw.rfind(b")")
         fields = raw[end + 2 :].split(None, 20)
         try:
             cpu = (int(fields[11]) + int(fields[12])) / self._tick_hz
-            return int(fields[19]), cpu, raw[raw.find(b"(") + 1 : end]
+            parsed = int(fields[19]), cpu, raw[raw.find(b"(") + 1 : end]
         except (IndexError, ValueError):
             return None
+        if pid in self._fds:
+            self._parsed[pid] = (raw, parsed)
+        return parsed
 
     def read_stat(self, pid: int, *, keep: bool = False) -> bytes | None:
         """The raw ``stat`` line of ``pid`` (see ``stat``); None when it cannot be read."""
@@ -198,6 +208,7 @@ class ProcFS:
             except OSError:
                 pass  # ESRCH: that process has exited; the pid may be another's now
             del self._fds[pid]
+            self._parsed.pop(pid, None)
             os.close(fd)
         # The hot path (once per workload process per tick): plain os calls on a string
         # path cost a fifth of pathlib + open().
@@ -232,6 +243,7 @@ class ProcFS:
 
     def release(self, pid: int) -> None:
         """Close ``pid``'s kept ``stat`` file, if any (its process is no longer read)."""
+        self._parsed.pop(pid, None)
         fd = self._fds.pop(pid, None)
         if fd is not None:
             os.close(fd)
@@ -268,9 +280,14 @@ class ProcFS:
     def close(self) -> None:
         """Close every kept file (reads go on working, opening afresh)."""
         _close_fds(self._fds)
+        self._parsed.clear()
 
     def uptime_ticks(self) -> float | None:
-        """Seconds since boot (/proc/uptime) in clock ticks, the unit of start times."""
+        """Seconds since boot (/proc/uptime) in clock ticks, the unit of start times. On a
+        real procfs that is CLOCK_BOOTTIME, as this process sees it (both follow the
+        reader's time namespace), read without a file."""
+        if self._procfs:
+            return time.clock_gettime(time.CLOCK_BOOTTIME) * self._tick_hz
         try:
             with open(self.root / "uptime", "rb") as fh:
                 return float(fh.read().split()[0]) * self._tick_hz

@@ -145,3 +145,11 @@ def test_a_new_process_is_found_by_the_next_scan_on_the_real_proc(
         late.wait(5)
     tracker.tick()
     assert late.pid not in tracker.pids_of("api")
+
+
+def test_uptime_on_the_real_proc_is_the_boot_clock_without_a_file() -> None:
+    hz = os.sysconf("SC_CLK_TCK")
+    before = float(Path("/proc/uptime").read_text().split()[0]) * hz
+    ticks = ProcFS().uptime_ticks()
+    after = float(Path("/proc/uptime").read_text().split()[0]) * hz
+    assert ticks is not None and before - 1 <= ticks <= after + 1  # /proc/uptime: 10 ms steps
