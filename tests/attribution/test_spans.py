@@ -6,11 +6,14 @@ import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jouled.attribution.spans import (
     SettleResult,
     Span,
     SpanSplitter,
+    split_fractions,
 )
 
 BASE = 1_700_000_000.0
@@ -72,6 +75,37 @@ def reference_fractions(
 
 
 # --- the split rule, exactly -----------------------------------------------------------------
+
+
+_ms = st.integers(-200, 1200).map(lambda ms: BASE + ms / 1000)  # a ms grid: many ties
+_split_span = st.tuples(_ms, _ms, st.sampled_from([0.0, 1.0, 2.5, 40.0, 1e3]), st.booleans()).map(
+    lambda t: (min(t[0], t[1]), max(t[0], t[1]), t[2], t[3])
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_split_span, max_size=30))
+def test_split_fractions_matches_the_segment_by_segment_reference(
+    spans: list[tuple[float, float, float, bool]],
+) -> None:
+    """Lone spans take their time's share directly, clusters are swept: as the slow rule."""
+    outside, fractions = split_fractions(spans, BASE, BASE + 1.0)
+    want_outside, want = reference_fractions(spans, BASE, BASE + 1.0)
+    assert outside == pytest.approx(want_outside, abs=1e-9)
+    assert fractions == pytest.approx(want, abs=1e-9)
+    assert math.fsum([outside, *fractions]) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_lone_spans_get_their_time_and_overlapping_ones_share_by_rate() -> None:
+    spans = [
+        (BASE + 0.1, BASE + 0.2, 5.0, True),  # alone: 10 % of the tick whatever its rate
+        (BASE + 0.5, BASE + 0.7, 1.0, True),  # with the next over [0.6, 0.7): rates 1 : 3
+        (BASE + 0.6, BASE + 0.9, 3.0, True),
+        (BASE + 0.2, BASE + 0.3, 1.0, False),  # touches the first one only: alone
+    ]
+    outside, fractions = split_fractions(spans, BASE, BASE + 1.0)
+    assert outside == pytest.approx(0.4, abs=1e-6)  # [0, 0.1), [0.3, 0.5), [0.9, 1)
+    assert fractions == pytest.approx([0.1, 0.125, 0.275, 0.1], abs=1e-6)
 
 
 def test_known_work_splits_by_work_rate_one_to_three() -> None:
