@@ -11,10 +11,12 @@ the host's processes, so that each change to the path can be measured in seconds
 - ``decode_otlp_protobuf`` with the daemon's rules, ``AttributionStage.submit`` (request
   joiner, splitter), and one ``AttributionStage.on_tick`` a (virtual) second with a fake
   process tracker, so the default 30 s settle delay runs in full;
-- CPU time per stage per span (``time.thread_time``), and the Python heap held by the
-  spans in flight at steady state (tracemalloc, a second pass) per span.
+- CPU time per stage per span (``time.thread_time``): scan (the C scanner, or its pure
+  fallback under ``JOULED_PURE_PYTHON=1``), select + validate, queue, tick; and the Python
+  heap held by the spans in flight at steady state (tracemalloc, a second pass) per span.
 
     .venv/bin/python -m benchmarks.span_path --seconds 90 --rate 1000
+    JOULED_PURE_PYTHON=1 .venv/bin/python -m benchmarks.span_path   # without the C scanner
 """
 
 from __future__ import annotations
@@ -125,8 +127,11 @@ def _stage(workloads: int, models: list[list[str]]) -> Any:
 
 
 def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
+    from jouled.ingest import otlpscan
+    from jouled.ingest.attributes import AttributeNames
     from jouled.ingest.decode import decode_otlp_protobuf
     from jouled.ingest.rules import Rules
+    from jouled.ingest.wire import iter_span_tuples
     from jouled.pipeline.tick import Tick
 
     models = model_names(workloads)
@@ -139,7 +144,11 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
     gc.set_threshold(50_000, 20, 10)  # the daemon's (jouled/daemon/gc_tuning.py)
     if trace:
         tracemalloc.start()
-    cpu = {"decode": 0.0, "queue": 0.0, "tick": 0.0}
+    # decode = scan (framing, upb's validation parse, reading ids, times and the wanted
+    # attributes: the ``wire.iter_span_tuples`` part, timed on its own over the same body
+    # just before) + select and validate (the rest of ``decode_otlp_protobuf``).
+    cpu = {"scan": 0.0, "select_validate": 0.0, "queue": 0.0, "tick": 0.0}
+    wanted = AttributeNames().wanted
     spans = 0
     held: list[float] = []  # Python heap over the no-span start, per pending span
     held_pending: list[int] = []
@@ -154,11 +163,16 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
         while b < len(bodies) and bodies[b][0] <= now:
             rules = Rules(now=now, known_workloads=known, gflops_per_token=per_token)
             c0 = clock()
+            for _ in iter_span_tuples(bodies[b][1], wanted):
+                pass
+            scan = clock() - c0
+            c0 = clock()
             result = decode_otlp_protobuf(bodies[b][1], rules)
             c1 = clock()
             stage.submit(result.spans)
             c2 = clock()
-            cpu["decode"] += c1 - c0
+            cpu["scan"] += scan
+            cpu["select_validate"] += max(0.0, c1 - c0 - scan)
             cpu["queue"] += c2 - c1
             spans += len(result.spans)
             b += 1
@@ -185,6 +199,7 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
         "books_balance_rel": abs(in_spans - booked) / in_spans if in_spans else math.nan,
         "us_per_span": {k: 1e6 * v / spans for k, v in cpu.items()},
         "us_per_span_total": 1e6 * sum(cpu.values()) / spans,
+        "compiled_scanner": otlpscan.COMPILED,
     }
     if held:
         out["heap_bytes_per_pending_span"] = sum(held) / len(held)
