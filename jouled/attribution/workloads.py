@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -91,6 +93,12 @@ class CpuTick:
     profile: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
 
+def _fd_budget() -> int:
+    """A quarter of the soft descriptor limit (``RLIMIT_NOFILE``): what kept files may use."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return sys.maxsize if soft == resource.RLIM_INFINITY else soft // 4
+
+
 def _close_fds(fds: dict[int, int]) -> None:
     while fds:
         _, fd = fds.popitem()
@@ -114,8 +122,10 @@ class ProcFS:
     makes the kernel generate them afresh: less than half the cost of open, read and close.
     An open ``stat`` file stays bound to its process: once that process has exited, a read
     fails with ``ESRCH`` and never shows a new process that reused the PID (the file is
-    then closed and the PID opened afresh). At most ``max_open`` files are kept (the unit's
-    ``LimitNOFILE`` is 8,192); past that, reads open and close as before. A root that is not
+    then closed and the PID opened afresh). At most ``max_open`` files are kept, and at most
+    a quarter of the soft ``RLIMIT_NOFILE`` (the unit's ``LimitNOFILE`` is 8,192; outside it
+    the soft limit is often 1,024, which the listeners' connections need too); past that,
+    reads open and close as before. A root that is not
     a procfs (a test's directory of regular files, where an unlinked file would keep its old
     content) never keeps files open.
     """
@@ -135,7 +145,7 @@ class ProcFS:
         # procfs has a "self" link; a directory of regular files standing in for it has not.
         self._procfs = os.path.islink(f"{root}/self")
         self._keep = self._procfs if keep_open is None else keep_open
-        self._max_open = max(0, max_open)
+        self._max_open = max(0, min(max_open, _fd_budget()))
         self._fds: dict[int, int] = {}  # pid -> open fd of <root>/<pid>/stat
         # pid -> (its last stat line, what cpu() made of it), for the kept ones only.
         self._parsed: dict[int, tuple[bytes, tuple[int, float, bytes]]] = {}

@@ -153,3 +153,36 @@ def test_uptime_on_the_real_proc_is_the_boot_clock_without_a_file() -> None:
     ticks = ProcFS().uptime_ticks()
     after = float(Path("/proc/uptime").read_text().split()[0]) * hz
     assert ticks is not None and before - 1 <= ticks <= after + 1  # /proc/uptime: 10 ms steps
+
+
+_FD_LIMITED = """
+import os, resource, threading
+from jouled.attribution.workloads import ProcFS
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+stop = threading.Event()
+threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(80)]
+for t in threads:
+    t.start()
+fs = ProcFS()
+read = [fs.cpu(t.native_id) is not None for t in threads]  # a thread's stat, like a process's
+try:
+    os.close(os.open(os.devnull, os.O_RDONLY))  # the daemon's own files and sockets
+    spare = 1
+except OSError:
+    spare = 0
+stop.set()
+print(sum(read), fs.open_files, spare)
+"""
+
+
+def test_kept_files_leave_most_of_a_low_descriptor_limit_free() -> None:
+    # Outside the unit (LimitNOFILE=8192) the soft limit is often 1,024: kept stat files
+    # must not take the descriptors the listeners and collectors need.
+    out = subprocess.run(
+        [sys.executable, "-c", _FD_LIMITED], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    read, kept, spare = (int(x) for x in out)
+    assert read == 80  # every read succeeded: past the budget, files open and close
+    assert spare == 1  # and a descriptor is left for everything else
+    assert 0 < kept <= 64 // 4
