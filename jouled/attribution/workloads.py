@@ -373,7 +373,10 @@ class ProcessTracker:
         self._claimed: dict[int, _Proc] = {}
         self._slots: dict[int, set[int]] = {}
         self._first_seen: dict[int, list[int]] = {}
-        self._last_pid: int | None = None  # /proc/loadavg's at the last listing
+        # /proc/loadavg's last PID: at the last listing, and once two listings a round or
+        # more apart held it (then no listing is needed while it stays).
+        self._listed_mark: int | None = None
+        self._last_pid: int | None = None
         self._pidfile_pids: dict[str, int | None] = {}
         self._pidfile_now: dict[str, int] = {}
         self._live: set[int] = set()
@@ -447,11 +450,15 @@ class ProcessTracker:
     def _listing(self) -> set[int]:
         """The PIDs under the proc root. Listed only when a PID was allocated since the last
         listing (``/proc/loadavg``'s last PID moved: no new process can have appeared
-        otherwise), and every ``recheck_every`` rounds whatever it says; in between, the last
-        listing less the processes found gone."""
+        otherwise) or the round before, and every ``recheck_every`` rounds whatever it says;
+        in between, the last listing less the processes found gone. The kernel allocates a
+        PID before it attaches the task that /proc lists (``copy_process``: ``alloc_pid``,
+        then ``attach_pid``), so a mark is trusted only once a listing a round after it
+        was first read has held it too."""
         mark = self._proc.last_pid()  # before the listing: a later fork moves it again
         if mark is None or mark != self._last_pid or self._round % self._recheck_every == 0:
-            self._last_pid = mark
+            self._last_pid = mark if mark == self._listed_mark else None
+            self._listed_mark = mark
             self._live = self._proc.pids()
         return self._live
 

@@ -116,15 +116,17 @@ def test_proc_is_listed_only_when_a_pid_was_allocated(tmp_path: Path) -> None:
     tracker.tick()
     for _ in range(5):
         assert tracker.tick().workload_pids["api"] == frozenset({10})
-    assert fs.listed == 1
+    assert fs.listed == 2  # a mark is trusted once a second listing, a round on, held it
     fs.put(11, "serve --worker")
     fs.mark = 11  # the fork moved the kernel's last PID: found within the tick
     assert tracker.tick().workload_pids["api"] == frozenset({10, 11})
-    assert fs.listed == 2
-    # And every 30 rounds whatever the mark says.
-    for _ in range(30):
-        tracker.tick()
     assert fs.listed == 3
+    tracker.tick()
+    assert fs.listed == 4  # the round after a move
+    # And every 30 rounds whatever the mark says.
+    for _ in range(29):
+        tracker.tick()
+    assert fs.listed == 5
 
 
 def test_a_new_process_is_found_by_the_next_scan_on_the_real_proc(
@@ -186,3 +188,20 @@ def test_kept_files_leave_most_of_a_low_descriptor_limit_free() -> None:
     assert read == 80  # every read succeeded: past the budget, files open and close
     assert spare == 1  # and a descriptor is left for everything else
     assert 0 < kept <= 64 // 4
+
+
+def test_a_process_listed_only_after_its_pid_moved_the_mark_is_found_next_round(
+    tmp_path: Path,
+) -> None:
+    # The kernel allocates a PID (loadavg's last PID moves) before it attaches the task that
+    # /proc lists (copy_process: alloc_pid, then cgroup_can_fork, then attach_pid): a scan
+    # can read the moved mark and still list /proc without the new process.
+    fs = _Listed(tmp_path)
+    fs.put(10, "serve")
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve"))], proc=fs)
+    tracker.tick()
+    tracker.tick()
+    fs.mark = 11  # allocated ...
+    assert tracker.tick().workload_pids["api"] == frozenset({10})  # ... not listed yet
+    fs.put(11, "serve --worker")  # attached; no PID allocated since
+    assert tracker.tick().workload_pids["api"] == frozenset({10, 11})
