@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import resource
 import sys
 import time
@@ -112,6 +113,28 @@ class Stat:
     start_ticks: int
     cpu_s: float  # utime + stime
     comm: bytes = b""
+
+
+def _mounted_over(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether a file system is mounted at ``path`` itself (as LXCFS mounts its files over
+    /proc's); False when the mount table cannot be read."""
+    target = os.path.realpath(path)
+    try:
+        with open(mountinfo, "rb") as fh:
+            table = fh.read(4 << 20).decode("utf-8", "replace")
+    except OSError:
+        return False
+    for line in table.splitlines():
+        fields = line.split(" ")
+        # proc(5): the mount point is the fifth field, with space, tab, newline and
+        # backslash written as octal escapes.
+        if len(fields) > 4 and _unescape(fields[4]) == target:
+            return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 class ProcFS:
@@ -273,6 +296,9 @@ class ProcFS:
                 own = os.readlink(f"{self._prefix}self") == str(os.getpid())
             except OSError:
                 own = False
+            # LXCFS mounts its own loadavg over the procfs one in containers: its last PID
+            # is not the kernel's, so it would not move when a process is created.
+            own = own and not _mounted_over(f"{self._prefix}loadavg")
             self._own_ns = (os.getpid(), own)
         if not self._own_ns[1]:
             return None

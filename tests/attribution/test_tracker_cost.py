@@ -205,3 +205,22 @@ def test_a_process_listed_only_after_its_pid_moved_the_mark_is_found_next_round(
     assert tracker.tick().workload_pids["api"] == frozenset({10})  # ... not listed yet
     fs.put(11, "serve --worker")  # attached; no PID allocated since
     assert tracker.tick().workload_pids["api"] == frozenset({10, 11})
+
+
+def test_a_loadavg_mounted_over_by_lxcfs_turns_the_listing_shortcut_off(tmp_path: Path) -> None:
+    from jouled.attribution import workloads
+
+    mounted = tmp_path / "my loadavg"
+    mounted.write_text("0.00 0.01 0.05 1/99 4242\n")
+    esc = str(mounted).replace(" ", "\\040")  # proc(5) escapes spaces in mount points
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "22 1 0:21 / /proc rw,nosuid - proc proc rw\n"
+        f"51 22 0:45 /proc/loadavg {esc} rw,nosuid - fuse.lxcfs lxcfs rw,user_id=0\n"
+    )
+    assert workloads._mounted_over(str(mounted), str(table))
+    assert not workloads._mounted_over(str(tmp_path / "stat"), str(table))
+    # This machine's own /proc: loadavg is procfs's (the shortcut stays on), /proc a mount.
+    assert not workloads._mounted_over("/proc/loadavg")
+    assert workloads._mounted_over("/proc")
+    assert ProcFS().last_pid() is not None
