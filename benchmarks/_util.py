@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import secrets
 import shlex
 import signal
@@ -65,6 +66,23 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread group of ``pid`` (from each task's schedstat, in ns): jouled's
+    pools name their threads (``jouled/threads.py``), so ``jouled-ingest_0`` and ``_1`` add up
+    as ``jouled-ingest``; the main thread (the event loop) is ``main``."""
+    out: dict[str, float] = {}
+    task = Path(f"/proc/{pid}/task")
+    for tid in os.listdir(task):
+        try:
+            ns = int((task / tid / "schedstat").read_text().split()[0])
+            comm = (task / tid / "comm").read_text().strip()
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just ended
+        name = "main" if tid == str(pid) else re.sub(r"_\d+$", "", comm)
+        out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
 
 
 def rss_mb(pid: int) -> float:

@@ -40,7 +40,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import cpu_seconds, daemon, rss_mb, save, sleepers, workload_configs
+from benchmarks._util import (
+    cpu_seconds,
+    daemon,
+    rss_mb,
+    save,
+    sleepers,
+    thread_cpu,
+    workload_configs,
+)
 from benchmarks.compare import CODECARBON, _codecarbon_python
 from benchmarks.span_sender import model_names
 from jouled.attribution.workloads import ProcessTracker
@@ -71,6 +79,16 @@ def _window(pids: list[int], window: float) -> tuple[list[float], float, list[fl
         peak = [max(a, rss_mb(p)) for a, p in zip(peak, pids, strict=True)]
     wall = time.monotonic() - t0
     return [cpu_seconds(p) - c for p, c in zip(pids, c0, strict=True)], wall, peak
+
+
+def _threads(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """Where the CPU goes: ms a second per thread group, most first (jouled-worker: the tick
+    and settling; jouled-ingest: decode, validate, queue; main: the event loop: HTTP, the
+    cost stage; grpc's own threads by their names)."""
+    used = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    return {
+        k: round(1e3 * v / wall, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0
+    }
 
 
 def _row(cpu: float, wall: float, rss: float, spans: float = 0.0) -> dict[str, float]:
@@ -151,8 +169,11 @@ def _loaded_run(
         with tempfile.TemporaryDirectory() as tmp, daemon(Path(tmp), loaded_config(settle)) as d:
             time.sleep(5)  # start-up is not the steady state
             _log(f"run {run}: no spans, {window:.0f} s window")
+            th0 = thread_cpu(d.pid)
             (cpu,), wall, (rss,) = _window([d.pid], window)
+            th1 = thread_cpu(d.pid)
             out["no_spans"] = base = _row(cpu, wall, rss)
+            base["threads_ms_per_s"] = _threads(th0, th1, wall)
         _log(f"run {run}: no spans {base['cpu_percent_of_one_core']:.2f} %, {rss:.1f} MB")
         for transport in transports:
             for rate in rates:
@@ -165,10 +186,11 @@ def _loaded_run(
                     _sender(endpoint, transport, rate, warm + window + 10),
                 ):
                     time.sleep(warm)
-                    n0 = _received(d)
+                    n0, th0 = _received(d), thread_cpu(d.pid)
                     (cpu,), wall, (rss,) = _window([d.pid], window)
-                    n = _received(d) - n0
+                    n, th1 = _received(d) - n0, thread_cpu(d.pid)
                 row = _row(cpu, wall, rss, n)
+                row["threads_ms_per_s"] = _threads(th0, th1, wall)
                 extra = cpu - base["cpu_s"] * wall / base["window_s"]
                 row["us_per_span_all_in"] = 1e6 * cpu / n if n else float("nan")
                 row["us_per_span_over_baseline"] = 1e6 * extra / n if n else float("nan")
@@ -178,7 +200,8 @@ def _loaded_run(
                     f"received, CPU {row['cpu_percent_of_one_core']:.2f} % "
                     f"({row['us_per_span_all_in']:.1f} us/span all in, "
                     f"{row['us_per_span_over_baseline']:.1f} over baseline), "
-                    f"RSS max {rss:.1f} MB"
+                    f"RSS max {rss:.1f} MB; ms/s by thread: "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in row["threads_ms_per_s"].items())
                 )
     return out
 

@@ -30,7 +30,7 @@ import tracemalloc
 from typing import Any
 
 from benchmarks._util import machine, save
-from benchmarks.span_sender import model_names
+from benchmarks.span_sender import model_names, record_request
 
 T0 = 1_800_000_000.0  # virtual wall clock start (2027), whole seconds
 BATCH_DELAY_S = 5
@@ -42,7 +42,6 @@ def sdk_bodies(rate: int, seconds: int, workloads: int) -> list[tuple[float, byt
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-    from opentelemetry.trace import SpanKind
 
     class Keep(SpanExporter):
         def __init__(self) -> None:
@@ -64,25 +63,7 @@ def sdk_bodies(rate: int, seconds: int, workloads: int) -> list[tuple[float, byt
         for s in range(seconds):
             for i in range(per_s):
                 end = int((T0 + s + offset + (i + 0.5) / per_s) * 1e9)
-                span = tracer.start_span(
-                    "POST /v1/completions",
-                    kind=SpanKind.SERVER,
-                    start_time=end - 5_000_000,
-                    attributes={
-                        "http.method": "POST",
-                        "http.scheme": "http",
-                        "http.target": "/v1/completions",
-                        "http.route": "/v1/completions",
-                        "http.status_code": 200,
-                        "http.user_agent": "python-httpx/0.27.0",
-                        "net.host.port": 8000,
-                        "net.peer.ip": "10.0.0.7",
-                        "gen_ai.request.model": models[w][(s * per_s + i) % 5],
-                        "gen_ai.usage.input_tokens": 512,
-                        "gen_ai.usage.output_tokens": 128,
-                    },
-                )
-                span.end(end_time=end)
+                record_request(tracer, end, models[w][(s * per_s + i) % 5])
             if (s + 1) % BATCH_DELAY_S == 0 or s == seconds - 1:
                 for k in range(0, len(keep.spans), 512):
                     body = encode_spans(keep.spans[k : k + 512]).SerializeToString()

@@ -50,10 +50,34 @@ def _providers(endpoint: str, protocol: str, workloads: int) -> list[Any]:
     return providers
 
 
-def send(endpoint: str, protocol: str, rate: float, seconds: float, workloads: int) -> int:
-    """``rate`` spans/s for ``seconds``; returns the number of spans made."""
+def record_request(tracer: Any, end_ns: int, model: str) -> None:
+    """One 5 ms SERVER span ending at ``end_ns``, as an instrumented FastAPI server records
+    an LLM request: HTTP semconv attributes, GenAI model and token counts."""
     from opentelemetry.trace import SpanKind
 
+    span = tracer.start_span(
+        "POST /v1/completions",
+        kind=SpanKind.SERVER,
+        start_time=end_ns - 5_000_000,
+        attributes={
+            "http.method": "POST",
+            "http.scheme": "http",
+            "http.target": "/v1/completions",
+            "http.route": "/v1/completions",
+            "http.status_code": 200,
+            "http.user_agent": "python-httpx/0.27.0",
+            "net.host.port": 8000,
+            "net.peer.ip": "10.0.0.7",
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": 512,
+            "gen_ai.usage.output_tokens": 128,
+        },
+    )
+    span.end(end_time=end_ns)
+
+
+def send(endpoint: str, protocol: str, rate: float, seconds: float, workloads: int) -> int:
+    """``rate`` spans/s for ``seconds``; returns the number of spans made."""
     providers = _providers(endpoint, protocol, workloads)
     tracers = [p.get_tracer("fastapi-app", "0.1.0") for p in providers]
     models = model_names(workloads)
@@ -67,25 +91,7 @@ def send(endpoint: str, protocol: str, rate: float, seconds: float, workloads: i
             while made < due:
                 w = made % workloads
                 end = time.time_ns()
-                span = tracers[w].start_span(
-                    "POST /v1/completions",
-                    kind=SpanKind.SERVER,
-                    start_time=end - 5_000_000,
-                    attributes={
-                        "http.method": "POST",
-                        "http.scheme": "http",
-                        "http.target": "/v1/completions",
-                        "http.route": "/v1/completions",
-                        "http.status_code": 200,
-                        "http.user_agent": "python-httpx/0.27.0",
-                        "net.host.port": 8000,
-                        "net.peer.ip": "10.0.0.7",
-                        "gen_ai.request.model": models[w][(made // workloads) % 5],
-                        "gen_ai.usage.input_tokens": 512,
-                        "gen_ai.usage.output_tokens": 128,
-                    },
-                )
-                span.end(end_time=end)
+                record_request(tracers[w], end, models[w][(made // workloads) % 5])
                 made += 1
             if now >= next_progress:
                 print(f"  sender: {made} spans in {now - t0:.0f} s", file=sys.stderr, flush=True)

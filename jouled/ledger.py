@@ -39,6 +39,7 @@ from jouled.ledger_schema import (
     migrate,
 )
 from jouled.pipeline.cost import Books, CostDelta, Factors, LedgerStatus
+from jouled.threads import named_pool
 
 log = logging.getLogger(__name__)
 
@@ -421,9 +422,7 @@ class Ledger:
     # --- async wrappers for the daemon: SQLite never runs on the event loop ---
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="jouled-ledger"
-            )
+            self._executor = named_pool(1, "jouled-ledger")
         return self._executor
 
     async def _run(self, fn: Callable[[], object]) -> object:

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "httpget",
                 "labels",
                 "throttle",
+                "threads",
                 "config",
             }
         ),
@@ -174,7 +175,7 @@ def test_daemon_is_lifecycle_only_and_the_exporter_reads_the_pipeline() -> None:
     importers = {a for a, targets in GRAPH.items() for b in targets if unit_of(b) == "daemon"}
     assert {unit_of(a) for a in importers} <= {"cli", "daemon", "demo"}
     exporter = {b for a, t in GRAPH.items() if unit_of(a) == "exporter" for b in t}
-    assert {unit_of(b) for b in exporter} <= {"jouled", "exporter", "pipeline"}
+    assert {unit_of(b) for b in exporter} <= {"jouled", "exporter", "pipeline", "threads"}
     # Predictions are the cost stage's: attribution reads no cost model.
     attribution = {b for a, t in GRAPH.items() if unit_of(a) == "attribution" for b in t}
     assert not {unit_of(b) for b in attribution} & {"cost", "costmodel"}

@@ -38,6 +38,7 @@ from jouled.config import Config, ServerMetricsConfig
 from jouled.pipeline.server_metrics import ServerMetricsSnapshot, ServerStatus
 from jouled.pipeline.snapshot import Snapshot, frozen
 from jouled.pipeline.tick import Tick
+from jouled.threads import named_pool
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ class ServerMetricsStage:
         cannot be stopped): the server reads again only once it has ended, so parses never
         pile up."""
         if self._parser is None:
-            self._parser = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="jouled-server-metrics"
-            )
+            self._parser = named_pool(1, "jouled-server-metrics")
         fut = self._parser.submit(parse_page, text, default_model=server.default_model)
         server.parsing = fut
         return await asyncio.wrap_future(fut)

@@ -30,6 +30,7 @@ from jouled.exporter.attribution import predicted_of, section_of
 from jouled.exporter.server import server_requests
 from jouled.exporter.text import RequestText
 from jouled.pipeline.snapshot import Snapshot
+from jouled.threads import named_pool
 
 OPENMETRICS_EOF: Final = b"# EOF\n"
 # zlib level 1 compresses a 1.4 MB exposition ~20x in ~4 ms; level 6 (~26x) takes 3x as long,
@@ -128,7 +129,7 @@ class Exposition:
             return self._inflight[key]
         loop = asyncio.get_running_loop()
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="jouled-metrics")
+            self._executor = named_pool(1, "jouled-metrics")
         pending = loop.run_in_executor(self._executor, self._render, snap, accept, key)
         if snap is None:
             return pending

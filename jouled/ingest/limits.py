@@ -21,9 +21,10 @@ import collections
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Final, TypeVar
+
+from jouled.threads import named_pool
 
 MIB: Final = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES: Final = 4 * MIB
@@ -234,7 +235,7 @@ class OffLoop:
     the event loop. Owned by the daemon; ``close`` at shutdown."""
 
     def __init__(self, workers: int = 2) -> None:
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="jouled-ingest")
+        self._pool = named_pool(workers, "jouled-ingest")
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)

@@ -27,6 +27,7 @@ from jouled.collectors.base import (
 )
 from jouled.pipeline.snapshot import EMPTY, SECTIONS, CollectorStatus, Snapshot, frozen
 from jouled.pipeline.tick import DomainKey, HostKey, Tick
+from jouled.threads import named_pool
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,7 @@ class Sampler:
         self.timeout_s = timeout_s
         self._stages: list[Stage] = []
         self.set_stages(stages)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="jouled-collector"
-        )
+        self._executor = named_pool(4, "jouled-collector")
         self._collectors: list[EnergyCollector] = []
         self._pending: dict[str, concurrent.futures.Future[Sample]] = {}
         self._last_cumulative: dict[tuple[str, str], float] = {}
