@@ -80,7 +80,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
             comm = (task / tid / "comm").read_text().strip()
         except (OSError, ValueError, IndexError):
             continue  # a thread that just ended
-        name = "main" if tid == str(pid) else re.sub(r"_\d+$", "", comm)
+        name = "main" if tid == str(pid) else re.sub(r"_\d*$", "", comm)  # cut at 15 bytes
         out[name] = out.get(name, 0.0) + ns / 1e9
     return out
 
