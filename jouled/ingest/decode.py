@@ -81,18 +81,31 @@ def _hex(value: str | bytes) -> str:
 
 
 def _is_request(span: _OtlpSpan, names: AttributeNames) -> bool:
+    return _stands_for_request(
+        span.attrs, span.name, span.kind, bool(span.parent_id), span.has_links, names
+    )
+
+
+def _stands_for_request(  # noqa: PLR0917 - once per span: positional arguments are cheaper
+    attrs: Mapping[str, Any] | None,
+    name: str,
+    kind: int,
+    has_parent: bool,
+    has_links: bool,
+    names: AttributeNames,
+) -> bool:
     """One span per request: the workload's entry point, or what the workload says."""
-    explicit = span.attrs.get(ATTR_REQUEST)
+    explicit = attrs.get(ATTR_REQUEST) if attrs else None
     if isinstance(explicit, bool):
         return explicit
-    if names.ignored(span.name):
+    if names.ignored(name):
         return False
-    if span.kind in (KIND_SERVER, KIND_CONSUMER):
+    if kind in (KIND_SERVER, KIND_CONSUMER):
         return True
     # A local root counts (a batch script), unless it links to other traces: then it is a
     # batch working for requests counted in their own traces (TGI's router "batch" span).
-    local_root = not span.parent_id and not span.has_links
-    return local_root and span.kind in (KIND_UNSPECIFIED, KIND_INTERNAL)
+    local_root = not has_parent and not has_links
+    return local_root and kind in (KIND_UNSPECIFIED, KIND_INTERNAL)
 
 
 def _tokens(attrs: Mapping[str, Any], names: AttributeNames) -> tuple[Any, Any]:
@@ -116,23 +129,14 @@ def _select_roots(groups: list[_Group], checker: Checker, tally: Tally) -> Decod
     its tuple (no object per span before its ``Span``)."""
     names = checker.rules.names
     model_names, gflops_names = names.model, names.gflops
-    ignored = names.ignore_span_names
     spans_out = tally.spans
     span_of = checker.span_of
     seen = counted = 0
     for workload, resource_model, tuples in groups:
         seen += len(tuples)
         for trace_id, span_id, _, kind, start_ns, end_ns, name, has_links, attrs in tuples:
-            explicit = attrs.get(ATTR_REQUEST) if attrs else None
-            if isinstance(explicit, bool):
-                if not explicit:
-                    continue
-            elif name.startswith(ignored) if name else False:
+            if not _stands_for_request(attrs, name, kind, False, has_links, names):
                 continue
-            elif kind not in (KIND_SERVER, KIND_CONSUMER) and (
-                has_links or kind not in (KIND_UNSPECIFIED, KIND_INTERNAL)
-            ):
-                continue  # not an entry point, nor a local root standing for a request
             counted += 1
             if attrs:
                 inp, out = _tokens(attrs, names)
