@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from jouled.ingest.attributes import AttributeNames, first
+from jouled.ingest.otlpscan import any_value
 from jouled.ingest.rules import (
     MALFORMED,
     Checker,
@@ -252,13 +253,7 @@ def _request_ancestor(
     return None
 
 
-_SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
 _EMPTY: Final[dict[str, Any]] = {}
-
-
-def _pb_value(value: Any) -> Any:
-    which = value.WhichOneof("value")
-    return getattr(value, which) if which in _SCALARS else None
 
 
 def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
@@ -280,7 +275,7 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
         for resource_msg, span in iter_span_tuples(body, wanted):
             if resource_msg is not resource_of:
                 resource_of = resource_msg
-                resource = {kv.key: _pb_value(kv.value) for kv in resource_msg.attributes}
+                resource = {kv.key: any_value(kv.value) for kv in resource_msg.attributes}
                 tuples = []
                 groups.append((resource.get(ATTR_WORKLOAD), first(resource, model_names), tuples))
             tuples.append(span)

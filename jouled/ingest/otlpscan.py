@@ -35,6 +35,13 @@ Data: TypeAlias = bytes | memoryview
 _SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
 
 
+def any_value(value: Any) -> Any:
+    """The Python value of an ``AnyValue`` message: str, bool, int or float for its scalar
+    members, None for the others (array, kvlist, bytes) and for an unset value."""
+    which = value.WhichOneof("value")
+    return getattr(value, which) if which in _SCALARS else None
+
+
 def span_tuple(span: Any, wanted: frozenset[str]) -> SpanTuple:
     """The tuple of a parsed ``Span`` message (the upb walk the C scanner replaces)."""
     attrs: dict[str, Any] | None = None
@@ -43,9 +50,7 @@ def span_tuple(span: Any, wanted: frozenset[str]) -> SpanTuple:
         if key in wanted:
             if attrs is None:
                 attrs = {}
-            value = kv.value
-            which = value.WhichOneof("value")
-            attrs[key] = getattr(value, which) if which in _SCALARS else None
+            attrs[key] = any_value(kv.value)
     return (
         span.trace_id,
         span.span_id,
