@@ -42,16 +42,21 @@ class ModelCap:
     def models(self, workload: str) -> frozenset[str]:
         return frozenset(self._seen.get(workload, ()))
 
+    def apply_to(self, spans: Iterable[Span]) -> list[Span]:
+        """``spans`` with models past the cap replaced by ``other``; a model its workload
+        has sent before passes without an ``apply`` call (the common case, once per span)."""
+        out: list[Span] = []
+        seen = self._seen
+        for span in spans:
+            models = seen.get(span.workload)
+            if models is not None and span.model in models:
+                out.append(span)
+                continue
+            model = self.apply(span.workload, span.model)
+            out.append(span if model == span.model else replace(span, model=model))
+        return out
+
 
 def apply_model_cap(spans: Iterable[Span], cap: ModelCap) -> list[Span]:
     """Spans with models past the per-workload cap replaced by ``other``."""
-    out: list[Span] = []
-    seen = cap._seen
-    for span in spans:
-        models = seen.get(span.workload)
-        if models is not None and span.model in models:  # the common case: a model seen before
-            out.append(span)
-            continue
-        model = cap.apply(span.workload, span.model)
-        out.append(span if model == span.model else replace(span, model=model))
-    return out
+    return cap.apply_to(spans)
