@@ -103,28 +103,12 @@ def _span_fields(buf: memoryview, start: int, end: int) -> Iterator[memoryview]:
             yield buf[a:b]
 
 
-def iter_spans(body: bytes) -> Iterator[tuple[Any, Any]]:
-    """(Resource, Span) message pairs of an ExportTraceServiceRequest, in order.
-
-    Raises ``WireError`` on malformed framing and protobuf's ``DecodeError`` on a malformed
-    resource or span.
-    """
-    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
-
-    buf = memoryview(body)
-    for resource, sa, sb in _scopes(buf):
-        if sb - sa <= WHOLE_SCOPE_BYTES:
-            for span in ScopeSpans.FromString(buf[sa:sb]).spans:
-                yield resource, span
-        else:
-            for data in _span_fields(buf, sa, sb):
-                yield resource, Span.FromString(data)
-
-
 def iter_span_tuples(body: bytes, wanted: frozenset[str]) -> Iterator[tuple[Any, SpanTuple]]:
-    """(Resource message, span tuple) pairs of an ExportTraceServiceRequest, in order, as
-    ``iter_spans`` walks it: each span as ``otlpscan.read_scope`` / ``read_span`` give it
-    (C scanner or upb walk), with the attributes whose key is in ``wanted``.
+    """(Resource message, span tuple) pairs of an ExportTraceServiceRequest, in order: each
+    ``ScopeSpans`` up to ``WHOLE_SCOPE_BYTES`` read whole, a larger one a span at a time
+    (memory stays near the body's size), each span as ``otlpscan.read_scope`` /
+    ``read_span`` give it (C scanner or upb walk), with the attributes whose key is in
+    ``wanted``.
 
     Raises ``WireError`` on malformed framing and protobuf's ``DecodeError`` on a malformed
     resource or span (each scope or large scope's span is validated by upb, then scanned).

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from benchmarks._util import otlp_batch
+from jouled.ingest.attributes import AttributeNames
 from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_spans_json
 from jouled.ingest.limits import BytesInFlight, LimitError, check_encoding, decompress
+from jouled.ingest.otlpscan import span_tuple
 from jouled.ingest.rules import DecodeResult, MalformedBody, Rules
-from jouled.ingest.wire import WireError, iter_spans
+from jouled.ingest.wire import WireError, iter_span_tuples
 
 NOW = 1.7e9
 
@@ -84,13 +86,14 @@ def test_the_span_walker_reads_what_protobuf_reads(n: int, workloads: int) -> No
         n, workloads=[f"w{i}" for i in range(workloads)], models=["a", "b"], end_ns=10**18
     )
     whole = ExportTraceServiceRequest.FromString(body)
+    wanted = AttributeNames().wanted
     expected = [
-        (rs.resource, span)
+        (rs.resource, span_tuple(span, wanted))
         for rs in whole.resource_spans
         for ss in rs.scope_spans
         for span in ss.spans
     ]
-    assert list(iter_spans(body)) == expected
+    assert list(iter_span_tuples(body, wanted)) == expected
 
 
 def _check(decoder, body: bytes) -> None:  # type: ignore[no-untyped-def]
@@ -150,6 +153,6 @@ def test_jouled_json_with_hostile_values_decodes_per_span(spans: list) -> None:
 
 def test_malformed_wire_framing_is_a_wire_error() -> None:
     with pytest.raises(WireError):
-        list(iter_spans(b"\x0a\x05ab"))  # a length past the end
+        list(iter_span_tuples(b"\x0a\x05ab", frozenset()))  # a length past the end
     with pytest.raises(WireError):
-        list(iter_spans(b"\x0b"))  # a group
+        list(iter_span_tuples(b"\x0b", frozenset()))  # a group
