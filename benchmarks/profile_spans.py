@@ -29,11 +29,14 @@ from benchmarks.daemon_cpu import GROUPS, _received, _sender, loaded_config
 
 # (stage, substrings of "function (file)" frames): the innermost frame matching wins.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("protobuf decode", ("jouled/ingest/wire.py", "FromString", "MergeFromString")),
+    (
+        "protobuf decode",
+        ("jouled/ingest/wire.py", "otlpscan.py", "FromString", "MergeFromString"),
+    ),
     ("validation", ("jouled/ingest/rules.py", "_select", "_request_ancestor", "modelcap.py")),
     (
         "attribute reading",
-        ("decode_otlp", "_pb_value", "_OtlpSpan", "attributes.py", "decode.py"),
+        ("decode_otlp", "any_value", "_OtlpSpan", "attributes.py", "decode.py"),
     ),
     ("queueing", ("submit (jouled/attribution/stage.py", "requests.py", "add_span", "_queue")),
     (
