@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jouled import config, logs
+    from jouled.daemon.malloc_tuning import tune_malloc
     from jouled.daemon.service import Daemon, serve
 
     try:
@@ -57,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"jouled: config error: {exc}", file=sys.stderr)
         return 2
     logs.setup(cfg.log_level)
+    tune_malloc()  # before the daemon's threads make arenas of their own
     daemon = Daemon(cfg, config_path=args.config, flag_overrides=flags)
     return asyncio.run(serve(daemon))
 
