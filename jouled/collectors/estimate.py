@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
-
-import psutil
 
 from jouled.clock import Clock
 from jouled.collectors.base import (
@@ -37,6 +36,12 @@ from jouled.collectors.base import (
 from jouled.collectors.procstat import DEFAULT_PROC, CpuTimes, host_cpu_times
 
 log = logging.getLogger(__name__)
+
+
+def _physical_memory_gb() -> float:
+    """The host's physical memory in GB: ``MemTotal`` of /proc/meminfo, by sysconf (what
+    psutil's ``virtual_memory().total`` reads, without loading psutil into the daemon)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
 def _read_times(proc_root: Path) -> CpuTimes:
@@ -75,8 +80,8 @@ class EstimateCollector:
         self._clock = clock
         self._min_w = cpu_min_watts_per_vcpu
         self._max_w = cpu_max_watts_per_vcpu
-        self.vcpus = vcpus if vcpus is not None else (psutil.cpu_count(logical=True) or 1)
-        self.memory_gb = memory_gb if memory_gb is not None else psutil.virtual_memory().total / 1e9
+        self.vcpus = vcpus if vcpus is not None else (os.cpu_count() or 1)
+        self.memory_gb = memory_gb if memory_gb is not None else _physical_memory_gb()
         self._memory_w_per_gb = memory_watts_per_gb
         self.memory_gb_included = self.vcpus * memory_gb_included_per_vcpu
         self.memory_gb_charged = max(0.0, self.memory_gb - self.memory_gb_included)
