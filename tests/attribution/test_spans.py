@@ -315,3 +315,25 @@ def test_eviction_is_constant_time_and_dead_entries_stay_bounded() -> None:
     assert splitter.stats.dropped_spans == 10_000
     hog_left = [r for r in splitter._fifo["hog"] if not r.done]
     assert hog_left[0].model == "long" and len(hog_left) == 10_000  # the newest went
+
+
+def test_settled_spans_are_let_go_at_settle_not_at_the_next_arrival() -> None:
+    # A workload's exporter sends every 5 s: its settled spans (and their energy) must not
+    # wait for its next batch to be freed. Counted as live records in the collector's view.
+    import gc
+
+    from jouled.attribution import spans as spans_mod
+
+    def live_records() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is spans_mod._Pending)
+
+    before = live_records()
+    splitter = SpanSplitter(settle_seconds=1.0)
+    for i in range(100):
+        start = BASE + i / 100
+        splitter.add_span(Span("a", "m", start, start + 0.005, 1.0, "", f"{i:032x}", f"{i:016x}"))
+    splitter.add_tick(BASE, BASE + 1.0, {"a": {"cpu": 10.0}})
+    result = splitter.settle(BASE + 2.0)
+    assert len(result.requests) == 100
+    assert splitter.pending == 0
+    assert live_records() == before
