@@ -332,8 +332,10 @@ def test_settled_spans_are_let_go_at_settle_not_at_the_next_arrival() -> None:
     for i in range(100):
         start = BASE + i / 100
         splitter.add_span(Span("a", "m", start, start + 0.005, 1.0, "", f"{i:032x}", f"{i:016x}"))
+    later = BASE + 5.0  # still pending: the workload's queue stays
+    splitter.add_span(Span("a", "m", later, later + 0.005, 1.0, "", "f" * 32, "f" * 16))
     splitter.add_tick(BASE, BASE + 1.0, {"a": {"cpu": 10.0}})
     result = splitter.settle(BASE + 2.0)
     assert len(result.requests) == 100
-    assert splitter.pending == 0
-    assert live_records() == before
+    assert splitter.pending == 1
+    assert live_records() == before + 1
