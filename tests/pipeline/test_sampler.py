@@ -312,6 +312,44 @@ async def test_a_collector_that_reads_inline_is_read_on_the_loop_thread() -> Non
     sampler.close()
 
 
+def test_a_tick_of_inline_reads_never_yields_to_the_loop() -> None:
+    # An idle daemon's tick (the estimate collector alone, no stage off the loop) runs to
+    # its end in one step: no task per read, no gather callbacks (each a loop iteration).
+    clock = FakeClock()
+    est = InlineScripted("estimate", {"cpu": (Kind.CPU, Source.ESTIMATE, 0.0)})
+    sampler = Sampler([est], clock)
+    for joules in (0.0, 12.0):
+        set_energy(est, "cpu", joules)
+        clock.advance(1)
+        step = sampler.tick()
+        with pytest.raises(StopIteration) as done:
+            step.send(None)
+        snap = done.value.value
+    assert snap.domain_energy_j[("cpu", "estimate")] == 12.0
+    assert snap.collectors["estimate"].up
+    sampler.close()
+
+
+async def test_one_pooled_read_among_inline_ones_keeps_the_collector_order() -> None:
+    clock = FakeClock()
+    first = InlineScripted("estimate", {"cpu": (Kind.CPU, Source.ESTIMATE, 0.0)})
+    pooled = rapl_server()
+    last = InlineScripted("other", {"memory": (Kind.DRAM, Source.ESTIMATE, 0.0)})
+    sampler = Sampler([first, pooled, last], clock)
+    await sampler.tick()
+    set_energy(first, "cpu", 1.0)
+    set_energy(pooled, "package-0", 2.0)
+    set_energy(last, "memory", 3.0)
+    last.fail = "gone"
+    clock.advance(1)
+    snap = await sampler.tick()
+    assert snap.domain_energy_j[("cpu", "estimate")] == 1.0
+    assert snap.domain_energy_j[("package-0", "rapl")] == 2.0
+    assert snap.collectors["estimate"].up and snap.collectors["rapl"].up
+    assert not snap.collectors["other"].up and "gone" in snap.collectors["other"].error
+    sampler.close()
+
+
 def test_the_estimate_collector_reads_inline() -> None:
     from jouled.collectors.estimate import EstimateCollector
 
