@@ -1,4 +1,5 @@
-"""The optional C span scanner (jouled/ingest/_otlpscan.c); everything else is in pyproject.toml.
+"""The optional C span scanner (jouled/ingest/_otlpscan.c) and request selector
+(jouled/ingest/_roots.c); everything else is in pyproject.toml.
 
 ``optional=True``: where it cannot be compiled (no C compiler, no Python headers) the install
 goes on and jouled uses the pure-Python scanner (jouled/ingest/otlpscan.py). ``pip install -e .``
@@ -12,5 +13,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("jouled.ingest._otlpscan", ["jouled/ingest/_otlpscan.c"], optional=True),
+        Extension("jouled.ingest._roots", ["jouled/ingest/_roots.c"], optional=True),
     ]
 )

@@ -18,10 +18,14 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from jouled.attribution.spans import Span
+from jouled.ingest import otlpscan
 from jouled.ingest.attributes import AttributeNames, first
 from jouled.ingest.otlpscan import any_value
 from jouled.ingest.rules import (
     MALFORMED,
+    MAX_GFLOPS,
+    MAX_TOKENS,
     Checker,
     DecodeResult,
     MalformedBody,
@@ -124,17 +128,64 @@ def _tokens(attrs: Mapping[str, Any], names: AttributeNames) -> tuple[Any, Any]:
 _Group = tuple[Any, Any, list[tuple[Any, ...]]]
 
 
+# Labels of model and route values (``sanitize_label``, a pure function) kept across bodies
+# for the compiled path; it stops adding at 4,096 (jouled/ingest/_roots.c).
+_LABELS: Final[dict[str, str]] = {}
+
+
+def _root_plan(rules: Rules) -> tuple[Any, ...] | None:
+    """What ``_roots.select_roots`` reads of ``rules`` (its docstring gives the order); None
+    where the compiled path is not in use or the rules are not plain dicts."""
+    if not otlpscan.COMPILED or otlpscan.c_select_roots is None:
+        return None
+    if type(rules.gflops_per_token) is not dict or type(rules.token_costs) is not dict:
+        return None
+    names = rules.names
+    return (
+        Span,
+        names.model,
+        names.gflops,
+        names.input_tokens,
+        names.output_tokens,
+        names.total_tokens,
+        ATTR_ROUTE,
+        ATTR_REQUEST,
+        names.ignore_span_names,
+        _LABELS,
+        sanitize_label,
+        rules.gflops_per_token,
+        rules.token_costs,
+        rules.now - rules.max_age_s,
+        rules.now + rules.max_future_s,
+        MAX_GFLOPS,
+        MAX_TOKENS,
+    )
+
+
 def _select_roots(groups: list[_Group], checker: Checker, tally: Tally) -> DecodeResult:
     """``_select`` for a body in which no span has a parent: each span is a request or is
     ignored, and none lends work to another; each request is validated as it is met, off
-    its tuple (no object per span before its ``Span``)."""
+    its tuple (no object per span before its ``Span``). A resource's spans go through the
+    compiled twin of this loop (``_roots.c``) where it is built; any span it cannot take
+    plainly sends its whole group through the loop below, which says what is wrong."""
     names = checker.rules.names
     model_names, gflops_names = names.model, names.gflops
     spans_out = tally.spans
     span_of = checker.span_of
+    plan = _root_plan(checker.rules)
     seen = counted = 0
     for workload, resource_model, tuples in groups:
         seen += len(tuples)
+        if plan is not None and otlpscan.c_select_roots is not None:
+            resolved = checker.workload_or_none(workload)
+            if type(resolved) is str:
+                fast = otlpscan.c_select_roots(
+                    tuples, resolved, resource_model, checker.default_model(resolved), plan
+                )
+                if fast is not None:
+                    spans_out += fast
+                    counted += len(fast)
+                    continue
         for trace_id, span_id, _, kind, start_ns, end_ns, name, has_links, attrs in tuples:
             if not _stands_for_request(attrs, name, kind, False, has_links, names):
                 continue

@@ -90,6 +90,16 @@ if not _pure_requested():
         AVAILABLE = True
     except ImportError:  # not built (no compiler at install time): the pure path
         pass
+# The compiled twin of decode's flat-batch request loop (jouled/ingest/_roots.c), used with
+# the C scanner (so COMPILED switches both); None when not built or not wanted.
+c_select_roots: Callable[..., list[Any] | None] | None = None
+if AVAILABLE:
+    try:
+        from jouled.ingest._roots import select_roots
+
+        c_select_roots = select_roots
+    except ImportError:
+        pass
 # Whether the C scanner is in use (tests flip it to run both paths).
 COMPILED = AVAILABLE
 

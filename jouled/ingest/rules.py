@@ -352,6 +352,17 @@ class Checker:
             raise hit.with_traceback(None)
         return hit
 
+    def workload_or_none(self, value: Any) -> str | None:
+        """The workload ``span_of`` gives spans naming ``value``; None where it rejects them."""
+        try:
+            return self._workload(value)
+        except Reject:
+            return None
+
+    def default_model(self, workload: str) -> str:
+        """The model of a span of ``workload`` that names none."""
+        return self._defaults.get(workload) or UNKNOWN_MODEL
+
     def _label(self, value: Any) -> str | None:
         if type(value) is not str:
             return _label(value)
@@ -405,7 +416,7 @@ class Checker:
         model = self._label(model_value) if model_value is not None else None
         if model is None and model_value is not None:
             raise Reject(MALFORMED, f"span of {workload!r} has a non-scalar model")
-        model = model or self._defaults.get(workload) or UNKNOWN_MODEL
+        model = model or self.default_model(workload)
         work, inp, out = _work(gflops, input_tokens, output_tokens, raw, model, rules)
         route = self._label(route_value) if route_value is not None else ""
         return Span(

@@ -106,7 +106,9 @@ def test_unknown_service_goes_to_the_sending_workload_or_is_rejected_by_name() -
     spans = [pb_span(1), pb_span(2)]
     got = decode(spans, Rules(**base, sender=sender), service__name="unknown_service:python")
     assert [s.workload for s in got.spans] == ["vllm", "vllm"] and got.rejected == {}
-    assert len(calls) == 2  # the decoder asks; the ingest layer's resolver memoizes
+    # The decoder asks per span (Python) or per resource (compiled, jouled/ingest/_roots.c);
+    # the ingest layer's resolver memoizes.
+    assert 1 <= len(calls) <= 2
     # A known name never asks who sent it.
     calls.clear()
     decode(spans, Rules(**base, sender=sender), service__name="vllm")

@@ -1,0 +1,189 @@
+"""The compiled request loop (jouled/ingest/_roots.c) against the Python one it stands for.
+
+Random flat batches (no span has a parent) over several resources, with every attribute jouled
+reads drawn from plain, odd and invalid values, decoded with the compiled path and with the
+pure-Python path: the results must be equal, spans, rejections and messages alike. The
+compiled path must also really run (counted), and take whole groups when it can."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+
+from jouled.ingest import decode as decode_mod
+from jouled.ingest import otlpscan
+from jouled.ingest.attributes import AttributeNames
+from jouled.ingest.decode import decode_otlp_protobuf
+from jouled.ingest.rules import DecodeResult, Rules
+from tests.ingest.otlp import NOW, kvs
+
+pytestmark = pytest.mark.skipif(
+    otlpscan.c_select_roots is None, reason="jouled.ingest._roots not built"
+)
+
+NAMES = AttributeNames(ignore_span_names=("health", "GET /metrics"))
+MODELS = ["llama-8b", "bert", "m\"odd'", "x" * 300, "", "per-config"]
+values: Any = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**13),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(MODELS),
+)
+
+
+def _cost(inp: int, out: int) -> float:
+    return 2.0 * inp + 3.0 * out
+
+
+# Valid values per attribute, drawn for most spans so that most groups take the compiled path.
+PLAIN: dict[str, Any] = {
+    "gen_ai.request.model": st.sampled_from(["llama-8b", "bert", "other", "m\tx"]),
+    "jouled.gflops": st.floats(0.0, 1e12),
+    "gen_ai.usage.input_tokens": st.integers(0, 10**6),
+    "gen_ai.usage.output_tokens": st.integers(0, 10**6),
+    "llm.usage.total_tokens": st.integers(0, 10**6),
+    "http.route": st.sampled_from(["/v1/completions", "/generate", "/a\nb"]),
+}
+
+
+@st.composite
+def spans(draw: Any) -> PbSpan:
+    plain = draw(st.integers(0, 4)) > 0
+    attrs: dict[str, Any] = {}
+    for key in (*PLAIN, "jouled.request"):
+        if draw(st.integers(0, 2)) == 0:
+            value = draw(PLAIN[key] if plain and key in PLAIN else values)
+            if value is not None:
+                attrs[key] = value
+    if plain:
+        start = draw(st.floats(NOW - 100.0, NOW - 1.0))
+        length = draw(st.sampled_from([0.005, 0.0, 0.25]))
+        kind = draw(st.sampled_from([0, 1, 2, 2, 2, 5]))
+    else:
+        start = draw(st.sampled_from([NOW - 2.0, 0.0, NOW + 10_000.0, NOW - 10**6]))
+        length = draw(st.sampled_from([0.005, 0.0, -1.0, 1.5]))
+        kind = draw(st.integers(0, 6))
+    return PbSpan(
+        trace_id=draw(st.binary(min_size=16, max_size=16)),
+        span_id=draw(st.binary(min_size=8, max_size=8)),
+        name=draw(st.sampled_from(["POST /v1/completions", "health", "healthz", "", "op"])),
+        kind=kind,  # type: ignore[arg-type]
+        start_time_unix_nano=int(start * 1e9) if start > 0 else 0,
+        end_time_unix_nano=int((start + length) * 1e9) if start + length > 0 else 0,
+        attributes=kvs(attrs),
+        links=[PbSpan.Link(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)]
+        if draw(st.integers(0, 5)) == 0
+        else [],
+    )
+
+
+@st.composite
+def bodies(draw: Any) -> bytes:
+    resources = []
+    for _ in range(draw(st.integers(1, 3))):
+        res: dict[str, Any] = {"service.name": draw(st.sampled_from(["w0", "w1", "nope", ""]))}
+        if draw(st.booleans()):
+            res["gen_ai.request.model"] = draw(st.sampled_from(MODELS))
+        resources.append(
+            ResourceSpans(
+                resource=Resource(attributes=kvs(res)),
+                scope_spans=[ScopeSpans(spans=draw(st.lists(spans(), max_size=6)))],
+            )
+        )
+    return bytes(ExportTraceServiceRequest(resource_spans=resources).SerializeToString())
+
+
+def _rules() -> Rules:
+    return Rules(
+        now=NOW,
+        known_workloads={"w0", "w1"},
+        gflops_per_token={"llama-8b": 16.0, "bert": 0.5},
+        token_costs={"per-config": _cost},
+        names=NAMES,
+        default_models={"w1": "w1-default"},
+    )
+
+
+def _same(a: DecodeResult, b: DecodeResult) -> None:
+    assert len(a.spans) == len(b.spans)
+    for x, y in zip(a.spans, b.spans, strict=True):
+        assert x == y, (x, y)
+        assert type(x.start) is type(y.start) is float
+    assert a.rejected == b.rejected
+    assert a.first_error == b.first_error
+    assert a.unknown_services == b.unknown_services
+    assert a.ignored == b.ignored
+
+
+def _decode(body: bytes, compiled: bool, monkeypatch: pytest.MonkeyPatch) -> DecodeResult:
+    with monkeypatch.context() as m:
+        m.setattr(otlpscan, "COMPILED", compiled)
+        return decode_otlp_protobuf(body, _rules())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies())
+def test_the_compiled_loop_gives_what_the_python_loop_gives(body: bytes) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        _same(_decode(body, True, mp), _decode(body, False, mp))
+
+
+def test_the_compiled_loop_runs_and_takes_plain_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = otlpscan.c_select_roots
+    assert real is not None
+
+    def counted(*args: Any) -> Any:
+        got = real(*args)
+        calls.append(-1 if got is None else len(got))
+        return got
+
+    monkeypatch.setattr(otlpscan, "c_select_roots", counted)
+    plain = PbSpan(
+        trace_id=b"\x07" * 16,
+        span_id=b"\x01" * 8,
+        name="POST /v1/completions",
+        kind=PbSpan.SpanKind.SPAN_KIND_SERVER,
+        start_time_unix_nano=int((NOW - 2) * 1e9),
+        end_time_unix_nano=int((NOW - 1) * 1e9),
+        attributes=kvs(
+            {
+                "gen_ai.request.model": "llama-8b",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 28,
+                "http.route": "/v1/completions",
+            }
+        ),
+    )
+    bad = PbSpan()
+    bad.CopyFrom(plain)
+    bad.span_id = b"\x02" * 8
+    bad.attributes[1].value.int_value = -3  # an invalid count: the group goes to Python
+    body = bytes(
+        ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(
+                    resource=Resource(attributes=kvs({"service.name": name})),
+                    scope_spans=[ScopeSpans(spans=group)],
+                )
+                for name, group in (("w0", [plain, plain]), ("w1", [plain, bad]))
+            ]
+        ).SerializeToString()
+    )
+    result = decode_otlp_protobuf(body, _rules())
+    assert calls == [2, -1]
+    assert [s.workload for s in result.spans] == ["w0", "w0", "w1"]
+    span = result.spans[0]
+    assert span.gflops == 128 * 16.0 and span.input_tokens == 100 and span.output_tokens == 28
+    assert span.trace_id == "07" * 16 and span.span_id == "01" * 8 and span.parent_id == ""
+    assert span.route == "/v1/completions" and span.model == "llama-8b"
+    assert sum(result.rejected.values()) == 1
+    assert decode_mod._LABELS["llama-8b"] == "llama-8b"  # kept across bodies
