@@ -24,6 +24,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Literal
 
 EnergyByWorkload = Mapping[str, Mapping[str, float]]
@@ -137,12 +138,9 @@ class _Tick:
     busy_s: dict[str, float] | None = None  # CPU seconds per workload in the tick
 
 
-def _start(rec: _Pending) -> float:
-    return rec.start
-
-
-def _end(rec: _Pending) -> float:
-    return rec.end
+# Sort keys of the time queues: attrgetter runs in C, a def per record costs ~4x as much.
+_start: Callable[[_Pending], float] = attrgetter("start")
+_end: Callable[[_Pending], float] = attrgetter("end")
 
 
 def _rate(rec: _Pending) -> float:
@@ -317,7 +315,9 @@ def split_fractions(
     items = [(max(s, w0), min(e, w1), r, k) for s, e, r, k in spans]
     n = len(items)
     length = w1 - w0
-    open_ = sorted((i for i in range(n) if items[i][1] > items[i][0]), key=lambda i: items[i][0])
+    starts = [item[0] for item in items]
+    # Stable, so spans of equal start keep their order (C-level key: no call per span).
+    open_ = [i for i in sorted(range(n), key=starts.__getitem__) if items[i][1] > starts[i]]
     if length <= 0.0 or not open_:
         return 1.0, [0.0] * n
     raw = [0.0] * n
@@ -330,7 +330,10 @@ def split_fractions(
             cluster.append(i)
             cluster_end = max(cluster_end, e)
             continue
-        if cluster:
+        if len(cluster) == 1:  # a span alone: its time's share (most spans; no call)
+            c = cluster[0]
+            raw[c] = (items[c][1] - items[c][0]) / length
+        elif cluster:
             _cluster_shares(cluster, items, length, raw)
         gaps.append(s - cluster_end)
         cluster = [i]
@@ -708,7 +711,12 @@ class SpanSplitter:
                         lane.active_ends.push(rec, rec.end)
             if energy:
                 outside, fractions = split_fractions(
-                    ((r.start, r.end, _rate(r), r.gflops is not None) for r in active),
+                    [
+                        (r.start, r.end, _rate(r), True)
+                        if r.gflops is not None
+                        else (r.start, r.end, 0.0, False)
+                        for r in active
+                    ],
                     tick.w0,
                     tick.w1,
                 )
