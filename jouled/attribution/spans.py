@@ -746,34 +746,52 @@ class SpanSplitter:
         self._frontier = max(self._frontier, tick.w1)
 
     def _complete(self, until: float) -> None:
-        for rec in self._ends.take_through(until):
-            if rec.done:
-                continue
-            if rec.end > self._frontier:
-                self._truncated += 1  # waited past max_span_wait_s for ticks covering its end
-            self._finish(rec)
+        due = [rec for rec in self._ends.take_through(until) if not rec.done]
+        frontier = self._frontier
+        # Those that waited past max_span_wait_s for ticks covering their end.
+        self._truncated += sum(1 for rec in due if rec.end > frontier)
+        self._finish_all(due)
 
     def _finish(self, rec: _Pending) -> None:
-        rec.done = True
-        self._unqueue(rec)
-        if rec.dedup and self._by_id.get(rec.dedup) is rec:
-            del self._by_id[rec.dedup]
-        lane = self._lanes.get(rec.workload)
-        if lane is not None:
-            lane.active.pop(rec, None)
-        self._requests.append(
-            SettledRequest(
-                rec.workload,
-                rec.model,
-                # The record is done: its dict is handed over, not copied.
-                rec.energy_j if rec.energy_j is not None else {},
-                rec.gflops,
-                rec.end - rec.start,
-                rec.route,
-                rec.input_tokens,
-                rec.output_tokens,
+        self._finish_all((rec,))
+
+    def _finish_all(self, recs: Iterable[_Pending]) -> None:
+        """Settle ``recs`` (pending, not done): each leaves the books as a SettledRequest.
+        One loop for a tick's thousand spans, ``_unqueue`` inlined (a call per span less)."""
+        count, fifos, by_id, lanes = self._count, self._fifo, self._by_id, self._lanes
+        append = self._requests.append
+        finished = 0
+        for rec in recs:
+            rec.done = True
+            finished += 1
+            workload = rec.workload
+            left = count[workload] - 1
+            if left:
+                count[workload] = left
+            else:
+                del count[workload]
+                del fifos[workload]
+            dedup = rec.dedup
+            if dedup and by_id.get(dedup) is rec:
+                del by_id[dedup]
+            lane = lanes.get(workload)
+            if lane is not None:
+                lane.active.pop(rec, None)
+            energy = rec.energy_j
+            append(
+                SettledRequest(
+                    workload,
+                    rec.model,
+                    # The record is done: its dict is handed over, not copied.
+                    energy if energy is not None else {},
+                    rec.gflops,
+                    rec.end - rec.start,
+                    rec.route,
+                    rec.input_tokens,
+                    rec.output_tokens,
+                )
             )
-        )
+        self._n_pending -= finished
 
     def _evict_newest(self, workload: str) -> None:
         # The newest: a burst into a full buffer cannot push out spans accepted before it.

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from jouled.attribution.matchers import tracker_for
 from jouled.attribution.requests import RequestJoiner
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
-from jouled.attribution.spans import SettledRequest, SettleResult, Span, SpanSplitter
+from jouled.attribution.spans import SettleResult, Span, SpanSplitter
 from jouled.attribution.visibility import Visibility
 from jouled.attribution.workloads import CpuTick
 from jouled.config import Config
@@ -143,17 +143,6 @@ class _Histogram:
         self.gflops = 0.0
         self.input_tokens = 0
         self.output_tokens = 0
-
-    def observe(self, joules: float, req: SettledRequest) -> None:
-        self.counts[bisect.bisect_left(self.bounds, joules)] += 1
-        self.total += joules
-        self.n += 1
-        if req.gflops is not None:
-            self.gflops += req.gflops
-        if req.input_tokens:
-            self.input_tokens += req.input_tokens
-        if req.output_tokens:
-            self.output_tokens += req.output_tokens
 
     def freeze(self) -> RequestStats:
         cumulative, acc = [], 0
@@ -455,15 +444,26 @@ class AttributionStage:
         # Per (workload, model): [joules, GFLOPs] of its requests with work, added to its
         # per-GFLOP window once per call (they share ``now_wall``).
         worked: dict[tuple[str, str], list[float]] = {}
+        bounds = self._buckets
+        fsum, bisect_left = math.fsum, bisect.bisect_left
         for req in result.requests:
             key = (req.workload, req.model)
             hist = hists.get(key)
             if hist is None:
-                hist = hists[key] = _Histogram(self._buckets)
+                hist = hists[key] = _Histogram(bounds)
             energy = req.energy_j
-            joules = math.fsum(energy.values()) if len(energy) > 1 else sum(energy.values())
-            hist.observe(joules, req)
+            joules = fsum(energy.values()) if len(energy) > 1 else sum(energy.values())
+            # _Histogram.observe, inlined: once per settled request.
+            hist.counts[bisect_left(bounds, joules)] += 1
+            hist.total += joules
+            hist.n += 1
             gflops = req.gflops
+            if gflops is not None:
+                hist.gflops += gflops
+            if req.input_tokens:
+                hist.input_tokens += req.input_tokens
+            if req.output_tokens:
+                hist.output_tokens += req.output_tokens
             if gflops is not None and gflops > 0:
                 got = worked.get(key)
                 if got is None:
