@@ -307,16 +307,8 @@ class CostStage:
         if server is not None:
             self._server_workloads = server.workloads
         for key, d in self._server.take(server).items():
-            out[key] = self._carbon.request(
-                f,
-                RequestBooks(
-                    count=d.requests,
-                    energy_j=d.energy_j,
-                    gflops=0.0,  # a server reports tokens, not each request's work
-                    cost_energy=energy_cost(d.energy_j, f.pue, f.price_per_kwh),
-                    emissions_g=emissions_g(d.energy_j, f.pue, f.grid_g_per_kwh),
-                ),
-            )
+            # A server reports tokens, not each request's work: no GFLOPs.
+            out[key] = self._carbon.request(f, d.requests, d.energy_j, 0.0)
         if a is None:
             return out
         for key, st in a.requests.items():
@@ -326,14 +318,7 @@ class CostStage:
             if n <= 0 or key[0] in self._server_workloads:
                 continue
             j = max(0.0, st.energy_sum_j - j0)
-            books = RequestBooks(
-                count=n,
-                energy_j=j,
-                gflops=max(0.0, st.gflops_total - g0),
-                cost_energy=energy_cost(j, f.pue, f.price_per_kwh),
-                emissions_g=emissions_g(j, f.pue, f.grid_g_per_kwh),
-            )
-            out[key] = self._carbon.request(f, books)
+            out[key] = self._carbon.request(f, n, j, max(0.0, st.gflops_total - g0))
         return out
 
     def _account(
