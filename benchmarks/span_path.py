@@ -112,7 +112,7 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
     from jouled.ingest.attributes import AttributeNames
     from jouled.ingest.decode import decode_otlp_protobuf
     from jouled.ingest.rules import Rules
-    from jouled.ingest.wire import iter_span_tuples
+    from jouled.ingest.wire import iter_span_batches
     from jouled.pipeline.tick import Tick
 
     models = model_names(workloads)
@@ -126,7 +126,7 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
     if trace:
         tracemalloc.start()
     # decode = scan (framing, upb's validation parse, reading ids, times and the wanted
-    # attributes: the ``wire.iter_span_tuples`` part, timed on its own over the same body
+    # attributes: the ``wire.iter_span_batches`` part, timed on its own over the same body
     # just before) + select and validate (the rest of ``decode_otlp_protobuf``).
     cpu = {"scan": 0.0, "select_validate": 0.0, "queue": 0.0, "tick": 0.0}
     wanted = AttributeNames().wanted
@@ -144,7 +144,7 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
         while b < len(bodies) and bodies[b][0] <= now:
             rules = Rules(now=now, known_workloads=known, gflops_per_token=per_token)
             c0 = clock()
-            for _ in iter_span_tuples(bodies[b][1], wanted):
+            for _ in iter_span_batches(bodies[b][1], wanted):
                 pass
             scan = clock() - c0
             c0 = clock()

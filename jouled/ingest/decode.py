@@ -36,7 +36,7 @@ from jouled.ingest.rules import (
     as_float,
     is_number,
 )
-from jouled.ingest.wire import iter_span_tuples
+from jouled.ingest.wire import iter_span_batches
 from jouled.labels import sanitize_label
 
 # OTLP attribute keys (see docs/SPANS.md and ingest/attributes.py for the configurable ones).
@@ -310,7 +310,7 @@ _EMPTY: Final[dict[str, Any]] = {}
 def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
     """Decode an OTLP binary ``ExportTraceServiceRequest`` (OTLP/HTTP body or gRPC message),
     a scope's spans (or, in a large scope, one span message) at a time
-    (``wire.iter_span_tuples``: memory stays near the body's size, not ~24x it as a
+    (``wire.iter_span_batches``: memory stays near the body's size, not ~24x it as a
     whole-message parse; the C scanner of ``otlpscan`` when built).
 
     Only the attributes jouled reads (``AttributeNames.wanted``) are taken off each span; the
@@ -323,13 +323,13 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
     resource_of: Any = None
     tuples: list[tuple[Any, ...]] = []
     try:
-        for resource_msg, span in iter_span_tuples(body, wanted):
+        for resource_msg, spans in iter_span_batches(body, wanted):
             if resource_msg is not resource_of:
                 resource_of = resource_msg
                 resource = {kv.key: any_value(kv.value) for kv in resource_msg.attributes}
                 tuples = []
                 groups.append((resource.get(ATTR_WORKLOAD), first(resource, model_names), tuples))
-            tuples.append(span)
+            tuples += spans
     except (DecodeError, ValueError, TypeError) as exc:  # WireError is a ValueError
         raise MalformedBody(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
     return _select(groups, rules)

@@ -103,12 +103,13 @@ def _span_fields(buf: memoryview, start: int, end: int) -> Iterator[memoryview]:
             yield buf[a:b]
 
 
-def iter_span_tuples(body: bytes, wanted: frozenset[str]) -> Iterator[tuple[Any, SpanTuple]]:
-    """(Resource message, span tuple) pairs of an ExportTraceServiceRequest, in order: each
-    ``ScopeSpans`` up to ``WHOLE_SCOPE_BYTES`` read whole, a larger one a span at a time
-    (memory stays near the body's size), each span as ``otlpscan.read_scope`` /
-    ``read_span`` give it (C scanner or upb walk), with the attributes whose key is in
-    ``wanted``.
+def iter_span_batches(body: bytes, wanted: frozenset[str]) -> Iterator[tuple[Any, list[SpanTuple]]]:
+    """(Resource message, span tuples) of an ExportTraceServiceRequest, in order: each
+    ``ScopeSpans`` up to ``WHOLE_SCOPE_BYTES`` read whole (one list per scope: no step per
+    span), a larger one a span at a time (memory stays near the body's size), each span as
+    ``otlpscan.read_scope`` / ``read_span`` give it (C scanner or upb walk), with the
+    attributes whose key is in ``wanted``. A resource's scopes come one after another, with
+    the same Resource object.
 
     Raises ``WireError`` on malformed framing and protobuf's ``DecodeError`` on a malformed
     resource or span (each scope or large scope's span is validated by upb, then scanned).
@@ -118,8 +119,7 @@ def iter_span_tuples(body: bytes, wanted: frozenset[str]) -> Iterator[tuple[Any,
     buf = memoryview(body)
     for resource, sa, sb in _scopes(buf):
         if sb - sa <= WHOLE_SCOPE_BYTES:
-            for span in read_scope(buf[sa:sb], wanted):
-                yield resource, span
+            yield resource, read_scope(buf[sa:sb], wanted)
         else:
             for data in _span_fields(buf, sa, sb):
-                yield resource, read_span(data, wanted)
+                yield resource, [read_span(data, wanted)]

@@ -18,7 +18,7 @@ from jouled.ingest.decode import decode_otlp_json, decode_otlp_protobuf, decode_
 from jouled.ingest.limits import BytesInFlight, LimitError, check_encoding, decompress
 from jouled.ingest.otlpscan import span_tuple
 from jouled.ingest.rules import DecodeResult, MalformedBody, Rules
-from jouled.ingest.wire import WireError, iter_span_tuples
+from jouled.ingest.wire import WireError, iter_span_batches
 
 NOW = 1.7e9
 
@@ -93,7 +93,7 @@ def test_the_span_walker_reads_what_protobuf_reads(n: int, workloads: int) -> No
         for ss in rs.scope_spans
         for span in ss.spans
     ]
-    assert list(iter_span_tuples(body, wanted)) == expected
+    assert [(r, t) for r, ts in iter_span_batches(body, wanted) for t in ts] == expected
 
 
 def _check(decoder, body: bytes) -> None:  # type: ignore[no-untyped-def]
@@ -153,6 +153,6 @@ def test_jouled_json_with_hostile_values_decodes_per_span(spans: list) -> None:
 
 def test_malformed_wire_framing_is_a_wire_error() -> None:
     with pytest.raises(WireError):
-        list(iter_span_tuples(b"\x0a\x05ab", frozenset()))  # a length past the end
+        list(iter_span_batches(b"\x0a\x05ab", frozenset()))  # a length past the end
     with pytest.raises(WireError):
-        list(iter_span_tuples(b"\x0b", frozenset()))  # a group
+        list(iter_span_batches(b"\x0b", frozenset()))  # a group
