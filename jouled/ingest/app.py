@@ -254,22 +254,18 @@ async def ingest_body(
     time (HTTP and gRPC alike); spans the sink refused are added to ``result.rejected``.
     The caller holds the body's bytes in ``state.budget``. Raises _Refused."""
     rules = state.rules(sender)
-    try:
-        # A new loopback connection's sender may need a /proc search: off the loop too.
-        if len(body) > _INLINE_DECODE_BYTES or needs_search(sender):
-            result = await state.off_loop.run(decoder, body, rules)
-        else:
-            result = decoder(body, rules)
-    except MalformedBody as exc:
-        raise _Refused(400, MALFORMED, str(exc)) from None
-    except Exception as exc:
-        # A decoder bug on strange input must not become a 500 loop of client retries.
-        log.warning("span decoder failed on a %d-byte body", len(body), exc_info=True)
-        raise _Refused(400, MALFORMED, f"cannot decode body: {type(exc).__name__}") from None
+    # A new loopback connection's sender may need a /proc search: off the loop too. Off
+    # the loop, one call decodes and queues (one hand-off; the spans queued while hot).
+    if len(body) > _INLINE_DECODE_BYTES or needs_search(sender):
+        result, accepted, late = await state.off_loop.run(
+            _decode_and_queue, state, decoder, body, rules
+        )
+    else:
+        result = _decode(decoder, body, rules)
+        # Off the loop: the sink may wait for a tick that holds the span books (the stages
+        # run on a worker thread), and a large batch is Python work of its own.
+        accepted, late = await state.off_loop.run(_queue, state, result.spans, result.rejected)
     spans = result.spans
-    # Off the loop: the sink may wait for a tick that holds the span books (the stages run
-    # on a worker thread), and a large batch is Python work of its own.
-    accepted, late = await state.off_loop.run(_queue, state, spans, result.rejected)
     if result.unknown_services and state.unknown_warning is not None:
         state.unknown_warning.note(result.unknown_services)
     refused = len(spans) - accepted - late
@@ -282,6 +278,26 @@ async def ingest_body(
         )
         result = replace(result, rejected=rejected, first_error=first)
     return result, accepted, late
+
+
+def _decode(decoder: Decoder, body: bytes, rules: Rules) -> DecodeResult:
+    """``decoder(body, rules)``; raises _Refused (400) on a malformed body."""
+    try:
+        return decoder(body, rules)
+    except MalformedBody as exc:
+        raise _Refused(400, MALFORMED, str(exc)) from None
+    except Exception as exc:
+        # A decoder bug on strange input must not become a 500 loop of client retries.
+        log.warning("span decoder failed on a %d-byte body", len(body), exc_info=True)
+        raise _Refused(400, MALFORMED, f"cannot decode body: {type(exc).__name__}") from None
+
+
+def _decode_and_queue(
+    state: IngestState, decoder: Decoder, body: bytes, rules: Rules
+) -> tuple[DecodeResult, int, int]:
+    """``_decode`` then ``_queue``, on the ingest pool: (result, accepted, late)."""
+    result = _decode(decoder, body, rules)
+    return (result, *_queue(state, result.spans, result.rejected))
 
 
 def _queue(
