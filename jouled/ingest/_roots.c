@@ -17,7 +17,8 @@
  *        route_key, request_key, ignore_prefixes, labels, label_of, gflops_per_token,
  *        token_costs, lo, hi, max_gflops, max_tokens)
  *   labels: a dict value -> label (``sanitize_label``), filled through ``label_of`` on a
- *   miss while it holds fewer than LABELS_MAX entries; lo, hi: the accepted span end times.
+ *   miss while it holds fewer than LABELS_MAX entries (values of up to LABEL_KEY_MAX
+ *   characters only); lo, hi: the accepted span end times.
  *
  * Values are those of the Python path: times are ``start_ns / 1_000_000_000`` (int true
  * division, correctly rounded), work is ``float(inp + out) * per_token`` or the span's own
@@ -28,7 +29,10 @@
 #include <Python.h>
 #include <structmember.h>
 
-enum { N_FIELDS = 11, LABELS_MAX = 4096 };
+/* The label cache holds at most LABELS_MAX values of at most LABEL_KEY_MAX characters each
+ * (labels are cut to 128): a sender of long or ever-new model names cannot grow it past
+ * ~2 MB; longer values are labelled afresh each time. */
+enum { N_FIELDS = 11, LABELS_MAX = 4096, LABEL_KEY_MAX = 128 };
 enum { KIND_UNSPECIFIED = 0, KIND_INTERNAL = 1, KIND_SERVER = 2, KIND_CONSUMER = 5 };
 
 /* Span's fields in its dataclass order (jouled/attribution/spans.py). */
@@ -143,7 +147,8 @@ label(PyObject *value, PyObject *labels, PyObject *label_of)
         Py_DECREF(got);
         return NULL;
     }
-    if (PyDict_GET_SIZE(labels) < LABELS_MAX && PyDict_SetItem(labels, value, got) < 0) {
+    if (PyUnicode_GET_LENGTH(value) <= LABEL_KEY_MAX && PyDict_GET_SIZE(labels) < LABELS_MAX &&
+        PyDict_SetItem(labels, value, got) < 0) {
         Py_DECREF(got);
         return NULL;
     }

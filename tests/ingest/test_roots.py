@@ -187,3 +187,39 @@ def test_the_compiled_loop_runs_and_takes_plain_groups(monkeypatch: pytest.Monke
     assert span.route == "/v1/completions" and span.model == "llama-8b"
     assert sum(result.rejected.values()) == 1
     assert decode_mod._LABELS["llama-8b"] == "llama-8b"  # kept across bodies
+
+
+def test_the_label_cache_stays_bounded_under_ever_new_and_huge_names() -> None:
+    # A hostile sender: thousands of distinct model names, some of 100,000 characters. The
+    # cache kept across bodies must not hold them all, nor any huge one.
+    decode_mod._LABELS.clear()
+    spans = [
+        PbSpan(
+            trace_id=b"\x07" * 16,
+            span_id=i.to_bytes(8, "big"),
+            name="POST /v1/completions",
+            kind=PbSpan.SpanKind.SPAN_KIND_SERVER,
+            start_time_unix_nano=int((NOW - 2) * 1e9),
+            end_time_unix_nano=int((NOW - 1) * 1e9),
+            attributes=kvs(
+                {"gen_ai.request.model": ("x" * 100_000 if i % 50 == 0 else "") + f"model-{i}"}
+            ),
+        )
+        for i in range(5000)
+    ]
+    for k in range(0, 5000, 500):
+        body = bytes(
+            ExportTraceServiceRequest(
+                resource_spans=[
+                    ResourceSpans(
+                        resource=Resource(attributes=kvs({"service.name": "w0"})),
+                        scope_spans=[ScopeSpans(spans=spans[k : k + 500])],
+                    )
+                ]
+            ).SerializeToString()
+        )
+        result = decode_otlp_protobuf(body, _rules())
+        assert len(result.spans) == 500
+        assert all(len(s.model) <= 128 for s in result.spans)
+    assert len(decode_mod._LABELS) == 4096
+    assert max(len(key) for key in decode_mod._LABELS) <= 128
