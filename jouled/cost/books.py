@@ -13,7 +13,15 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 
 from jouled.config import CostConfig
-from jouled.cost.carbon import J_PER_KWH, MarketBased, Provenance, provenance, water_litres
+from jouled.cost.carbon import (
+    MarketBased,
+    Provenance,
+    emissions_g,
+    energy_cost,
+    facility_kwh,
+    provenance,
+    water_litres,
+)
 from jouled.pipeline.cost import Books, Factors, RequestBooks, Series
 from jouled.pipeline.snapshot import frozen
 
@@ -64,8 +72,7 @@ class CarbonAccount:
         """The tick's factors with provenance (``grid``'s when it says, else the configured
         one's) and the market-based factor filled in."""
         p = grid or self.provenance
-        facility_kwh = host_j * f.pue / J_PER_KWH
-        split = self.market.split(facility_kwh, wall_s, seconds, f.grid_g_per_kwh)
+        split = self.market.split(facility_kwh(host_j, f.pue), wall_s, seconds, f.grid_g_per_kwh)
         return dataclasses.replace(
             f,
             provider=p.provider,
@@ -79,7 +86,7 @@ class CarbonAccount:
     def _extras(self, f: Factors, it_j: float) -> tuple[float, float, float]:
         """(market-based gCO2e, on-site litres, off-site litres) of ``it_j`` IT joules."""
         on, off = water_litres(it_j, f.pue, self.wue, self.grid_water)
-        return it_j * f.pue / J_PER_KWH * f.market_g_per_kwh, on, off
+        return facility_kwh(it_j, f.pue) * f.market_g_per_kwh, on, off
 
     def books(self, f: Factors, books: Books, embodied_g: float, estimated_j: float) -> Books:
         market, on, off = self._extras(f, math.fsum(books.energy_j.values()))
@@ -96,13 +103,12 @@ class CarbonAccount:
         """One (workload, model)'s requests of a tick, priced: made once, every field at
         hand (``dataclasses.replace`` on a made one cost ~4x, for 50 models a tick)."""
         market, on, off = self._extras(f, energy_j)
-        facility_kwh = energy_j * f.pue / J_PER_KWH  # as cost/live.py's facility_kwh
         return RequestBooks(
             count,
             energy_j,
             gflops,
-            facility_kwh * f.price_per_kwh,
-            facility_kwh * f.grid_g_per_kwh,
+            energy_cost(energy_j, f.pue, f.price_per_kwh),
+            emissions_g(energy_j, f.pue, f.grid_g_per_kwh),
             market,
             on,
             off,

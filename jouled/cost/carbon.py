@@ -35,6 +35,20 @@ from jouled.config import (
 )
 
 J_PER_KWH: Final = 3.6e6
+
+
+def facility_kwh(it_energy_j: float, pue: float) -> float:
+    return it_energy_j * pue / J_PER_KWH
+
+
+def emissions_g(it_energy_j: float, pue: float, grid_g_per_kwh: float) -> float:
+    return facility_kwh(it_energy_j, pue) * grid_g_per_kwh
+
+
+def energy_cost(it_energy_j: float, pue: float, price_per_kwh: float) -> float:
+    return facility_kwh(it_energy_j, pue) * price_per_kwh
+
+
 # How the market-based factor of energy no instrument covers was chosen.
 BASIS_SUPPLIER: Final = "supplier"
 BASIS_RESIDUAL: Final = "residual_mix"

@@ -27,7 +27,7 @@ from typing import Final, Protocol
 from jouled.config import CostConfig, GridFactorConfig, GridProviderConfig
 from jouled.cost import embodied
 from jouled.cost.books import CarbonAccount
-from jouled.cost.carbon import J_PER_KWH, Provenance, hour_of
+from jouled.cost.carbon import Provenance, emissions_g, energy_cost, hour_of
 from jouled.cost.server_books import ServerModelDeltas
 from jouled.costmodel.fitfile import Fit
 from jouled.costmodel.hardware import PRESETS
@@ -47,18 +47,6 @@ GPU_PRESETS: Final = frozenset(n.lower() for n in PRESETS if not n.startswith("t
 
 
 # --- the arithmetic (pure; the unit tests check it by hand) ---
-def facility_kwh(it_energy_j: float, pue: float) -> float:
-    return it_energy_j * pue / J_PER_KWH
-
-
-def emissions_g(it_energy_j: float, pue: float, grid_g_per_kwh: float) -> float:
-    return facility_kwh(it_energy_j, pue) * grid_g_per_kwh
-
-
-def energy_cost(it_energy_j: float, pue: float, price_per_kwh: float) -> float:
-    return facility_kwh(it_energy_j, pue) * price_per_kwh
-
-
 def rate_per_hour(it_power_w: float, pue: float, per_kwh: float) -> float:
     """Grams or money per hour at a steady IT power: 100 W, PUE 1.5, 400 g/kWh -> 60 g/h."""
     return it_power_w / 1000.0 * pue * per_kwh

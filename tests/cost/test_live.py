@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jouled import config
-from jouled.cost import live
+from jouled.cost import carbon, live
 from jouled.cost.live import CostStage
 from jouled.pipeline.cost import CostDelta, Factors
 from tests.cost.helpers import T0, attribution, snapshot, tick
@@ -25,9 +25,9 @@ def cost_cfg(**cost: object) -> config.CostConfig:
 def test_the_issue_example_100w_pue_1_5_at_400g_is_60g_per_hour() -> None:
     assert live.rate_per_hour(100.0, 1.5, 400.0) == pytest.approx(60.0)
     # One hour of 100 W is 360 kJ: 0.1 kWh IT, 0.15 kWh facility.
-    assert live.emissions_g(360_000.0, 1.5, 400.0) == pytest.approx(60.0)
-    assert live.energy_cost(360_000.0, 1.5, 0.20) == pytest.approx(0.03)
-    assert live.facility_kwh(3.6e6, 1.58) == pytest.approx(1.58)
+    assert carbon.emissions_g(360_000.0, 1.5, 400.0) == pytest.approx(60.0)
+    assert carbon.energy_cost(360_000.0, 1.5, 0.20) == pytest.approx(0.03)
+    assert carbon.facility_kwh(3.6e6, 1.58) == pytest.approx(1.58)
 
 
 def test_hourly_profile_picks_the_utc_hour() -> None:
