@@ -165,16 +165,25 @@ class Sampler:
         start = self._clock.monotonic()
         try:
             sample = collector.read()
-        except CollectorError as exc:
-            return None, CollectorStatus(False, self._clock.monotonic() - start, str(exc))
-        except Exception as exc:  # a collector bug must not end the tick loop
-            log.exception("collector %s failed unexpectedly", collector.name)
-            return None, CollectorStatus(
-                False, self._clock.monotonic() - start, f"{type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:
+            return self._failed(collector, start, exc)
+        return self._read_ok(start, sample)
+
+    def _read_ok(self, start: float, sample: Sample) -> tuple[Sample, CollectorStatus]:
         return sample, CollectorStatus(
             True, self._clock.monotonic() - start, "", frozen(sample.problems)
         )
+
+    def _failed(
+        self, collector: EnergyCollector, start: float, exc: Exception
+    ) -> tuple[None, CollectorStatus]:
+        """The status of a read that raised ``exc``: its message (a ``CollectorError`` says
+        what to fix), or, for a collector bug, which must not end the tick loop, its type."""
+        elapsed = self._clock.monotonic() - start
+        if isinstance(exc, CollectorError):
+            return None, CollectorStatus(False, elapsed, str(exc))
+        log.error("collector %s failed unexpectedly", collector.name, exc_info=exc)
+        return None, CollectorStatus(False, elapsed, f"{type(exc).__name__}: {exc}")
 
     async def _read_all(self) -> list[tuple[Sample | None, CollectorStatus]]:
         """Every collector's (sample, status), in collector order: inline reads at once, the
@@ -208,19 +217,11 @@ class Sampler:
             # submitted again until it returns, so a hung source holds one thread at most.
             elapsed = self._clock.monotonic() - start
             return None, CollectorStatus(False, elapsed, f"read timed out after {self.timeout_s}s")
-        except CollectorError as exc:
+        except Exception as exc:
             self._pending.pop(collector.name, None)
-            return None, CollectorStatus(False, self._clock.monotonic() - start, str(exc))
-        except Exception as exc:  # a collector bug must not end the tick loop
-            self._pending.pop(collector.name, None)
-            log.exception("collector %s failed unexpectedly", collector.name)
-            return None, CollectorStatus(
-                False, self._clock.monotonic() - start, f"{type(exc).__name__}: {exc}"
-            )
+            return self._failed(collector, start, exc)
         self._pending.pop(collector.name, None)
-        return sample, CollectorStatus(
-            True, self._clock.monotonic() - start, "", frozen(sample.problems)
-        )
+        return self._read_ok(start, sample)
 
     def _log_transition(self, name: str, status: CollectorStatus) -> None:
         before = self._status.get(name)
