@@ -11,7 +11,6 @@ Where ``prctl`` is not there (not Linux, no libc), threads keep the name they ha
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
@@ -22,7 +21,9 @@ _MAX_NAME_BYTES: Final = 15  # TASK_COMM_LEN 16, with the terminating NUL
 
 def _prctl() -> object | None:
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+        # The process's own symbols, libc's among them (as daemon/malloc_tuning.py finds
+        # mallopt): no ``ctypes.util.find_library`` search at start-up.
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
 
