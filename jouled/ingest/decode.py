@@ -174,13 +174,14 @@ def _select_roots(groups: list[_Group], checker: Checker, tally: Tally) -> Decod
     spans_out = tally.spans
     span_of = checker.span_of
     plan = _root_plan(checker.rules)
+    select_roots = otlpscan.c_select_roots if plan is not None else None
     seen = counted = 0
     for workload, resource_model, tuples in groups:
         seen += len(tuples)
-        if plan is not None and otlpscan.c_select_roots is not None:
+        if select_roots is not None:
             resolved = checker.workload_or_none(workload)
             if type(resolved) is str:
-                fast = otlpscan.c_select_roots(
+                fast = select_roots(
                     tuples, resolved, resource_model, checker.default_model(resolved), plan
                 )
                 if fast is not None:
