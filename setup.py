@@ -1,10 +1,11 @@
-"""The optional C span scanner (jouled/ingest/_otlpscan.c) and request selector
-(jouled/ingest/_roots.c); everything else is in pyproject.toml.
+"""The optional C span scanner (jouled/ingest/_otlpscan.c), request selector
+(jouled/ingest/_roots.c) and tick splitter (jouled/attribution/_split.c); everything else is
+in pyproject.toml.
 
-``optional=True``: where it cannot be compiled (no C compiler, no Python headers) the install
-goes on and jouled uses the pure-Python scanner (jouled/ingest/otlpscan.py). ``pip install -e .``
-(make run, make test) builds it in place, next to the source; the Makefile's stamps follow
-this file and the C file too, so ``make`` rebuilds it after an edit (by hand:
+``optional=True``: where they cannot be compiled (no C compiler, no Python headers) the install
+goes on and jouled uses their pure-Python twins (jouled/native.py). ``pip install -e .``
+(make run, make test) builds them in place, next to the source; the Makefile's stamps follow
+this file and the C files too, so ``make`` rebuilds them after an edit (by hand:
 ``.venv/bin/pip install --no-deps -e .``).
 """
 
@@ -14,5 +15,12 @@ setup(
     ext_modules=[
         Extension("jouled.ingest._otlpscan", ["jouled/ingest/_otlpscan.c"], optional=True),
         Extension("jouled.ingest._roots", ["jouled/ingest/_roots.c"], optional=True),
+        # Python's float arithmetic rounds each operation: no fused multiply-add.
+        Extension(
+            "jouled.attribution._split",
+            ["jouled/attribution/_split.c"],
+            optional=True,
+            extra_compile_args=["-ffp-contract=off"],
+        ),
     ]
 )

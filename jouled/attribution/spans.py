@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Literal
 
+from jouled.native import pure_requested
+
 EnergyByWorkload = Mapping[str, Mapping[str, float]]
 _INF = math.inf
 
@@ -301,7 +303,37 @@ class _RangeSum:
         return total
 
 
+def _compiled_split() -> Callable[..., tuple[float, list[float]] | None] | None:
+    """The compiled split, or None when not built (no compiler at install time) or not
+    wanted (JOULED_PURE_PYTHON=1)."""
+    if pure_requested():
+        return None
+    try:
+        from jouled.attribution._split import split_fractions as compiled
+    except ImportError:
+        return None
+    return compiled
+
+
+# Tests set it to None to run the Python function.
+_c_split_fractions = _compiled_split()
+
+
 def split_fractions(
+    spans: Iterable[tuple[float, float, float, bool]], w0: float, w1: float
+) -> tuple[float, list[float]]:
+    """Fractions of a tick [w0, w1) going outside spans and to each span: the rule of
+    ``py_split_fractions``, by the compiled twin (``jouled/attribution/_split.c``, equal
+    value for value) where it is built and takes the input, else by the Python function."""
+    items = spans if isinstance(spans, list) else list(spans)
+    if _c_split_fractions is not None:
+        got = _c_split_fractions(items, w0, w1)
+        if got is not None:
+            return got
+    return py_split_fractions(items, w0, w1)
+
+
+def py_split_fractions(
     spans: Iterable[tuple[float, float, float, bool]], w0: float, w1: float
 ) -> tuple[float, list[float]]:
     """Fractions of a tick [w0, w1) going outside spans and to each span.

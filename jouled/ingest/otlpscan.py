@@ -23,11 +23,12 @@ variable ``JOULED_PURE_PYTHON=1`` asks for the pure one (then the C module is no
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
+
+from jouled.native import pure_requested
 
 SpanTuple: TypeAlias = tuple[bytes, bytes, bytes, int, int, int, str, bool, dict[str, Any] | None]
 Data: TypeAlias = bytes | memoryview
@@ -74,15 +75,11 @@ def pure_scan_span(data: Data, wanted: frozenset[str]) -> SpanTuple:
     return span_tuple(Span.FromString(data), wanted)
 
 
-def _pure_requested() -> bool:
-    return os.environ.get("JOULED_PURE_PYTHON", "") not in ("", "0")
-
-
 # The C functions when the extension imports, else the pure ones (then COMPILED is False).
 _c_scan_scope: Callable[[Data, frozenset[str]], list[SpanTuple]] = pure_scan_scope
 _c_scan_span: Callable[[Data, frozenset[str]], SpanTuple] = pure_scan_span
 AVAILABLE = False  # the C extension was loaded
-if not _pure_requested():
+if not pure_requested():
     try:
         from jouled.ingest._otlpscan import scan_scope as _c_scan_scope
         from jouled.ingest._otlpscan import scan_span as _c_scan_span
