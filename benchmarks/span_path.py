@@ -16,7 +16,8 @@ the host's processes, so that each change to the path can be measured in seconds
   heap held by the spans in flight at steady state (tracemalloc, a second pass) per span.
 
     .venv/bin/python -m benchmarks.span_path --seconds 90 --rate 1000
-    JOULED_PURE_PYTHON=1 .venv/bin/python -m benchmarks.span_path   # without the C scanner
+    .venv/bin/python -m benchmarks.span_path --span-ms 2000   # LLM requests, ~2,000 open
+    JOULED_PURE_PYTHON=1 .venv/bin/python -m benchmarks.span_path   # without the C extensions
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ T0 = 1_800_000_000.0  # virtual wall clock start (2027), whole seconds
 BATCH_DELAY_S = 5
 
 
-def sdk_bodies(rate: int, seconds: int, workloads: int) -> list[tuple[float, bytes]]:
+def sdk_bodies(
+    rate: int, seconds: int, workloads: int, span_ms: float = 5.0
+) -> list[tuple[float, bytes]]:
     """(virtual send time, body) in send order: the SDK's encoding of its spans."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.resources import Resource
@@ -63,7 +66,8 @@ def sdk_bodies(rate: int, seconds: int, workloads: int) -> list[tuple[float, byt
         for s in range(seconds):
             for i in range(per_s):
                 end = int((T0 + s + offset + (i + 0.5) / per_s) * 1e9)
-                record_request(tracer, end, models[w][(s * per_s + i) % 5])
+                model = models[w][(s * per_s + i) % 5]
+                record_request(tracer, end, model, int(span_ms * 1e6))
             if (s + 1) % BATCH_DELAY_S == 0 or s == seconds - 1:
                 for k in range(0, len(keep.spans), 512):
                     body = encode_spans(keep.spans[k : k + 512]).SerializeToString()
@@ -107,7 +111,9 @@ def _stage(workloads: int, models: list[list[str]]) -> Any:
     return AttributionStage(cfg, tracker=Tracker()), cfg
 
 
-def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
+def run(
+    rate: int, seconds: int, workloads: int, trace: bool, span_ms: float = 5.0
+) -> dict[str, Any]:
     from jouled.ingest import otlpscan
     from jouled.ingest.attributes import AttributeNames
     from jouled.ingest.decode import decode_otlp_protobuf
@@ -116,7 +122,7 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
     from jouled.pipeline.tick import Tick
 
     models = model_names(workloads)
-    bodies = sdk_bodies(rate, seconds, workloads)
+    bodies = sdk_bodies(rate, seconds, workloads, span_ms)
     stage, cfg = _stage(workloads, models)
     known = stage.known_workloads()
     per_token = dict(cfg.spans.gflops_per_token)
@@ -175,6 +181,7 @@ def run(rate: int, seconds: int, workloads: int, trace: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "rate": rate,
         "seconds": seconds,
+        "span_ms": span_ms,
         "spans": spans,
         "settled": settled,
         "books_balance_rel": abs(in_spans - booked) / in_spans if in_spans else math.nan,
@@ -195,11 +202,19 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=90, help="virtual seconds of spans")
     p.add_argument("--workloads", type=int, default=10)
     p.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass")
+    p.add_argument(
+        "--span-ms",
+        type=float,
+        default=5.0,
+        help="request length: 5 ms spans are mostly alone in their tick; LLM requests of "
+        "seconds (e.g. 2000) overlap by the hundred, as under continuous batching",
+    )
     args = p.parse_args()
     seconds = min(args.seconds, 600)
-    r = run(args.rate, seconds, args.workloads, trace=False)
+    span_ms = min(max(args.span_ms, 0.0), 30_000.0)
+    r = run(args.rate, seconds, args.workloads, trace=False, span_ms=span_ms)
     if not args.no_memory:
-        r["memory"] = run(args.rate, seconds, args.workloads, trace=True)
+        r["memory"] = run(args.rate, seconds, args.workloads, trace=True, span_ms=span_ms)
     print(
         f"{r['spans']} spans, {r['settled']} settled; CPU per span: "
         + ", ".join(f"{k} {v:.2f} us" for k, v in r["us_per_span"].items())
@@ -213,7 +228,8 @@ def main() -> None:
             f"(~{m['pending']:.0f} spans pending; joiner records and books included)",
             file=sys.stderr,
         )
-    save("span_path", {"machine": machine(), "command": " ".join(sys.argv), "result": r})
+    name = "span_path" if span_ms == 5.0 else f"span_path_{span_ms:g}ms"
+    save(name, {"machine": machine(), "command": " ".join(sys.argv), "result": r})
 
 
 if __name__ == "__main__":

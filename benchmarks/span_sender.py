@@ -50,15 +50,16 @@ def _providers(endpoint: str, protocol: str, workloads: int) -> list[Any]:
     return providers
 
 
-def record_request(tracer: Any, end_ns: int, model: str) -> None:
-    """One 5 ms SERVER span ending at ``end_ns``, as an instrumented FastAPI server records
-    an LLM request: HTTP semconv attributes, GenAI model and token counts."""
+def record_request(tracer: Any, end_ns: int, model: str, duration_ns: int = 5_000_000) -> None:
+    """One SERVER span (5 ms unless ``duration_ns``) ending at ``end_ns``, as an instrumented
+    FastAPI server records an LLM request: HTTP semconv attributes, GenAI model and token
+    counts."""
     from opentelemetry.trace import SpanKind
 
     span = tracer.start_span(
         "POST /v1/completions",
         kind=SpanKind.SERVER,
-        start_time=end_ns - 5_000_000,
+        start_time=end_ns - duration_ns,
         attributes={
             "http.method": "POST",
             "http.scheme": "http",

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "labels",
                 "throttle",
                 "threads",
+                "native",
                 "config",
             }
         ),
