@@ -16,6 +16,7 @@ QUICK = [
     ["scrape", "--scrapes", "60"],
     ["ingest", "--batches", "100"],
     ["accuracy", "--seconds", "10"],
+    ["split"],
 ]
 LONG = [["daemon_cpu"], ["compare"]]
 
