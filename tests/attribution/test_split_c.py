@@ -16,6 +16,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.split import BASE as SHAPES_BASE
+from benchmarks.split import shapes
 from jouled.attribution import spans as spans_mod
 from jouled.attribution.spans import SpanSplitter, py_split_fractions, split_fractions
 
@@ -97,18 +99,10 @@ def test_the_exact_sum_rounds_as_math_fsum(values: list[float]) -> None:
 
 def test_one_big_cluster_of_long_requests_as_a_batching_llm_server_makes() -> None:
     """2,000 requests of 0.5-3 s open at once over a tick (continuous batching): every span
-    in one cluster, work rates spread over 12 orders of magnitude."""
-    items = [
-        (
-            BASE - (k % 97) / 40,
-            BASE + 0.2 + (k % 89) / 30,
-            10.0 ** ((k % 13) - 6) * (1 + k % 7),
-            k % 50 != 0,
-        )
-        for k in range(2000)
-    ]
-    got = c_split(items, BASE, BASE + 1.0)
-    assert same(got, py_split_fractions(items, BASE, BASE + 1.0))
+    in one cluster, work rates spread over 12 orders of magnitude (``benchmarks.split``)."""
+    items, w0 = shapes()["llm"], SHAPES_BASE
+    got = c_split(items, w0, w0 + 1.0)
+    assert same(got, py_split_fractions(items, w0, w0 + 1.0))
     assert got is not None and got[0] == 0.0  # open all tick long: nothing outside
 
 
