@@ -21,6 +21,8 @@ over the same window, so both see the same machine.
     .venv/bin/python -m benchmarks.daemon_cpu                  # 3 runs, ~25 min
     .venv/bin/python -m benchmarks.daemon_cpu --runs 1 --rates 1000 --transports http
     .venv/bin/python -m benchmarks.daemon_cpu --runs 0          # the idle comparison only
+    .venv/bin/python -m benchmarks.daemon_cpu --runs 1 --rates 1000 --transports http \
+        --no-codecarbon --span-ms 2000                          # LLM-length requests
 
 ``--settle-seconds`` shortens the settle delay (and the warm-up with it) for quick looks
 only: the headline numbers use the default 30 s.
@@ -103,7 +105,9 @@ def _row(cpu: float, wall: float, rss: float, spans: float = 0.0) -> dict[str, f
 
 
 @contextlib.contextmanager
-def _sender(endpoint: str, protocol: str, rate: int, seconds: float) -> Iterator[None]:
+def _sender(
+    endpoint: str, protocol: str, rate: int, seconds: float, span_ms: float = 5.0
+) -> Iterator[None]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -119,6 +123,8 @@ def _sender(endpoint: str, protocol: str, rate: int, seconds: float) -> Iterator
             str(seconds),
             "--workloads",
             str(GROUPS),
+            "--span-ms",
+            str(span_ms),
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -154,7 +160,13 @@ def loaded_config(settle: float | None) -> dict[str, Any]:
 
 
 def _loaded_run(
-    run: int, rates: list[int], transports: list[str], window: float, settle: float | None
+    run: int,
+    rates: list[int],
+    transports: list[str],
+    window: float,
+    settle: float | None,
+    *,
+    span_ms: float = 5.0,
 ) -> dict[str, Any]:
     settle_s = DEFAULT_SETTLE_S if settle is None else settle
     warm = settle_s + 10  # the first tick of the rate has settled, plus a BSP delay
@@ -183,7 +195,7 @@ def _loaded_run(
                 with (
                     tempfile.TemporaryDirectory() as tmp,
                     daemon(Path(tmp), cfg) as d,
-                    _sender(endpoint, transport, rate, warm + window + 10),
+                    _sender(endpoint, transport, rate, warm + window + 10, span_ms),
                 ):
                     time.sleep(warm)
                     n0, th0 = _received(d), thread_cpu(d.pid)
@@ -274,6 +286,13 @@ def main() -> None:
         default=None,
         help="shorter spans.settle_seconds for quick looks (headline: the default 30 s)",
     )
+    p.add_argument(
+        "--span-ms",
+        type=float,
+        default=5.0,
+        help="request length: 5 ms (the headline) or LLM-like, e.g. 2000 (overlapping by the "
+        "thousand at 1,000 spans/s)",
+    )
     p.add_argument("--no-codecarbon", action="store_true", help="skip the idle comparison")
     p.add_argument(
         "--idle-window",
@@ -286,11 +305,17 @@ def main() -> None:
     rates = [int(x) for x in args.rates.split(",")]
     transports = [t for t in args.transports.split(",") if t]
     window = min(args.window, 300.0)
-    results: dict[str, Any] = {"window_s": window, "rates": rates, "transports": transports}
+    span_ms = min(max(args.span_ms, 0.0), 30_000.0)
+    results: dict[str, Any] = {
+        "window_s": window,
+        "rates": rates,
+        "transports": transports,
+        "span_ms": span_ms,
+    }
     if not args.no_codecarbon:
         results["idle_vs_codecarbon"] = idle_vs_codecarbon(min(args.idle_window, 600.0))
     runs = [
-        _loaded_run(i + 1, rates, transports, window, args.settle_seconds)
+        _loaded_run(i + 1, rates, transports, window, args.settle_seconds, span_ms=span_ms)
         for i in range(min(args.runs, 10))
     ]
     results["runs"] = runs
@@ -321,7 +346,8 @@ def main() -> None:
             f"({idle['jouled']['schedstat_percent_of_one_core']:.3f} % by schedstat, "
             f"{idle['jouled']['rss_mb']:.1f} MB) vs {cc_text}"
         )
-    print("saved", save("daemon_cpu", results))
+    name = "daemon_cpu" if span_ms == 5.0 else f"daemon_cpu_{span_ms:g}ms"
+    print("saved", save(name, results))
 
 
 if __name__ == "__main__":

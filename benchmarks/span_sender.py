@@ -3,7 +3,8 @@ workload with its default ``BatchSpanProcessor`` (batches of up to 512 spans, ev
 soon as 512 wait) and the OTLP exporter over HTTP (protobuf) or gRPC.
 
 Each span is a SERVER span of an LLM request as an instrumented FastAPI server records it
-(HTTP semconv attributes, GenAI model and token counts), 5 ms long, ending when it is made.
+(HTTP semconv attributes, GenAI model and token counts), 5 ms long (``--span-ms``), ending when
+it is made.
 Spans are spread evenly over ``--workloads`` services (``w0``, ``w1``...) and 5 models each.
 Bounded: stops after ``--seconds``; prints a progress line every 10 s to stderr.
 
@@ -77,8 +78,16 @@ def record_request(tracer: Any, end_ns: int, model: str, duration_ns: int = 5_00
     span.end(end_time=end_ns)
 
 
-def send(endpoint: str, protocol: str, rate: float, seconds: float, workloads: int) -> int:
-    """``rate`` spans/s for ``seconds``; returns the number of spans made."""
+def send(
+    endpoint: str,
+    protocol: str,
+    rate: float,
+    seconds: float,
+    workloads: int,
+    *,
+    span_ms: float = 5.0,
+) -> int:
+    """``rate`` spans/s of ``span_ms`` each for ``seconds``; returns the number of spans made."""
     providers = _providers(endpoint, protocol, workloads)
     tracers = [p.get_tracer("fastapi-app", "0.1.0") for p in providers]
     models = model_names(workloads)
@@ -92,7 +101,8 @@ def send(endpoint: str, protocol: str, rate: float, seconds: float, workloads: i
             while made < due:
                 w = made % workloads
                 end = time.time_ns()
-                record_request(tracers[w], end, models[w][(made // workloads) % 5])
+                model = models[w][(made // workloads) % 5]
+                record_request(tracers[w], end, model, int(span_ms * 1e6))
                 made += 1
             if now >= next_progress:
                 print(f"  sender: {made} spans in {now - t0:.0f} s", file=sys.stderr, flush=True)
@@ -111,8 +121,17 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--workloads", type=int, default=10)
+    p.add_argument("--span-ms", type=float, default=5.0, help="request length (LLM: ~2000)")
     args = p.parse_args()
-    made = send(args.endpoint, args.protocol, args.rate, min(args.seconds, 3600), args.workloads)
+    span_ms = min(max(args.span_ms, 0.0), 30_000.0)
+    made = send(
+        args.endpoint,
+        args.protocol,
+        args.rate,
+        min(args.seconds, 3600),
+        args.workloads,
+        span_ms=span_ms,
+    )
     print(made, flush=True)
 
 

@@ -10,7 +10,9 @@
  * integers) an exact fixed-point sum rounded once to nearest, ties to even, as they are.
  * It returns None, leaving the call to the Python function, for anything outside the plain
  * case: w0, w1, a start or an end that is not a finite float, a rate that is not a float,
- * ``known`` that is not a bool, an item that is not a 4-tuple.
+ * ``known`` that is not a bool, an item that is not a 4-tuple; and for bounds so far apart
+ * (~1e308) that the tick's length or its gaps' sum overflows, where Python's ``math.fsum``
+ * raises OverflowError (so the caller gets that error).
  *
  * Built with -ffp-contract=off (setup.py): a fused multiply-add would round once where
  * Python rounds twice.
@@ -36,11 +38,12 @@ typedef struct {
 #define MIN_RATE 1e-200
 #define MAX_RATE 1e200
 
-/* Add (sub = 0) or subtract (sub = 1) the finite double x, exactly. */
+/* Add (sub = 0) or subtract (sub = 1) the finite double x, exactly (callers pass finite
+ * values only: frexp of an infinity leaves the exponent unset on some C libraries). */
 static void
 acc_add(Acc *a, double x, int sub)
 {
-    if (x == 0.0) {
+    if (x == 0.0 || !isfinite(x)) {
         return;
     }
     if (x < 0.0) {
@@ -436,6 +439,11 @@ py_split_fractions(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
         }
     }
     double length = w1 - w0;
+    if (!isfinite(length)) { /* bounds ~1e308 apart: Python's fsum overflows and says so */
+        out = Py_None;
+        Py_INCREF(out);
+        goto done;
+    }
     if (length <= 0.0 || n_open == 0) {
         out = result(1.0, NULL, n, 0.0);
         goto done;
@@ -478,7 +486,13 @@ py_split_fractions(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
         cluster_end = E[i];
     }
     acc_add(&gaps, w1 - cluster_end, 0);
-    double outside = acc_value(&gaps) / length;
+    double gap_sum = acc_value(&gaps);
+    if (!isfinite(gap_sum)) { /* rounds past DBL_MAX: math.fsum raises OverflowError */
+        out = Py_None;
+        Py_INCREF(out);
+        goto done;
+    }
+    double outside = gap_sum / length;
     if (!(outside < 1.0)) {
         outside = 1.0; /* min(1.0, x) */
     }
@@ -513,7 +527,8 @@ done:
 }
 
 /* fsum(values) -> float | None: math.fsum by the exact sum above, for the tests (None for
- * anything but a list of finite floats). */
+ * anything but a list of finite floats, and where the sum is negative or rounds past
+ * DBL_MAX; math.fsum may also raise OverflowError on the way to a finite sum). */
 static PyObject *
 py_fsum(PyObject *Py_UNUSED(module), PyObject *values)
 {
@@ -529,16 +544,17 @@ py_fsum(PyObject *Py_UNUSED(module), PyObject *values)
         }
         acc_add(&sum, x, 0);
     }
-    if (acc_negative(&sum)) {
+    double total = acc_negative(&sum) ? -1.0 : acc_value(&sum);
+    if (!(total >= 0.0 && isfinite(total))) {
         Py_RETURN_NONE;
     }
-    return PyFloat_FromDouble(acc_value(&sum));
+    return PyFloat_FromDouble(total);
 }
 
 static PyMethodDef methods[] = {
     {"fsum", (PyCFunction)py_fsum, METH_O,
-     "fsum(values) -> float | None: math.fsum of a list of finite floats whose sum is >= 0, "
-     "by the exact sum split_fractions uses (for tests); None otherwise."},
+     "fsum(values) -> float | None: math.fsum of a list of finite floats whose sum is >= 0 "
+     "and finite, by the exact sum split_fractions uses (for tests); None otherwise."},
     {"split_fractions", (PyCFunction)(void (*)(void))py_split_fractions, METH_FASTCALL,
      "split_fractions(spans, w0, w1) -> (outside, fractions) | None: spans.py's "
      "py_split_fractions, value for value; None where the Python function must run."},

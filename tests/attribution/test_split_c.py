@@ -128,6 +128,41 @@ def test_input_off_the_plain_case_is_handed_to_python_which_still_answers(
         assert len(fractions) == 1 and not math.isnan(outside)
 
 
+@pytest.mark.parametrize(
+    ("items", "w0", "w1"),
+    [
+        # The tick's length overflows (found by a reviewer's fuzzing).
+        ([(0.0, 1.0, 1.0, True)], -1e308, 1e308),
+        ([(9e307, 1e308, 1.0, True)], -1e308, 1e308),
+        # A finite length (DBL_MAX) whose two rounded gaps sum past it.
+        (
+            [(2.0**970 + 2.0**918, 2.0**970 + 2.0**918 + 2.0**960, 1.0, True)],
+            -(2.0**1023),
+            2.0**1023 - 2.0**971,
+        ),
+    ],
+)
+def test_bounds_whose_sums_overflow_raise_as_python_does(
+    items: list[tuple[float, float, float, bool]], w0: float, w1: float
+) -> None:
+    assert c_split(items, w0, w1) is None
+    with pytest.raises(OverflowError):
+        split_fractions(items, w0, w1)
+
+
+def test_the_exact_sum_hands_back_what_math_fsum_cannot_sum() -> None:
+    from jouled.attribution._split import fsum
+
+    assert fsum([1e308, 1e308]) is None  # math.fsum: OverflowError
+    assert fsum([1.0, -2.0]) is None  # negative
+    assert fsum([1.0, float("inf")]) is None  # not finite
+    # Where a partial sum overflows but the whole does not, the exact sum answers and
+    # math.fsum raises; the split's summands are all >= 0, so it never meets this case.
+    assert fsum([2.0**1023, 2.0**1023, -(2.0**1023)]) == 2.0**1023
+    with pytest.raises(OverflowError):
+        math.fsum([2.0**1023, 2.0**1023, -(2.0**1023)])
+
+
 def test_the_splitter_settles_through_the_compiled_split(monkeypatch: pytest.MonkeyPatch) -> None:
     """The splitter's result is the same with the Python split, and the compiled one ran."""
     calls = 0
