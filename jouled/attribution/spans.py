@@ -145,13 +145,6 @@ _start: Callable[[_Pending], float] = attrgetter("start")
 _end: Callable[[_Pending], float] = attrgetter("end")
 
 
-def _rate(rec: _Pending) -> float:
-    """GFLOPs per second; 0.0 when the work is unknown or the span has no length (derived,
-    not stored: a float per span in flight is 24 B)."""
-    gflops, duration = rec.gflops, rec.end - rec.start
-    return gflops / duration if gflops is not None and duration > 0 else 0.0
-
-
 class _TimeQueue:
     """Records taken in (time, arrival) order, as from a heap of (time, seq) tuples, in fewer
     comparisons and with no tuple per record.
@@ -742,9 +735,17 @@ class SpanSplitter:
                         lane.active[rec] = None
                         lane.active_ends.push(rec, rec.end)
             if energy:
+                # Work rates, GFLOPs per second (0.0 for a span of no length): derived per
+                # tick, not stored (a float per span in flight is 24 B), and inline: no call
+                # per open span per tick (LLM requests stay open for several ticks).
                 outside, fractions = split_fractions(
                     [
-                        (r.start, r.end, _rate(r), True)
+                        (
+                            r.start,
+                            r.end,
+                            r.gflops / (r.end - r.start) if r.end > r.start else 0.0,
+                            True,
+                        )
                         if r.gflops is not None
                         else (r.start, r.end, 0.0, False)
                         for r in active
