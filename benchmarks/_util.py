@@ -68,6 +68,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_cpu_ns(pid: int) -> int:
+    """CPU time of a whole process in ns, threads that have ended included: the kernel's
+    process CPU clock (``clock_getcpuclockid(3)``: ``(~pid << 3) | CPUCLOCK_SCHED``, the same
+    scheduler runtime schedstat counts). A sum of the live threads' schedstat would drop
+    every thread that ended in the window: CodeCarbon's tracker starts a new timer thread for
+    each measurement, so such a sum went negative."""
+    return time.clock_gettime_ns(((~pid) << 3) | 2)
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds per thread group of ``pid`` (from each task's schedstat, in ns): jouled's
     pools name their threads (``jouled/threads.py``), so ``jouled-ingest_0`` and ``_1`` add up

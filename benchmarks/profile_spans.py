@@ -84,7 +84,7 @@ def shares(raw: Path) -> dict[str, float]:
 
 def profile(rate: int, transport: str, window: float, settle: float | None) -> dict[str, Any]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    cfg = loaded_config(settle)
+    cfg = loaded_config(settle, rate)
     grpc = cfg["ingest"]["grpc_listen"]
     warm = (30.0 if settle is None else settle) + 10
     with (

@@ -517,6 +517,16 @@ class SpanSplitter:
         return self._n_pending
 
     @property
+    def max_pending(self) -> int:
+        """``max_pending_spans``: spans past it are refused or push out another workload's."""
+        return self._max_pending
+
+    @property
+    def dropped(self) -> int:
+        """``stats.dropped_spans``, without building the stats."""
+        return self._dropped
+
+    @property
     def settled_until(self) -> float:
         """Wall time up to which energy is settled; spans starting before it are late."""
         return self._frontier

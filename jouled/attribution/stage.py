@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -214,7 +215,10 @@ class AttributionStage:
         self._idle_cfg = cfg.attribution.idle_power_watts
         self._idle: dict[Key, IdleModel] = {}
         self._gpu_idle: dict[str, IdleModel] = {}
-        self.splitter = SpanSplitter(settle_seconds=cfg.spans.settle_seconds)
+        self.splitter = SpanSplitter(
+            settle_seconds=cfg.spans.settle_seconds,
+            max_pending_spans=cfg.spans.max_pending_spans,
+        )
         # Nested spans of one request (Triton's three SERVER spans) count once: each span is
         # remembered for JOIN_MEMORY_S after it ends, longer than exporters' batch delays.
         self.joiner = RequestJoiner(
@@ -223,6 +227,7 @@ class AttributionStage:
         self.splitter_settle_s = cfg.spans.settle_seconds
         self._late_longest_s = 0.0
         self._late_logged_at = -math.inf
+        self._full_logged_at = -math.inf
         self._buckets = tuple(cfg.spans.buckets)
         self._window_s = cfg.spans.window
         self._workloads = [w.name for w in cfg.workloads]
@@ -295,6 +300,7 @@ class AttributionStage:
 
     def _submit(self, spans: Sequence[Span]) -> tuple[int, int]:
         accepted = late = 0
+        dropped = self.splitter.dropped
         for span in spans:
             self._received += 1
             try:
@@ -311,7 +317,29 @@ class AttributionStage:
             else:
                 accepted += 1
         self._late += late
+        if self.splitter.dropped != dropped or accepted + late < len(spans):
+            self._note_full()
         return accepted, late
+
+    def _note_full(self) -> None:
+        """One warning a minute at most while the pending cap refuses or drops spans."""
+        now = time.monotonic()
+        stats = self.splitter.stats
+        full = stats.pending_spans >= self.splitter.max_pending
+        if not full or now - self._full_logged_at < 60.0:
+            return
+        self._full_logged_at = now
+        log.warning(
+            "spans waiting to settle are at spans.max_pending_spans (%d): %d refused "
+            '(jouled_spans_rejected_total{reason="pending_full"}) and %d dropped so far; '
+            "about spans/s x (spans.settle_seconds %.0fs + the tick + the exporter's batch "
+            "delay) are held: raise spans.max_pending_spans (~0.5 KB a span) or lower "
+            "spans.settle_seconds",
+            self.splitter.max_pending,
+            self._rejected.get(PENDING_FULL, 0),
+            stats.dropped_spans,
+            self.splitter_settle_s,
+        )
 
     def _note_late(self, span: Span) -> None:
         """One warning a minute at most, with what to change."""

@@ -401,3 +401,42 @@ def test_hostile_trace_shapes_count_each_request_once_and_the_books_balance() ->
     # Conservation: the requests cover 0.1 s to 0.9 s of a 100 J second, counted once.
     assert api_j == pytest.approx(100.0)
     assert stats.energy_sum_j == pytest.approx(80.0, rel=1e-6)
+
+
+def test_spans_past_max_pending_spans_are_refused_counted_and_warned_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # At 5,000 spans/s and the 30 s settle ~155,000 spans wait to settle: the old fixed cap
+    # of 100,000 refused a quarter of them with no log line. The cap is now a setting, and
+    # reaching it says which one to change.
+    stage = make_stage(max_pending_spans=1000)
+    assert stage.splitter.max_pending == 1000
+    spans = [
+        Span(
+            "api",
+            "m",
+            T0 + 0.001 * i,
+            T0 + 0.001 * i + 0.005,
+            trace_id=f"{i:032x}",
+            span_id=f"{i:016x}",
+        )
+        for i in range(1500)
+    ]
+    with caplog.at_level(logging.WARNING, logger="jouled.attribution.stage"):
+        assert stage.submit(spans[:1200]) == (1000, 0)
+        assert stage.submit(spans[1200:]) == (0, 0)  # within the minute: counted, no new line
+    warned = [r.getMessage() for r in caplog.records if "max_pending_spans" in r.getMessage()]
+    assert len(warned) == 1
+    assert "spans.max_pending_spans (1000): 200 refused" in warned[0]
+    assert "lower spans.settle_seconds" in warned[0]
+    snap = stage.on_tick(tick(1), EMPTY)
+    assert snap.spans_rejected == {"pending_full": 500}
+    assert snap.spans_received == 1500
+    assert snap.spans_pending == 1000
+
+
+def test_max_pending_spans_has_a_floor_and_a_ceiling() -> None:
+    for bad in (999, 10_000_001):
+        with pytest.raises(config.ConfigError, match="max_pending_spans"):
+            make_stage(max_pending_spans=bad)
+    assert make_stage().splitter.max_pending == 100_000
