@@ -23,6 +23,7 @@ the window count; CodeCarbon starts a thread per measurement).
     .venv/bin/python -m benchmarks.daemon_cpu                  # 3 runs, ~25 min
     .venv/bin/python -m benchmarks.daemon_cpu --runs 1 --rates 1000 --transports http
     .venv/bin/python -m benchmarks.daemon_cpu --runs 0          # the idle comparison only
+                                                                # (daemon_cpu_idle.json)
     .venv/bin/python -m benchmarks.daemon_cpu --runs 1 --rates 1000 --transports http \
         --no-codecarbon --span-ms 2000                          # LLM-length requests
 
@@ -240,12 +241,20 @@ def _loaded_run(
 
 
 def idle_vs_codecarbon(window: float) -> dict[str, Any]:
-    """The idle daemon and CodeCarbon's tracker measured over the same window."""
+    """The idle daemon (the default config: OTLP/HTTP and OTLP/gRPC receivers), the idle
+    daemon with its gRPC receiver off (``ingest.grpc_listen: null``: grpcio's own threads
+    are not started) and CodeCarbon's tracker, measured over the same window."""
     py = _codecarbon_python(None)
     out: dict[str, Any] = {}
     cfg = {"interval": 1.0, "collectors": {"nvml": {"enabled": False}}}
-    with tempfile.TemporaryDirectory() as tmp, daemon(Path(tmp), cfg) as d:
-        pids = [d.pid]
+    no_grpc = {**cfg, "ingest": {"listen": f"127.0.0.1:{free_port()}", "grpc_listen": None}}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryDirectory() as tmp2,
+        daemon(Path(tmp), cfg) as d,
+        daemon(Path(tmp2), no_grpc) as d2,
+    ):
+        pids = [d.pid, d2.pid]
         proc = None
         if py is None:
             out["codecarbon"] = "not installed (pip install codecarbon: the bench extra)"
@@ -260,11 +269,11 @@ def idle_vs_codecarbon(window: float) -> dict[str, Any]:
             pids.append(proc.pid)
         try:
             time.sleep(5)
-            _log(f"idle daemon and CodeCarbon side by side, {window:.0f} s window")
+            _log(f"idle daemons and CodeCarbon side by side, {window:.0f} s window")
             ns0 = [process_cpu_ns(p) for p in pids]
-            th0 = thread_cpu(d.pid)
+            th0 = [thread_cpu(d.pid), thread_cpu(d2.pid)]
             cpus, wall, peaks = _window(pids, window)
-            th1 = thread_cpu(d.pid)
+            th1 = [thread_cpu(d.pid), thread_cpu(d2.pid)]
             # The same CPU time from the scheduler's ns counters: at ~0.15 % of a core, 120 s
             # is only ~18 of the 10 ms clock ticks that utime + stime count in.
             ns = [(process_cpu_ns(p) - n) / 1e9 for p, n in zip(pids, ns0, strict=True)]
@@ -272,14 +281,20 @@ def idle_vs_codecarbon(window: float) -> dict[str, Any]:
             if proc is not None:
                 proc.kill()
                 proc.wait()
-    out["jouled"] = _row(cpus[0], wall, peaks[0])
-    out["jouled"]["schedstat_percent_of_one_core"] = 100 * ns[0] / wall
-    out["jouled"]["threads_ms_per_s"] = _threads(th0, th1, wall)
-    if len(pids) > 1:
-        out["codecarbon"] = _row(cpus[1], wall, peaks[1])
-        out["codecarbon"]["schedstat_percent_of_one_core"] = 100 * ns[1] / wall
-        out["ratio_cpu_jouled_over_codecarbon"] = cpus[0] / cpus[1] if cpus[1] else float("inf")
-        out["ratio_schedstat_jouled_over_codecarbon"] = ns[0] / ns[1] if ns[1] else float("inf")
+    for i, key in enumerate(("jouled", "jouled_grpc_off")):
+        out[key] = _row(cpus[i], wall, peaks[i])
+        out[key]["schedstat_percent_of_one_core"] = 100 * ns[i] / wall
+        out[key]["threads_ms_per_s"] = _threads(th0[i], th1[i], wall)
+    if len(pids) > 2:
+        out["codecarbon"] = _row(cpus[2], wall, peaks[2])
+        out["codecarbon"]["schedstat_percent_of_one_core"] = 100 * ns[2] / wall
+        for i, suffix in ((0, ""), (1, "_grpc_off")):
+            out[f"ratio_cpu_jouled{suffix}_over_codecarbon"] = (
+                cpus[i] / cpus[2] if cpus[2] else float("inf")
+            )
+            out[f"ratio_schedstat_jouled{suffix}_over_codecarbon"] = (
+                ns[i] / ns[2] if ns[2] else float("inf")
+            )
     return out
 
 
@@ -370,7 +385,16 @@ def main() -> None:
             f"({idle['jouled']['schedstat_percent_of_one_core']:.3f} % by schedstat, "
             f"{idle['jouled']['rss_mb']:.1f} MB) vs {cc_text}"
         )
+        off = idle["jouled_grpc_off"]
+        ratio = idle.get("ratio_schedstat_jouled_grpc_off_over_codecarbon")
+        print(
+            f"  idle jouled, gRPC receiver off: {off['cpu_percent_of_one_core']:.3f} % "
+            f"({off['schedstat_percent_of_one_core']:.3f} % by schedstat, "
+            f"{off['rss_mb']:.1f} MB)" + (f", ratio {ratio:.2f} by schedstat" if ratio else "")
+        )
     name = "daemon_cpu" if span_ms == 5.0 else f"daemon_cpu_{span_ms:g}ms"
+    if not runs:
+        name = "daemon_cpu_idle"  # the idle comparison alone keeps the loaded runs' file
     print("saved", save(name, results))
 
 

@@ -1,0 +1,45 @@
+"""The benchmarks' CPU clocks: a process's CPU time counts its threads that have ended."""
+
+import subprocess
+import sys
+import time
+
+from benchmarks._util import process_cpu_ns, thread_cpu
+
+# A child that spends ~0.2 s of CPU in a thread that then ends, as CodeCarbon's tracker
+# does once a measurement (a new timer thread each time), then waits to be read.
+CHILD = """
+import sys, threading, time
+def burn():
+    t = time.thread_time()
+    while time.thread_time() - t < 0.2:
+        pass
+print("ready", flush=True)
+sys.stdin.readline()
+th = threading.Thread(target=burn)
+th.start()
+th.join()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_process_cpu_counts_threads_that_ended_where_a_thread_sum_does_not() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        ns0, threads0 = process_cpu_ns(proc.pid), sum(thread_cpu(proc.pid).values())
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "done\n"
+        time.sleep(0.05)
+        used_s = (process_cpu_ns(proc.pid) - ns0) / 1e9
+        thread_sum_s = sum(thread_cpu(proc.pid).values()) - threads0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert used_s >= 0.19  # the thread's 0.2 s, counted after it ended
+    assert thread_sum_s < 0.1  # the live threads' sum lost it: the bug the clock fixes
