@@ -214,6 +214,11 @@ class RequestJoiner:
         self._size = 0
         self.nested = 0  # spans joined to a request already counted
 
+    @property
+    def max_requests(self) -> int:
+        """Requests remembered at most (the oldest are forgotten first past it)."""
+        return self._max
+
     def _named(self, span: Span) -> bool:
         return span.model not in (UNKNOWN_MODEL, self.fallback_models.get(span.workload))
 

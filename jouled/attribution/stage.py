@@ -222,7 +222,13 @@ class AttributionStage:
         # Nested spans of one request (Triton's three SERVER spans) count once: each span is
         # remembered for JOIN_MEMORY_S after it ends, longer than exporters' batch delays.
         self.joiner = RequestJoiner(
-            self.splitter, memory_s=JOIN_MEMORY_S, fallback_models=workload_models(cfg)
+            self.splitter,
+            memory_s=JOIN_MEMORY_S,
+            fallback_models=workload_models(cfg),
+            # Half the pending cap: the joiner remembers requests 15 s after they end, about
+            # half as long as spans wait to settle, so a cap raised for a higher rate raises
+            # both (at 5,000 spans/s the fixed 50,000 covered 10 s, not 15).
+            max_requests=max(50_000, cfg.spans.max_pending_spans // 2),
         )
         self.splitter_settle_s = cfg.spans.settle_seconds
         self._late_longest_s = 0.0

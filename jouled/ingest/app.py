@@ -274,7 +274,8 @@ async def ingest_body(
         rejected = {**result.rejected, PENDING_FULL: result.rejected.get(PENDING_FULL, 0) + refused}
         first = result.first_error or (
             f"{PENDING_FULL}: {refused} span(s) not queued: the pending spans are at their "
-            "cap and this workload holds its fair share of them; retry later"
+            "cap (the daemon's spans.max_pending_spans) and this workload holds its fair "
+            "share of them; retry later"
         )
         result = replace(result, rejected=rejected, first_error=first)
     return result, accepted, late

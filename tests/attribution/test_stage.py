@@ -440,3 +440,10 @@ def test_max_pending_spans_has_a_floor_and_a_ceiling() -> None:
         with pytest.raises(config.ConfigError, match="max_pending_spans"):
             make_stage(max_pending_spans=bad)
     assert make_stage().splitter.max_pending == 100_000
+
+
+def test_the_joiner_remembers_half_as_many_requests_as_spans_may_wait() -> None:
+    # Requests are remembered 15 s after they end, spans wait ~30 s: a cap raised for a
+    # higher rate raises the joiner's too, never below its 50,000.
+    assert make_stage().joiner.max_requests == 50_000
+    assert make_stage(max_pending_spans=250_000).joiner.max_requests == 125_000

@@ -195,3 +195,47 @@ def test_unix_socket_ingest_with_a_token_and_no_secret_in_metrics(tmp_path: Path
         for secret in ("tok-3f9a1c", str(token_file), "secret-flag-xyz", str(sock)):
             assert secret not in text
         assert "tok-3f9a1c" not in daemon.proc.output()
+
+
+def test_spans_past_the_pending_cap_are_refused_counted_and_logged_with_the_setting(
+    tmp_path: Path,
+) -> None:
+    # The example that found it: at 5,000 spans/s and the 30 s settle a quarter of the spans
+    # were refused with no log line. Here the cap is 1,000 and 1,500 spans arrive.
+    empty = tmp_path / "none"
+    empty.mkdir()
+    cfg = {
+        "workloads": [{"name": "api", "match": {"pid": 1}}],
+        "spans": {"settle_seconds": 30.0, "max_pending_spans": 1000},
+        "ingest": {"max_requests_per_second": 0},
+        "collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}},
+    }
+    answers = []
+    with jouled(tmp_path, cfg) as daemon:
+        time.sleep(2.5)  # spans ending before the first measured tick would be late
+        now = time.time()
+        for batch in range(3):
+            spans = [
+                {"workload": "api", "model": "m", "start": now - 0.2, "end": now - 0.1,
+                 "gflops": 1.0 + batch * 500 + j}
+                for j in range(500)
+            ]  # fmt: skip
+            req = urllib.request.Request(
+                daemon.ingest_url + "/v1/spans",
+                data=json.dumps({"spans": spans}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                answers.append(json.loads(resp.read()))
+        wait_for(lambda: "jouled_spans_pending 1000.0" in daemon.metrics(), 10, "a tick")
+        metrics = daemon.metrics()
+        log = daemon.proc.output()
+    assert [a["accepted"] for a in answers] == [500, 500, 0], answers
+    # The sender is told which spans were not kept, and why.
+    assert answers[2]["errors"] == {"pending_full": 500}
+    assert "spans.max_pending_spans" in answers[2]["first_error"]
+    assert 'jouled_spans_rejected_total{reason="pending_full"} 500.0' in metrics
+    assert "jouled_spans_pending 1000.0" in metrics
+    warned = [line for line in log.splitlines() if "spans.max_pending_spans (1000)" in line]
+    assert len(warned) == 1, log
+    assert "500 refused" in warned[0]
