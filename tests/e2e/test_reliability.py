@@ -14,6 +14,18 @@ from tests.support.procs import fake_powercap, http_get, jouled, wait_for
 pytestmark = pytest.mark.slow
 
 
+def _api_without_rapl(tmp_path: Path, **more: object) -> dict[str, object]:
+    """A daemon config: workload ``api`` (pid 1), no RAPL zone (an empty powercap tree), no
+    GPU; ``more`` adds top-level sections."""
+    empty = tmp_path / "none"
+    empty.mkdir()
+    return {
+        "workloads": [{"name": "api", "match": {"pid": 1}}],
+        "collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}},
+        **more,
+    }
+
+
 def test_concurrent_scrapes_during_reloads_all_succeed(tmp_path: Path) -> None:
     with (
         fake_powercap(tmp_path, "--package-watts", "40") as powercap,
@@ -54,12 +66,7 @@ def test_concurrent_scrapes_during_reloads_all_succeed(tmp_path: Path) -> None:
 def test_garbage_on_the_ingest_listener_leaves_the_daemon_and_its_series_intact(
     tmp_path: Path,
 ) -> None:
-    empty = tmp_path / "none"
-    empty.mkdir()
-    cfg = {
-        "workloads": [{"name": "api", "match": {"pid": 1}}],
-        "collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}},
-    }
+    cfg = _api_without_rapl(tmp_path)
     with jouled(tmp_path, cfg) as daemon:
         bodies = [
             (b'{"spans": [{"workload": "api"', "application/json", "/v1/spans"),
@@ -93,15 +100,12 @@ def test_garbage_on_the_ingest_listener_leaves_the_daemon_and_its_series_intact(
 def test_sigterm_while_spans_stream_in_loses_nothing_accepted(tmp_path: Path) -> None:
     import re
 
-    empty = tmp_path / "none"
-    empty.mkdir()
-    cfg = {
-        "interval": 0.2,
-        "workloads": [{"name": "api", "match": {"pid": 1}}],
-        "spans": {"settle_seconds": 2.0},
-        "ingest": {"max_requests_per_second": 0},
-        "collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}},
-    }
+    cfg = _api_without_rapl(
+        tmp_path,
+        interval=0.2,
+        spans={"settle_seconds": 2.0},
+        ingest={"max_requests_per_second": 0},
+    )
     accepted = 0
     with jouled(tmp_path, cfg) as daemon:
         cfg_ingest = daemon.ingest_url
@@ -202,14 +206,11 @@ def test_spans_past_the_pending_cap_are_refused_counted_and_logged_with_the_sett
 ) -> None:
     # The example that found it: at 5,000 spans/s and the 30 s settle a quarter of the spans
     # were refused with no log line. Here the cap is 1,000 and 1,500 spans arrive.
-    empty = tmp_path / "none"
-    empty.mkdir()
-    cfg = {
-        "workloads": [{"name": "api", "match": {"pid": 1}}],
-        "spans": {"settle_seconds": 30.0, "max_pending_spans": 1000},
-        "ingest": {"max_requests_per_second": 0},
-        "collectors": {"rapl": {"path": str(empty)}, "nvml": {"enabled": False}},
-    }
+    cfg = _api_without_rapl(
+        tmp_path,
+        spans={"settle_seconds": 30.0, "max_pending_spans": 1000},
+        ingest={"max_requests_per_second": 0},
+    )
     answers = []
     with jouled(tmp_path, cfg) as daemon:
         time.sleep(2.5)  # spans ending before the first measured tick would be late
