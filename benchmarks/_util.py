@@ -74,7 +74,12 @@ def process_cpu_ns(pid: int) -> int:
     scheduler runtime schedstat counts). A sum of the live threads' schedstat would drop
     every thread that ended in the window: CodeCarbon's tracker starts a new timer thread for
     each measurement, so such a sum went negative."""
-    return time.clock_gettime_ns(((~pid) << 3) | 2)
+    if pid <= 0:
+        raise ValueError(f"not a process id: {pid}")  # 0 and -1 would read our own clock
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | 2)
+    except OSError as exc:
+        raise ProcessLookupError(f"no process {pid} to read the CPU clock of") from exc
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -183,6 +188,9 @@ def daemon(tmp: Path, cfg: dict[str, Any]) -> Iterator[DaemonProc]:
     """The real daemon (``python -m jouled run``) on loopback ports, stopped on exit."""
     cfg = {
         "listen": f"127.0.0.1:{free_port()}",
+        # Never the host's ledger (/var/lib/jouled as root): two daemons side by side would
+        # both book the host's energy there.
+        "ledger": {"path": str(tmp / "ledger.db")},
         # Free ports for both receivers: another jouled may hold the default gRPC port.
         "ingest": {
             "listen": f"127.0.0.1:{free_port()}",

@@ -281,6 +281,7 @@ def idle_vs_codecarbon(window: float) -> dict[str, Any]:
             if proc is not None:
                 proc.kill()
                 proc.wait()
+    # "schedstat_*" keys (kept for the earlier results' readers): the process CPU clock, in ns.
     for i, key in enumerate(("jouled", "jouled_grpc_off")):
         out[key] = _row(cpus[i], wall, peaks[i])
         out[key]["schedstat_percent_of_one_core"] = 100 * ns[i] / wall
@@ -374,7 +375,7 @@ def main() -> None:
         cc = idle["codecarbon"]
         cc_text = (
             f"CodeCarbon {cc['cpu_percent_of_one_core']:.3f} % "
-            f"({cc['schedstat_percent_of_one_core']:.3f} % by schedstat, {cc['rss_mb']:.1f} MB), "
+            f"({cc['schedstat_percent_of_one_core']:.3f} % by CPU clock, {cc['rss_mb']:.1f} MB), "
             f"ratio {idle['ratio_cpu_jouled_over_codecarbon']:.2f} "
             f"({idle['ratio_schedstat_jouled_over_codecarbon']:.2f})"
             if isinstance(cc, dict)
@@ -382,15 +383,15 @@ def main() -> None:
         )
         print(
             f"  idle jouled {idle['jouled']['cpu_percent_of_one_core']:.3f} % "
-            f"({idle['jouled']['schedstat_percent_of_one_core']:.3f} % by schedstat, "
+            f"({idle['jouled']['schedstat_percent_of_one_core']:.3f} % by CPU clock, "
             f"{idle['jouled']['rss_mb']:.1f} MB) vs {cc_text}"
         )
         off = idle["jouled_grpc_off"]
         ratio = idle.get("ratio_schedstat_jouled_grpc_off_over_codecarbon")
         print(
             f"  idle jouled, gRPC receiver off: {off['cpu_percent_of_one_core']:.3f} % "
-            f"({off['schedstat_percent_of_one_core']:.3f} % by schedstat, "
-            f"{off['rss_mb']:.1f} MB)" + (f", ratio {ratio:.2f} by schedstat" if ratio else "")
+            f"({off['schedstat_percent_of_one_core']:.3f} % by CPU clock, "
+            f"{off['rss_mb']:.1f} MB)" + (f", ratio {ratio:.2f} by CPU clock" if ratio else "")
         )
     name = "daemon_cpu" if span_ms == 5.0 else f"daemon_cpu_{span_ms:g}ms"
     if not runs:

@@ -527,6 +527,11 @@ class SpanSplitter:
         return self._dropped
 
     @property
+    def truncated(self) -> int:
+        """``stats.truncated_spans``, without building the stats."""
+        return self._truncated
+
+    @property
     def settled_until(self) -> float:
         """Wall time up to which energy is settled; spans starting before it are late."""
         return self._frontier

@@ -305,8 +305,10 @@ class AttributionStage:
             return self._submit(spans)
 
     def _submit(self, spans: Sequence[Span]) -> tuple[int, int]:
-        accepted = late = 0
-        dropped = self.splitter.dropped
+        accepted = late = refused = 0
+        splitter = self.splitter
+        pushed_out = splitter.dropped + splitter.truncated  # only the cap does it in a submit
+        refused_by: str | None = None
         for span in spans:
             self._received += 1
             try:
@@ -320,30 +322,34 @@ class AttributionStage:
                 self._note_late(span)
             elif verdict == "refused":
                 self._rejected[PENDING_FULL] = self._rejected.get(PENDING_FULL, 0) + 1
+                refused += 1
+                refused_by = span.workload
             else:
                 accepted += 1
         self._late += late
-        if self.splitter.dropped != dropped or accepted + late < len(spans):
-            self._note_full()
+        if refused or splitter.dropped + splitter.truncated != pushed_out:
+            self._note_full(refused_by)
         return accepted, late
 
-    def _note_full(self) -> None:
-        """One warning a minute at most while the pending cap refuses or drops spans."""
+    def _note_full(self, refused_by: str | None) -> None:
+        """One warning a minute at most while the pending cap refuses spans or pushes pending
+        ones out (dropped before any energy, or settled early with what they had)."""
         now = time.monotonic()
-        stats = self.splitter.stats
-        full = stats.pending_spans >= self.splitter.max_pending
-        if not full or now - self._full_logged_at < 60.0:
+        if now - self._full_logged_at < 60.0:
             return
         self._full_logged_at = now
+        stats = self.splitter.stats
         log.warning(
-            "spans waiting to settle are at spans.max_pending_spans (%d): %d refused "
-            '(jouled_spans_rejected_total{reason="pending_full"}) and %d dropped so far; '
-            "about spans/s x (spans.settle_seconds %.0fs + the tick + the exporter's batch "
-            "delay) are held: raise spans.max_pending_spans (~0.5 KB a span) or lower "
-            "spans.settle_seconds",
+            "spans waiting to settle reached spans.max_pending_spans (%d)%s: %d refused "
+            '(jouled_spans_rejected_total{reason="pending_full"}), %d dropped and %d cut '
+            "short so far; about spans/s x (spans.settle_seconds %.0fs + the tick + the "
+            "exporter's batch delay) wait: raise spans.max_pending_spans (~0.5-0.7 KB a "
+            "span) or lower spans.settle_seconds",
             self.splitter.max_pending,
+            f", the latest refused of workload {refused_by!r}" if refused_by else "",
             self._rejected.get(PENDING_FULL, 0),
             stats.dropped_spans,
+            stats.truncated_spans,
             self.splitter_settle_s,
         )
 

@@ -427,7 +427,8 @@ def test_spans_past_max_pending_spans_are_refused_counted_and_warned_once_a_minu
         assert stage.submit(spans[1200:]) == (0, 0)  # within the minute: counted, no new line
     warned = [r.getMessage() for r in caplog.records if "max_pending_spans" in r.getMessage()]
     assert len(warned) == 1
-    assert "spans.max_pending_spans (1000): 200 refused" in warned[0]
+    assert "spans.max_pending_spans (1000), the latest refused of workload 'api'" in warned[0]
+    assert "200 refused" in warned[0]
     assert "lower spans.settle_seconds" in warned[0]
     snap = stage.on_tick(tick(1), EMPTY)
     assert snap.spans_rejected == {"pending_full": 500}
@@ -447,3 +448,95 @@ def test_the_joiner_remembers_half_as_many_requests_as_spans_may_wait() -> None:
     # higher rate raises the joiner's too, never below its 50,000.
     assert make_stage().joiner.max_requests == 50_000
     assert make_stage(max_pending_spans=250_000).joiner.max_requests == 125_000
+
+
+def _two_workloads(**spans: Any) -> AttributionStage:
+    cfg = config.validate(
+        {
+            "workloads": [
+                {"name": "api", "match": {"pid": 1}},
+                {"name": "b", "match": {"pid": 2}},
+            ],
+            "attribution": {"idle_power_watts": {"cpu": 10.0}},
+            "spans": {"settle_seconds": 2.0, **spans},
+        },
+        "test",
+    )
+    return AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}))
+
+
+def _spans(workload: str, n: int, length_s: float, at: float = 0.0) -> list[Span]:
+    return [
+        Span(
+            workload,
+            "m",
+            T0 + at + 0.001 * i,
+            T0 + at + 0.001 * i + length_s,
+            trace_id=f"{workload}{i}",
+            span_id=f"{i:016x}",
+        )
+        for i in range(n)
+    ]
+
+
+def _cap_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "spans.max_pending_spans (" in r.getMessage()]
+
+
+def test_pending_spans_pushed_out_at_the_cap_warn_too(caplog: pytest.LogCaptureFixture) -> None:
+    # A workload below its fair share makes room from the largest holder's newest spans: none
+    # of its own is refused, but spans are lost all the same.
+    stage = _two_workloads(max_pending_spans=1000)
+    with caplog.at_level(logging.WARNING, logger="jouled.attribution.stage"):
+        assert stage.submit(_spans("api", 1000, 0.005)) == (1000, 0)
+        assert _cap_warnings(caplog) == []
+        assert stage.submit(_spans("b", 300, 0.005)) == (300, 0)
+    (warned,) = _cap_warnings(caplog)
+    assert "0 refused" in warned and "300 dropped and 0 cut short" in warned
+    assert stage.splitter.stats.dropped_spans == 300
+
+
+def test_long_requests_cut_short_at_the_cap_warn(caplog: pytest.LogCaptureFixture) -> None:
+    # LLM-length requests already hold settled energy when the cap pushes them out: they are
+    # settled early with what they have (truncated), the usual loss with long requests.
+    stage = _two_workloads(max_pending_spans=1000)
+    assert stage.submit(_spans("api", 1000, 20.0)) == (1000, 0)
+    for seq in range(1, 7):
+        stage.on_tick(tick(seq), EMPTY)
+    with caplog.at_level(logging.WARNING, logger="jouled.attribution.stage"):
+        assert stage.submit(_spans("b", 300, 20.0, at=6.5)) == (300, 0)
+    (warned,) = _cap_warnings(caplog)
+    assert "0 dropped and 300 cut short" in warned
+    assert stage.splitter.stats.truncated_spans == 300
+
+
+def test_the_cap_warning_repeats_after_a_minute_not_before(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jouled.attribution.stage as stage_module
+
+    now = [1000.0]
+    monkeypatch.setattr(stage_module.time, "monotonic", lambda: now[0])
+    stage = make_stage(max_pending_spans=1000)
+    spans = _spans("api", 1300, 0.005)
+    with caplog.at_level(logging.WARNING, logger="jouled.attribution.stage"):
+        stage.submit(spans[:1100])
+        now[0] += 59.0
+        stage.submit(spans[1100:1200])
+        assert len(_cap_warnings(caplog)) == 1
+        now[0] += 1.0
+        stage.submit(spans[1200:])
+    warned = _cap_warnings(caplog)
+    assert len(warned) == 2 and "300 refused" in warned[1]
+
+
+def test_an_invalid_span_at_the_cap_is_not_reported_as_the_cap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stage = make_stage(max_pending_spans=1000)
+    assert stage.submit(_spans("api", 1000, 0.005)) == (1000, 0)
+    bad = Span("api", "m", T0 + 5.0, T0 + 4.0)  # ends before it starts
+    with caplog.at_level(logging.WARNING, logger="jouled.attribution.stage"):
+        assert stage.submit([bad]) == (0, 0)
+    assert _cap_warnings(caplog) == []
+    assert stage.on_tick(tick(1), EMPTY).spans_rejected == {"invalid": 1}
