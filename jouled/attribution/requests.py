@@ -200,7 +200,7 @@ class RequestJoiner:
         self._splitter = splitter
         self._memory_s = memory_s
         self.fallback_models: Mapping[str, str] = fallback_models or {}
-        self._max = max_requests
+        self.max_requests = max_requests  # the oldest are forgotten past it
         # trace id -> its request (nearly always one), or an index of them (of any workloads).
         # A request of one span is remembered as that span (no _Request is made) until a
         # second span of its trace arrives.
@@ -213,11 +213,6 @@ class RequestJoiner:
         self._expiry: dict[int, list[Span | _Request]] = {}
         self._size = 0
         self.nested = 0  # spans joined to a request already counted
-
-    @property
-    def max_requests(self) -> int:
-        """Requests remembered at most (the oldest are forgotten first past it)."""
-        return self._max
 
     def _named(self, span: Span) -> bool:
         return span.model not in (UNKNOWN_MODEL, self.fallback_models.get(span.workload))
@@ -272,7 +267,7 @@ class RequestJoiner:
                 trace.add(entry)
         self._due_at(span.end, entry)
         self._size += 1
-        while self._size > self._max:
+        while self._size > self.max_requests:
             self._forget(self._oldest())
 
     def _due_at(self, end: float, entry: Span | _Request) -> None:
