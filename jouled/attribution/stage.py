@@ -17,7 +17,6 @@ import itertools
 import logging
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -28,10 +27,12 @@ from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
 from jouled.attribution.spans import SettleResult, Span, SpanSplitter
 from jouled.attribution.visibility import Visibility
 from jouled.attribution.workloads import CpuTick
+from jouled.clock import Clock, SystemClock
 from jouled.config import Config
 from jouled.pipeline.attribution import AttributionSnapshot, RequestStats
 from jouled.pipeline.snapshot import Snapshot, frozen
 from jouled.pipeline.tick import Tick
+from jouled.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ class AttributionStage:
         *,
         tracker: Tracker | None = None,
         gpu_processes: GpuProcesses | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.tracker: Tracker = tracker or tracker_for(cfg)
         self._gpu_processes = gpu_processes
@@ -233,7 +235,7 @@ class AttributionStage:
         self.splitter_settle_s = cfg.spans.settle_seconds
         self._late_longest_s = 0.0
         self._late_logged_at = -math.inf
-        self._full_logged_at = -math.inf
+        self._full_log = Throttle(clock or SystemClock(), 60.0)  # the pending cap's warning
         self._buckets = tuple(cfg.spans.buckets)
         self._window_s = cfg.spans.window
         self._workloads = [w.name for w in cfg.workloads]
@@ -305,7 +307,7 @@ class AttributionStage:
             return self._submit(spans)
 
     def _submit(self, spans: Sequence[Span]) -> tuple[int, int]:
-        accepted = late = refused = 0
+        accepted = late = 0
         splitter = self.splitter
         pushed_out = splitter.dropped + splitter.truncated  # only the cap does it in a submit
         refused_by: str | None = None
@@ -322,22 +324,19 @@ class AttributionStage:
                 self._note_late(span)
             elif verdict == "refused":
                 self._rejected[PENDING_FULL] = self._rejected.get(PENDING_FULL, 0) + 1
-                refused += 1
                 refused_by = span.workload
             else:
                 accepted += 1
         self._late += late
-        if refused or splitter.dropped + splitter.truncated != pushed_out:
+        if refused_by is not None or splitter.dropped + splitter.truncated != pushed_out:
             self._note_full(refused_by)
         return accepted, late
 
     def _note_full(self, refused_by: str | None) -> None:
         """One warning a minute at most while the pending cap refuses spans or pushes pending
         ones out (dropped before any energy, or settled early with what they had)."""
-        now = time.monotonic()
-        if now - self._full_logged_at < 60.0:
+        if self._full_log.allow() is None:
             return
-        self._full_logged_at = now
         stats = self.splitter.stats
         log.warning(
             "spans waiting to settle reached spans.max_pending_spans (%d)%s: %d refused "

@@ -187,7 +187,9 @@ class Daemon:
             log.info("%s", note)
         if not plan.collectors:
             log.warning("no collector enabled: jouled serves health metrics only")
-        self.attribution = AttributionStage(cfg, gpu_processes=_gpu_processes(plan.collectors))
+        self.attribution = AttributionStage(
+            cfg, gpu_processes=_gpu_processes(plan.collectors), clock=self.clock
+        )
         # An unwritable ledger logs one warning and leaves the live metrics running.
         ledger = self.ledger = Ledger(
             cfg.ledger.path, retention_days=cfg.ledger.retention_days, wall=self.clock.time

@@ -8,6 +8,7 @@ from jouled import config
 from jouled.attribution.spans import Span
 from jouled.attribution.stage import AttributionStage
 from jouled.attribution.workloads import CpuTick
+from jouled.clock import FakeClock
 from jouled.pipeline.snapshot import EMPTY, frozen
 from jouled.pipeline.tick import Tick
 
@@ -511,20 +512,24 @@ def test_long_requests_cut_short_at_the_cap_warn(caplog: pytest.LogCaptureFixtur
 
 
 def test_the_cap_warning_repeats_after_a_minute_not_before(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import jouled.attribution.stage as stage_module
-
-    now = [1000.0]
-    monkeypatch.setattr(stage_module.time, "monotonic", lambda: now[0])
-    stage = make_stage(max_pending_spans=1000)
+    clock = FakeClock()
+    cfg = config.validate(
+        {
+            "workloads": [{"name": "api", "match": {"pid": 1}}],
+            "spans": {"settle_seconds": 2.0, "max_pending_spans": 1000},
+        },
+        "test",
+    )
+    stage = AttributionStage(cfg, tracker=FakeTracker({"api": 1.0}), clock=clock)
     spans = _spans("api", 1300, 0.005)
     with caplog.at_level(logging.WARNING, logger="jouled.attribution.stage"):
         stage.submit(spans[:1100])
-        now[0] += 59.0
+        clock.advance(59.0)
         stage.submit(spans[1100:1200])
         assert len(_cap_warnings(caplog)) == 1
-        now[0] += 1.0
+        clock.advance(1.0)
         stage.submit(spans[1200:])
     warned = _cap_warnings(caplog)
     assert len(warned) == 2 and "300 refused" in warned[1]
