@@ -2,10 +2,11 @@
 
 The daemon and the senders are those of ``benchmarks.daemon_cpu`` (10 workloads, 50 models,
 the OpenTelemetry SDK's BatchSpanProcessor); after the warm-up (settle delay + 10 s) py-spy
-samples every thread of the daemon for ``--window`` s (``--nonblocking``, 200 Hz, idle
-threads left out). Each sample is put in the stage of its innermost frame that a rule below
-names; the table gives each stage's share of the samples and its CPU per span (the share of
-the daemon's CPU-seconds over the window, per span received).
+samples every thread of the daemon for ``--window`` s (``--nonblocking``, ``--hz`` samples a
+second, 200 by default; idle threads left out). Each sample is put in the stage of its
+innermost frame that a rule below names; the table gives each stage's share of the samples
+and its CPU per span (the share of the daemon's CPU-seconds over the window, per span
+received).
 
     .venv/bin/python -m benchmarks.profile_spans --rate 1000 --transport http --window 30
 
@@ -45,7 +46,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
             "_settle_tick",
             "split_fractions",
             "_budget",
-            "_complete",
+            "SpanSplitter._complete",
             "_finish",
             "sub_ticks",
             "_TimeQueue",
@@ -82,7 +83,9 @@ def shares(raw: Path) -> dict[str, float]:
     return {stage: counts[stage] / total for stage, _ in STAGES}
 
 
-def profile(rate: int, transport: str, window: float, settle: float | None) -> dict[str, Any]:
+def profile(
+    rate: int, transport: str, window: float, settle: float | None, hz: int = 200
+) -> dict[str, Any]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cfg = loaded_config(settle, rate)
     grpc = cfg["ingest"]["grpc_listen"]
@@ -99,7 +102,8 @@ def profile(rate: int, transport: str, window: float, settle: float | None) -> d
             n0, c0 = _received(d), cpu_seconds(d.pid)
             subprocess.run(
                 [py_spy, "record", "--pid", str(d.pid), "--duration", str(int(window)),
-                 "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(raw)],
+                 "--rate", str(hz), "--nonblocking", "--format", "raw",
+                 "--output", str(raw)],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             cpu, n = cpu_seconds(d.pid) - c0, _received(d) - n0
@@ -132,13 +136,14 @@ def main() -> None:
     p.add_argument("--transport", choices=("http", "grpc"), default="http")
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--settle-seconds", type=float, default=None)
+    p.add_argument("--hz", type=int, default=200, help="py-spy's samples a second")
     p.add_argument("--classify", type=Path, help="only print the stages of a raw py-spy file")
     args = p.parse_args()
     if args.classify is not None:
         for stage, part in shares(args.classify).items():
             print(f"  {stage:24} {100 * part:5.1f} %")
         return
-    r = profile(args.rate, args.transport, min(args.window, 300), args.settle_seconds)
+    r = profile(args.rate, args.transport, min(args.window, 300), args.settle_seconds, args.hz)
     print(
         f"{r['transport']} {r['rate']} spans/s: {r['spans']:.0f} spans, CPU "
         f"{r['cpu_percent_of_one_core']:.2f} % of one core (py-spy stacks: {r['raw']})"

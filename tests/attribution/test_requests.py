@@ -12,6 +12,9 @@ from jouled.attribution.spans import Span, SpanSplitter
 T0 = 1_700_000_000.0
 TRACE = "ab" * 16
 
+# Each test runs with the compiled pending-span record and with the Python one (conftest.py).
+pytestmark = pytest.mark.usefixtures("pending_record")
+
 
 def triton(i: int, model: str = "simple") -> list[Span]:
     """One inference as Triton's src/tracer.cc builds it: InferRequest (root) -> a span named

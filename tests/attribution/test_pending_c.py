@@ -1,0 +1,121 @@
+"""The compiled pending-span record (jouled/attribution/_pending.c) against the Python class
+it stands for (``jouled.attribution.spans._Pending``): the same values in, the same values
+out, through every attribute the splitter reads and writes; errors where C cannot hold a
+value; freed when nothing holds it."""
+
+from __future__ import annotations
+
+import gc
+import math
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jouled.attribution import spans as spans_mod
+from jouled.attribution.spans import Span, _Pending
+
+COMPILED: Any = spans_mod._compiled_pending()
+pytestmark = pytest.mark.skipif(COMPILED is None, reason="jouled.attribution._pending not built")
+
+FIELDS = (
+    "workload",
+    "model",
+    "start",
+    "end",
+    "gflops",
+    "route",
+    "input_tokens",
+    "output_tokens",
+    "energy_j",
+    "done",
+    "dedup",
+)
+
+_tokens = st.one_of(st.none(), st.integers(0, 2**63 - 1))
+_time = st.floats(allow_nan=False, allow_infinity=False)
+
+
+def view(rec: Any) -> tuple[Any, ...]:
+    return tuple(getattr(rec, f) for f in FIELDS)
+
+
+@given(
+    workload=st.text(max_size=8),
+    model=st.text(max_size=8),
+    start=_time,
+    end=_time,
+    gflops=st.one_of(st.none(), st.floats(0.0, 1e300)),
+    route=st.text(max_size=8),
+    tokens=st.tuples(_tokens, _tokens),
+    dedup=st.integers(-(2**63), 2**63 - 1),
+)
+def test_same_values_as_the_python_record(
+    workload: str,
+    model: str,
+    start: float,
+    end: float,
+    gflops: float | None,
+    route: str,
+    tokens: tuple[int | None, int | None],
+    dedup: int,
+) -> None:
+    span = Span(workload, model, start, end, gflops, route, "t", "s", "", *tokens)
+    c, py = COMPILED(span, dedup), _Pending(span, dedup)
+    assert view(c) == view(py)
+    assert c.energy_j is None and c.done is False
+    # What the splitter writes: amend (model, tokens, work), shares, done.
+    for rec in (c, py):
+        rec.model = "other"
+        rec.input_tokens, rec.output_tokens = tokens[::-1]
+        rec.gflops = None if gflops is not None else 2.5
+        rec.energy_j = {"cpu": 1.5}
+        rec.done = True
+    assert view(c) == view(py)
+
+
+def test_numbers_are_held_as_c_numbers_and_read_back_as_python_ones() -> None:
+    span = Span("w", "m", 1, 2, 3, "", "", "", "", 4, 0)  # ints where floats belong
+    rec = COMPILED(span, 7)
+    assert (rec.start, rec.end, rec.gflops) == (1.0, 2.0, 3.0)
+    assert type(rec.start) is float and type(rec.gflops) is float
+    assert (rec.input_tokens, rec.output_tokens, rec.dedup) == (4, 0, 7)
+    assert sys.getsizeof(rec) < sys.getsizeof(_Pending(span, 7))
+    assert not gc.is_tracked(rec)
+
+
+def test_values_c_cannot_hold_raise_instead_of_wrapping() -> None:
+    with pytest.raises(OverflowError):
+        COMPILED(Span("w", "m", 0.0, 1.0, input_tokens=2**63), 0)
+    with pytest.raises(OverflowError):
+        COMPILED(Span("w", "m", 0.0, 1.0, output_tokens=-(2**63)), 0)  # the None marker
+    with pytest.raises(TypeError):
+        COMPILED(Span("w", "m", 0.0, 1.0, input_tokens=1.5), 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        COMPILED(Span("w", "m", "soon", 1.0), 0)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        COMPILED(object(), 0)
+    rec = COMPILED(Span("w", "m", 0.0, 1.0), 0)
+    for name in ("model", "energy_j", "gflops", "input_tokens", "done"):
+        with pytest.raises(AttributeError):
+            delattr(rec, name)
+    with pytest.raises(TypeError):
+        rec.start = None
+    assert math.isnan(COMPILED(Span("w", "m", 0.0, 1.0, math.nan), 0).gflops)
+
+
+def test_records_are_freed_when_nothing_holds_them() -> None:
+    from jouled.attribution import _pending
+
+    before = _pending.live()
+    recs = [COMPILED(Span(f"w{i}", "m", 0.0, 1.0), i) for i in range(100)]
+    for rec in recs:
+        rec.energy_j = {"cpu": 1.0}
+    assert _pending.live() == before + 100
+    del recs, rec
+    assert _pending.live() == before
+    with pytest.raises(AttributeError):
+        COMPILED(object(), 0)
+    assert _pending.live() == before  # a failed construction leaks nothing
