@@ -9,21 +9,22 @@
  * record (a Python float is 24 bytes and an int 28-36 more, each a separate allocation), and
  * the record is not tracked by the cycle collector (it refers to strings, a dict of floats
  * and None only, none of which can lead back to it), so the collector's full passes no
- * longer walk every span in flight. 104 bytes a record against ~240 with its floats and
- * ints (tracemalloc, 64-bit CPython 3.11).
+ * longer walk every span in flight. Callers must keep it so: a value that refers back to a
+ * record (a dict holding an object holding it) would make a cycle that is never freed.
+ * 104 bytes a record against ~240 with its floats and ints (64-bit CPython 3.11).
  *
- * Attributes (read and write): workload, model, route (any object, the span's; in practice
- * str), start, end (float: the setter takes any real number), gflops and input_tokens,
- * output_tokens (None when unknown; tokens are ints in [-2^63 + 1, 2^63 - 1]: OverflowError
- * past that, TypeError for a non-int), energy_j (None or the dict of joules per component),
- * done (bool), dedup (int, the splitter's hash key: 0 when the span has no ids).
+ * Attributes (read and write; a failed write leaves the old value): workload, model, route
+ * (any object, the span's; in practice str), start, end (float: the setter takes any real
+ * number), gflops, input_tokens and output_tokens (None when unknown; tokens are ints in
+ * [-2^63 + 1, 2^63 - 1]: OverflowError past that, TypeError for a non-int), energy_j (None
+ * or the dict of joules per component), done (bool), dedup (int, the splitter's hash key:
+ * 0 when the span has no ids).
  *
  * live() -> int: records alive now (for tests: a record nothing holds is freed at once,
  * records are not tracked by gc so gc.get_objects() does not list them).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
 #include <stdint.h>
 
@@ -115,6 +116,18 @@ read_gflops(Pending *self, PyObject *value)
     return 0;
 }
 
+/* A real number into a double member; the member is written only on success. */
+static int
+read_real(PyObject *value, double *out)
+{
+    double d = PyFloat_AsDouble(value);
+    if (d == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
 static int
 read_double(PyObject *span, PyObject *name, double *out)
 {
@@ -122,13 +135,9 @@ read_double(PyObject *span, PyObject *name, double *out)
     if (v == NULL) {
         return -1;
     }
-    double d = PyFloat_AsDouble(v);
+    int bad = read_real(v, out);
     Py_DECREF(v);
-    if (d == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    *out = d;
-    return 0;
+    return bad;
 }
 
 static void
@@ -201,6 +210,17 @@ read_done(Pending *self, PyObject *value)
 }
 
 static int
+read_ssize(PyObject *value, Py_ssize_t *out)
+{
+    Py_ssize_t n = PyNumber_AsSsize_t(value, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+static int
 read_object(PyObject **member, PyObject *value)
 {
     Py_SETREF(*member, Py_NewRef(value));
@@ -233,13 +253,9 @@ MEMBER(input_tokens, tokens_object(self->input_tokens), read_tokens(value, &self
 MEMBER(output_tokens, tokens_object(self->output_tokens),
        read_tokens(value, &self->output_tokens))
 MEMBER(done, PyBool_FromLong(self->done), read_done(self, value))
-
-static PyMemberDef pending_members[] = {
-    {"start", T_DOUBLE, offsetof(Pending, start), 0, "start, unix seconds"},
-    {"end", T_DOUBLE, offsetof(Pending, end), 0, "end, unix seconds"},
-    {"dedup", T_PYSSIZET, offsetof(Pending, dedup), 0, "the splitter's id key; 0: no ids"},
-    {NULL},
-};
+MEMBER(start, PyFloat_FromDouble(self->start), read_real(value, &self->start))
+MEMBER(end, PyFloat_FromDouble(self->end), read_real(value, &self->end))
+MEMBER(dedup, PyLong_FromSsize_t(self->dedup), read_ssize(value, &self->dedup))
 
 static PyGetSetDef pending_getset[] = {
     {"workload", (getter)get_workload, (setter)set_workload, "the span's workload", NULL},
@@ -252,6 +268,9 @@ static PyGetSetDef pending_getset[] = {
      "prompt tokens, None when unknown", NULL},
     {"output_tokens", (getter)get_output_tokens, (setter)set_output_tokens,
      "generated tokens, None when unknown", NULL},
+    {"start", (getter)get_start, (setter)set_start, "start, unix seconds", NULL},
+    {"end", (getter)get_end, (setter)set_end, "end, unix seconds", NULL},
+    {"dedup", (getter)get_dedup, (setter)set_dedup, "the splitter's id key; 0: no ids", NULL},
     {"done", (getter)get_done, (setter)set_done, "settled, evicted or retracted", NULL},
     {NULL},
 };
@@ -262,7 +281,6 @@ static PyTypeObject PendingType = {
     .tp_dealloc = (destructor)pending_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A pending span: spans._Pending's twin (see jouled/attribution/_pending.c).",
-    .tp_members = pending_members,
     .tp_getset = pending_getset,
     .tp_new = pending_new,
 };

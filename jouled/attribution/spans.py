@@ -562,7 +562,9 @@ class SpanSplitter:
         are pending and the span's workload already holds its fair share of them (the cap
         over the workloads with pending spans); otherwise, when full, the newest pending span
         of the workload holding the most is dropped. A burst never pushes out spans accepted
-        before it, and one workload's sender cannot push out another workload's spans."""
+        before it, and one workload's sender cannot push out another workload's spans.
+        ValueError, changing nothing, for times or work that are not finite, negative work,
+        and values the record cannot hold (the compiled record: floats and int64 tokens)."""
         start, end, gflops = span.start, span.end, span.gflops
         if not -_INF < start <= end < _INF:  # NaN fails too
             raise ValueError(f"span times must be finite with end >= start: {span!r}")
@@ -577,13 +579,17 @@ class SpanSplitter:
             # OTLP clients resend a batch whose answer they missed: count the span once.
             self._duplicates += 1
             return "accepted"
+        try:
+            # Made before any eviction: a span the record cannot hold must not push one out.
+            rec = new_pending(span, key)
+        except (OverflowError, TypeError) as exc:  # the C record: beyond int64 or float
+            raise ValueError(f"span values out of range: {exc}: {span!r}") from None
         if self._n_pending >= self._max_pending:
             victim = self._victim(span.workload)
             if victim is None:
                 self._refused += 1
                 return "refused"
             self._evict_newest(victim)
-        rec = new_pending(span, key)
         self._queue(rec)
         if has_id:
             self._by_id[key] = rec
@@ -611,14 +617,21 @@ class SpanSplitter:
         tokens: tuple[int | None, int | None] | None = None,
     ) -> bool:
         """Give a pending span the model, work and/or (input, output) tokens a nested span
-        of its request names (None keeps its own). False when it is no longer pending."""
+        of its request names (None keeps its own). False when it is no longer pending;
+        ValueError, changing nothing, for token counts the record cannot hold (the compiled
+        record's int64)."""
         rec = self._find(workload, trace_id, span_id)
         if rec is None:
             return False
+        if tokens is not None:
+            old = rec.input_tokens, rec.output_tokens
+            try:
+                rec.input_tokens, rec.output_tokens = tokens
+            except (OverflowError, TypeError) as exc:  # the C record: beyond int64
+                rec.input_tokens, rec.output_tokens = old  # all or nothing
+                raise ValueError(f"token counts out of range: {exc}") from None
         if model is not None:
             rec.model = model
-        if tokens is not None:
-            rec.input_tokens, rec.output_tokens = tokens
         if gflops is not None and math.isfinite(gflops) and gflops >= 0:
             rec.gflops = gflops
         return True

@@ -101,8 +101,12 @@ def test_values_c_cannot_hold_raise_instead_of_wrapping() -> None:
     for name in ("model", "energy_j", "gflops", "input_tokens", "done"):
         with pytest.raises(AttributeError):
             delattr(rec, name)
-    with pytest.raises(TypeError):
-        rec.start = None
+    for name, bad in (("start", None), ("end", "soon"), ("dedup", 2**64), ("dedup", 1.5)):
+        with pytest.raises((TypeError, OverflowError)):
+            setattr(rec, name, bad)
+    assert (rec.start, rec.end, rec.dedup) == (0.0, 1.0, 0)  # a failed write keeps the value
+    with pytest.raises(AttributeError):
+        del rec.start
     assert math.isnan(COMPILED(Span("w", "m", 0.0, 1.0, math.nan), 0).gflops)
 
 
@@ -119,3 +123,27 @@ def test_records_are_freed_when_nothing_holds_them() -> None:
     with pytest.raises(AttributeError):
         COMPILED(object(), 0)
     assert _pending.live() == before  # a failed construction leaks nothing
+
+
+def test_the_splitter_refuses_what_the_record_cannot_hold_without_changing_anything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Values ingest never produces (its rules cap tokens and make floats), from another
+    # caller: refused as invalid (the stage counts ValueError so), nothing pushed out or
+    # half-changed on the way.
+    monkeypatch.setattr(spans_mod, "new_pending", COMPILED)
+    splitter = spans_mod.SpanSplitter(max_pending_spans=2)
+    ids = {"trace_id": "a" * 32, "span_id": "b" * 16}
+    assert splitter.add_span(Span("a", "m", 1.0, 2.0, **ids)) == "accepted"
+    assert splitter.add_span(Span("a", "m", 1.5, 2.5)) == "accepted"
+    with pytest.raises(ValueError, match="out of range"):
+        splitter.add_span(Span("b", "m", 1.0, 2.0, input_tokens=2**63))  # full: would evict
+    with pytest.raises(ValueError, match="out of range"):
+        splitter.add_span(Span("b", "m", 10**400, 10**400))  # an int past float's range
+    assert (splitter.pending, splitter.dropped) == (2, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        splitter.amend("a", "a" * 32, "b" * 16, model="M2", gflops=None, tokens=(5, 2**63))
+    rec = splitter._by_id[next(iter(splitter._by_id))]
+    assert (rec.model, rec.input_tokens, rec.output_tokens) == ("m", None, None)
+    assert splitter.amend("a", "a" * 32, "b" * 16, model="M2", gflops=None, tokens=(5, 6))
+    assert (rec.model, rec.input_tokens, rec.output_tokens) == ("M2", 5, 6)
