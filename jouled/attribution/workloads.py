@@ -42,7 +42,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jouled.collectors.procstat import host_busy_s
+from jouled.collectors.procstat import SHARED_MAX_AGE_S, host_busy_s
 from jouled.files import read_small_file
 from jouled.regex import Searcher
 
@@ -364,7 +364,7 @@ class ProcFS:
     def host_busy_s(self) -> float:
         """Busy CPU seconds of the whole host since boot (/proc/stat's cpu line); 0 when
         it cannot be read."""
-        return host_busy_s(self.root)
+        return host_busy_s(self.root, max_age_s=SHARED_MAX_AGE_S)
 
 
 # Scan rounds after first sight at which a young unmatched process's command line is read

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 DEFAULT_PROC = Path("/proc")
 
@@ -58,27 +60,57 @@ class CpuTimes:
     total_s: float  # busy + idle + iowait + steal
 
 
-def host_cpu_times(proc_root: Path = DEFAULT_PROC) -> CpuTimes:
+# The last reading of each root: (time.monotonic() when read, its CpuTimes). The kernel
+# renders the whole of /proc/stat for each read (one line per CPU and a count per interrupt
+# line: ~0.2-1 ms on a host of 100+ CPUs); a reader that accepts a reading ``max_age_s`` old
+# shares the one another reader made in the same tick.
+_last: dict[Path, tuple[float, CpuTimes]] = {}
+# The age a reader that only compares busy time between ticks accepts (the process tracker,
+# RAPL's and NVML's frozen-counter checks): half the shortest tick (``interval`` >= 0.1 s),
+# so it shares the reading the estimate collector made at the start of the same tick and
+# never reuses one of the tick before.
+SHARED_MAX_AGE_S: Final = 0.05
+# proc root -> (its stat file, whether it is a procfs whose readings may be shared)
+_stat_paths: dict[Path, tuple[Path, bool]] = {}
+
+
+def host_cpu_times(proc_root: Path = DEFAULT_PROC, *, max_age_s: float = 0.0) -> CpuTimes:
     """Read the aggregate ``cpu`` line of ``<proc_root>/stat`` (clock ticks, USER_HZ).
 
     iowait and idle are time no task ran; steal was spent by other guests, so neither is
-    busy. Raises ``OSError`` when the file cannot be read, ``ValueError`` when its first line
-    is not the ``cpu`` line.
+    busy. ``max_age_s`` > 0: the last reading of this root (by any caller) when it is younger
+    than that, instead of a new read (a procfs only; any other root is always read). Raises
+    ``OSError`` when the file cannot be read, ``ValueError`` when its first line is not the
+    ``cpu`` line.
     """
-    first = _first_line(proc_root / "stat").split()
+    known = _stat_paths.get(proc_root)
+    if known is None:
+        # procfs has a "self" link; a test's directory of regular files standing in for it
+        # has not, and is read afresh each time (its files change between calls).
+        known = _stat_paths[proc_root] = (proc_root / "stat", (proc_root / "self").is_symlink())
+    path, shared = known
+    if shared and max_age_s > 0.0:
+        last = _last.get(proc_root)
+        if last is not None and 0.0 <= time.monotonic() - last[0] < max_age_s:
+            return last[1]
+    first = _first_line(path).split()
     if not first or first[0] != b"cpu":
-        raise ValueError(f"{proc_root / 'stat'}: the first line is not the aggregate cpu line")
+        raise ValueError(f"{path}: the first line is not the aggregate cpu line")
     v = [int(x) for x in first[1:]] + [0] * 10
     user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
     busy = user + nice + system + irq + softirq
-    return CpuTimes(busy_s=busy / _HZ, total_s=(busy + idle + iowait + steal) / _HZ)
+    times = CpuTimes(busy_s=busy / _HZ, total_s=(busy + idle + iowait + steal) / _HZ)
+    if shared:
+        _last[proc_root] = (time.monotonic(), times)
+    return times
 
 
-def host_busy_s(proc_root: Path = DEFAULT_PROC) -> float:
+def host_busy_s(proc_root: Path = DEFAULT_PROC, *, max_age_s: float = 0.0) -> float:
     """Busy CPU seconds of the whole host since boot; 0 when ``<proc_root>/stat`` cannot be
-    read (callers compare two readings: a constant means "no evidence of work")."""
+    read (callers compare two readings: a constant means "no evidence of work").
+    ``max_age_s`` as in ``host_cpu_times``."""
     try:
-        return host_cpu_times(proc_root).busy_s
+        return host_cpu_times(proc_root, max_age_s=max_age_s).busy_s
     except (OSError, ValueError):
         return 0.0
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from jouled.clock import Clock
 from jouled.collectors.base import CheckRow, CollectorError, EnergyCollector, HardwareAbsent
-from jouled.collectors.procstat import host_busy_s
+from jouled.collectors.procstat import SHARED_MAX_AGE_S, host_busy_s
 from jouled.collectors.standby import Standby
 from jouled.config import Config, Enabled
 
@@ -69,7 +69,7 @@ class CollectorSpec:
 def _host_busy(cfg: Config) -> Callable[[], float]:
     """Host busy CPU seconds (/proc/stat under attribution.proc_path): a meter that does not
     move while the host works is frozen, not a measurement."""
-    return functools.partial(host_busy_s, cfg.attribution.proc_path)
+    return functools.partial(host_busy_s, cfg.attribution.proc_path, max_age_s=SHARED_MAX_AGE_S)
 
 
 def _build_rapl(cfg: Config, clock: Clock, _hw: Hardware) -> EnergyCollector:
