@@ -42,7 +42,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jouled.collectors.procstat import SHARED_MAX_AGE_S, host_busy_s
+from jouled.collectors.procstat import SHARED_MAX_AGE_S, host_busy_s, is_procfs
 from jouled.files import read_small_file
 from jouled.regex import Searcher
 
@@ -165,8 +165,7 @@ class ProcFS:
         self.root = root
         self._prefix = f"{root}/"
         self._tick_hz = os.sysconf("SC_CLK_TCK")
-        # procfs has a "self" link; a directory of regular files standing in for it has not.
-        self._procfs = os.path.islink(f"{root}/self")
+        self._procfs = is_procfs(root)
         self._keep = self._procfs if keep_open is None else keep_open
         self._max_open = max(0, min(max_open, _fd_budget()))
         self._fds: dict[int, int] = {}  # pid -> open fd of <root>/<pid>/stat

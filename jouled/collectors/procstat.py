@@ -74,6 +74,12 @@ SHARED_MAX_AGE_S: Final = 0.05
 _stat_paths: dict[Path, tuple[Path, bool]] = {}
 
 
+def is_procfs(root: Path | str) -> bool:
+    """Whether ``root`` is a procfs (it has a ``self`` link), not a directory of regular files
+    standing in for one, as tests make: those change between reads and are read afresh."""
+    return os.path.islink(f"{root}/self")
+
+
 def host_cpu_times(proc_root: Path = DEFAULT_PROC, *, max_age_s: float = 0.0) -> CpuTimes:
     """Read the aggregate ``cpu`` line of ``<proc_root>/stat`` (clock ticks, USER_HZ).
 
@@ -85,9 +91,7 @@ def host_cpu_times(proc_root: Path = DEFAULT_PROC, *, max_age_s: float = 0.0) ->
     """
     known = _stat_paths.get(proc_root)
     if known is None:
-        # procfs has a "self" link; a test's directory of regular files standing in for it
-        # has not, and is read afresh each time (its files change between calls).
-        known = _stat_paths[proc_root] = (proc_root / "stat", (proc_root / "self").is_symlink())
+        known = _stat_paths[proc_root] = (proc_root / "stat", is_procfs(proc_root))
     path, shared = known
     if shared and max_age_s > 0.0:
         last = _last.get(proc_root)
