@@ -23,35 +23,22 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import daemon, otlp_batch, save
+from benchmarks._util import daemon, otlp_batch, save, thread_cpu
 from benchmarks.daemon_cpu import loaded_config
 
-# Thread groups by name prefix (jouled/threads.py names the pools); the main thread is the loop.
-GROUPS = {"loop": (), "ingest": ("jouled-ingest",), "worker": ("jouled-worker",)}
+# Output names of thread_cpu's groups: the main thread is the event loop.
+GROUPS = {"loop": "main", "ingest": "jouled-ingest", "worker": "jouled-worker"}
 
 
-def _thread_ns(pid: int) -> dict[str, int]:
-    """CPU ns of each thread group of ``pid``: the main thread is ``loop``."""
-    out = dict.fromkeys(GROUPS, 0)
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-        except OSError:
-            continue  # the thread ended
-        if int(tid) == pid:
-            out["loop"] += ns
-            continue
-        for group, prefixes in GROUPS.items():
-            if prefixes and comm.startswith(prefixes):
-                out[group] += ns
-    return out
+def _thread_ns(pid: int) -> dict[str, float]:
+    """CPU ns of each of ``GROUPS`` (``_util.thread_cpu``: schedstat per named thread group)."""
+    by_group = thread_cpu(pid)
+    return {g: 1e9 * by_group.get(name, 0.0) for g, name in GROUPS.items()}
 
 
 def run(requests: int, spans: int, gap: float, quiet: float) -> dict[str, Any]:

@@ -53,10 +53,10 @@ static PyObject *s_workload, *s_model, *s_start, *s_end, *s_gflops, *s_route, *s
 
 /* An int64 token count, or NO_TOKENS for None; -1 with an exception set on error. */
 static int
-read_tokens(PyObject *value, int64_t *out)
+read_tokens(PyObject *value, void *out)
 {
     if (value == Py_None) {
-        *out = NO_TOKENS;
+        *(int64_t *)out = NO_TOKENS;
         return 0;
     }
     if (!PyLong_Check(value)) {
@@ -72,21 +72,8 @@ read_tokens(PyObject *value, int64_t *out)
         PyErr_SetString(PyExc_OverflowError, "token count out of range");
         return -1;
     }
-    *out = (int64_t)v;
+    *(int64_t *)out = (int64_t)v;
     return 0;
-}
-
-/* read_tokens of the attribute ``name`` of ``span``. */
-static int
-read_tokens_attr(PyObject *span, PyObject *name, int64_t *out)
-{
-    PyObject *v = PyObject_GetAttr(span, name);
-    if (v == NULL) {
-        return -1;
-    }
-    int bad = read_tokens(v, out);
-    Py_DECREF(v);
-    return bad;
 }
 
 static PyObject *
@@ -98,44 +85,44 @@ tokens_object(int64_t v)
     return PyLong_FromLongLong((long long)v);
 }
 
-/* The gflops member from a Python value (None or a real number); -1 with an exception. */
-static int
-read_gflops(Pending *self, PyObject *value)
-{
-    if (value == Py_None) {
-        self->has_gflops = 0;
-        self->gflops = 0.0;
-        return 0;
-    }
-    double g = PyFloat_AsDouble(value);
-    if (g == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    self->gflops = g;
-    self->has_gflops = 1;
-    return 0;
-}
-
 /* A real number into a double member; the member is written only on success. */
 static int
-read_real(PyObject *value, double *out)
+read_real(PyObject *value, void *out)
 {
     double d = PyFloat_AsDouble(value);
     if (d == -1.0 && PyErr_Occurred()) {
         return -1;
     }
-    *out = d;
+    *(double *)out = d;
     return 0;
 }
 
+/* The gflops member from a Python value (None or a real number); -1 with an exception. */
 static int
-read_double(PyObject *span, PyObject *name, double *out)
+read_gflops(PyObject *value, void *record)
+{
+    Pending *self = record;
+    if (value == Py_None) {
+        self->has_gflops = 0;
+        self->gflops = 0.0;
+        return 0;
+    }
+    if (read_real(value, &self->gflops) < 0) {
+        return -1;
+    }
+    self->has_gflops = 1;
+    return 0;
+}
+
+/* ``read(value, out)`` of the attribute ``name`` of ``span`` (one of the readers above). */
+static int
+read_attr(PyObject *span, PyObject *name, int (*read)(PyObject *, void *), void *out)
 {
     PyObject *v = PyObject_GetAttr(span, name);
     if (v == NULL) {
         return -1;
     }
-    int bad = read_real(v, out);
+    int bad = read(v, out);
     Py_DECREF(v);
     return bad;
 }
@@ -168,17 +155,14 @@ pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->dedup = dedup;
     self->energy_j = Py_NewRef(Py_None);
     self->input_tokens = self->output_tokens = NO_TOKENS;
-    PyObject *gflops = NULL;
     int ok = (self->workload = PyObject_GetAttr(span, s_workload)) != NULL &&
              (self->model = PyObject_GetAttr(span, s_model)) != NULL &&
              (self->route = PyObject_GetAttr(span, s_route)) != NULL &&
-             read_double(span, s_start, &self->start) == 0 &&
-             read_double(span, s_end, &self->end) == 0 &&
-             (gflops = PyObject_GetAttr(span, s_gflops)) != NULL &&
-             read_gflops(self, gflops) == 0 &&
-             read_tokens_attr(span, s_input_tokens, &self->input_tokens) == 0 &&
-             read_tokens_attr(span, s_output_tokens, &self->output_tokens) == 0;
-    Py_XDECREF(gflops);
+             read_attr(span, s_start, read_real, &self->start) == 0 &&
+             read_attr(span, s_end, read_real, &self->end) == 0 &&
+             read_attr(span, s_gflops, read_gflops, self) == 0 &&
+             read_attr(span, s_input_tokens, read_tokens, &self->input_tokens) == 0 &&
+             read_attr(span, s_output_tokens, read_tokens, &self->output_tokens) == 0;
     if (!ok) {
         goto fail;
     }
@@ -248,7 +232,7 @@ MEMBER(workload, Py_NewRef(self->workload), read_object(&self->workload, value))
 MEMBER(model, Py_NewRef(self->model), read_object(&self->model, value))
 MEMBER(route, Py_NewRef(self->route), read_object(&self->route, value))
 MEMBER(energy_j, Py_NewRef(self->energy_j), read_object(&self->energy_j, value))
-MEMBER(gflops, gflops_object(self), read_gflops(self, value))
+MEMBER(gflops, gflops_object(self), read_gflops(value, self))
 MEMBER(input_tokens, tokens_object(self->input_tokens), read_tokens(value, &self->input_tokens))
 MEMBER(output_tokens, tokens_object(self->output_tokens),
        read_tokens(value, &self->output_tokens))
