@@ -9,6 +9,12 @@ timer, which also closes a connection whose next request's headers are still par
 Bodies have their own timeout in the ingest app. The systemd unit sets ``LimitNOFILE`` well
 above the sum of the caps.
 Repeated errors are rate-limited in the log by ``jouled.logs.RepeatFilter``.
+
+On stop, a request already read is answered (aiohttp's graceful shutdown), a kept-alive
+connection between requests is closed, and a connection that has not sent a request head
+yet is answered ``503`` with ``Retry-After`` and closed. Upstream aiohttp and asyncio leave
+a connection accepted in the moment of the stop unanswered until the runner's shutdown
+timeout (60 s) or the garbage collector, its client waiting for an answer.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ _REFUSE: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
     b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
     % (len(_REFUSAL_TEXT), _REFUSAL_TEXT)
+)
+_STOPPING_TEXT: Final = b"jouled is stopping; retry later\n"
+_STOPPING: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_STOPPING_TEXT), _STOPPING_TEXT)
 )
 
 
@@ -51,6 +63,7 @@ class ConnectionStats:
         self.high_water = 0
         self.refused = 0  # over the cap
         self.timed_out = 0  # no complete request head in time
+        self.closed_on_stop = 0  # answered 503 as the listener stopped, before any request
 
 
 class _CappedServer(web.Server):
@@ -69,9 +82,18 @@ class _CappedServer(web.Server):
         self._on_refused = on_refused
         self._deadlines: dict[RequestHandler, asyncio.TimerHandle] = {}
         self._open: set[RequestHandler] = set()
+        self._stopping = False
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         stats = self.stats
+        if self._stopping:
+            # Accepted just before the listener stopped and made later than the runner's
+            # pause allows for (another event loop): no request is read from it.
+            stats.closed_on_stop += 1
+            transport.write(_STOPPING)
+            handler.force_close()
+            transport.close()
+            return
         if stats.open >= self._limits.max_connections:
             stats.refused += 1
             if self._on_refused is not None:
@@ -97,6 +119,24 @@ class _CappedServer(web.Server):
             self.stats.timed_out += 1
             handler.force_close()
             transport.close()
+
+    def pre_shutdown(self) -> None:
+        """The listener has stopped: answer ``503`` and close each connection that has not
+        sent a request head yet.
+
+        aiohttp's own ``pre_shutdown`` marks every connection to close after its current
+        request and from then on ignores what arrives. A kept-alive connection between
+        requests is closed promptly, and a request already read is answered; but a new
+        connection whose request is still on the way would hold its client, unanswered,
+        until the runner's shutdown timeout (60 s).
+        """
+        self._stopping = True
+        for handler in list(self._open):
+            if handler._request_count == 0 and handler.transport is not None:
+                self.stats.closed_on_stop += 1
+                handler.transport.write(_STOPPING)
+                handler.force_close()
+        super().pre_shutdown()
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         deadline = self._deadlines.pop(handler, None)
@@ -125,6 +165,27 @@ class GuardedRunner(web.AppRunner):
         self._server_kwargs = kwargs
         self._on_refused = on_refused
         self.stats = ConnectionStats()
+
+    async def cleanup(self) -> None:
+        """Stop accepting, let the connections already accepted reach the server, then
+        aiohttp's graceful shutdown.
+
+        ``asyncio.Server.close()`` between accepting a socket and building its transport
+        (one or two loop iterations) leaves that socket with no transport and no reader
+        until the garbage collector finds it (CPython gh-109564, open): its client waits for
+        an answer. Removing the listening sockets' readers first, and yielding the two
+        iterations the selector loop takes from accept to ``connection_made``, closes that
+        window: every accepted connection is the server's to answer or close.
+        """
+        loop = asyncio.get_running_loop()
+        paused = 0
+        for site in self.sites:
+            server = getattr(site, "_server", None)
+            for sock in getattr(server, "sockets", None) or ():
+                paused += loop.remove_reader(sock.fileno())
+        for _ in range(3 if paused else 0):
+            await asyncio.sleep(0)
+        await super().cleanup()
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
