@@ -5,11 +5,12 @@ import signal
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.procs import fake_powercap, http_get, jouled, wait_for
+from tests.support.procs import Daemon, fake_powercap, http_get, jouled, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,13 @@ def test_garbage_on_the_ingest_listener_leaves_the_daemon_and_its_series_intact(
         assert http_get(daemon.metrics_url + "/healthz")[0] == 200
 
 
-def test_sigterm_while_spans_stream_in_loses_nothing_accepted(tmp_path: Path) -> None:
+def _stream_through_sigterm(tmp_path: Path, send: Callable[[Daemon, int], int | None]) -> None:
+    """Batches of 50 spans to a daemon (2 s settle), SIGTERM 1.5 s in while they go on,
+    until ``send(daemon, i)`` says the listener stopped (None; else the spans answered
+    accepted). Then the daemon's last books (logged on the way out) must balance, and every
+    span answered accepted must have been settled into a request."""
+    import re
+
     cfg = _api_without_rapl(
         tmp_path,
         interval=0.2,
@@ -106,26 +113,13 @@ def test_sigterm_while_spans_stream_in_loses_nothing_accepted(tmp_path: Path) ->
     )
     accepted = 0
     with jouled(tmp_path, cfg) as daemon:
-        cfg_ingest = daemon.ingest_url
         stop_at = time.monotonic() + 1.5
         sent_sigterm = False
         for i in range(10_000):
-            now = time.time()
-            spans = [
-                {"workload": "api", "model": f"m{j % 3}", "start": now - 0.2, "end": now,
-                 "gflops": 1.0 + j}
-                for j in range(50)
-            ]  # fmt: skip
-            req = urllib.request.Request(
-                cfg_ingest + "/v1/spans",
-                data=json.dumps({"spans": spans}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    accepted += json.loads(resp.read())["accepted"]
-            except (urllib.error.URLError, ConnectionError):
-                break  # the listener closed: nothing more is taken
+            taken = send(daemon, i)
+            if taken is None:
+                break  # the listener stopped: nothing more is taken
+            accepted += taken
             if not sent_sigterm and time.monotonic() > stop_at:
                 daemon.proc.signal(signal.SIGTERM)  # while the stream goes on
                 sent_sigterm = True
@@ -133,14 +127,6 @@ def test_sigterm_while_spans_stream_in_loses_nothing_accepted(tmp_path: Path) ->
         assert daemon.proc.wait(15) == 0
         log = daemon.proc.output()
     assert accepted > 100
-    _assert_every_accepted_span_settled(log, accepted)
-
-
-def _assert_every_accepted_span_settled(log: str, accepted: int) -> None:
-    """The daemon's last books (logged on the way out) balance, and every span it answered
-    "accepted" for was settled into a request."""
-    import re
-
     line = re.search(
         r"spans: received (\d+) = settled (\d+) \+ late (\d+) \+ rejected (\d+) \+ "
         r"duplicate (\d+) \+ dropped (\d+) \+ pending (\d+) \(balance (-?\d+)\)",
@@ -154,6 +140,28 @@ def _assert_every_accepted_span_settled(log: str, accepted: int) -> None:
     assert dropped == 0
 
 
+def test_sigterm_while_spans_stream_in_loses_nothing_accepted(tmp_path: Path) -> None:
+    def send(daemon: Daemon, _i: int) -> int | None:
+        now = time.time()
+        spans = [
+            {"workload": "api", "model": f"m{j % 3}", "start": now - 0.2, "end": now,
+             "gflops": 1.0 + j}
+            for j in range(50)
+        ]  # fmt: skip
+        req = urllib.request.Request(
+            daemon.ingest_url + "/v1/spans",
+            data=json.dumps({"spans": spans}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return int(json.loads(resp.read())["accepted"])
+        except (urllib.error.URLError, ConnectionError):
+            return None  # refused, reset or 503 "stopping": none of it taken
+
+    _stream_through_sigterm(tmp_path, send)
+
+
 def test_sigterm_while_grpc_spans_stream_in_loses_nothing_accepted(tmp_path: Path) -> None:
     """The OTLP/gRPC twin of the test above: every Export call is answered at once, OK (its
     spans settled) or, once the listener stops, a code OTLP exporters retry; none waits for
@@ -165,47 +173,34 @@ def test_sigterm_while_grpc_spans_stream_in_loses_nothing_accepted(tmp_path: Pat
 
     from tests.ingest.otlp import pb_span, request
 
-    cfg = _api_without_rapl(
-        tmp_path,
-        interval=0.2,
-        spans={"settle_seconds": 2.0},
-        ingest={"max_requests_per_second": 0},
-    )
+    export = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
     retry_codes = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-    accepted = 0
-    with jouled(tmp_path, cfg) as daemon:
+    channels: dict[str, grpc.Channel] = {}
+
+    def send(daemon: Daemon, i: int) -> int | None:
         assert daemon.grpc is not None
-        stop_at = time.monotonic() + 1.5
-        sent_sigterm = False
-        with grpc.insecure_channel(daemon.grpc) as channel:
-            export = channel.unary_unary(
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-            )
-            for i in range(10_000):
-                now = time.time()
-                model = {"gen_ai.request.model": "m"}
-                spans = [
-                    pb_span(50 * i + j + 1, start=now - 0.2, end=now, **model) for j in range(50)
-                ]
-                body = request(spans, service__name="api").SerializeToString()
-                try:
-                    reply = ExportTraceServiceResponse.FromString(export(body, timeout=5))
-                except grpc.RpcError as err:
-                    # grpcio answers a call that arrives as the server stops UNAVAILABLE or,
-                    # when it had already reached the server, CANCELLED: both retryable for
-                    # OTLP exporters (the OTLP specification's retryable codes), neither
-                    # taken: the books below count no span of it.
-                    assert err.code() in retry_codes, err
-                    break  # the listener stopped: nothing more is taken
-                accepted += 50 - reply.partial_success.rejected_spans
-                if not sent_sigterm and time.monotonic() > stop_at:
-                    daemon.proc.signal(signal.SIGTERM)  # while the stream goes on
-                    sent_sigterm = True
-                assert i < 9_999, "the daemon never stopped taking spans"
-        assert daemon.proc.wait(15) == 0
-        log = daemon.proc.output()
-    assert accepted > 100
-    _assert_every_accepted_span_settled(log, accepted)
+        channel = channels.get(daemon.grpc) or channels.setdefault(
+            daemon.grpc, grpc.insecure_channel(daemon.grpc)
+        )
+        now = time.time()
+        model = {"gen_ai.request.model": "m"}
+        spans = [pb_span(50 * i + j + 1, start=now - 0.2, end=now, **model) for j in range(50)]
+        body = request(spans, service__name="api").SerializeToString()
+        try:
+            reply = channel.unary_unary(export)(body, timeout=5)
+        except grpc.RpcError as err:
+            # grpcio answers a call that arrives as the server stops UNAVAILABLE or, when
+            # it had already reached the server, CANCELLED: both retryable for OTLP
+            # exporters (the OTLP specification's retryable codes), neither taken.
+            assert err.code() in retry_codes, err
+            return None
+        return 50 - ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans
+
+    try:
+        _stream_through_sigterm(tmp_path, send)
+    finally:
+        for channel in channels.values():
+            channel.close()
 
 
 def test_unix_socket_ingest_with_a_token_and_no_secret_in_metrics(tmp_path: Path) -> None:
