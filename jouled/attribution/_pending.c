@@ -22,6 +22,15 @@
  *
  * live() -> int: records alive now (for tests: a record nothing holds is freed at once,
  * records are not tracked by gc so gc.get_objects() does not list them).
+ *
+ * IdIndex() -> IdIndex: the splitter's index of pending records by their id key, a mapping
+ * of int keys in [-2^63, 2^63 - 1] (OverflowError past that, TypeError for a non-int) to
+ * objects, with ``in``, ``[]`` (KeyError), ``[] =``, ``del`` (KeyError), ``get(key,
+ * default=None)`` and ``len``; no iteration. A dict of ~30,000 int keys holds ~125 bytes an
+ * entry (its table, which insert/delete churn leaves at up to twice the size a fresh one
+ * needs, and a 32-36 byte int object a key); this open-addressing table holds the key as a
+ * C int64 beside the value's pointer, 16 bytes a slot at a load of 1/3 to 2/3 (~24-48 bytes
+ * an entry). Its arrays are allocated with PyMem (tracemalloc sees them).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -269,6 +278,289 @@ static PyTypeObject PendingType = {
     .tp_new = pending_new,
 };
 
+/* ---- IdIndex ------------------------------------------------------------------------ */
+
+/* A deleted slot's value: not NULL (an empty slot), never an object. */
+static char tombstone_mark;
+#define TOMBSTONE ((PyObject *)&tombstone_mark)
+#define MIN_CAPACITY 8
+
+typedef struct {
+    PyObject_HEAD
+    int64_t *keys;
+    PyObject **values; /* NULL: empty; TOMBSTONE: deleted; else a strong reference */
+    Py_ssize_t capacity; /* a power of two */
+    Py_ssize_t used;     /* live entries */
+    Py_ssize_t filled;   /* live entries and tombstones */
+    int shift;           /* 64 - log2(capacity) */
+} IdIndex;
+
+/* Fibonacci hashing: the top bits of the key times 2^64 / phi. The splitter's keys are
+ * Python hashes already; the multiply spreads any other ints (consecutive ones from tests,
+ * ones differing only in high bits) over the table. */
+static size_t
+slot_of(int64_t key, int shift)
+{
+    return (size_t)(((uint64_t)key * UINT64_C(0x9E3779B97F4A7C15)) >> shift);
+}
+
+/* The slot holding ``key``, or -1. */
+static Py_ssize_t
+find_slot(IdIndex *self, int64_t key)
+{
+    if (self->capacity == 0) {
+        return -1;
+    }
+    size_t mask = (size_t)self->capacity - 1;
+    for (size_t i = slot_of(key, self->shift);; i = (i + 1) & mask) {
+        PyObject *v = self->values[i];
+        if (v == NULL) {
+            return -1;
+        }
+        if (v != TOMBSTONE && self->keys[i] == key) {
+            return (Py_ssize_t)i;
+        }
+    }
+}
+
+/* Rebuild the table at ``capacity`` (tombstones dropped); -1 with MemoryError on failure,
+ * the table unchanged. */
+static int
+resize(IdIndex *self, Py_ssize_t capacity)
+{
+    int shift = 64;
+    for (Py_ssize_t c = capacity; c > 1; c >>= 1) {
+        shift--;
+    }
+    int64_t *keys = PyMem_Calloc((size_t)capacity, sizeof(int64_t));
+    PyObject **values = PyMem_Calloc((size_t)capacity, sizeof(PyObject *));
+    if (keys == NULL || values == NULL) {
+        PyMem_Free(keys);
+        PyMem_Free(values);
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t mask = (size_t)capacity - 1;
+    for (Py_ssize_t j = 0; j < self->capacity; j++) {
+        PyObject *v = self->values[j];
+        if (v == NULL || v == TOMBSTONE) {
+            continue;
+        }
+        size_t i = slot_of(self->keys[j], shift);
+        while (values[i] != NULL) {
+            i = (i + 1) & mask;
+        }
+        keys[i] = self->keys[j];
+        values[i] = v;
+    }
+    PyMem_Free(self->keys);
+    PyMem_Free(self->values);
+    self->keys = keys;
+    self->values = values;
+    self->capacity = capacity;
+    self->shift = shift;
+    self->filled = self->used;
+    return 0;
+}
+
+static int
+read_key(PyObject *key, int64_t *out)
+{
+    if (!PyLong_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "IdIndex keys are ints, not %.100s", Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    long long v = PyLong_AsLongLong(key);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+static PyObject *
+index_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "IdIndex() takes no arguments");
+        return NULL;
+    }
+    IdIndex *self = (IdIndex *)type->tp_alloc(type, 0);
+    return (PyObject *)self; /* an empty table: arrays made on the first insert */
+}
+
+static int
+index_clear(IdIndex *self)
+{
+    PyObject **values = self->values;
+    Py_ssize_t capacity = self->capacity;
+    self->values = NULL;
+    self->capacity = self->used = self->filled = 0;
+    PyMem_Free(self->keys);
+    self->keys = NULL;
+    for (Py_ssize_t i = 0; i < capacity; i++) {
+        if (values[i] != NULL && values[i] != TOMBSTONE) {
+            Py_DECREF(values[i]);
+        }
+    }
+    PyMem_Free(values);
+    return 0;
+}
+
+static int
+index_traverse(IdIndex *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->capacity; i++) {
+        if (self->values[i] != TOMBSTONE) {
+            Py_VISIT(self->values[i]);
+        }
+    }
+    return 0;
+}
+
+static void
+index_dealloc(IdIndex *self)
+{
+    PyObject_GC_UnTrack(self);
+    index_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+index_length(IdIndex *self)
+{
+    return self->used;
+}
+
+static PyObject *
+index_subscript(IdIndex *self, PyObject *key)
+{
+    int64_t k;
+    if (read_key(key, &k) < 0) {
+        return NULL;
+    }
+    Py_ssize_t i = find_slot(self, k);
+    if (i < 0) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(self->values[i]);
+}
+
+static int
+index_ass_subscript(IdIndex *self, PyObject *key, PyObject *value)
+{
+    int64_t k;
+    if (read_key(key, &k) < 0) {
+        return -1;
+    }
+    Py_ssize_t i = find_slot(self, k);
+    if (value == NULL) { /* del */
+        if (i < 0) {
+            PyErr_SetObject(PyExc_KeyError, key);
+            return -1;
+        }
+        PyObject *old = self->values[i];
+        self->values[i] = TOMBSTONE;
+        self->used--;
+        Py_DECREF(old);
+        return 0;
+    }
+    if (i >= 0) {
+        Py_SETREF(self->values[i], Py_NewRef(value));
+        return 0;
+    }
+    if ((self->filled + 1) * 3 > self->capacity * 2) {
+        /* Past 2/3 full (tombstones count: they lengthen probes): rebuild at a load of at
+         * most 1/2 of the live entries, growing or shrinking. */
+        Py_ssize_t capacity = MIN_CAPACITY;
+        while (capacity < (self->used + 1) * 2) {
+            capacity *= 2;
+        }
+        if (resize(self, capacity) < 0) {
+            return -1;
+        }
+    }
+    size_t mask = (size_t)self->capacity - 1;
+    size_t j = slot_of(k, self->shift);
+    while (self->values[j] != NULL && self->values[j] != TOMBSTONE) {
+        j = (j + 1) & mask;
+    }
+    if (self->values[j] == NULL) {
+        self->filled++;
+    }
+    self->keys[j] = k;
+    self->values[j] = Py_NewRef(value);
+    self->used++;
+    return 0;
+}
+
+static int
+index_contains(IdIndex *self, PyObject *key)
+{
+    int64_t k;
+    if (read_key(key, &k) < 0) {
+        return -1;
+    }
+    return find_slot(self, k) >= 0;
+}
+
+static PyObject *
+index_get(IdIndex *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    int64_t k;
+    if (read_key(args[0], &k) < 0) {
+        return NULL;
+    }
+    Py_ssize_t i = find_slot(self, k);
+    if (i >= 0) {
+        return Py_NewRef(self->values[i]);
+    }
+    return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+}
+
+static PyObject *
+index_sizeof(IdIndex *self, PyObject *unused)
+{
+    return PyLong_FromSize_t(sizeof(IdIndex) +
+                             (size_t)self->capacity * (sizeof(int64_t) + sizeof(PyObject *)));
+}
+
+static PyMethodDef index_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))index_get, METH_FASTCALL,
+     "get(key, default=None): the value at key, else default."},
+    {"__sizeof__", (PyCFunction)index_sizeof, METH_NOARGS, "bytes held, with the table"},
+    {NULL},
+};
+
+static PyMappingMethods index_as_mapping = {
+    .mp_length = (lenfunc)index_length,
+    .mp_subscript = (binaryfunc)index_subscript,
+    .mp_ass_subscript = (objobjargproc)index_ass_subscript,
+};
+
+static PySequenceMethods index_as_sequence = {
+    .sq_contains = (objobjproc)index_contains,
+};
+
+static PyTypeObject IdIndexType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "jouled.attribution._pending.IdIndex",
+    .tp_basicsize = sizeof(IdIndex),
+    .tp_dealloc = (destructor)index_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "int64 key -> object, open addressing (see jouled/attribution/_pending.c).",
+    .tp_traverse = (traverseproc)index_traverse,
+    .tp_clear = (inquiry)index_clear,
+    .tp_as_mapping = &index_as_mapping,
+    .tp_as_sequence = &index_as_sequence,
+    .tp_methods = index_methods,
+    .tp_new = index_new,
+};
+
 static PyObject *
 py_live(PyObject *module, PyObject *unused)
 {
@@ -282,7 +574,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "jouled.attribution._pending",
-    "The splitter's pending-span record in C (see jouled/attribution/spans.py).", -1, methods,
+    "The splitter's pending-span record and id index in C (see jouled/attribution/spans.py).",
+    -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -299,14 +592,15 @@ PyInit__pending(void)
         (s_output_tokens = PyUnicode_InternFromString("output_tokens")) == NULL) {
         return NULL;
     }
-    if (PyType_Ready(&PendingType) < 0) {
+    if (PyType_Ready(&PendingType) < 0 || PyType_Ready(&IdIndexType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(m, "Pending", (PyObject *)&PendingType) < 0) {
+    if (PyModule_AddObjectRef(m, "Pending", (PyObject *)&PendingType) < 0 ||
+        PyModule_AddObjectRef(m, "IdIndex", (PyObject *)&IdIndexType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -143,7 +143,88 @@ def test_the_splitter_refuses_what_the_record_cannot_hold_without_changing_anyth
     assert (splitter.pending, splitter.dropped) == (2, 0)
     with pytest.raises(ValueError, match="out of range"):
         splitter.amend("a", "a" * 32, "b" * 16, model="M2", gflops=None, tokens=(5, 2**63))
-    rec = splitter._by_id[next(iter(splitter._by_id))]
+    rec = splitter._find("a", "a" * 32, "b" * 16)
+    assert rec is not None
     assert (rec.model, rec.input_tokens, rec.output_tokens) == ("m", None, None)
     assert splitter.amend("a", "a" * 32, "b" * 16, model="M2", gflops=None, tokens=(5, 6))
     assert (rec.model, rec.input_tokens, rec.output_tokens) == ("M2", 5, 6)
+
+
+# ---- IdIndex: the splitter's id index, against the dict it stands for ----------------------
+
+_keys = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-40, 40),  # few keys: the same ones set, deleted and set again
+    st.sampled_from([0, -1, 2**63 - 1, -(2**63), 1 << 40, 2 << 40, 3 << 40]),  # high bits only
+)
+_ops = st.lists(
+    st.tuples(st.sampled_from(["set", "del", "get", "in", "item"]), _keys, st.integers(0, 9)),
+    max_size=400,
+)
+
+
+@given(_ops)
+def test_the_id_index_answers_as_a_dict_through_any_sequence_of_operations(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    from jouled.attribution._pending import IdIndex
+
+    index, ref = IdIndex(), {}
+    for op, key, value in ops:
+        if op == "set":
+            index[key] = ref[key] = f"v{value}"
+        elif op == "del":
+            if key in ref:
+                del index[key], ref[key]
+            else:
+                with pytest.raises(KeyError):
+                    del index[key]
+        elif op == "get":
+            assert index.get(key) == ref.get(key)
+            assert index.get(key, value) == ref.get(key, value)
+        elif op == "in":
+            assert (key in index) == (key in ref)
+        elif key in ref:
+            assert index[key] == ref[key]
+        else:
+            with pytest.raises(KeyError):
+                index[key]
+        assert len(index) == len(ref)
+    for key, value in ref.items():
+        assert index[key] == value
+
+
+def test_the_id_index_holds_references_frees_them_and_refuses_what_is_not_an_int64() -> None:
+    from jouled.attribution._pending import IdIndex
+
+    class Value:
+        pass
+
+    index, value = IdIndex(), Value()
+    before = sys.getrefcount(value)
+    for key in range(5000):  # grows through several tables
+        index[key] = value
+    assert sys.getrefcount(value) == before + 5000
+    for key in range(0, 5000, 2):
+        del index[key]
+    index[1] = value  # replaced: the old reference released
+    assert sys.getrefcount(value) == before + 2500
+    for key in range(10_000, 20_000):  # churn: tombstones are dropped as the table rebuilds
+        index[key] = value
+        del index[key]
+    assert len(index) == 2500 and sys.getsizeof(index) < 64 * 2500
+    del index
+    assert sys.getrefcount(value) == before
+    cyclic = IdIndex()
+    holder = [cyclic]
+    cyclic[1] = holder  # a cycle through the index: the collector frees it
+    del cyclic, holder
+    assert gc.collect() >= 2
+    bad = IdIndex()
+    with pytest.raises(TypeError, match="ints"):
+        bad["1"] = value
+    with pytest.raises(OverflowError):
+        bad[2**63] = value
+    with pytest.raises(TypeError):
+        IdIndex(1)  # type: ignore[call-arg]
+    assert len(bad) == 0 and bad.get(5, "d") == "d"
