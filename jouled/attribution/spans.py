@@ -582,6 +582,15 @@ class SpanSplitter:
         before it, and one workload's sender cannot push out another workload's spans.
         ValueError, changing nothing, for times or work that are not finite, negative work,
         and values the record cannot hold (the compiled record: floats and int64 tokens)."""
+        got = self.admit(span)
+        return got if isinstance(got, str) else "accepted"
+
+    def admit(self, span: Span) -> _Pending | Literal["late", "refused"]:
+        """``add_span``, answering "accepted" with the span's pending record (the one it
+        duplicates for a resent span): the request joiner remembers a request of one span
+        by its ids and this record (its values are the span's; only ``amend`` changes them)
+        rather than by the span (its floats, ints and record-sized object, ~250 bytes more
+        for the 15 s it is remembered)."""
         start, end, gflops = span.start, span.end, span.gflops
         if not -_INF < start <= end < _INF:  # NaN fails too
             raise ValueError(f"span times must be finite with end >= start: {span!r}")
@@ -592,10 +601,12 @@ class SpanSplitter:
             return "late"
         has_id = bool(span.trace_id and span.span_id)
         key = hash((span.workload, span.trace_id, span.span_id)) if has_id else 0
-        if has_id and key in self._by_id:
-            # OTLP clients resend a batch whose answer they missed: count the span once.
-            self._duplicates += 1
-            return "accepted"
+        if has_id:
+            pending = self._by_id.get(key)
+            if pending is not None:
+                # OTLP clients resend a batch whose answer they missed: count the span once.
+                self._duplicates += 1
+                return pending
         try:
             # Made before any eviction: a span the record cannot hold must not push one out.
             rec = new_pending(span, key)
@@ -617,7 +628,7 @@ class SpanSplitter:
             if lane is None:
                 lane = self._lanes[span.workload] = _Lane()
             lane.waiting.push(rec, start)
-        return "accepted"
+        return rec
 
     def _find(self, workload: str, trace_id: str, span_id: str) -> _Pending | None:
         rec = self._by_id.get(hash((workload, trace_id, span_id)))

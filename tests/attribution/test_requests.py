@@ -128,6 +128,29 @@ def test_memory_is_bounded() -> None:
     assert joiner.tracked == 10
 
 
+def test_a_request_of_one_span_is_remembered_without_the_span() -> None:
+    """The joiner keeps the ids and the splitter's record of a lone span, not the span (its
+    floats and ints, ~250 bytes more for the 15 s it is remembered), and a second span of
+    its trace still finds it with the first span's values."""
+    import sys
+
+    splitter = SpanSplitter(settle_seconds=5)
+    joiner = RequestJoiner(splitter, memory_s=60)
+    root, model_span, _ = triton(0, model="resnet")
+    root = Span(root.workload, "unknown", root.start, root.end, 2.5, "/infer", root.trace_id,
+                root.span_id, input_tokens=7)  # fmt: skip
+    held = sys.getrefcount(root)
+    assert joiner.add(root) == "accepted"
+    assert sys.getrefcount(root) == held  # nothing of the joiner or the splitter holds it
+    rec = splitter.admit(root)  # a resend: the pending record it duplicates
+    assert not isinstance(rec, str)
+    assert (rec.start, rec.end, rec.gflops, rec.input_tokens) == (root.start, root.end, 2.5, 7)
+    assert joiner.add(model_span) == "nested"  # the child finds the remembered request
+    (request,) = splitter.flush().requests
+    assert (request.model, request.gflops, request.input_tokens) == ("resnet", 2.5, 7)
+    assert request.duration_s == pytest.approx(0.8)
+
+
 def test_tokens_and_work_of_an_inner_span_stay_with_the_widened_request() -> None:
     splitter = SpanSplitter(settle_seconds=5)
     joiner = RequestJoiner(splitter, memory_s=60)
