@@ -216,6 +216,14 @@ def daemon(tmp: Path, cfg: dict[str, Any]) -> Iterator[DaemonProc]:
             stop(proc)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``) ends a benchmark as an exception does: its ``with``
+    blocks stop the daemons, senders and busy workloads it started, where Python's default
+    action would leave them running, skewing every measurement after it. For the main
+    thread of a benchmark's ``__main__``."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def stop(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
     """SIGTERM (the daemon drains and flushes), SIGKILL after ``grace_s``."""
     proc.send_signal(signal.SIGTERM)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import cpu_seconds, daemon, save, wait_for
+from benchmarks._util import cpu_seconds, daemon, exit_on_sigterm, save, wait_for
 from jouled.loadgen.readout import parse_metrics
 from jouled.testing.load_following import LoadFollowingRapl
 
@@ -133,4 +133,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -24,6 +24,7 @@ from typing import Any
 from benchmarks._util import (
     cpu_seconds,
     daemon,
+    exit_on_sigterm,
     free_port,
     http_get,
     percentiles,
@@ -207,4 +208,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

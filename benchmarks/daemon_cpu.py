@@ -48,6 +48,7 @@ from typing import Any
 from benchmarks._util import (
     cpu_seconds,
     daemon,
+    exit_on_sigterm,
     process_cpu_ns,
     rss_mb,
     save,
@@ -400,4 +401,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -39,7 +39,15 @@ from typing import Any
 
 import yaml
 
-from benchmarks._util import free_port, json_batch, percentiles, save, stop, wait_for
+from benchmarks._util import (
+    exit_on_sigterm,
+    free_port,
+    json_batch,
+    percentiles,
+    save,
+    stop,
+    wait_for,
+)
 from jouled.testing.fake_powercap import FakePowercap
 
 # Runs inside the daemon's process: a lag probe beside `jouled run`, nothing else changed.
@@ -358,4 +366,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -20,7 +20,15 @@ from typing import Any
 
 from aiohttp import ClientSession
 
-from benchmarks._util import cpu_seconds, daemon, json_batch, otlp_batch, save, wait_for
+from benchmarks._util import (
+    cpu_seconds,
+    daemon,
+    exit_on_sigterm,
+    json_batch,
+    otlp_batch,
+    save,
+    wait_for,
+)
 from jouled.attribution.stage import AttributionStage
 from jouled.config import validate
 from jouled.ingest.decode import decode_otlp_protobuf, decode_spans_json
@@ -155,4 +163,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import cpu_seconds, daemon, sleepers
+from benchmarks._util import cpu_seconds, daemon, exit_on_sigterm, sleepers
 from benchmarks.daemon_cpu import GROUPS, _received, _sender, loaded_config
 
 # (stage, substrings of "function (file)" frames): the innermost frame matching wins.
@@ -154,4 +154,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

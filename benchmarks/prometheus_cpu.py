@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import cpu_seconds, daemon, rss_mb, save
+from benchmarks._util import cpu_seconds, daemon, exit_on_sigterm, rss_mb, save
 from jouled.testing.fake_powercap import FakePowercap
 from tests.support.prometheus import run_prometheus
 
@@ -95,4 +95,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import daemon, otlp_batch, save, thread_cpu
+from benchmarks._util import daemon, exit_on_sigterm, otlp_batch, save, thread_cpu
 from benchmarks.daemon_cpu import loaded_config
 
 # Output names of thread_cpu's groups: the main thread is the event loop.
@@ -106,4 +106,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from benchmarks._util import scrape_like_prometheus
+from benchmarks._util import exit_on_sigterm, scrape_like_prometheus
 from tests.support.procs import fake_powercap, jouled, start_busy
 
 BALANCE = re.compile(
@@ -220,4 +220,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     raise SystemExit(main())

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any
 
+from benchmarks._util import exit_on_sigterm
+
 MODELS_PER_WORKLOAD = 5
 
 
@@ -136,4 +138,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import percentiles, save, sleepers, workload_configs
+from benchmarks._util import exit_on_sigterm, percentiles, save, sleepers, workload_configs
 from jouled.attribution.spans import Span
 from jouled.attribution.stage import AttributionStage
 from jouled.clock import FakeClock
@@ -138,4 +138,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

@@ -17,7 +17,7 @@ import random
 import time
 from typing import Any
 
-from benchmarks._util import save
+from benchmarks._util import exit_on_sigterm, save
 from jouled.costmodel import datasets
 from jouled.costmodel.decoder import RequestWork
 from jouled.costmodel.flops import load_config
@@ -95,4 +95,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

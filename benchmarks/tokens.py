@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks._util import cpu_seconds, daemon, save, wait_for
+from benchmarks._util import cpu_seconds, daemon, exit_on_sigterm, save, wait_for
 from jouled.loadgen.readout import parse_metrics
 from jouled.testing.load_following import LoadFollowingRapl
 from jouled.testing.net import free_port, http_get
@@ -195,4 +195,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()
