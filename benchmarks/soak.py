@@ -111,9 +111,12 @@ def sender(url: str, per_second: int, stop: threading.Event, result: SoakResult)
     i = 0
     while not stop.is_set():
         now = time.time()
+        # Each span with its own trace and span id, as an instrumented server sends them: the
+        # request joiner remembers each (15 s) and the splitter indexes it by id.
         spans = [
             {"workload": "api", "model": f"model-{(i + j) % 7}", "start": now - 0.05,
-             "end": now, "gflops": 10.0 + j % 5}
+             "end": now, "gflops": 10.0 + j % 5, "trace_id": f"{i + j:032x}",
+             "span_id": f"{i + j + 1:016x}"}
             for j in range(batch)
         ]  # fmt: skip
         req = urllib.request.Request(
