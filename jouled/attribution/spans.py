@@ -881,11 +881,13 @@ class SpanSplitter:
             if lane is not None:
                 lane.active.pop(rec, None)
             energy = rec.energy_j
+            # Handed over, not copied, and not kept: the request joiner may hold the record
+            # a while after it settles (a short settle delay: up to its 15 s memory).
+            rec.energy_j = None
             append(
                 SettledRequest(
                     workload,
                     rec.model,
-                    # The record is done: its dict is handed over, not copied.
                     energy if energy is not None else {},
                     rec.gflops,
                     rec.end - rec.start,

@@ -151,6 +151,41 @@ def test_a_request_of_one_span_is_remembered_without_the_span() -> None:
     assert request.duration_s == pytest.approx(0.8)
 
 
+def test_a_settled_record_the_joiner_still_holds_keeps_no_energy() -> None:
+    """With a settle delay shorter than the joiner's memory the joiner outlives the record's
+    settling: the record hands its energy to the settled request and keeps none."""
+    splitter = SpanSplitter(settle_seconds=0)
+    joiner = RequestJoiner(splitter, memory_s=15)
+    root, _, _ = triton(0)
+    assert joiner.add(root) == "accepted"
+    splitter.add_tick(T0, T0 + 1, {"triton": {"cpu": 10.0}})
+    (settled,) = splitter.settle(T0 + 1).requests
+    assert settled.energy_j == {"cpu": pytest.approx(10.0 * 0.8)}
+    (single,) = joiner._by_trace.values()
+    assert single.rec.done and single.rec.energy_j is None  # type: ignore[union-attr]
+
+
+def test_a_resend_after_the_joiner_forgot_its_request_keeps_what_a_child_gave_it() -> None:
+    """A resend (an OTLP retry) of a request's first span after the joiner forgot it (15 s
+    after it ended) while its record still waits to settle (30 s) is remembered by that
+    record, with the model, work and tokens a named child already gave it: a later child
+    names a model only where none is named yet and brings work and tokens only where none
+    are known, as for a request the joiner never forgot."""
+    splitter = SpanSplitter(settle_seconds=30)
+    joiner = RequestJoiner(splitter, memory_s=15.0)
+    trace = "7" * 32
+    first = Span("w", "unknown", T0, T0 + 1, None, "/infer", trace, "a" * 16)
+    child = Span("w", "llama", T0 + 0.2, T0 + 0.8, 3.0, "", trace, "c" * 16, "a" * 16, 10, 20)
+    later = Span("w", "other", T0 + 0.3, T0 + 0.7, 9.0, "", trace, "d" * 16, "a" * 16, 1, 2)
+    assert [joiner.add(first), joiner.add(child)] == ["accepted", "nested"]
+    joiner.expire(T0 + 17)
+    assert joiner.tracked == 0
+    assert [joiner.add(first), joiner.add(later)] == ["accepted", "nested"]
+    got = [(r.model, r.gflops, r.input_tokens, r.output_tokens) for r in splitter.flush().requests]
+    assert got == [("llama", 3.0, 10, 20)]
+    assert splitter.stats.duplicate_spans == 1
+
+
 def test_tokens_and_work_of_an_inner_span_stay_with_the_widened_request() -> None:
     splitter = SpanSplitter(settle_seconds=5)
     joiner = RequestJoiner(splitter, memory_s=60)
