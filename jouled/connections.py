@@ -10,11 +10,13 @@ Bodies have their own timeout in the ingest app. The systemd unit sets ``LimitNO
 above the sum of the caps.
 Repeated errors are rate-limited in the log by ``jouled.logs.RepeatFilter``.
 
-On stop, a request already read is answered (aiohttp's graceful shutdown), a kept-alive
-connection between requests is closed, and a connection that has not sent a request head
-yet is answered ``503`` with ``Retry-After`` and closed. Upstream aiohttp and asyncio leave
-a connection accepted in the moment of the stop unanswered until the runner's shutdown
-timeout (60 s) or the garbage collector, its client waiting for an answer.
+On stop, a request whose head has arrived is read to its end and answered with
+``Connection: close`` (within ``STOP_GRACE_S``), a kept-alive connection between requests is
+closed, and a connection that has not sent a request head yet is answered ``503`` with
+``Retry-After`` and closed. Upstream aiohttp ignores what arrives once it stops (a body on
+its way waits for the ingest body timeout, 30 s, and is answered 408), and aiohttp and
+asyncio leave a connection accepted in the moment of the stop unanswered until the runner's
+shutdown timeout (60 s) or the garbage collector.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _REFUSE: Final = (
     b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
     % (len(_REFUSAL_TEXT), _REFUSAL_TEXT)
 )
+# On stop: how long a request already started may take to arrive and be answered, and then
+# how long aiohttp waits for a handler still running before it cancels it.
+STOP_GRACE_S: Final = 5.0
 _STOPPING_TEXT: Final = b"jouled is stopping; retry later\n"
 _STOPPING: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
@@ -83,6 +88,7 @@ class _CappedServer(web.Server):
         self._deadlines: dict[RequestHandler, asyncio.TimerHandle] = {}
         self._open: set[RequestHandler] = set()
         self._stopping = False
+        self._draining: set[RequestHandler] = set()  # a request under way at the stop
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         stats = self.stats
@@ -120,23 +126,53 @@ class _CappedServer(web.Server):
             handler.force_close()
             transport.close()
 
-    def pre_shutdown(self) -> None:
-        """The listener has stopped: answer ``503`` and close each connection that has not
-        sent a request head yet.
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
-        aiohttp's own ``pre_shutdown`` marks every connection to close after its current
-        request and from then on ignores what arrives. A kept-alive connection between
-        requests is closed promptly, and a request already read is answered; but a new
-        connection whose request is still on the way would hold its client, unanswered,
-        until the runner's shutdown timeout (60 s).
+    @staticmethod
+    def _in_flight(handler: RequestHandler) -> bool:
+        """A request of this connection is being read, queued or handled (its head has
+        arrived), or its handler task is between steps."""
+        return bool(handler._request_in_progress or handler._messages or handler._waiter is None)
+
+    def pre_shutdown(self) -> None:
+        """The listener has stopped. A connection that has not sent a request head yet is
+        answered ``503`` and closed; one between requests is marked to close (aiohttp closes
+        it in ``shutdown``); one with a request under way keeps reading it (``shutdown``
+        waits for it). aiohttp's own ``pre_shutdown`` would mark them all, and from then on
+        ignore what arrives: a body still on its way, or a request head of a new connection.
         """
         self._stopping = True
         for handler in list(self._open):
-            if handler._request_count == 0 and handler.transport is not None:
+            if handler.transport is None:
+                continue
+            if handler._request_count == 0:
                 self.stats.closed_on_stop += 1
                 handler.transport.write(_STOPPING)
                 handler.force_close()
-        super().pre_shutdown()
+            elif self._in_flight(handler):
+                self._draining.add(handler)
+            else:
+                handler.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
+        """Let the requests under way at the stop finish (``STOP_GRACE_S`` at most; their
+        answers say ``Connection: close``), then aiohttp's shutdown: it waits ``timeout``
+        for a handler still running, then cancels it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE_S
+        draining = self._draining
+        # Polled (once at stop, STOP_GRACE_S at most): aiohttp signals a handler's end, not
+        # that of a request still queued or a body still on its way.
+        while loop.time() < deadline and any(  # noqa: ASYNC110
+            h.transport is not None and self._in_flight(h) for h in draining
+        ):
+            await asyncio.sleep(0.01)
+        for handler in draining:
+            handler.close()
+        draining.clear()
+        await super().shutdown(timeout)
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         deadline = self._deadlines.pop(handler, None)
@@ -160,11 +196,21 @@ class GuardedRunner(web.AppRunner):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("keepalive_timeout", limits.idle_timeout)
-        super().__init__(app, **kwargs)
+        super().__init__(app, shutdown_timeout=STOP_GRACE_S, **kwargs)
+        # An answer given after the listener stopped closes its connection.
+        app.on_response_prepare.append(self._close_after_stop)
         self._limits = limits
         self._server_kwargs = kwargs
         self._on_refused = on_refused
         self.stats = ConnectionStats()
+
+    async def _close_after_stop(self, _request: web.Request, response: web.StreamResponse) -> None:
+        server = self.server
+        if isinstance(server, _CappedServer) and server.stopping:
+            response.force_close()
+            # aiohttp runs this hook after it wrote the Connection header into the headers
+            # (not yet sent): say it to the client too.
+            response.headers["Connection"] = "close"
 
     async def cleanup(self) -> None:
         """Stop accepting, let the connections already accepted reach the server, then

@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 
 from jouled.logs import RepeatFilter
 from tests.hostile.conftest import RunningFactory
@@ -102,17 +104,24 @@ def test_a_repeated_error_is_logged_a_few_times_a_minute_with_a_count() -> None:
     assert records[4] == "Error handling request (client disconnected: peer reset)"
 
 
-async def _stop_after(yields: int, first: bytes, then: bytes = b"") -> tuple[bytes, float, int]:
-    """A GuardedRunner stopped ``yields`` loop iterations after a client connected and sent
-    ``first`` (``then`` once the stop began): what the client read (``b"reset"`` for a
-    reset), seconds from the stop to the client's answer, and connections closed on stop."""
+async def _stop_after(
+    yields: int,
+    first: bytes,
+    then: bytes | None = None,
+    *,
+    wait_s: float = 0.0,
+    then_after_s: float = 0.0,
+) -> tuple[bytes, float, int, float]:
+    """A GuardedRunner stopped ``yields`` loop iterations (then ``wait_s`` seconds) after a
+    client connected and sent ``first``; ``then`` is sent ``then_after_s`` into the stop.
+    What the client read (``b"reset"`` for a reset), seconds from the stop to the client's
+    answer, connections answered 503 on stop, and seconds the stop took."""
     from aiohttp import web
 
     from jouled.connections import ConnectionLimits, GuardedRunner
 
     async def ok(request: web.Request) -> web.Response:
-        await request.read()
-        return web.Response(text="ok")
+        return web.Response(text=f"got {len(await request.read())}")
 
     app = web.Application()
     app.router.add_post("/", ok)
@@ -125,12 +134,15 @@ async def _stop_after(yields: int, first: bytes, then: bytes = b"") -> tuple[byt
     sock.sendall(first)
     for _ in range(yields):
         await asyncio.sleep(0)
+    if wait_s:  # (a sleep of 0 would be one more loop iteration)
+        await asyncio.sleep(wait_s)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     stopping = asyncio.create_task(runner.cleanup())
 
     def read() -> bytes:
-        if then:
+        if then is not None:
+            time.sleep(then_after_s)
             with contextlib.suppress(OSError):
                 sock.sendall(then)
         try:
@@ -142,7 +154,7 @@ async def _stop_after(yields: int, first: bytes, then: bytes = b"") -> tuple[byt
     answered_s = loop.time() - t0
     await asyncio.wait_for(stopping, 10)
     sock.close()
-    return got, answered_s, runner.stats.closed_on_stop
+    return got, answered_s, runner.stats.closed_on_stop, loop.time() - t0
 
 
 _REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
@@ -156,7 +168,7 @@ async def test_a_connection_accepted_as_the_listener_stops_is_answered_at_once()
     (60 s; CPython gh-109564 and aiohttp ignoring bytes after pre_shutdown): CI saw
     test_sigterm_while_spans_stream_in time out that way."""
     for yields in range(8):
-        got, answered_s, _ = await _stop_after(yields, _REQUEST)
+        got, answered_s, _, _ = await _stop_after(yields, _REQUEST)
         assert answered_s < 2.0, (yields, got)
         if yields == 0:  # still in the kernel's accept queue: closed with the listener
             assert got in (b"reset", b""), got
@@ -165,7 +177,7 @@ async def test_a_connection_accepted_as_the_listener_stops_is_answered_at_once()
     stopping = b"jouled is stopping; retry later\n"
     for yields in range(8):
         # Connected, no request yet when the stop comes: told to retry, not left waiting.
-        got, answered_s, closed = await _stop_after(yields, b"")
+        got, answered_s, closed, _ = await _stop_after(yields, b"")
         assert answered_s < 2.0, (yields, got)
         if yields == 0:
             assert got in (b"reset", b""), got
@@ -173,12 +185,31 @@ async def test_a_connection_accepted_as_the_listener_stops_is_answered_at_once()
             assert got.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in got, (yields, got)
             assert got.endswith(stopping) and closed == 1
         # The request sent while the listener stops: served or told to retry, at once.
-        got, answered_s, _ = await _stop_after(yields, b"", then=_REQUEST)
+        got, answered_s, _, _ = await _stop_after(yields, b"", then=_REQUEST)
         assert answered_s < 2.0, (yields, got)
         if yields > 0:
             assert got.startswith(b"HTTP/1.1 200") or got.endswith(stopping), (yields, got)
     # A kept-alive connection between requests is closed, not held for the timeout.
-    got, answered_s, closed = await _stop_after(
+    got, answered_s, closed, _ = await _stop_after(
         8, _REQUEST.replace(b"Host: x", b"Host: x\r\nConnection: keep-alive")
     )
     assert got.startswith(b"HTTP/1.1 200") and answered_s < 2.0 and closed == 0
+
+
+async def test_a_body_on_its_way_when_the_listener_stops_is_read_and_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiohttp ignores what arrives once it stops: the rest of a body on its way was dropped,
+    and the request waited for the ingest body timeout (30 s) to be answered 408, which OTLP
+    exporters do not retry. Now it is read and answered at once, with Connection: close; a
+    body that never comes holds the stop for two grace periods at most."""
+    from jouled import connections
+
+    half = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello"
+    # The head read and the handler waiting for the body (0.2 s) when the stop begins.
+    got, _, _, took = await _stop_after(0, half, b"world", wait_s=0.2, then_after_s=0.05)
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"got 10"), got
+    assert b"Connection: close" in got and took < 2.0
+    monkeypatch.setattr(connections, "STOP_GRACE_S", 0.3)
+    got, _, _, took = await _stop_after(0, half, wait_s=0.2)
+    assert got in (b"", b"reset") and took < 0.3 * 2 + 1.0, (got, took)
