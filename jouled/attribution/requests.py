@@ -9,13 +9,17 @@ parent of one, joins that request instead of becoming another. The outermost spa
 kept where it arrives before any energy was split over the request; the model comes from
 whichever span names one, the work from the first span that carries it.
 
-Memory: one small record per span that has a trace and span id, forgotten ``memory_s``
+Memory: one small record per span that has a trace and span id (a request of one span is
+its ids and the splitter's pending record, ``_Single``, not the span), forgotten ``memory_s``
 after the span ends, to the next whole second (the stage uses 15 s: longer than exporters'
 batch delays, so a child exported in a later batch is still recognised), at most
 ``max_requests`` records (the oldest go first). A nested span arriving after that is counted
 as a request of its own. A trace holding several requests also indexes their spans' and
 parents' ids (two small dict entries per id), so a span finds its request in O(1) however
 many requests its trace holds.
+
+Over 400 lines because the joiner and the three shapes it remembers a request in (``_Single``,
+``_Request``, ``_Trace``) change together: each rule of joining reads and converts all three.
 """
 
 from __future__ import annotations
