@@ -32,21 +32,20 @@ from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
 
-_REFUSAL_TEXT: Final = b"too many connections; retry later\n"
-_REFUSE: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
-    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-    % (len(_REFUSAL_TEXT), _REFUSAL_TEXT)
-)
+
+def _retry_later(text: bytes) -> bytes:
+    """A whole ``503`` answer with ``Retry-After: 1`` that closes its connection."""
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text)
+    )
+
+
+_REFUSE: Final = _retry_later(b"too many connections; retry later\n")
+_STOPPING: Final = _retry_later(b"jouled is stopping; retry later\n")
 # On stop: how long a request already started may take to arrive and be answered, and then
 # how long aiohttp waits for a handler still running before it cancels it.
 STOP_GRACE_S: Final = 5.0
-_STOPPING_TEXT: Final = b"jouled is stopping; retry later\n"
-_STOPPING: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
-    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-    % (len(_STOPPING_TEXT), _STOPPING_TEXT)
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +68,13 @@ class ConnectionStats:
         self.refused = 0  # over the cap
         self.timed_out = 0  # no complete request head in time
         self.closed_on_stop = 0  # answered 503 as the listener stopped, before any request
+
+
+def _turn_away(handler: RequestHandler, transport: asyncio.Transport, answer: bytes) -> None:
+    """Answer ``answer`` and close, reading no request from the connection."""
+    transport.write(answer)
+    handler.force_close()
+    transport.close()
 
 
 class _CappedServer(web.Server):
@@ -96,18 +102,14 @@ class _CappedServer(web.Server):
             # Accepted just before the listener stopped and made later than the runner's
             # pause allows for (another event loop): no request is read from it.
             stats.closed_on_stop += 1
-            transport.write(_STOPPING)
-            handler.force_close()
-            transport.close()
+            _turn_away(handler, transport, _STOPPING)
             return
         if stats.open >= self._limits.max_connections:
             stats.refused += 1
             if self._on_refused is not None:
                 self._on_refused()
             # The handler never runs: it is closed before its first byte is read.
-            transport.write(_REFUSE)
-            handler.force_close()
-            transport.close()
+            _turn_away(handler, transport, _REFUSE)
             return
         super().connection_made(handler, transport)
         self._open.add(handler)
@@ -149,8 +151,7 @@ class _CappedServer(web.Server):
                 continue
             if handler._request_count == 0:
                 self.stats.closed_on_stop += 1
-                handler.transport.write(_STOPPING)
-                handler.force_close()
+                _turn_away(handler, handler.transport, _STOPPING)
             elif self._in_flight(handler):
                 self._draining.add(handler)
             else:
