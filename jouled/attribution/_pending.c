@@ -1,6 +1,6 @@
 /* jouled.attribution._pending: the splitter's record of a pending span, in C.
  *
- * Pending(span, dedup=0) -> Pending
+ * Pending(span, dedup=0, span_key=0, parent_key=0) -> Pending
  *
  * The compiled twin of ``jouled.attribution.spans._Pending`` (read its docstring): the same
  * attributes with the same meaning, read and written from Python alike, so the splitter's
@@ -11,14 +11,17 @@
  * and None only, none of which can lead back to it), so the collector's full passes no
  * longer walk every span in flight. Callers must keep it so: a value that refers back to a
  * record (a dict holding an object holding it) would make a cycle that is never freed.
- * 104 bytes a record against ~240 with its floats and ints (64-bit CPython 3.11).
+ * 120 bytes a record (128 from pymalloc) against ~256 with its floats and ints (64-bit
+ * CPython 3.11).
  *
  * Attributes (read and write; a failed write leaves the old value): workload, model, route
  * (any object, the span's; in practice str), start, end (float: the setter takes any real
  * number), gflops, input_tokens and output_tokens (None when unknown; tokens are ints in
  * [-2^63 + 1, 2^63 - 1]: OverflowError past that, TypeError for a non-int), energy_j (None
  * or the dict of joules per component), done (bool), dedup (int, the splitter's hash key:
- * 0 when the span has no ids).
+ * 0 when the span has no ids), span_key and parent_key (int: the request joiner's keys of the
+ * span's id and its parent's, ``hash(id)``; 0 when absent). The ints are in [-2^63, 2^63 - 1]
+ * (OverflowError past that, TypeError for a non-int).
  *
  * live() -> int: records alive now (for tests: a record nothing holds is freed at once,
  * records are not tracked by gc so gc.get_objects() does not list them).
@@ -51,6 +54,8 @@ typedef struct {
     int64_t input_tokens;  /* NO_TOKENS: None */
     int64_t output_tokens; /* NO_TOKENS: None */
     Py_ssize_t dedup;
+    Py_ssize_t span_key;
+    Py_ssize_t parent_key;
     char done;
     char has_gflops;
 } Pending;
@@ -150,10 +155,11 @@ pending_dealloc(Pending *self)
 static PyObject *
 pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"span", "dedup", NULL};
+    static char *kwlist[] = {"span", "dedup", "span_key", "parent_key", NULL};
     PyObject *span;
-    Py_ssize_t dedup = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n:Pending", kwlist, &span, &dedup)) {
+    Py_ssize_t dedup = 0, span_key = 0, parent_key = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nnn:Pending", kwlist, &span, &dedup,
+                                     &span_key, &parent_key)) {
         return NULL;
     }
     Pending *self = (Pending *)type->tp_alloc(type, 0);
@@ -162,6 +168,8 @@ pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     live_records++;
     self->dedup = dedup;
+    self->span_key = span_key;
+    self->parent_key = parent_key;
     self->energy_j = Py_NewRef(Py_None);
     self->input_tokens = self->output_tokens = NO_TOKENS;
     int ok = (self->workload = PyObject_GetAttr(span, s_workload)) != NULL &&
@@ -249,6 +257,8 @@ MEMBER(done, PyBool_FromLong(self->done), read_done(self, value))
 MEMBER(start, PyFloat_FromDouble(self->start), read_real(value, &self->start))
 MEMBER(end, PyFloat_FromDouble(self->end), read_real(value, &self->end))
 MEMBER(dedup, PyLong_FromSsize_t(self->dedup), read_ssize(value, &self->dedup))
+MEMBER(span_key, PyLong_FromSsize_t(self->span_key), read_ssize(value, &self->span_key))
+MEMBER(parent_key, PyLong_FromSsize_t(self->parent_key), read_ssize(value, &self->parent_key))
 
 static PyGetSetDef pending_getset[] = {
     {"workload", (getter)get_workload, (setter)set_workload, "the span's workload", NULL},
@@ -264,6 +274,10 @@ static PyGetSetDef pending_getset[] = {
     {"start", (getter)get_start, (setter)set_start, "start, unix seconds", NULL},
     {"end", (getter)get_end, (setter)set_end, "end, unix seconds", NULL},
     {"dedup", (getter)get_dedup, (setter)set_dedup, "the splitter's id key; 0: no ids", NULL},
+    {"span_key", (getter)get_span_key, (setter)set_span_key, "hash of the span id; 0: none",
+     NULL},
+    {"parent_key", (getter)get_parent_key, (setter)set_parent_key,
+     "hash of the parent's span id; 0: none", NULL},
     {"done", (getter)get_done, (setter)set_done, "settled, evicted or retracted", NULL},
     {NULL},
 };

@@ -14,7 +14,11 @@ class Pending:
     energy_j: dict[str, float] | None
     done: bool
     dedup: int
-    def __init__(self, span: Any, dedup: int = 0) -> None: ...
+    span_key: int
+    parent_key: int
+    def __init__(
+        self, span: Any, dedup: int = 0, span_key: int = 0, parent_key: int = 0
+    ) -> None: ...
 
 def live() -> int: ...
 

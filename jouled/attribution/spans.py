@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from jouled.native import pure_requested
 
@@ -97,14 +97,21 @@ class SplitterStats:
     clamped_ticks: int  # started before the previous tick ended (wall clock stepped back)
 
 
+def id_key(span_or_trace_id: str) -> int:
+    """The key a trace or span id is held by once decoded: ``hash(id)`` (0 for ""; 64 bits,
+    salted per process, so a sender cannot choose ids that collide). The splitter's
+    records and the request joiner keep these ints, not the ids' hex strings (~65-81
+    bytes each)."""
+    return hash(span_or_trace_id)
+
+
 class _Pending:
     """A pending span: what the split and the settled request need of it, without its ids
-    (the request joiner keeps those while nested spans may still come; here only their
-    hash, ``dedup``, is kept), so the ids can go 15 s after the span ends instead of when
-    it settles.
+    (only their keys: ``dedup``, the splitter's, and ``span_key`` and ``parent_key``, the
+    request joiner's, which remembers a request of one span by this record alone).
 
     The reference for its compiled twin, ``jouled.attribution._pending.Pending`` (same
-    attributes, numbers held as C numbers, not tracked by gc: ~104 bytes against ~240 with
+    attributes, numbers held as C numbers, not tracked by gc: 120 bytes against ~256 with
     this one's floats and ints), which the splitter makes where it is built
     (``new_pending``)."""
 
@@ -117,12 +124,14 @@ class _Pending:
         "input_tokens",
         "model",
         "output_tokens",
+        "parent_key",
         "route",
+        "span_key",
         "start",
         "workload",
     )
 
-    def __init__(self, span: Span, dedup: int = 0) -> None:
+    def __init__(self, span: Span, dedup: int = 0, span_key: int = 0, parent_key: int = 0) -> None:
         self.workload = span.workload
         self.model = span.model
         self.start = span.start
@@ -135,6 +144,8 @@ class _Pending:
         self.energy_j: dict[str, float] | None = None
         self.done = False
         self.dedup = dedup  # the _by_id key; 0 when the span has no trace and span id
+        self.span_key = span_key  # id_key(span id) and id_key(parent id); 0: not given
+        self.parent_key = parent_key
 
 
 @dataclass(slots=True)
@@ -145,7 +156,7 @@ class _Tick:
     busy_s: dict[str, float] | None = None  # CPU seconds per workload in the tick
 
 
-def _compiled_pending() -> Callable[[Span, int], _Pending] | None:
+def _compiled_pending() -> Callable[..., _Pending] | None:
     """The compiled record type, or None when not built or not wanted (JOULED_PURE_PYTHON=1)."""
     if pure_requested():
         return None
@@ -153,15 +164,15 @@ def _compiled_pending() -> Callable[[Span, int], _Pending] | None:
         from jouled.attribution._pending import Pending
     except ImportError:
         return None
-    return cast("Callable[[Span, int], _Pending]", Pending)
+    return cast("Callable[..., _Pending]", Pending)
 
 
 # What the splitter makes its records with: the compiled type where it is built, else the
 # Python class (tests set it to ``_Pending`` to run the Python one).
-new_pending: Callable[[Span, int], _Pending] = _compiled_pending() or _Pending
+new_pending: Callable[..., _Pending] = _compiled_pending() or _Pending
 
 
-def _compiled_index() -> Callable[[], dict[int, _Pending]] | None:
+def _compiled_index() -> Callable[[], dict[int, Any]] | None:
     """The compiled id index (``_pending.IdIndex``: an int64 -> record table, ~30-45 bytes
     an entry against a dict's ~125 with its int keys), or None as ``_compiled_pending``."""
     if pure_requested():
@@ -170,12 +181,12 @@ def _compiled_index() -> Callable[[], dict[int, _Pending]] | None:
         from jouled.attribution._pending import IdIndex
     except ImportError:
         return None
-    return cast("Callable[[], dict[int, _Pending]]", IdIndex)
+    return cast("Callable[[], dict[int, Any]]", IdIndex)
 
 
 # What the splitter indexes its records by id with: the compiled table, else a dict. Only
 # ``in``, ``[]``, ``[] =``, ``del``, ``get`` and ``len`` are used (what IdIndex has).
-new_index: Callable[[], dict[int, _Pending]] = _compiled_index() or dict
+new_index: Callable[[], dict[int, Any]] = _compiled_index() or dict
 
 
 # Sort keys of the time queues: attrgetter runs in C, a def per record costs ~4x as much.
@@ -525,9 +536,10 @@ class SpanSplitter:
         self._count: dict[str, int] = {}
         self._n_pending = 0
         self._ends = _TimeQueue(_end)  # completion order
-        # hash((workload, trace_id, span_id)) -> its pending span: an int key, not a tuple of
-        # three strings per pending span. A hash collision can only make a span look like a
-        # duplicate of one pending at the same moment: odds of about n^2 / 2^64.
+        # hash((workload, id_key(trace_id), id_key(span_id))) -> its pending span: an int
+        # key, not a tuple of three strings per pending span. A hash collision can only make
+        # a span look like a duplicate of one pending at the same moment: odds of about
+        # n^2 / 2^64.
         self._by_id: dict[int, _Pending] = new_index()
         self._in_spans: dict[str, dict[str, float]] = {}
         self._outside: dict[str, dict[str, float]] = {}
@@ -599,9 +611,10 @@ class SpanSplitter:
         if start < self._frontier or (self._ticks and self._is_late(span)):
             self._late += 1
             return "late"
-        has_id = bool(span.trace_id and span.span_id)
-        key = hash((span.workload, span.trace_id, span.span_id)) if has_id else 0
-        if has_id:
+        key = span_key = 0
+        if span.trace_id and span.span_id:
+            span_key = hash(span.span_id)  # id_key, inline: once per span
+            key = hash((span.workload, hash(span.trace_id), span_key))
             pending = self._by_id.get(key)
             if pending is not None:
                 # OTLP clients resend a batch whose answer they missed: count the span once.
@@ -609,7 +622,9 @@ class SpanSplitter:
                 return pending
         try:
             # Made before any eviction: a span the record cannot hold must not push one out.
-            rec = new_pending(span, key)
+            rec = (
+                new_pending(span, key, span_key, hash(span.parent_id)) if key else new_pending(span)
+            )
         except (OverflowError, TypeError) as exc:  # the C record: beyond int64 or float
             raise ValueError(f"span values out of range: {exc}: {span!r}") from None
         if self._n_pending >= self._max_pending:
@@ -619,7 +634,7 @@ class SpanSplitter:
                 return "refused"
             self._evict_newest(victim)
         self._queue(rec)
-        if has_id:
+        if key:
             self._by_id[key] = rec
         self._ends.push(rec, end)
         if end > start:
@@ -630,25 +645,26 @@ class SpanSplitter:
             lane.waiting.push(rec, start)
         return rec
 
-    def _find(self, workload: str, trace_id: str, span_id: str) -> _Pending | None:
-        rec = self._by_id.get(hash((workload, trace_id, span_id)))
+    def _find(self, workload: str, trace_key: int, span_key: int) -> _Pending | None:
+        rec = self._by_id.get(hash((workload, trace_key, span_key)))
         return rec if rec is not None and not rec.done else None
 
     def amend(
         self,
         workload: str,
-        trace_id: str,
-        span_id: str,
+        trace_key: int,
+        span_key: int,
         *,
         model: str | None,
         gflops: float | None,
         tokens: tuple[int | None, int | None] | None = None,
     ) -> bool:
-        """Give a pending span the model, work and/or (input, output) tokens a nested span
-        of its request names (None keeps its own). False when it is no longer pending;
+        """Give a pending span (by its workload and the ``id_key`` of its trace and span ids)
+        the model, work and/or (input, output) tokens a nested span of its request names
+        (None keeps its own). False when it is no longer pending;
         ValueError, changing nothing, for token counts the record cannot hold (the compiled
         record's int64)."""
-        rec = self._find(workload, trace_id, span_id)
+        rec = self._find(workload, trace_key, span_key)
         if rec is None:
             return False
         if tokens is not None:
@@ -664,19 +680,19 @@ class SpanSplitter:
             rec.gflops = gflops
         return True
 
-    def widen(self, workload: str, trace_id: str, span_id: str, span: Span) -> bool:
+    def widen(self, workload: str, trace_key: int, span_key: int, span: Span) -> bool:
         """Put ``span`` (an enclosing span of the same request) in the place of a pending span
         that has received no energy yet. False, changing nothing, when the pending span holds
         energy or is gone, or when ``span`` would be late."""
-        if self._is_late(span) or not self.retract(workload, trace_id, span_id):
+        if self._is_late(span) or not self.retract(workload, trace_key, span_key):
             return False
         self.add_span(span)
         return True
 
-    def retract(self, workload: str, trace_id: str, span_id: str) -> bool:
+    def retract(self, workload: str, trace_key: int, span_key: int) -> bool:
         """Take back a pending span that has received no energy yet (it turned out to be part
         of another request). False, changing nothing, when it holds energy or is gone."""
-        rec = self._find(workload, trace_id, span_id)
+        rec = self._find(workload, trace_key, span_key)
         if rec is None or rec.energy_j:
             return False
         rec.done = True  # its heap entries are dead now; _maybe_compact drops them

@@ -32,6 +32,8 @@ FIELDS = (
     "energy_j",
     "done",
     "dedup",
+    "span_key",
+    "parent_key",
 )
 
 _tokens = st.one_of(st.none(), st.integers(0, 2**63 - 1))
@@ -51,6 +53,8 @@ def view(rec: Any) -> tuple[Any, ...]:
     route=st.text(max_size=8),
     tokens=st.tuples(_tokens, _tokens),
     dedup=st.integers(-(2**63), 2**63 - 1),
+    span_key=st.integers(-(2**63), 2**63 - 1),
+    parent_key=st.integers(-(2**63), 2**63 - 1),
 )
 def test_same_values_as_the_python_record(
     workload: str,
@@ -61,9 +65,12 @@ def test_same_values_as_the_python_record(
     route: str,
     tokens: tuple[int | None, int | None],
     dedup: int,
+    span_key: int,
+    parent_key: int,
 ) -> None:
     span = Span(workload, model, start, end, gflops, route, "t", "s", "", *tokens)
-    c, py = COMPILED(span, dedup), _Pending(span, dedup)
+    c = COMPILED(span, dedup, span_key, parent_key)
+    py = _Pending(span, dedup, span_key, parent_key)
     assert view(c) == view(py)
     assert c.energy_j is None and c.done is False
     # What the splitter writes: amend (model, tokens, work), shares, done.
@@ -101,10 +108,17 @@ def test_values_c_cannot_hold_raise_instead_of_wrapping() -> None:
     for name in ("model", "energy_j", "gflops", "input_tokens", "done"):
         with pytest.raises(AttributeError):
             delattr(rec, name)
-    for name, bad in (("start", None), ("end", "soon"), ("dedup", 2**64), ("dedup", 1.5)):
+    for name, bad in (
+        ("start", None),
+        ("end", "soon"),
+        ("dedup", 2**64),
+        ("dedup", 1.5),
+        ("span_key", 2**63),
+        ("parent_key", "c" * 16),
+    ):
         with pytest.raises((TypeError, OverflowError)):
             setattr(rec, name, bad)
-    assert (rec.start, rec.end, rec.dedup) == (0.0, 1.0, 0)  # a failed write keeps the value
+    assert (rec.start, rec.end, rec.dedup, rec.span_key, rec.parent_key) == (0.0, 1.0, 0, 0, 0)
     with pytest.raises(AttributeError):
         del rec.start
     assert math.isnan(COMPILED(Span("w", "m", 0.0, 1.0, math.nan), 0).gflops)
@@ -134,6 +148,7 @@ def test_the_splitter_refuses_what_the_record_cannot_hold_without_changing_anyth
     monkeypatch.setattr(spans_mod, "new_pending", COMPILED)
     splitter = spans_mod.SpanSplitter(max_pending_spans=2)
     ids = {"trace_id": "a" * 32, "span_id": "b" * 16}
+    keys = spans_mod.id_key("a" * 32), spans_mod.id_key("b" * 16)
     assert splitter.add_span(Span("a", "m", 1.0, 2.0, **ids)) == "accepted"
     assert splitter.add_span(Span("a", "m", 1.5, 2.5)) == "accepted"
     with pytest.raises(ValueError, match="out of range"):
@@ -142,11 +157,11 @@ def test_the_splitter_refuses_what_the_record_cannot_hold_without_changing_anyth
         splitter.add_span(Span("b", "m", 10**400, 10**400))  # an int past float's range
     assert (splitter.pending, splitter.dropped) == (2, 0)
     with pytest.raises(ValueError, match="out of range"):
-        splitter.amend("a", "a" * 32, "b" * 16, model="M2", gflops=None, tokens=(5, 2**63))
-    rec = splitter._find("a", "a" * 32, "b" * 16)
+        splitter.amend("a", *keys, model="M2", gflops=None, tokens=(5, 2**63))
+    rec = splitter._find("a", *keys)
     assert rec is not None
     assert (rec.model, rec.input_tokens, rec.output_tokens) == ("m", None, None)
-    assert splitter.amend("a", "a" * 32, "b" * 16, model="M2", gflops=None, tokens=(5, 6))
+    assert splitter.amend("a", *keys, model="M2", gflops=None, tokens=(5, 6))
     assert (rec.model, rec.input_tokens, rec.output_tokens) == ("M2", 5, 6)
 
 

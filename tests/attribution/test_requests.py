@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jouled.attribution.requests import RequestJoiner
-from jouled.attribution.spans import Span, SpanSplitter
+from jouled.attribution.spans import Span, SpanSplitter, id_key
 
 T0 = 1_700_000_000.0
 TRACE = "ab" * 16
@@ -129,9 +132,10 @@ def test_memory_is_bounded() -> None:
 
 
 def test_a_request_of_one_span_is_remembered_without_the_span() -> None:
-    """The joiner keeps the ids and the splitter's record of a lone span, not the span (its
-    floats and ints, ~250 bytes more for the 15 s it is remembered), and a second span of
-    its trace still finds it with the first span's values."""
+    """The joiner keeps the splitter's record of a lone span (with its ids' keys), not the
+    span (its floats and ints, ~250 bytes more for the 15 s it is remembered) nor its ids'
+    hex strings (~150 bytes more), and a second span of its trace still finds it with the
+    first span's values."""
     import sys
 
     splitter = SpanSplitter(settle_seconds=5)
@@ -139,9 +143,10 @@ def test_a_request_of_one_span_is_remembered_without_the_span() -> None:
     root, model_span, _ = triton(0, model="resnet")
     root = Span(root.workload, "unknown", root.start, root.end, 2.5, "/infer", root.trace_id,
                 root.span_id, input_tokens=7)  # fmt: skip
-    held = sys.getrefcount(root)
+    held = [sys.getrefcount(x) for x in (root, root.trace_id, root.span_id)]
     assert joiner.add(root) == "accepted"
-    assert sys.getrefcount(root) == held  # nothing of the joiner or the splitter holds it
+    # Nothing of the joiner or the splitter holds the span or its ids.
+    assert [sys.getrefcount(x) for x in (root, root.trace_id, root.span_id)] == held
     rec = splitter.admit(root)  # a resend: the pending record it duplicates
     assert not isinstance(rec, str)
     assert (rec.start, rec.end, rec.gflops, rec.input_tokens) == (root.start, root.end, 2.5, 7)
@@ -161,8 +166,8 @@ def test_a_settled_record_the_joiner_still_holds_keeps_no_energy() -> None:
     splitter.add_tick(T0, T0 + 1, {"triton": {"cpu": 10.0}})
     (settled,) = splitter.settle(T0 + 1).requests
     assert settled.energy_j == {"cpu": pytest.approx(10.0 * 0.8)}
-    (single,) = joiner._by_trace.values()
-    assert single.rec.done and single.rec.energy_j is None  # type: ignore[union-attr]
+    rec = joiner._by_trace[id_key(root.trace_id)]  # the request of one span: its record
+    assert rec.done and rec.energy_j is None  # type: ignore[union-attr]
 
 
 def test_a_resend_after_the_joiner_forgot_its_request_keeps_what_a_child_gave_it() -> None:
@@ -259,3 +264,61 @@ def test_orphans_and_expiry_leave_no_trace_index_behind() -> None:
     assert joiner.tracked == 100
     joiner.expire(T0 + 100.0)
     assert joiner.tracked == 0 and not joiner._by_trace
+
+
+_op = st.tuples(
+    st.sampled_from(["w", "v"]),
+    st.floats(0, 40),  # start, s after T0
+    st.floats(0, 3),  # duration
+    st.sampled_from(["t1", "t2", "t3"]),
+    st.sampled_from(["a", "b", "c", "d"]),  # span id
+    st.sampled_from(["", "a", "b", "x"]),  # parent id
+    st.booleans(),  # then expire what ended 15 s before the span's start + 10 s
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(_op, max_size=30), max_requests=st.integers(1, 6))
+def test_what_is_remembered_is_counted_and_all_of_it_is_forgotten(
+    ops: list[tuple[str, float, float, str, str, str, bool]], max_requests: int
+) -> None:
+    """Requests of one span are remembered by their record and forgotten by their trace's
+    key in the second they are due; a slot left behind when a second span made the request
+    a ``_Request`` (or a request the cap forgot first) must never forget another request
+    of the trace early or twice: ``tracked`` stays within the cap, never negative, and
+    expiring everything leaves nothing behind."""
+    splitter = SpanSplitter(settle_seconds=60, max_pending_spans=1_000)
+    joiner = RequestJoiner(splitter, memory_s=15.0, max_requests=max_requests)
+    first: dict[tuple[str, str], tuple[float, float, str]] = {}
+    for workload, start0, duration0, trace, span_id, parent0, expire in ops:
+        # A resend carries its first copy's times and parent.
+        start, duration, parent = first.setdefault((trace, span_id), (start0, duration0, parent0))
+        span = Span(workload, "m", T0 + start, T0 + start + duration, None, "", trace, span_id,
+                    parent)  # fmt: skip
+        assert joiner.add(span) in ("accepted", "nested")
+        assert 0 <= joiner.tracked <= max_requests
+        if expire:
+            joiner.expire(T0 + start + 10.0)
+            assert 0 <= joiner.tracked <= max_requests
+    joiner.expire(math.inf)
+    assert joiner.tracked == 0 and not joiner._by_trace and not joiner._expiry
+
+
+def test_a_slot_left_behind_never_forgets_a_later_request_of_its_trace_early() -> None:
+    """B, remembered as its record, becomes a ``_Request`` when A of its trace arrives,
+    leaving its record's forget slot behind (at 26 s); C links both and B is united into A.
+    Once A is forgotten (25 s), Z of the same trace is a request of one span again, due at
+    46 s: B's old slot, due at 26 s, must not forget it."""
+    splitter = SpanSplitter(settle_seconds=60)
+    joiner = RequestJoiner(splitter, memory_s=15.0)
+    b = _span("b", "c", start=T0 + 9.0, end=T0 + 10.5)
+    a = _span("a", start=T0, end=T0 + 10.0)
+    c = _span("c", "a", start=T0 + 1.0, end=T0 + 2.0)
+    assert _verdicts(joiner, [b, a, c]) == {"accepted": 2, "nested": 1}
+    assert joiner.tracked == 1  # B was united into A
+    joiner.expire(T0 + 25.5)
+    assert joiner.tracked == 0
+    assert joiner.add(_span("z", start=T0 + 30.0, end=T0 + 31.0)) == "accepted"
+    joiner.expire(T0 + 26.5)  # B's slot is due
+    assert joiner.tracked == 1
+    assert joiner.add(_span("y", "z", start=T0 + 30.2, end=T0 + 30.8)) == "nested"
