@@ -11,13 +11,16 @@
  * and None only, none of which can lead back to it), so the collector's full passes no
  * longer walk every span in flight. Callers must keep it so: a value that refers back to a
  * record (a dict holding an object holding it) would make a cycle that is never freed.
- * 120 bytes a record (128 from pymalloc) against ~256 with its floats and ints (64-bit
- * CPython 3.11).
+ * 112 bytes a record against ~256 with its floats and ints (64-bit CPython 3.11): each token
+ * count is a 63-bit field sharing its 8 bytes with a flag, so that the joiner's two id keys
+ * fit within the 112 that pymalloc gave the record before them (its sizes are multiples of
+ * 16; 114 bytes would take 128).
  *
  * Attributes (read and write; a failed write leaves the old value): workload, model, route
  * (any object, the span's; in practice str), start, end (float: the setter takes any real
  * number), gflops, input_tokens and output_tokens (None when unknown; tokens are ints in
- * [-2^63 + 1, 2^63 - 1]: OverflowError past that, TypeError for a non-int), energy_j (None
+ * [-2^62 + 1, 2^62 - 1], far above the ingest's 10^12: OverflowError past that, TypeError
+ * for a non-int), energy_j (None
  * or the dict of joules per component), done (bool), dedup (int, the splitter's hash key:
  * 0 when the span has no ids), span_key and parent_key (int: the request joiner's keys of the
  * span's id and its parent's, ``hash(id)``; 0 when absent). The ints are in [-2^63, 2^63 - 1]
@@ -40,7 +43,10 @@
 
 #include <stdint.h>
 
-#define NO_TOKENS INT64_MIN
+/* Token counts are 63-bit fields (each shares its 8 bytes with a flag): NO_TOKENS, the
+ * field's least value, stands for None. */
+#define TOKENS_MAX ((INT64_C(1) << 62) - 1)
+#define NO_TOKENS (-TOKENS_MAX - 1)
 
 typedef struct {
     PyObject_HEAD
@@ -51,13 +57,13 @@ typedef struct {
     double start;
     double end;
     double gflops;
-    int64_t input_tokens;  /* NO_TOKENS: None */
-    int64_t output_tokens; /* NO_TOKENS: None */
+    int64_t input_tokens : 63;  /* NO_TOKENS: None */
+    uint64_t done : 1;
+    int64_t output_tokens : 63; /* NO_TOKENS: None */
+    uint64_t has_gflops : 1;
     Py_ssize_t dedup;
     Py_ssize_t span_key;
     Py_ssize_t parent_key;
-    char done;
-    char has_gflops;
 } Pending;
 
 static Py_ssize_t live_records = 0;
@@ -65,7 +71,8 @@ static Py_ssize_t live_records = 0;
 static PyObject *s_workload, *s_model, *s_start, *s_end, *s_gflops, *s_route, *s_input_tokens,
     *s_output_tokens;
 
-/* An int64 token count, or NO_TOKENS for None; -1 with an exception set on error. */
+/* A token count (NO_TOKENS for None) into the int64_t at ``out``; -1 with an exception set
+ * on error. */
 static int
 read_tokens(PyObject *value, void *out)
 {
@@ -82,8 +89,8 @@ read_tokens(PyObject *value, void *out)
     if (v == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (v == NO_TOKENS) {
-        PyErr_SetString(PyExc_OverflowError, "token count out of range");
+    if (v <= NO_TOKENS || v > TOKENS_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "token count out of range (|count| < 2^62)");
         return -1;
     }
     *(int64_t *)out = (int64_t)v;
@@ -172,17 +179,20 @@ pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->parent_key = parent_key;
     self->energy_j = Py_NewRef(Py_None);
     self->input_tokens = self->output_tokens = NO_TOKENS;
+    int64_t input_tokens = NO_TOKENS, output_tokens = NO_TOKENS;
     int ok = (self->workload = PyObject_GetAttr(span, s_workload)) != NULL &&
              (self->model = PyObject_GetAttr(span, s_model)) != NULL &&
              (self->route = PyObject_GetAttr(span, s_route)) != NULL &&
              read_attr(span, s_start, read_real, &self->start) == 0 &&
              read_attr(span, s_end, read_real, &self->end) == 0 &&
              read_attr(span, s_gflops, read_gflops, self) == 0 &&
-             read_attr(span, s_input_tokens, read_tokens, &self->input_tokens) == 0 &&
-             read_attr(span, s_output_tokens, read_tokens, &self->output_tokens) == 0;
+             read_attr(span, s_input_tokens, read_tokens, &input_tokens) == 0 &&
+             read_attr(span, s_output_tokens, read_tokens, &output_tokens) == 0;
     if (!ok) {
         goto fail;
     }
+    self->input_tokens = input_tokens;
+    self->output_tokens = output_tokens;
     return (PyObject *)self;
 fail:
     Py_DECREF(self);
@@ -206,7 +216,24 @@ read_done(Pending *self, PyObject *value)
     if (truth < 0) {
         return -1;
     }
-    self->done = (char)truth;
+    self->done = truth != 0;
+    return 0;
+}
+
+/* Write the input (``output`` 0) or output token count; the field is unchanged on error. */
+static int
+set_tokens(Pending *self, PyObject *value, int output)
+{
+    int64_t v;
+    if (read_tokens(value, &v) < 0) {
+        return -1;
+    }
+    if (output) {
+        self->output_tokens = v;
+    }
+    else {
+        self->input_tokens = v;
+    }
     return 0;
 }
 
@@ -250,9 +277,8 @@ MEMBER(model, Py_NewRef(self->model), read_object(&self->model, value))
 MEMBER(route, Py_NewRef(self->route), read_object(&self->route, value))
 MEMBER(energy_j, Py_NewRef(self->energy_j), read_object(&self->energy_j, value))
 MEMBER(gflops, gflops_object(self), read_gflops(value, self))
-MEMBER(input_tokens, tokens_object(self->input_tokens), read_tokens(value, &self->input_tokens))
-MEMBER(output_tokens, tokens_object(self->output_tokens),
-       read_tokens(value, &self->output_tokens))
+MEMBER(input_tokens, tokens_object(self->input_tokens), set_tokens(self, value, 0))
+MEMBER(output_tokens, tokens_object(self->output_tokens), set_tokens(self, value, 1))
 MEMBER(done, PyBool_FromLong(self->done), read_done(self, value))
 MEMBER(start, PyFloat_FromDouble(self->start), read_real(value, &self->start))
 MEMBER(end, PyFloat_FromDouble(self->end), read_real(value, &self->end))

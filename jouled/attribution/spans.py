@@ -593,7 +593,7 @@ class SpanSplitter:
         of the workload holding the most is dropped. A burst never pushes out spans accepted
         before it, and one workload's sender cannot push out another workload's spans.
         ValueError, changing nothing, for times or work that are not finite, negative work,
-        and values the record cannot hold (the compiled record: floats and int64 tokens)."""
+        and values the record cannot hold (the compiled record: floats and 63-bit tokens)."""
         got = self.admit(span)
         return got if isinstance(got, str) else "accepted"
 
@@ -625,7 +625,7 @@ class SpanSplitter:
             rec = (
                 new_pending(span, key, span_key, hash(span.parent_id)) if key else new_pending(span)
             )
-        except (OverflowError, TypeError) as exc:  # the C record: beyond int64 or float
+        except (OverflowError, TypeError) as exc:  # the C record: beyond 63 bits or float
             raise ValueError(f"span values out of range: {exc}: {span!r}") from None
         if self._n_pending >= self._max_pending:
             victim = self._victim(span.workload)
@@ -663,7 +663,7 @@ class SpanSplitter:
         the model, work and/or (input, output) tokens a nested span of its request names
         (None keeps its own). False when it is no longer pending;
         ValueError, changing nothing, for token counts the record cannot hold (the compiled
-        record's int64)."""
+        record's 63 bits)."""
         rec = self._find(workload, trace_key, span_key)
         if rec is None:
             return False
@@ -671,7 +671,7 @@ class SpanSplitter:
             old = rec.input_tokens, rec.output_tokens
             try:
                 rec.input_tokens, rec.output_tokens = tokens
-            except (OverflowError, TypeError) as exc:  # the C record: beyond int64
+            except (OverflowError, TypeError) as exc:  # the C record: beyond 63 bits
                 rec.input_tokens, rec.output_tokens = old  # all or nothing
                 raise ValueError(f"token counts out of range: {exc}") from None
         if model is not None:
