@@ -316,7 +316,7 @@ class SpansConfig(_Strict):
     # request plus the exporter's batch delay, or that request arrives late (uncounted).
     settle_seconds: float = Field(default=30.0, ge=0, le=600)
     # Spans held until their ticks settle: about spans/s x (settle_seconds + interval + the
-    # exporter's batch delay), ~0.4-0.6 KB each. Past it a workload holding its fair share has
+    # exporter's batch delay), ~0.3-0.4 KB each. Past it a workload holding its fair share has
     # its new spans refused (pending_full) and jouled warns; 100,000 holds ~2,700 spans/s at
     # the 30 s settle, a 1 s tick and the SDK's 5 s batch delay.
     max_pending_spans: int = Field(default=100_000, ge=1000, le=10_000_000)

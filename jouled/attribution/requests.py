@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from typing import Literal
 
@@ -281,40 +281,42 @@ class RequestJoiner:
         rec = self._splitter.admit(span)
         if isinstance(rec, str):
             return rec
-        self._remember(span, key, span_key, parent_key, rec)
-        return "accepted"
-
-    def _remember(
-        self, span: Span, key: int, span_key: int, parent_key: int, rec: _Pending
-    ) -> None:
-        got = self._by_trace.get(key)
-        if got is None:
+        if got is None:  # the common case: a request of one span, remembered as its record
             self._by_trace[key] = rec
             # Due by the record's end: a resend's record is the first copy's.
             self._bucket(rec.end).lone.append(key)
         else:
-            if not isinstance(got, (_Request, _Trace)):
-                got = self._request(key, got)
-            self._seq += 1
-            entry = _Request(
-                key, span_key, parent_key, span, named=self._named(span), seq=self._seq
-            )
-            if isinstance(got, _Trace):
-                got.add(entry)
-            else:
-                trace = self._by_trace[key] = _Trace()
-                trace.add(got)
-                trace.add(entry)
-            self._bucket(span.end).requests.append(entry)
+            self._remember(span, got, key, span_key, parent_key)
         self._size += 1
         while self._size > self.max_requests:
             self._forget_oldest()
+        return "accepted"
 
-    def _due_second(self, end: float) -> int:
-        return math.ceil(end + self._memory_s) if math.isfinite(end) else 0
+    def _remember(
+        self,
+        span: Span,
+        got: _Pending | _Request | _Trace,
+        key: int,
+        span_key: int,
+        parent_key: int,
+    ) -> None:
+        """A request of a trace that holds others: a ``_Request`` beside them."""
+        if not isinstance(got, (_Request, _Trace)):
+            got = self._request(key, got)
+        self._seq += 1
+        entry = _Request(key, span_key, parent_key, span, named=self._named(span), seq=self._seq)
+        if isinstance(got, _Trace):
+            got.add(entry)
+        else:
+            trace = self._by_trace[key] = _Trace()
+            trace.add(got)
+            trace.add(entry)
+        self._bucket(span.end).requests.append(entry)
 
     def _bucket(self, end: float) -> _Due:
-        due = self._due_second(end)
+        """The slots of the second a request ending at ``end`` is forgotten in (ends are
+        finite: the splitter admitted the span)."""
+        due = math.ceil(end + self._memory_s)
         bucket = self._expiry.get(due)
         if bucket is None:
             bucket = self._expiry[due] = _Due()
@@ -407,33 +409,36 @@ class RequestJoiner:
         while self._due and self._due[0] < now_wall:
             due = heapq.heappop(self._due)
             bucket = self._expiry.pop(due)
-            for key in bucket.lone:
-                self._forget_record(key, due)
+            self._forget_records(bucket.lone, due)
             for req in bucket.requests:
                 self._forget(req)
+
+    def _forget_records(self, keys: Iterable[int], due: int) -> None:
+        """Forget the request of one span of each trace key if it is due at ``due`` (else
+        the trace holds a _Request since, or a later request of one span)."""
+        by_trace, memory_s, ceil = self._by_trace, self._memory_s, math.ceil
+        forgotten = 0
+        for key in keys:
+            got = by_trace.get(key)
+            if (
+                got is not None
+                and not isinstance(got, (_Request, _Trace))
+                and ceil(got.end + memory_s) == due
+            ):
+                del by_trace[key]
+                forgotten += 1
+        self._size -= forgotten
 
     def _forget_oldest(self) -> None:
         """Forget one request of the earliest forget second (or skip a stale slot of it)."""
         due = self._due[0]
         bucket = self._expiry[due]
         if bucket.lone:
-            self._forget_record(bucket.lone.pop(), due)
+            self._forget_records((bucket.lone.pop(),), due)
         else:
             self._forget(bucket.requests.pop())
         if not (bucket.lone or bucket.requests):
             del self._expiry[heapq.heappop(self._due)]
-
-    def _forget_record(self, key: int, due: int) -> None:
-        """Forget the request of one span of trace ``key`` if it is due at ``due`` (else
-        the trace holds a _Request since, or a later request of one span)."""
-        got = self._by_trace.get(key)
-        if (
-            got is not None
-            and not isinstance(got, (_Request, _Trace))
-            and self._due_second(got.end) == due
-        ):
-            del self._by_trace[key]
-            self._size -= 1
 
     def _forget(self, req: _Request) -> None:
         if not req.alive:

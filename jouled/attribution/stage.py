@@ -342,7 +342,7 @@ class AttributionStage:
             "spans waiting to settle reached spans.max_pending_spans (%d)%s: %d refused "
             '(jouled_spans_rejected_total{reason="pending_full"}), %d dropped and %d cut '
             "short so far; about spans/s x (spans.settle_seconds %.0fs + the tick + the "
-            "exporter's batch delay) wait: raise spans.max_pending_spans (~0.4-0.6 KB a "
+            "exporter's batch delay) wait: raise spans.max_pending_spans (~0.3-0.4 KB a "
             "span) or lower spans.settle_seconds",
             self.splitter.max_pending,
             f", the latest refused of workload {refused_by!r}" if refused_by else "",
