@@ -23,7 +23,8 @@ class Pending:
 def live() -> int: ...
 
 class IdIndex:
-    """int64 key -> object (the splitter's records by id key); a mapping without iteration."""
+    """int64 key -> object (the splitter's records by id key, the request joiner's requests
+    by trace key); a mapping without iteration."""
 
     def __init__(self) -> None: ...
     def __len__(self) -> int: ...

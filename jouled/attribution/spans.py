@@ -184,8 +184,9 @@ def _compiled_index() -> Callable[[], dict[int, Any]] | None:
     return cast("Callable[[], dict[int, Any]]", IdIndex)
 
 
-# What the splitter indexes its records by id with: the compiled table, else a dict. Only
-# ``in``, ``[]``, ``[] =``, ``del``, ``get`` and ``len`` are used (what IdIndex has).
+# What the splitter indexes its records by id with, and the request joiner its requests by
+# trace key: the compiled table, else a dict. Only ``in``, ``[]``, ``[] =``, ``del``, ``get``
+# and ``len`` are used (what IdIndex has).
 new_index: Callable[[], dict[int, Any]] = _compiled_index() or dict
 
 
