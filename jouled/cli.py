@@ -47,8 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from jouled import config, logs
+    from jouled import config, logs, tls
     from jouled.daemon.malloc_tuning import tune_malloc
+
+    tls.import_aiohttp_without_ca_bundle()  # before anything imports aiohttp: ~2 MB
     from jouled.daemon.service import Daemon, serve
 
     try:

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "connections",
                 "files",
                 "httpget",
+                "tls",
                 "labels",
                 "throttle",
                 "threads",

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -39,6 +40,7 @@ from jouled.pipeline.server_metrics import ServerMetricsSnapshot, ServerStatus
 from jouled.pipeline.snapshot import Snapshot, frozen
 from jouled.pipeline.tick import Tick
 from jouled.threads import named_pool
+from jouled.tls import verified_context
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class ServerMetricsStage:
         self._gflops_of = gflops_of
         self._fetch = fetch
         self._session: Any = None
+        self._tls: ssl.SSLContext | None = None  # for https pages: made at the first read
         self._parser: concurrent.futures.ThreadPoolExecutor | None = None
         self._servers: dict[str, _Server] = {}
         self._interval = cfg.interval
@@ -135,7 +138,16 @@ class ServerMetricsStage:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None), raise_for_status=False
             )
-        return await fetch_page(self._session, server.cfg.url, max_bytes=server.cfg.max_body_bytes)
+        tls = None
+        if server.cfg.url.startswith("https:"):
+            # The daemon imports aiohttp without the CA bundle (jouled/tls.py): its default
+            # context trusts nothing. This one reads the bundle once, off the event loop.
+            if self._tls is None:
+                self._tls = await asyncio.to_thread(verified_context)
+            tls = self._tls
+        return await fetch_page(
+            self._session, server.cfg.url, max_bytes=server.cfg.max_body_bytes, tls=tls
+        )
 
     async def _parse(self, server: _Server, text: str) -> Page:
         """Parse on the stage's one worker thread. A parse outlives a timeout (a thread

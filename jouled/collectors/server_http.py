@@ -6,6 +6,7 @@ bytes and time, with the ``jouled check`` rows. What the page says is
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -23,8 +24,11 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
-async def fetch_page(session: Any, url: str, *, max_bytes: int) -> str:
+async def fetch_page(
+    session: Any, url: str, *, max_bytes: int, tls: ssl.SSLContext | None = None
+) -> str:
     """GET ``url`` with an aiohttp ``session``; the body, at most ``max_bytes`` of it.
+    ``tls`` verifies an https server (None: aiohttp's default context).
 
     Redirects are followed on the same scheme, host and port only (a server mounting its
     page at ``/metrics/``), at most ``MAX_REDIRECTS``: the configured server must not send
@@ -35,7 +39,7 @@ async def fetch_page(session: Any, url: str, *, max_bytes: int) -> str:
     first = url
     for _ in range(MAX_REDIRECTS + 1):
         async with session.get(
-            url, headers={"Accept": "text/plain"}, allow_redirects=False
+            url, headers={"Accept": "text/plain"}, allow_redirects=False, ssl=tls or True
         ) as resp:
             if resp.status in _REDIRECTS:
                 target = urllib.parse.urljoin(url, resp.headers.get("Location", ""))

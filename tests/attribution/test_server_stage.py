@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from dataclasses import dataclass, replace
 from typing import Any
 
+# aiohttp's default TLS contexts are built at its import: here, before a test sets
+# SSL_CERT_FILE, as in the daemon (they must not learn a test's CA).
+import aiohttp.connector  # noqa: F401
 import pytest
+import trustme
 
 from jouled.attribution.server_stage import ServerMetricsStage
 from jouled.clock import FakeClock
@@ -110,6 +115,59 @@ async def test_energy_goes_to_models_by_their_tokens_and_the_books_balance() -> 
     assert s.tokens[("chat", "llama", "output")] == 100
     assert s.requests[("chat", "phi")] == 1
     assert s.status["chat"].up and s.status["chat"].servers == ("vllm",)
+
+
+def tls_server(ca: trustme.CA) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    return ctx
+
+
+async def test_an_https_page_is_verified_against_the_ca_bundle_read_when_first_needed(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon imports aiohttp without the CA bundle (jouled/tls.py), so aiohttp's default
+    context trusts no one; the stage reads the bundle itself at its first https read. Here
+    the bundle is a test CA's (SSL_CERT_FILE, set after aiohttp was imported: its default
+    context cannot know this CA), so only the stage's own context lets the read through."""
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    replay = VllmReplay(["llama"])
+    clock = FakeClock()
+    with serving(replay, tls=tls_server(ca)) as url:
+        assert url.startswith("https://127.0.0.1:")
+        stage = ServerMetricsStage(config(url), clock)
+        d = Driver(stage, clock, "chat")
+        await d.tick(0.0)
+        await d.tick(10.0)
+        replay.serve("llama", 300, 100)
+        await d.tick(10.0)
+        s = await d.tick(20.0)
+        await stage.close()
+    assert s.status["chat"].up, s.status["chat"]
+    assert s.model_energy_j[("chat", "llama")] == pytest.approx(40.0)
+    assert books(s, "chat") == pytest.approx(d.given, rel=1e-12)
+
+
+async def test_an_https_page_whose_certificate_no_trusted_ca_signed_is_not_read(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted, stranger = trustme.CA(), trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    trusted.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    replay = VllmReplay(["llama"])
+    clock = FakeClock()
+    with serving(replay, tls=tls_server(stranger)) as url:
+        stage = ServerMetricsStage(config(url), clock)
+        d = Driver(stage, clock, "chat")
+        await d.tick(0.0)
+        s = await d.tick(10.0)
+        await stage.close()
+    assert not s.status["chat"].up
+    assert "certificate verify failed" in s.status["chat"].error, s.status["chat"]
 
 
 RATE = {"big": 9.0, "small": 1.0}  # GFLOPs per token of the models with a config

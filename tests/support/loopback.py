@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,10 +16,15 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def http_server(handler: type[BaseHTTPRequestHandler], **attrs: object) -> Iterator[str]:
+def http_server(
+    handler: type[BaseHTTPRequestHandler], *, tls: ssl.SSLContext | None = None, **attrs: object
+) -> Iterator[str]:
     """Serve ``handler`` on 127.0.0.1 (``attrs`` set on the server, for the handler to read
-    as ``self.server.NAME``); yields the base URL ``http://127.0.0.1:PORT``."""
+    as ``self.server.NAME``); yields the base URL ``http://127.0.0.1:PORT``, or
+    ``https://...`` when ``tls`` (a server-side context with its certificate) is given."""
     httpd = _Server(("127.0.0.1", 0), handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     httpd.daemon_threads = True
     for name, value in attrs.items():
         setattr(httpd, name, value)
@@ -26,7 +32,7 @@ def http_server(handler: type[BaseHTTPRequestHandler], **attrs: object) -> Itera
     thread.daemon = True
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -326,7 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(replay: Replay) -> Iterator[str]:
-    """Serve ``replay``'s page on a loopback port; yields the /metrics URL."""
-    with http_server(_Handler, replay=replay) as base:
+def serving(replay: Replay, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``replay``'s page on a loopback port (over TLS with ``tls``, a server-side
+    context); yields the /metrics URL."""
+    with http_server(_Handler, tls=tls, replay=replay) as base:
         yield f"{base}/metrics"
