@@ -123,6 +123,13 @@ def tls_server(ca: trustme.CA) -> ssl.SSLContext:
     return ctx
 
 
+def trust_only(ca: trustme.CA, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The system's CA bundle, as OpenSSL finds it, becomes ``ca`` alone."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+
+
 async def test_an_https_page_is_verified_against_the_ca_bundle_read_when_first_needed(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -131,11 +138,8 @@ async def test_an_https_page_is_verified_against_the_ca_bundle_read_when_first_n
     the bundle is a test CA's (SSL_CERT_FILE, set after aiohttp was imported: its default
     context cannot know this CA), so only the stage's own context lets the read through."""
     ca = trustme.CA()
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    replay = VllmReplay(["llama"])
-    clock = FakeClock()
+    trust_only(ca, tmp_path, monkeypatch)
+    replay, clock = VllmReplay(["llama"]), FakeClock()
     with serving(replay, tls=tls_server(ca)) as url:
         assert url.startswith("https://127.0.0.1:")
         stage = ServerMetricsStage(config(url), clock)
@@ -154,13 +158,9 @@ async def test_an_https_page_is_verified_against_the_ca_bundle_read_when_first_n
 async def test_an_https_page_whose_certificate_no_trusted_ca_signed_is_not_read(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trusted, stranger = trustme.CA(), trustme.CA()
-    bundle = tmp_path / "ca.pem"
-    trusted.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    replay = VllmReplay(["llama"])
-    clock = FakeClock()
-    with serving(replay, tls=tls_server(stranger)) as url:
+    trust_only(trustme.CA(), tmp_path, monkeypatch)
+    replay, clock = VllmReplay(["llama"]), FakeClock()
+    with serving(replay, tls=tls_server(trustme.CA())) as url:
         stage = ServerMetricsStage(config(url), clock)
         d = Driver(stage, clock, "chat")
         await d.tick(0.0)
