@@ -172,22 +172,28 @@ def _compiled_pending() -> Callable[..., _Pending] | None:
 new_pending: Callable[..., _Pending] = _compiled_pending() or _Pending
 
 
-def _compiled_index() -> Callable[[], dict[int, Any]] | None:
-    """The compiled id index (``_pending.IdIndex``: an int64 -> record table, ~30-45 bytes
-    an entry against a dict's ~125 with its int keys), or None as ``_compiled_pending``."""
+def _compiled_table(name: Literal["IdIndex", "RecordIndex"]) -> Callable[[], dict[int, Any]] | None:
+    """A compiled table of ``_pending``, or None as ``_compiled_pending``. ``IdIndex``: int64
+    key -> object, 16 bytes a slot (~30-45 bytes an entry against a dict's ~125 with its int
+    keys). ``RecordIndex``: compiled records under their own ``dedup``, the key read from
+    the record, 8 bytes a slot; it refuses anything else."""
     if pure_requested():
         return None
     try:
-        from jouled.attribution._pending import IdIndex
+        from jouled.attribution import _pending
     except ImportError:
         return None
-    return cast("Callable[[], dict[int, Any]]", IdIndex)
+    return cast("Callable[[], dict[int, Any]]", getattr(_pending, name))
 
 
-# What the splitter indexes its records by id with, and the request joiner its requests by
-# trace key: the compiled table, else a dict. Only ``in``, ``[]``, ``[] =``, ``del``, ``get``
-# and ``len`` are used (what IdIndex has).
-new_index: Callable[[], dict[int, Any]] = _compiled_index() or dict
+# What the request joiner indexes its requests by trace key with: the compiled table, else a
+# dict. Only ``in``, ``[]``, ``[] =``, ``del``, ``get`` and ``len`` are used (what IdIndex has).
+new_index: Callable[[], dict[int, Any]] = _compiled_table("IdIndex") or dict
+# What the splitter indexes its records by id with (each under its own ``dedup``; the same
+# operations): the compiled table when its records are compiled, else a dict.
+new_record_index: Callable[[], dict[int, Any]] = (
+    new_pending is not _Pending and _compiled_table("RecordIndex")
+) or dict
 
 
 # Sort keys of the time queues: attrgetter runs in C, a def per record costs ~4x as much.
@@ -541,7 +547,7 @@ class SpanSplitter:
         # key, not a tuple of three strings per pending span. A hash collision can only make
         # a span look like a duplicate of one pending at the same moment: odds of about
         # n^2 / 2^64.
-        self._by_id: dict[int, _Pending] = new_index()
+        self._by_id: dict[int, _Pending] = new_record_index()
         self._in_spans: dict[str, dict[str, float]] = {}
         self._outside: dict[str, dict[str, float]] = {}
         self._requests: list[SettledRequest] = []

@@ -1,5 +1,5 @@
-"""The splitter's pending-span record and id index both ways: the compiled ones (where they
-are built) and the Python class and dict they stand for (``spans._Pending``, ``dict``)."""
+"""The splitter's pending-span record and id indexes both ways: the compiled ones (where they
+are built) and the Python class and dicts they stand for (``spans._Pending``, ``dict``)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,26 @@ import pytest
 from jouled.attribution import spans as spans_mod
 
 COMPILED = spans_mod._compiled_pending()
-COMPILED_INDEX = spans_mod._compiled_index()
+COMPILED_INDEX = spans_mod._compiled_table("IdIndex")
+COMPILED_RECORD_INDEX = spans_mod._compiled_table("RecordIndex")
 
 
 @pytest.fixture(params=["compiled", "python"])
 def pending_record(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs a test once with each record type and index (``usefixtures``); the compiled run
     is skipped where the extension is not built."""
-    if request.param == "compiled" and (COMPILED is None or COMPILED_INDEX is None):
+    if request.param == "compiled" and None in (COMPILED, COMPILED_INDEX, COMPILED_RECORD_INDEX):
         pytest.skip("jouled.attribution._pending not built (or JOULED_PURE_PYTHON=1)")
-    saved = spans_mod.new_pending, spans_mod.new_index
+    names = ("new_pending", "new_index", "new_record_index")
+    saved = [getattr(spans_mod, name) for name in names]
     if request.param == "compiled":
-        spans_mod.new_pending, spans_mod.new_index = COMPILED, COMPILED_INDEX
+        chosen = [COMPILED, COMPILED_INDEX, COMPILED_RECORD_INDEX]
     else:
-        spans_mod.new_pending, spans_mod.new_index = spans_mod._Pending, dict
+        chosen = [spans_mod._Pending, dict, dict]
+    for name, value in zip(names, chosen, strict=True):
+        setattr(spans_mod, name, value)
     try:
         yield request.param
     finally:
-        spans_mod.new_pending, spans_mod.new_index = saved
+        for name, value in zip(names, saved, strict=True):
+            setattr(spans_mod, name, value)

@@ -118,14 +118,14 @@ def test_values_c_cannot_hold_raise_instead_of_wrapping() -> None:
     for name, bad in (
         ("start", None),
         ("end", "soon"),
-        ("dedup", 2**64),
-        ("dedup", 1.5),
         ("span_key", 2**63),
         ("parent_key", "c" * 16),
     ):
         with pytest.raises((TypeError, OverflowError)):
             setattr(rec, name, bad)
     assert (rec.start, rec.end, rec.dedup, rec.span_key, rec.parent_key) == (0.0, 1.0, 0, 0, 0)
+    with pytest.raises(AttributeError):  # a RecordIndex finds the record by it
+        rec.dedup = 1
     with pytest.raises(AttributeError):
         del rec.start
     assert math.isnan(COMPILED(Span("w", "m", 0.0, 1.0, math.nan), 0).gflops)
@@ -172,7 +172,7 @@ def test_the_splitter_refuses_what_the_record_cannot_hold_without_changing_anyth
     assert (rec.model, rec.input_tokens, rec.output_tokens) == ("M2", 5, 6)
 
 
-# ---- IdIndex: the splitter's id index, against the dict it stands for ----------------------
+# ---- IdIndex and RecordIndex: the joiner's and splitter's id indexes, against dicts ---------
 
 _keys = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
@@ -185,16 +185,22 @@ _ops = st.lists(
 )
 
 
-@given(_ops)
-def test_the_id_index_answers_as_a_dict_through_any_sequence_of_operations(
-    ops: list[tuple[str, int, int]],
+@pytest.mark.parametrize("table", ["IdIndex", "RecordIndex"])
+@given(ops=_ops)
+def test_the_id_indexes_answer_as_a_dict_through_any_sequence_of_operations(
+    table: str, ops: list[tuple[str, int, int]]
 ) -> None:
-    from jouled.attribution._pending import IdIndex
+    from jouled.attribution import _pending
 
-    index, ref = IdIndex(), {}
+    def value_for(key: int, value: int) -> Any:
+        if table == "RecordIndex":  # a record, under its own key
+            return COMPILED(Span(f"w{value}", "m", 0.0, 1.0), key)
+        return f"v{value}"
+
+    index, ref = getattr(_pending, table)(), {}
     for op, key, value in ops:
         if op == "set":
-            index[key] = ref[key] = f"v{value}"
+            index[key] = ref[key] = value_for(key, value)
         elif op == "del":
             if key in ref:
                 del index[key], ref[key]
@@ -202,18 +208,18 @@ def test_the_id_index_answers_as_a_dict_through_any_sequence_of_operations(
                 with pytest.raises(KeyError):
                     del index[key]
         elif op == "get":
-            assert index.get(key) == ref.get(key)
-            assert index.get(key, value) == ref.get(key, value)
+            assert index.get(key) is ref.get(key)
+            assert index.get(key, value) is ref.get(key, value)
         elif op == "in":
             assert (key in index) == (key in ref)
         elif key in ref:
-            assert index[key] == ref[key]
+            assert index[key] is ref[key]
         else:
             with pytest.raises(KeyError):
                 index[key]
         assert len(index) == len(ref)
     for key, value in ref.items():
-        assert index[key] == value
+        assert index[key] is value
 
 
 def test_the_id_index_holds_references_frees_them_and_refuses_what_is_not_an_int64() -> None:
@@ -250,3 +256,35 @@ def test_the_id_index_holds_references_frees_them_and_refuses_what_is_not_an_int
     with pytest.raises(TypeError):
         IdIndex(1)  # type: ignore[call-arg]
     assert len(bad) == 0 and bad.get(5, "d") == "d"
+
+
+# ---- RecordIndex: the splitter's index, keyed by each record's own dedup -------------------
+
+
+def test_the_record_index_holds_a_record_under_its_own_key_in_8_bytes_a_slot() -> None:
+    from jouled.attribution._pending import IdIndex, RecordIndex
+
+    recs = [COMPILED(Span("w", "m", 0.0, 1.0), key) for key in range(-5000, 5000, 7)]
+    first = recs[0]
+    before = sys.getrefcount(first)
+    index, ids = RecordIndex(), IdIndex()
+    for rec in recs:
+        index[rec.dedup] = ids[rec.dedup] = rec
+    assert sys.getrefcount(first) == before + 2
+    assert len(index) == len(recs) and all(index[r.dedup] is r for r in recs)
+    # The same table, the key read from the record: half the bytes of the id index.
+    assert 2 * sys.getsizeof(index) - sys.getsizeof(RecordIndex()) == sys.getsizeof(ids)
+    for rec in recs[::2]:
+        del index[rec.dedup]
+    assert len(index) == len(recs) - len(recs[::2])
+    assert all((r.dedup in index) == (i % 2 == 1) for i, r in enumerate(recs))
+    del index, ids
+    assert sys.getrefcount(first) == before
+    bad = RecordIndex()
+    with pytest.raises(ValueError, match="own dedup"):
+        bad[recs[1].dedup + 1] = recs[1]
+    with pytest.raises(TypeError, match="Pending"):
+        bad[3] = _Pending(Span("w", "m", 0.0, 1.0), 3)  # the Python record: a dict's job
+    with pytest.raises(TypeError, match="ints"):
+        bad["1"] = recs[1]
+    assert len(bad) == 0 and bad.get(recs[1].dedup) is None
