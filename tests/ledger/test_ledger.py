@@ -246,3 +246,37 @@ def test_error_reasons_come_from_sqlites_result_codes(tmp_path: Path) -> None:
     assert _reason(notadb.value) == "corrupt"
     # Text that merely mentions "full" is no longer taken for a full disk.
     assert _reason(sqlite3.OperationalError("table full_names has no column x")) == "io"
+
+
+def test_the_writers_page_cache_stays_within_its_bound_however_much_it_reads(
+    tmp_path: Path,
+) -> None:
+    """A long-lived daemon's writer reads pages as it prunes and appends; its page cache is
+    bounded at WRITER_CACHE_KIB where SQLite's default would hold ~2 MiB. Measured with
+    SQLite's own count of the memory it holds (the library the sqlite3 module uses)."""
+    import ctypes
+
+    from jouled.ledger import WRITER_CACHE_KIB
+
+    lib = ctypes.CDLL("libsqlite3.so.0")
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE filler (x BLOB)")
+        setup.executemany("INSERT INTO filler VALUES (randomblob(2000))", [()] * 4000)  # ~8 MB
+    setup.close()
+
+    def held_after_a_full_read(conn: sqlite3.Connection) -> int:
+        before = lib.sqlite3_memory_used()
+        assert conn.execute("SELECT sum(length(x)) FROM filler").fetchone()[0] == 8_000_000
+        return int(lib.sqlite3_memory_used() - before)
+
+    writer = connect(path)
+    ours = held_after_a_full_read(writer)
+    plain = sqlite3.connect(path)
+    default = held_after_a_full_read(plain)
+    writer.close()
+    plain.close()
+    if default == 0:  # a Python whose sqlite3 module has SQLite built in: not this library
+        pytest.skip("the sqlite3 module does not use the shared libsqlite3.so.0")
+    assert ours < (WRITER_CACHE_KIB + 128) * 1024 < 1.5 * 2**20 < default
