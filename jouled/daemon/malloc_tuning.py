@@ -7,11 +7,14 @@ Two of glibc's defaults cost the daemon resident memory it never gives back:
   bodies are taken from the heap, whose freed middles stay resident. Fixing it at 128 KiB
   keeps every large body in its own mapping, returned to the kernel when freed.
 - ``M_ARENA_MAX`` defaults to 8 arenas per core: each thread that allocates (ingest, tick,
-  exposition, gRPC) gets its own heap, each holding freed memory of its own. Two suffice:
-  Python's small objects (up to 512 B) come from its own allocator, not from these arenas.
+  exposition, gRPC) gets its own heap, each holding freed memory of its own. One suffices:
+  Python's small objects (up to 512 B) come from its own allocator, not from these arenas,
+  and Python's threads allocate under the GIL, so they would seldom wait on its lock
+  (grpcio's core threads allocate without it, a few times a request).
 
 Measured with ``benchmarks.daemon_cpu``'s daemon at 1,000 spans/s over OTLP/HTTP: 97.3 MB
-resident after 80 s without these settings, 92.8 MB with them (docs/BENCHMARKS.md).
+resident after 80 s without these settings, 92.8 MB with them (two arenas then); one arena
+instead of two: 0.5-1.0 MB less at 1,000 spans/s, CPU within noise (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 M_MMAP_THRESHOLD: Final = -3
 M_ARENA_MAX: Final = -8
 MMAP_THRESHOLD_BYTES: Final = 128 * 1024
-ARENA_MAX: Final = 2
+ARENA_MAX: Final = 1
 
 
 def tune_malloc() -> bool:

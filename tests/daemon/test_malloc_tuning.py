@@ -52,3 +52,41 @@ def test_large_blocks_keep_their_own_mapping_once_tuned() -> None:
 def test_glibc_default_would_take_them_from_the_heap() -> None:
     # The setting matters: without it the same block is not mapped (the probe can fail).
     assert _probe("default") == "None 0"
+
+
+_THREAD_PROBE = textwrap.dedent(
+    """
+    import ctypes, sys, threading
+    from jouled.daemon.malloc_tuning import tune_malloc
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
+    libc.malloc.argtypes = (ctypes.c_size_t,)
+    libc.sbrk.argtypes = (ctypes.c_ssize_t,)
+    tuned = tune_malloc() if sys.argv[1] == "tuned" else None
+    heap_start = libc.sbrk(0)
+    libc.malloc(64)  # the main thread's: the main arena, below the break
+    got = []
+    worker = threading.Thread(target=lambda: got.append(libc.malloc(64)))
+    worker.start()
+    worker.join()
+    # A block from the main arena lies in the brk heap; one from an arena of the thread's own
+    # lies in a mapping of its own, far from it.
+    print(tuned, heap_start - (1 << 30) < got[0] < libc.sbrk(0))
+    """
+)
+
+
+def _thread_probe(mode: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", _THREAD_PROBE, mode], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_threads_share_the_main_arena_once_tuned() -> None:
+    assert _thread_probe("tuned") == "True True"
+
+
+def test_glibc_default_would_give_a_thread_an_arena_of_its_own() -> None:
+    assert _thread_probe("default") == "None False"
