@@ -7,17 +7,18 @@
  * code is one for both. ``span`` is any object with the attributes of ``spans.Span``.
  * What differs is the layout: the times, the work and the token counts are C numbers in the
  * record (a Python float is 24 bytes and an int 28-36 more, each a separate allocation), and
- * the record is not tracked by the cycle collector (it refers to strings, a dict of floats
- * and None only, none of which can lead back to it), so the collector's full passes no
- * longer walk every span in flight. Callers must keep it so: a value that refers back to a
- * record (a dict holding an object holding it) would make a cycle that is never freed.
- * 112 bytes a record against ~256 with its floats and ints (64-bit CPython 3.11): each token
- * count is a 63-bit field sharing its 8 bytes with a flag, so that the joiner's two id keys
- * fit within the 112 that pymalloc gave the record before them (its sizes are multiples of
- * 16; 114 bytes would take 128).
+ * the record is not tracked by the cycle collector (it refers to strings, a tuple of them, a
+ * dict of floats and None only, none of which can lead back to it), so the collector's full
+ * passes no longer walk every span in flight. Callers must keep it so: a value that refers
+ * back to a record (a dict holding an object holding it) would make a cycle that is never
+ * freed. 96 bytes a record against ~256 with its floats and ints (64-bit CPython 3.11):
+ * each token count is a 63-bit field sharing its 8 bytes with a flag, and the workload,
+ * model and route are one tuple shared by every record of the same three (three pointers
+ * of their own made it 112 bytes; pymalloc's sizes are multiples of 16, so only a cut of 16
+ * bytes counts).
  *
  * Attributes (read and write; a failed write leaves the old value): workload, model, route
- * (any object, the span's; in practice str), start, end (float: the setter takes any real
+ * (any object, the span's; in practice str; a write shares the new three's tuple), start, end (float: the setter takes any real
  * number), gflops, input_tokens and output_tokens (None when unknown; tokens are ints in
  * [-2^62 + 1, 2^62 - 1], far above the ingest's 10^12: OverflowError past that, TypeError
  * for a non-int), energy_j (None
@@ -57,9 +58,9 @@
 
 typedef struct {
     PyObject_HEAD
-    PyObject *workload;
-    PyObject *model;
-    PyObject *route;
+    PyObject *labels;   /* (workload, model, route): one tuple shared by the records of the
+                         * same three (labels_cache), 8 bytes a record where three pointers
+                         * took 24 */
     PyObject *energy_j; /* None or a dict */
     double start;
     double end;
@@ -74,6 +75,55 @@ typedef struct {
 } Pending;
 
 static Py_ssize_t live_records = 0;
+
+/* Each (workload, model, route) tuple once: a record holds the shared one. A spans' labels
+ * are few (the models a workload serves times its routes), so the cache stays small; at
+ * LABELS_CACHE_MAX distinct ones (a sender naming a new route in each span) it is emptied
+ * and filled again, the records keeping the tuples they hold. */
+#define LABELS_CACHE_MAX 4096
+static PyObject *labels_cache = NULL;
+
+/* The shared tuple (workload, model, route) (a new reference), or NULL with an exception.
+ * Labels that cannot be hashed (never the ingest's strings) get a tuple of their own. */
+static PyObject *
+shared_labels(PyObject *workload, PyObject *model, PyObject *route)
+{
+    PyObject *t = PyTuple_Pack(3, workload, model, route);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(labels_cache) >= LABELS_CACHE_MAX) {
+        PyDict_Clear(labels_cache);
+    }
+    PyObject *shared = PyDict_SetDefault(labels_cache, t, t); /* borrowed */
+    if (shared == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyErr_Clear(); /* unhashable: this record's own tuple */
+        return t;
+    }
+    Py_INCREF(shared);
+    Py_DECREF(t);
+    return shared;
+}
+
+/* The record's labels with item ``i`` replaced by ``value``; -1 with an exception, the
+ * labels unchanged. */
+static int
+set_label(PyObject **labels, Py_ssize_t i, PyObject *value)
+{
+    PyObject *items[3] = {PyTuple_GET_ITEM(*labels, 0), PyTuple_GET_ITEM(*labels, 1),
+                          PyTuple_GET_ITEM(*labels, 2)};
+    items[i] = value;
+    PyObject *shared = shared_labels(items[0], items[1], items[2]);
+    if (shared == NULL) {
+        return -1;
+    }
+    Py_SETREF(*labels, shared);
+    return 0;
+}
 
 static PyObject *s_workload, *s_model, *s_start, *s_end, *s_gflops, *s_route, *s_input_tokens,
     *s_output_tokens;
@@ -158,9 +208,7 @@ read_attr(PyObject *span, PyObject *name, int (*read)(PyObject *, void *), void 
 static void
 pending_dealloc(Pending *self)
 {
-    Py_XDECREF(self->workload);
-    Py_XDECREF(self->model);
-    Py_XDECREF(self->route);
+    Py_XDECREF(self->labels);
     Py_XDECREF(self->energy_j);
     live_records--;
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -187,14 +235,19 @@ pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->energy_j = Py_NewRef(Py_None);
     self->input_tokens = self->output_tokens = NO_TOKENS;
     int64_t input_tokens = NO_TOKENS, output_tokens = NO_TOKENS;
-    int ok = (self->workload = PyObject_GetAttr(span, s_workload)) != NULL &&
-             (self->model = PyObject_GetAttr(span, s_model)) != NULL &&
-             (self->route = PyObject_GetAttr(span, s_route)) != NULL &&
+    PyObject *workload = NULL, *model = NULL, *route = NULL;
+    int ok = (workload = PyObject_GetAttr(span, s_workload)) != NULL &&
+             (model = PyObject_GetAttr(span, s_model)) != NULL &&
+             (route = PyObject_GetAttr(span, s_route)) != NULL &&
+             (self->labels = shared_labels(workload, model, route)) != NULL &&
              read_attr(span, s_start, read_real, &self->start) == 0 &&
              read_attr(span, s_end, read_real, &self->end) == 0 &&
              read_attr(span, s_gflops, read_gflops, self) == 0 &&
              read_attr(span, s_input_tokens, read_tokens, &input_tokens) == 0 &&
              read_attr(span, s_output_tokens, read_tokens, &output_tokens) == 0;
+    Py_XDECREF(workload);
+    Py_XDECREF(model);
+    Py_XDECREF(route);
     if (!ok) {
         goto fail;
     }
@@ -279,9 +332,9 @@ read_object(PyObject **member, PyObject *value)
         return SET;                                                                             \
     }
 
-MEMBER(workload, Py_NewRef(self->workload), read_object(&self->workload, value))
-MEMBER(model, Py_NewRef(self->model), read_object(&self->model, value))
-MEMBER(route, Py_NewRef(self->route), read_object(&self->route, value))
+MEMBER(workload, Py_NewRef(PyTuple_GET_ITEM(self->labels, 0)), set_label(&self->labels, 0, value))
+MEMBER(model, Py_NewRef(PyTuple_GET_ITEM(self->labels, 1)), set_label(&self->labels, 1, value))
+MEMBER(route, Py_NewRef(PyTuple_GET_ITEM(self->labels, 2)), set_label(&self->labels, 2, value))
 MEMBER(energy_j, Py_NewRef(self->energy_j), read_object(&self->energy_j, value))
 MEMBER(gflops, gflops_object(self), read_gflops(value, self))
 MEMBER(input_tokens, tokens_object(self->input_tokens), set_tokens(self, value, 0))
@@ -674,7 +727,8 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__pending(void)
 {
-    if ((s_workload = PyUnicode_InternFromString("workload")) == NULL ||
+    if ((labels_cache = PyDict_New()) == NULL ||
+        (s_workload = PyUnicode_InternFromString("workload")) == NULL ||
         (s_model = PyUnicode_InternFromString("model")) == NULL ||
         (s_start = PyUnicode_InternFromString("start")) == NULL ||
         (s_end = PyUnicode_InternFromString("end")) == NULL ||
