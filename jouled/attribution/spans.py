@@ -111,9 +111,9 @@ class _Pending:
     request joiner's, which remembers a request of one span by this record alone).
 
     The reference for its compiled twin, ``jouled.attribution._pending.Pending`` (same
-    attributes, numbers held as C numbers, not tracked by gc: 112 bytes against ~256 with
-    this one's floats and ints), which the splitter makes where it is built
-    (``new_pending``)."""
+    attributes, numbers held as C numbers, the workload, model and route one shared tuple,
+    not tracked by gc: 96 bytes against ~256 with this one's floats and ints), which the
+    splitter makes where it is built (``new_pending``)."""
 
     __slots__ = (
         "dedup",
