@@ -83,26 +83,25 @@ static Py_ssize_t live_records = 0;
 #define LABELS_CACHE_MAX 4096
 static PyObject *labels_cache = NULL;
 
-/* The shared tuple (workload, model, route) (a new reference), or NULL with an exception.
- * Labels that cannot be hashed (never the ingest's strings) get a tuple of their own. */
+/* The tuple (workload, model, route) (a new reference), or NULL with an exception: the
+ * shared one when all three are exact strs (the ingest's labels), whose hash and equality
+ * run no Python code and cannot fail; any other object gets a tuple of its own, so a record
+ * always reads back the very objects it was given. */
 static PyObject *
 shared_labels(PyObject *workload, PyObject *model, PyObject *route)
 {
     PyObject *t = PyTuple_Pack(3, workload, model, route);
-    if (t == NULL) {
-        return NULL;
+    if (t == NULL || !PyUnicode_CheckExact(workload) || !PyUnicode_CheckExact(model) ||
+        !PyUnicode_CheckExact(route)) {
+        return t;
     }
     if (PyDict_GET_SIZE(labels_cache) >= LABELS_CACHE_MAX) {
         PyDict_Clear(labels_cache);
     }
     PyObject *shared = PyDict_SetDefault(labels_cache, t, t); /* borrowed */
-    if (shared == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyErr_Clear(); /* unhashable: this record's own tuple */
-        return t;
+    if (shared == NULL) { /* MemoryError */
+        Py_DECREF(t);
+        return NULL;
     }
     Py_INCREF(shared);
     Py_DECREF(t);

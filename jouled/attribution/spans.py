@@ -181,9 +181,11 @@ def _compiled_table(name: Literal["IdIndex", "RecordIndex"]) -> Callable[[], dic
         return None
     try:
         from jouled.attribution import _pending
-    except ImportError:
+
+        table = getattr(_pending, name)
+    except (ImportError, AttributeError):  # not built, or built from an older source
         return None
-    return cast("Callable[[], dict[int, Any]]", getattr(_pending, name))
+    return cast("Callable[[], dict[int, Any]]", table)
 
 
 # What the request joiner indexes its requests by trace key with: the compiled table, else a

@@ -29,6 +29,7 @@ from jouled.config import GridProviderConfig
 from jouled.cost.carbon import PROVIDER_FACTORS, Provenance
 from jouled.files import MAX_TOKEN_BYTES, FileReadError, read_small_file
 from jouled.pipeline.cost import GridStatus
+from jouled.tls import verified_context
 
 log = logging.getLogger(__name__)
 
@@ -386,9 +387,14 @@ class GridPoller:
         """Poll until cancelled."""
         own = session is None
         if session is None:
+            # The daemon imports aiohttp without the CA bundle (jouled/tls.py): its default
+            # context trusts no one. The providers' https APIs are verified by this one,
+            # which reads the bundle once, off the event loop.
+            tls = await asyncio.to_thread(verified_context)
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
                 headers={"User-Agent": "jouled"},
+                connector=aiohttp.TCPConnector(ssl=tls),
             )
         try:
             while True:

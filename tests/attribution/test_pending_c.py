@@ -128,6 +128,19 @@ def test_records_of_the_same_labels_share_one_tuple_and_a_write_moves_to_another
     odd = COMPILED(Span("chat", "m", 0.0, 1.0), 5)
     odd.model = ["not", "hashable"]  # not the ingest's, but any object is kept
     assert odd.model == ["not", "hashable"] and odd.workload == "chat"
+
+    class Label(str):
+        def __hash__(self) -> int:
+            raise ValueError("a label that runs code")
+
+    # Only exact strs are shared: an equal object of another type is never swapped for the
+    # cached one, and a label's own hash or equality never runs.
+    one = COMPILED(Span(1, "m", 0.0, 1.0), 6)  # type: ignore[arg-type]
+    yes = COMPILED(Span(True, "m", 0.0, 1.0), 7)  # type: ignore[arg-type]
+    assert type(one.workload) is int and yes.workload is True
+    odd.model = Label("m")
+    assert type(odd.model) is Label
+    assert type(COMPILED(Span("chat", "m", 0.0, 1.0), 8).model) is str
     assert len(recs) == 1000
 
 

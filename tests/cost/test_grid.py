@@ -494,3 +494,59 @@ async def test_an_answer_sent_in_several_writes_is_read_whole(
 
     api.handler = in_two
     assert await poller(api, "electricitymaps", token_file).poll_once(session) == 302.0
+
+
+async def test_the_daemons_poller_verifies_an_https_provider_with_the_bundle_read_when_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token_file: Path
+) -> None:
+    """The daemon imports aiohttp without the CA bundle (jouled/tls.py), so aiohttp's default
+    context trusts no one; the poller's own session reads the bundle when it starts. Here
+    the bundle is a test CA's, named after aiohttp was imported (its default context cannot
+    know it), so only the poller's own context lets the read through; a provider whose
+    certificate another CA signed is refused."""
+    import ssl
+
+    import trustme
+
+    trusted, stranger = trustme.CA(), trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    trusted.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    got: dict[str, GridPoller] = {}
+    for name, ca in (("trusted", trusted), ("stranger", stranger)):
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(tls)
+        app = web.Application()
+
+        async def answer(_r: web.Request) -> web.Response:
+            return web.json_response(EMAPS)
+
+        app.router.add_route("GET", "/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        polled = asyncio.Event()
+
+        async def parked(_s: float, polled: asyncio.Event = polled) -> None:
+            polled.set()
+            await asyncio.Event().wait()  # until cancelled
+
+        cfg = GridProviderConfig(
+            provider="electricitymaps",
+            zone="DE",
+            token_file=token_file,
+            url=f"https://{host}:{port}",
+            fallback=475.0,
+        )
+        p = got[name] = GridPoller(cfg, FakeClock(), sleep=parked, jitter=lambda: 0.0)
+        task = asyncio.ensure_future(p.run())
+        await asyncio.wait_for(polled.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
+    assert got["trusted"].status().up and got["trusted"].status().errors == {}
+    assert not got["stranger"].status().up
+    assert got["stranger"].status().errors == {grid.NETWORK: 1}
