@@ -39,6 +39,7 @@ MAX_PLAUSIBLE_G_PER_KWH: Final = 5000.0
 MAX_BODY_BYTES: Final = 1 << 20
 MAX_BACKOFF_S: Final = 3600.0
 JITTER_FRACTION: Final = 0.25  # a retry waits up to a quarter longer, drawn per host
+_AGENT: Final = {"User-Agent": "jouled"}
 
 # `reason` label values of jouled_grid_provider_errors_total.
 AUTH: Final = "auth"
@@ -384,18 +385,12 @@ class GridPoller:
         return backoff_s(self._failures, self.cfg.interval, self._retry_after, self._jitter())
 
     async def run(self, session: aiohttp.ClientSession | None = None) -> None:
-        """Poll until cancelled."""
+        """Poll until cancelled; its session verifies https with its own context (jouled/tls.py)."""
         own = session is None
         if session is None:
-            # The daemon imports aiohttp without the CA bundle (jouled/tls.py): its default
-            # context trusts no one. The providers' https APIs are verified by this one,
-            # which reads the bundle once, off the event loop.
-            tls = await asyncio.to_thread(verified_context)
-            session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-                headers={"User-Agent": "jouled"},
-                connector=aiohttp.TCPConnector(ssl=tls),
-            )
+            tls = aiohttp.TCPConnector(ssl=await asyncio.to_thread(verified_context))
+            timeout = aiohttp.ClientTimeout(total=self.cfg.timeout)
+            session = aiohttp.ClientSession(timeout=timeout, headers=_AGENT, connector=tls)
         try:
             while True:
                 await self.poll_once(session)
