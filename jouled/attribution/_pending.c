@@ -505,7 +505,7 @@ index_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     IdIndex *self = (IdIndex *)type->tp_alloc(type, 0);
     if (self != NULL) {
-        self->by_record = type == &RecordIndexType;
+        self->by_record = PyType_IsSubtype(type, &RecordIndexType);
     }
     return (PyObject *)self; /* an empty table: arrays made on the first insert */
 }

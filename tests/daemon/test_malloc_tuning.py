@@ -38,9 +38,9 @@ _PROBE = textwrap.dedent(
 )
 
 
-def _probe(mode: str) -> str:
+def _probe(mode: str, probe: str = _PROBE) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True
     )
     return out.stdout.strip()
 
@@ -77,16 +77,9 @@ _THREAD_PROBE = textwrap.dedent(
 )
 
 
-def _thread_probe(mode: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-c", _THREAD_PROBE, mode], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
-
-
 def test_threads_share_the_main_arena_once_tuned() -> None:
-    assert _thread_probe("tuned") == "True True"
+    assert _probe("tuned", _THREAD_PROBE) == "True True"
 
 
 def test_glibc_default_would_give_a_thread_an_arena_of_its_own() -> None:
-    assert _thread_probe("default") == "None False"
+    assert _probe("default", _THREAD_PROBE) == "None False"
