@@ -6,9 +6,9 @@ through ``set_default_verify_paths``), so every process that imports ``aiohttp.w
 the whole CA bundle twice: 1.9-2.3 MB of the daemon's resident memory (measured on Debian's
 ~150 certificates), never given back. The daemon serves HTTP and gRPC; its TLS clients are
 the server-metrics read of an ``https://`` page and the grid-intensity poller's provider
-APIs, each with a context of its own (``verified_context``), made when first needed. Upstream
-chose to load the contexts at import so that no event loop
-blocks on the disk later (aio-libs/aiohttp#9029).
+APIs, each with a context of its own (``verified_context``), made when first needed.
+Upstream chose to load the contexts at import so that no event loop blocks on the disk
+later (aio-libs/aiohttp#9029).
 
 ``import_aiohttp_without_ca_bundle`` imports aiohttp with OpenSSL's default paths pointed
 at nothing (``SSL_CERT_FILE``, ``SSL_CERT_DIR``), then puts the environment back as it was.

@@ -30,7 +30,7 @@
  * live() -> int: records alive now (for tests: a record nothing holds is freed at once,
  * records are not tracked by gc so gc.get_objects() does not list them).
  *
- * IdIndex() -> IdIndex: the splitter's index of pending records by their id key, a mapping
+ * IdIndex() -> IdIndex: the request joiner's index of its requests by trace key, a mapping
  * of int keys in [-2^63, 2^63 - 1] (OverflowError past that, TypeError for a non-int) to
  * objects, with ``in``, ``[]`` (KeyError), ``[] =``, ``del`` (KeyError), ``get(key,
  * default=None)`` and ``len``; no iteration. A dict of ~30,000 int keys holds ~125 bytes an

@@ -388,9 +388,9 @@ class GridPoller:
         """Poll until cancelled; its session verifies https with its own context (jouled/tls.py)."""
         own = session is None
         if session is None:
-            tls = aiohttp.TCPConnector(ssl=await asyncio.to_thread(verified_context))
+            connector = aiohttp.TCPConnector(ssl=await asyncio.to_thread(verified_context))
             timeout = aiohttp.ClientTimeout(total=self.cfg.timeout)
-            session = aiohttp.ClientSession(timeout=timeout, headers=_AGENT, connector=tls)
+            session = aiohttp.ClientSession(timeout=timeout, headers=_AGENT, connector=connector)
         try:
             while True:
                 await self.poll_once(session)
