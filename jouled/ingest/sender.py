@@ -7,14 +7,17 @@ found in ``<proc>/net/tcp`` and ``tcp6`` (its local address is our peer, its rem
 our listener) and its inode among the ``<proc>/<pid>/fd`` links of the workloads' processes.
 Only the processes workloads already claim are searched, and answers are cached per client
 socket (its inode) for ``cache_s``: a keep-alive connection or a gRPC channel costs one fd
-search, each request one read of /proc/net/tcp. Not per peer address: a port freed by a
-workload's connection could be bound by another process within ``cache_s`` (to either
-listener) and its spans taken for the workload's, past ``ingest.verify_sender``.
+search, each request that needs it one read of /proc/net/tcp; a request whose spans name their
+service reads nothing, and its resolver is made without copying the pid map. Not per peer
+address: a port freed by a workload's connection could be bound by another process within
+``cache_s`` (to either listener) and its spans taken for the workload's, past
+``ingest.verify_sender``.
 ``proc_root`` is ``attribution.proc_path``, injectable for tests.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -45,7 +48,10 @@ def peer_pid(sock: socket.socket) -> int | None:
     return pid if pid > 0 else None
 
 
+@functools.lru_cache(maxsize=256)
 def _ip(value: str) -> IpAddress | None:
+    """The peer's address (an IPv4-mapped one as IPv4), None when not an address. Cached:
+    parsing it was ~15 µs of the event loop's time per request, and peers are few."""
     try:
         ip = ipaddress.ip_address(value.split("%", 1)[0])
     except ValueError:
@@ -101,11 +107,11 @@ def socket_inode(lines: Iterable[str], client: Peer, server: Peer) -> int | None
     return None
 
 
-class _Search:
-    """A resolver that reads /proc when first called (then remembers): callers run the
-    decoding that may call it off the event loop (``needs_search``)."""
+class _Once:
+    """A resolver that asks when first called, then remembers: a request whose spans all
+    name their service never asks (the common case), so it costs nothing per request."""
 
-    needs_search = True
+    needs_search = False
 
     def __init__(self, search: Callable[[], str | None]) -> None:
         self._search = search
@@ -115,6 +121,13 @@ class _Search:
         if not self._memo:
             self._memo.append(self._search())
         return self._memo[0]
+
+
+class _Search(_Once):
+    """A resolver that reads /proc when first called (then remembers): callers run the
+    decoding that may call it off the event loop (``needs_search``)."""
+
+    needs_search = True
 
 
 def needs_search(resolver: Callable[[], str | None] | None) -> bool:
@@ -155,11 +168,12 @@ class SenderLookup:
             self._cache.popitem(last=False)
 
     def for_unix(self, sock: socket.socket | None) -> Callable[[], str | None]:
-        """A resolver for a unix-socket connection; call it on the event loop's thread or
-        after: the pid map is read when the resolver is made."""
+        """A resolver for a unix-socket connection: the peer's pid is read now, the pid map
+        when the resolver is first called (it is safe from any thread)."""
         pid = peer_pid(sock) if sock is not None else None
-        workload = self._workload_pids().get(pid) if pid is not None else None
-        return lambda: workload
+        if pid is None:
+            return lambda: None
+        return _Once(lambda: self._workload_pids().get(pid))
 
     def for_tcp(self, client: Peer | None, server: Peer | None) -> Callable[[], str | None]:
         """A lazy resolver for a TCP connection: only loopback peers are searched (a remote
@@ -169,10 +183,9 @@ class SenderLookup:
         ip = _ip(client[0])
         if ip is None or not ip.is_loopback:
             return lambda: None
-        pids = dict(self._workload_pids())  # read on the loop's thread
-        return _Search(lambda: self._search(client, server, pids))
+        return _Search(lambda: self._search(client, server))
 
-    def _search(self, client: Peer, server: Peer, pids: Mapping[int, str]) -> str | None:
+    def _search(self, client: Peer, server: Peer) -> str | None:
         inode = None
         for name in ("tcp", "tcp6"):
             try:
@@ -189,6 +202,8 @@ class SenderLookup:
             return workload
         self.lookups += 1
         target = f"socket:[{inode}]"
+        # The pid map (a copy of the claimed processes: O(processes)) only on a cache miss.
+        pids = self._workload_pids()
         workload = next((w for pid, w in pids.items() if self._holds(pid, target)), None)
         self._store(inode, workload)
         return workload
