@@ -33,7 +33,8 @@
  * IdIndex() -> IdIndex: the request joiner's index of its requests by trace key, a mapping
  * of int keys in [-2^63, 2^63 - 1] (OverflowError past that, TypeError for a non-int) to
  * objects, with ``in``, ``[]`` (KeyError), ``[] =``, ``del`` (KeyError), ``get(key,
- * default=None)`` and ``len``; no iteration. A dict of ~30,000 int keys holds ~125 bytes an
+ * default=None)``, ``len`` and ``forget_lone`` (the request joiner's expiry of requests
+ * remembered as one record: read its comment); no iteration. A dict of ~30,000 int keys holds ~125 bytes an
  * entry (its table, which insert/delete churn leaves at up to twice the size a fresh one
  * needs, and a 32-36 byte int object a key); this open-addressing table holds the key as a
  * C int64 beside the value's pointer, 16 bytes a slot at a load of 1/3 to 2/3 (~24-48 bytes
@@ -45,15 +46,33 @@
  * 1,000 spans/s). ``index[key] = rec`` takes a Pending whose dedup is ``key`` (TypeError,
  * ValueError otherwise); the rest is IdIndex's. A probe reads the record's dedup, which is
  * why ``dedup`` is read-only.
+ *
+ * TimeQueue(by_end) -> TimeQueue: ``spans._TimeQueue``'s twin for Pending records (read its
+ * docstring): records queued by their end (``by_end``) or start, in a calendar of one-second
+ * buckets (a dict of lists and a C heap of the seconds), each bucket sorted when a take
+ * reaches it, in C, reading the record's double directly (Python's sort called a key per
+ * record). ``push(rec, t)`` (TypeError for anything but a Pending, ValueError and
+ * OverflowError for a NaN or infinite ``t``, as ``math.floor``), ``take_through(t)`` and
+ * ``take_before(t)`` (lists, in (time, push) order), ``drop_done()`` and ``len``. Records of
+ * equal time leave in push order (a stable merge sort). Bucket seconds are int64, clamped at
+ * +-2^62: the top bucket is always cut by bisection, never taken whole, and the bottom one
+ * is looked into by any take.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Token counts are 63-bit fields (each shares its 8 bytes with a flag): NO_TOKENS, the
  * field's least value, stands for None. */
 #define TOKENS_MAX ((INT64_C(1) << 62) - 1)
+/* The time queues' bucket seconds are int64, clamped here; below EXACT_SECONDS a second
+ * (and the next) is an exact double. */
+#define SECOND_MAX (INT64_C(1) << 62)
+#define EXACT_SECONDS (INT64_C(1) << 53)
 #define NO_TOKENS (-TOKENS_MAX - 1)
 
 typedef struct {
@@ -658,6 +677,88 @@ index_get(IdIndex *self, PyObject *const *args, Py_ssize_t nargs)
     return Py_NewRef(nargs == 2 ? args[1] : Py_None);
 }
 
+static int forget_if_due(IdIndex *self, int64_t k, double due, double memory_s);
+
+/* forget_lone(keys, due, memory_s) -> int: ``RequestJoiner._forget_records`` in one C loop.
+ * For each int key of ``keys`` (any iterable of ints: the joiner's array('q')), the entry is
+ * deleted where it is a Pending record (a request remembered as its one span's record) due
+ * at ``due``: ``ceil(end + memory_s) == due``; any other value (a request of several spans,
+ * a trace's index) or a record due later stays. Returns how many were deleted. ValueError
+ * for |due| >= 2^53 (no exact double: the caller's Python loop takes those). */
+static PyObject *
+index_forget_lone(IdIndex *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "forget_lone(keys, due, memory_s)");
+        return NULL;
+    }
+    long long due = PyLong_AsLongLong(args[1]);
+    if (due == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (due <= -EXACT_SECONDS || due >= EXACT_SECONDS) { /* past 2^53 s: no exact double */
+        PyErr_SetString(PyExc_ValueError, "forget_lone: |due| must be below 2^53");
+        return NULL;
+    }
+    double memory_s = PyFloat_AsDouble(args[2]);
+    if (memory_s == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t forgotten = 0;
+    if (PyObject_CheckBuffer(args[0])) { /* array('q'): its int64s, no int object each */
+        Py_buffer view;
+        if (PyObject_GetBuffer(args[0], &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+            return NULL;
+        }
+        int ok = view.itemsize == 8 && view.format != NULL &&
+                 (strcmp(view.format, "q") == 0 || strcmp(view.format, "l") == 0);
+        if (ok) {
+            const int64_t *keys = view.buf;
+            for (Py_ssize_t j = 0; j < view.len / 8; j++) {
+                forgotten += forget_if_due(self, keys[j], (double)due, memory_s);
+            }
+        }
+        PyBuffer_Release(&view);
+        if (ok) {
+            return PyLong_FromSsize_t(forgotten);
+        }
+    }
+    PyObject *keys = PySequence_Fast(args[0], "forget_lone: keys must be iterable");
+    if (keys == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        int64_t k;
+        if (read_key(items[j], &k) < 0) {
+            Py_DECREF(keys);
+            return NULL;
+        }
+        forgotten += forget_if_due(self, k, (double)due, memory_s);
+    }
+    Py_DECREF(keys);
+    return PyLong_FromSsize_t(forgotten);
+}
+
+/* forget_lone's step: 1 when the entry of ``k`` was a record due at ``due``, now deleted. */
+static int
+forget_if_due(IdIndex *self, int64_t k, double due, double memory_s)
+{
+    Py_ssize_t i = find_slot(self, k);
+    if (i < 0) {
+        return 0;
+    }
+    PyObject *v = self->values[i];
+    if (!Py_IS_TYPE(v, &PendingType) || ceil(((Pending *)v)->end + memory_s) != due) {
+        return 0;
+    }
+    self->values[i] = TOMBSTONE;
+    self->used--;
+    Py_DECREF(v);
+    return 1;
+}
+
 static PyObject *
 index_sizeof(IdIndex *self, PyObject *unused)
 {
@@ -668,6 +769,8 @@ index_sizeof(IdIndex *self, PyObject *unused)
 static PyMethodDef index_methods[] = {
     {"get", (PyCFunction)(void (*)(void))index_get, METH_FASTCALL,
      "get(key, default=None): the value at key, else default."},
+    {"forget_lone", (PyCFunction)(void (*)(void))index_forget_lone, METH_FASTCALL,
+     "forget_lone(keys, due, memory_s) -> int: delete the records due at due."},
     {"__sizeof__", (PyCFunction)index_sizeof, METH_NOARGS, "bytes held, with the table"},
     {NULL},
 };
@@ -705,6 +808,681 @@ static PyTypeObject RecordIndexType = {
     .tp_base = &IdIndexType,
 };
 
+/* ---- TimeQueue ---------------------------------------------------------------------- */
+
+/* Bucket seconds are int64: a time past +-2^62 s (finite, but no clock's) shares the end
+ * bucket: the top one is always cut by bisection, never taken whole; the bottom one is
+ * looked into by any take (its records may be earlier than any t). */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *buckets;  /* dict: second (int) -> list of Pending, in push order until sorted */
+    int64_t *heap;      /* a min-heap of the buckets' seconds */
+    Py_ssize_t heap_n, heap_cap;
+    Py_ssize_t n;       /* records queued */
+    int by_end;         /* the sort key: the record's end (1) or start (0) */
+    int64_t last_second; /* the bucket of the latest push (pushes come in runs of a second) */
+    PyObject *last_bucket; /* borrowed from ``buckets``; NULL when unknown */
+} TimeQueue;
+
+static inline double
+time_key(PyObject *rec, int by_end)
+{
+    return by_end ? ((Pending *)rec)->end : ((Pending *)rec)->start;
+}
+
+/* Room for one more second in the heap; -1 with MemoryError. */
+static int
+heap_reserve(TimeQueue *self)
+{
+    if (self->heap_n == self->heap_cap) {
+        Py_ssize_t cap = self->heap_cap ? 2 * self->heap_cap : 16;
+        int64_t *heap = PyMem_Realloc(self->heap, (size_t)cap * sizeof(int64_t));
+        if (heap == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->heap = heap;
+        self->heap_cap = cap;
+    }
+    return 0;
+}
+
+/* Push after ``heap_reserve`` (or with the capacity known): cannot fail. */
+static void
+heap_push(TimeQueue *self, int64_t second)
+{
+    Py_ssize_t i = self->heap_n++;
+    while (i > 0) {
+        Py_ssize_t parent = (i - 1) / 2;
+        if (self->heap[parent] <= second) {
+            break;
+        }
+        self->heap[i] = self->heap[parent];
+        i = parent;
+    }
+    self->heap[i] = second;
+}
+
+static void
+heap_pop(TimeQueue *self)
+{
+    int64_t last = self->heap[--self->heap_n];
+    Py_ssize_t i = 0, n = self->heap_n;
+    for (;;) {
+        Py_ssize_t child = 2 * i + 1;
+        if (child >= n) {
+            break;
+        }
+        if (child + 1 < n && self->heap[child + 1] < self->heap[child]) {
+            child++;
+        }
+        if (last <= self->heap[child]) {
+            break;
+        }
+        self->heap[i] = self->heap[child];
+        i = child;
+    }
+    if (n > 0) {
+        self->heap[i] = last;
+    }
+}
+
+/* Sort ``items[0:n]`` by time key, stably (records of equal time keep their push order, as
+ * Python's list.sort does): a merge sort with the scratch ``tmp`` of n pointers. A bucket
+ * arrives in a few sorted runs (one per exporter batch): a run already in order is found
+ * in one comparison a merge. */
+static void
+merge_sort(PyObject **items, PyObject **tmp, Py_ssize_t n, int by_end)
+{
+    if (n < 2) {
+        return;
+    }
+    if (n <= 16) { /* insertion sort: stable */
+        for (Py_ssize_t i = 1; i < n; i++) {
+            PyObject *x = items[i];
+            double k = time_key(x, by_end);
+            Py_ssize_t j = i;
+            while (j > 0 && k < time_key(items[j - 1], by_end)) {
+                items[j] = items[j - 1];
+                j--;
+            }
+            items[j] = x;
+        }
+        return;
+    }
+    Py_ssize_t mid = n / 2;
+    merge_sort(items, tmp, mid, by_end);
+    merge_sort(items + mid, tmp, n - mid, by_end);
+    if (!(time_key(items[mid], by_end) < time_key(items[mid - 1], by_end))) {
+        return; /* already in order */
+    }
+    memcpy(tmp, items, (size_t)mid * sizeof(PyObject *));
+    Py_ssize_t i = 0, j = mid, k = 0;
+    while (i < mid && j < n) {
+        /* the right one first only when strictly earlier: stable */
+        if (time_key(items[j], by_end) < time_key(tmp[i], by_end)) {
+            items[k++] = items[j++];
+        }
+        else {
+            items[k++] = tmp[i++];
+        }
+    }
+    while (i < mid) {
+        items[k++] = tmp[i++];
+    }
+}
+
+static int
+sort_bucket(PyObject *bucket, int by_end)
+{
+    Py_ssize_t n = PyList_GET_SIZE(bucket);
+    if (n < 2) {
+        return 0;
+    }
+    PyObject **tmp = PyMem_Malloc((size_t)(n / 2 + 1) * sizeof(PyObject *));
+    if (tmp == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    merge_sort(((PyListObject *)bucket)->ob_item, tmp, n, by_end);
+    PyMem_Free(tmp);
+    return 0;
+}
+
+static PyObject *
+tq_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"by_end", NULL};
+    int by_end;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "p:TimeQueue", kwlist, &by_end)) {
+        return NULL;
+    }
+    TimeQueue *self = (TimeQueue *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->by_end = by_end;
+    if ((self->buckets = PyDict_New()) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+tq_clear(TimeQueue *self)
+{
+    self->last_bucket = NULL;
+    Py_CLEAR(self->buckets);
+    return 0;
+}
+
+static int
+tq_traverse(TimeQueue *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->buckets);
+    return 0;
+}
+
+static void
+tq_dealloc(TimeQueue *self)
+{
+    PyObject_GC_UnTrack(self);
+    tq_clear(self);
+    PyMem_Free(self->heap);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+tq_length(TimeQueue *self)
+{
+    return self->n;
+}
+
+/* push(rec, t): queue a Pending record whose key (its start or end) is ``t``. */
+static PyObject *
+tq_push(TimeQueue *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "push(rec, t)");
+        return NULL;
+    }
+    PyObject *rec = args[0];
+    if (!Py_IS_TYPE(rec, &PendingType)) {
+        PyErr_Format(PyExc_TypeError, "TimeQueue holds Pending records, not %.100s",
+                     Py_TYPE(rec)->tp_name);
+        return NULL;
+    }
+    double t = PyFloat_AsDouble(args[1]);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (isnan(t)) { /* as math.floor */
+        PyErr_SetString(PyExc_ValueError, "cannot convert float NaN to integer");
+        return NULL;
+    }
+    if (isinf(t)) {
+        PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
+        return NULL;
+    }
+    double f = floor(t);
+    int64_t second = f >= (double)SECOND_MAX    ? SECOND_MAX
+                     : f <= -(double)SECOND_MAX ? -SECOND_MAX
+                                                : (int64_t)f;
+    PyObject *bucket = self->last_bucket;
+    if (bucket == NULL || self->last_second != second) {
+        PyObject *key = PyLong_FromLongLong(second);
+        if (key == NULL) {
+            return NULL;
+        }
+        bucket = PyDict_GetItemWithError(self->buckets, key); /* borrowed */
+        if (bucket == NULL) {
+            if (PyErr_Occurred() || heap_reserve(self) < 0 ||
+                (bucket = PyList_New(0)) == NULL) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            int bad = PyDict_SetItem(self->buckets, key, bucket) < 0;
+            Py_DECREF(bucket); /* the dict holds it */
+            if (bad) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            heap_push(self, second);
+        }
+        Py_DECREF(key);
+        self->last_second = second;
+        self->last_bucket = bucket;
+    }
+    if (PyList_Append(bucket, rec) < 0) {
+        return NULL;
+    }
+    self->n++;
+    Py_RETURN_NONE;
+}
+
+/* Remove the heap's top bucket, ``bucket`` under ``key``, from the dict and the heap. */
+static int
+drop_top(TimeQueue *self, PyObject *key, PyObject *bucket)
+{
+    if (bucket == self->last_bucket) {
+        self->last_bucket = NULL;
+    }
+    heap_pop(self);
+    return PyDict_DelItem(self->buckets, key); /* present: an int's hash cannot fail */
+}
+
+/* Records with key < t (``through`` 0) or <= t (1), in order, removed. */
+static PyObject *
+tq_take(TimeQueue *self, PyObject *arg, int through)
+{
+    double t = PyFloat_AsDouble(arg);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL || isnan(t)) { /* nothing is before NaN, as in Python */
+        return out;
+    }
+    /* The first bucket's second <= t; the -2^62 bucket may hold any earlier time. */
+    Py_ssize_t removed = 0; /* records taken out of the buckets (in ``out``) */
+    while (self->heap_n > 0 && (self->heap[0] == -SECOND_MAX || (double)self->heap[0] <= t)) {
+        int64_t second = self->heap[0];
+        PyObject *key = PyLong_FromLongLong(second);
+        if (key == NULL) {
+            goto fail;
+        }
+        PyObject *bucket = PyDict_GetItemWithError(self->buckets, key); /* borrowed */
+        if (bucket == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_SystemError, "TimeQueue: a second without its bucket");
+            }
+            Py_DECREF(key);
+            goto fail;
+        }
+        if (sort_bucket(bucket, self->by_end) < 0) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        Py_ssize_t size = PyList_GET_SIZE(bucket), lo = size;
+        /* Every record of [second, second + 1) is before t: the bucket goes whole. Past
+         * 2^53 s second + 1 is no double, and the end buckets hold more than a second: those
+         * are cut by bisection. */
+        int whole =
+            second > -EXACT_SECONDS && second < EXACT_SECONDS && (double)(second + 1) <= t;
+        if (!whole) {
+            PyObject **items = ((PyListObject *)bucket)->ob_item;
+            Py_ssize_t low = 0, high = size; /* bisect_right (through) or bisect_left */
+            while (low < high) {
+                Py_ssize_t mid = (low + high) / 2;
+                double k = time_key(items[mid], self->by_end);
+                if (through ? t < k : !(k < t)) {
+                    high = mid;
+                }
+                else {
+                    low = mid + 1;
+                }
+            }
+            lo = low;
+        }
+        Py_ssize_t at = PyList_GET_SIZE(out);
+        PyObject *head = lo == size ? Py_NewRef(bucket) : PyList_GetSlice(bucket, 0, lo);
+        if (head == NULL || PyList_SetSlice(out, at, at, head) < 0) {
+            Py_XDECREF(head);
+            Py_DECREF(key);
+            goto fail;
+        }
+        Py_DECREF(head);
+        int bad = lo == size ? drop_top(self, key, bucket) : PyList_SetSlice(bucket, 0, lo, NULL);
+        Py_DECREF(key);
+        if (bad < 0) {
+            /* still in the bucket: not taken after all */
+            PyList_SetSlice(out, at, PyList_GET_SIZE(out), NULL);
+            goto fail;
+        }
+        removed += lo;
+        if (lo < size) {
+            break; /* the rest of the bucket is at or after t, and every later bucket */
+        }
+        /* emptied: the next bucket is after t unless this one was an end bucket */
+    }
+    self->n -= removed;
+    return out;
+fail:
+    self->n -= removed; /* taken out of the buckets, lost with ``out`` (as in Python) */
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *
+tq_take_through(TimeQueue *self, PyObject *t)
+{
+    return tq_take(self, t, 1);
+}
+
+static PyObject *
+tq_take_before(TimeQueue *self, PyObject *t)
+{
+    return tq_take(self, t, 0);
+}
+
+/* Forget finished records (``done``); empty buckets go. */
+static PyObject *
+tq_drop_done(TimeQueue *self, PyObject *unused)
+{
+    PyObject *kept = PyDict_New();
+    if (kept == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0, n = 0;
+    PyObject *key, *bucket;
+    while (PyDict_Next(self->buckets, &pos, &key, &bucket)) {
+        Py_ssize_t size = PyList_GET_SIZE(bucket), live = 0;
+        for (Py_ssize_t i = 0; i < size; i++) {
+            live += !((Pending *)PyList_GET_ITEM(bucket, i))->done;
+        }
+        if (live == 0) {
+            continue;
+        }
+        PyObject *fresh = PyList_New(live);
+        if (fresh == NULL) {
+            goto fail;
+        }
+        for (Py_ssize_t i = 0, j = 0; i < size; i++) {
+            PyObject *rec = PyList_GET_ITEM(bucket, i);
+            if (!((Pending *)rec)->done) {
+                PyList_SET_ITEM(fresh, j++, Py_NewRef(rec));
+            }
+        }
+        int bad = PyDict_SetItem(kept, key, fresh) < 0;
+        Py_DECREF(fresh);
+        if (bad) {
+            goto fail;
+        }
+        n += live;
+    }
+    /* The heap, pushed again from the kept buckets' seconds. */
+    Py_ssize_t count = PyDict_GET_SIZE(kept);
+    if (count > self->heap_cap) {
+        int64_t *heap = PyMem_Realloc(self->heap, (size_t)count * sizeof(int64_t));
+        if (heap == NULL) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        self->heap = heap;
+        self->heap_cap = count;
+    }
+    pos = 0;
+    self->heap_n = 0;
+    while (PyDict_Next(kept, &pos, &key, &bucket)) {
+        heap_push(self, (int64_t)PyLong_AsLongLong(key)); /* capacity reserved above */
+    }
+    Py_SETREF(self->buckets, kept);
+    self->last_bucket = NULL;
+    self->n = n;
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(kept);
+    return NULL;
+}
+
+static PyObject *
+tq_sizeof(TimeQueue *self, PyObject *unused)
+{
+    return PyLong_FromSize_t(sizeof(TimeQueue) + (size_t)self->heap_cap * sizeof(int64_t));
+}
+
+static PyMethodDef tq_methods[] = {
+    {"push", (PyCFunction)(void (*)(void))tq_push, METH_FASTCALL,
+     "push(rec, t): queue a Pending record whose key (start or end) is t."},
+    {"take_through", (PyCFunction)tq_take_through, METH_O,
+     "take_through(t) -> list: records with key <= t, in order, removed."},
+    {"take_before", (PyCFunction)tq_take_before, METH_O,
+     "take_before(t) -> list: records with key < t, in order, removed."},
+    {"drop_done", (PyCFunction)tq_drop_done, METH_NOARGS, "drop_done(): forget done records."},
+    {"__sizeof__", (PyCFunction)tq_sizeof, METH_NOARGS, "bytes held, without the buckets"},
+    {NULL},
+};
+
+static PySequenceMethods tq_as_sequence = {
+    .sq_length = (lenfunc)tq_length,
+};
+
+static PyTypeObject TimeQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "jouled.attribution._pending.TimeQueue",
+    .tp_basicsize = sizeof(TimeQueue),
+    .tp_dealloc = (destructor)tq_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Pending records by start or end, a calendar of one-second buckets "
+              "(see jouled/attribution/_pending.c).",
+    .tp_traverse = (traverseproc)tq_traverse,
+    .tp_clear = (inquiry)tq_clear,
+    .tp_as_sequence = &tq_as_sequence,
+    .tp_methods = tq_methods,
+    .tp_new = tq_new,
+};
+
+/* ---- finish_all --------------------------------------------------------------------- */
+
+/* SettledRequest's fields in its dataclass order (jouled/attribution/spans.py), and their
+ * slot offsets in the type last seen (one type in practice). */
+enum { N_SETTLED = 8 };
+static const char *const SETTLED_FIELDS[N_SETTLED] = {
+    "workload", "model",  "energy_j",     "gflops",
+    "duration_s", "route", "input_tokens", "output_tokens",
+};
+static PyTypeObject *settled_type = NULL;
+static Py_ssize_t settled_offsets[N_SETTLED];
+
+static int
+learn_settled(PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "finish_all: settled_type must be a type");
+        return -1;
+    }
+    if ((PyTypeObject *)type == settled_type) {
+        return 0;
+    }
+    for (int i = 0; i < N_SETTLED; i++) {
+        PyObject *d = PyObject_GetAttrString(type, SETTLED_FIELDS[i]);
+        if (d == NULL) {
+            return -1;
+        }
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok) {
+            settled_offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "finish_all: %s.%s is not an object slot",
+                         ((PyTypeObject *)type)->tp_name, SETTLED_FIELDS[i]);
+            return -1;
+        }
+    }
+    Py_XSETREF(settled_type, (PyTypeObject *)Py_NewRef(type));
+    return 0;
+}
+
+/* A SettledRequest of the record, which hands over its energy (None: a new empty dict). */
+static PyObject *
+settled_of(Pending *rec)
+{
+    PyObject *values[N_SETTLED] = {
+        Py_NewRef(PyTuple_GET_ITEM(rec->labels, 0)),
+        Py_NewRef(PyTuple_GET_ITEM(rec->labels, 1)),
+        rec->energy_j != Py_None ? Py_NewRef(rec->energy_j) : PyDict_New(),
+        gflops_object(rec),
+        PyFloat_FromDouble(rec->end - rec->start),
+        Py_NewRef(PyTuple_GET_ITEM(rec->labels, 2)),
+        tokens_object(rec->input_tokens),
+        tokens_object(rec->output_tokens),
+    };
+    PyObject *settled = NULL;
+    for (int i = 0; i < N_SETTLED; i++) {
+        if (values[i] == NULL) {
+            goto fail;
+        }
+    }
+    settled = settled_type->tp_alloc(settled_type, 0);
+    if (settled == NULL) {
+        goto fail;
+    }
+    for (int i = 0; i < N_SETTLED; i++) {
+        *(PyObject **)((char *)settled + settled_offsets[i]) = values[i]; /* stolen */
+    }
+    Py_SETREF(rec->energy_j, Py_NewRef(Py_None)); /* handed over, not kept */
+    return settled;
+fail:
+    for (int i = 0; i < N_SETTLED; i++) {
+        Py_XDECREF(values[i]);
+    }
+    return NULL;
+}
+
+static PyObject *s_active, *s_n_pending;
+
+/* One record's step of ``SpanSplitter._finish_all`` (its docstring has the rule): done, out
+ * of its workload's count (and FIFO with the count's last), out of the id index where it
+ * is the one there, out of its lane's active set; its SettledRequest appended. */
+static int
+finish_one(Pending *rec, IdIndex *by_id, PyObject *count, PyObject *fifo, PyObject *lanes,
+           PyObject *out)
+{
+    rec->done = 1;
+    PyObject *workload = PyTuple_GET_ITEM(rec->labels, 0);
+    PyObject *held = PyDict_GetItemWithError(count, workload); /* borrowed */
+    if (held == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, workload);
+        }
+        return -1;
+    }
+    long long left = PyLong_AsLongLong(held);
+    if (left == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    left -= 1;
+    if (left) {
+        PyObject *n = PyLong_FromLongLong(left);
+        int bad = n == NULL || PyDict_SetItem(count, workload, n) < 0;
+        Py_XDECREF(n);
+        if (bad) {
+            return -2;
+        }
+    }
+    else if (PyDict_DelItem(count, workload) < 0 || PyDict_DelItem(fifo, workload) < 0) {
+        return -2;
+    }
+    if (rec->dedup) {
+        Py_ssize_t i = find_slot(by_id, (int64_t)rec->dedup);
+        if (i >= 0 && by_id->values[i] == (PyObject *)rec) {
+            by_id->values[i] = TOMBSTONE;
+            by_id->used--;
+            Py_DECREF(rec); /* the index's reference; the caller holds another */
+        }
+    }
+    PyObject *lane = PyDict_GetItemWithError(lanes, workload); /* borrowed */
+    if (lane == NULL && PyErr_Occurred()) {
+        return -2;
+    }
+    if (lane != NULL) {
+        PyObject *active = PyObject_GetAttr(lane, s_active);
+        if (active == NULL) {
+            return -2;
+        }
+        int bad = 0;
+        if (PyDict_Check(active)) {
+            int has = PyDict_Contains(active, (PyObject *)rec);
+            bad = has < 0 || (has && PyDict_DelItem(active, (PyObject *)rec) < 0);
+        }
+        else {
+            PyErr_SetString(PyExc_TypeError, "finish_all: a lane's active set must be a dict");
+            bad = 1;
+        }
+        Py_DECREF(active);
+        if (bad) {
+            return -2;
+        }
+    }
+    PyObject *settled = settled_of(rec);
+    if (settled == NULL) {
+        return -2;
+    }
+    int bad = PyList_Append(out, settled);
+    Py_DECREF(settled);
+    return bad < 0 ? -2 : 0;
+}
+
+/* finish_all(splitter, recs, by_id, count, fifo, lanes, requests, settled_type) -> None:
+ * ``SpanSplitter._finish_all`` for compiled records and a RecordIndex, in one C loop; the
+ * splitter's ``_n_pending`` drops by the records finished (also when an error stops it
+ * midway, as the Python loop's per-record ``_unqueue`` leaves it). */
+static PyObject *
+py_finish_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "finish_all(splitter, recs, by_id, count, fifo, lanes, requests, type)");
+        return NULL;
+    }
+    PyObject *splitter = args[0], *by_id = args[2], *count = args[3], *fifo = args[4];
+    PyObject *lanes = args[5], *out = args[6];
+    if (!PyObject_TypeCheck(by_id, &RecordIndexType) || !PyDict_Check(count) ||
+        !PyDict_Check(fifo) || !PyDict_Check(lanes) || !PyList_Check(out)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "finish_all: a RecordIndex, three dicts and a list are needed");
+        return NULL;
+    }
+    if (learn_settled(args[7]) < 0) {
+        return NULL;
+    }
+    PyObject *recs = PySequence_Fast(args[1], "finish_all: recs must be a sequence");
+    if (recs == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(recs), done = 0;
+    PyObject **items = PySequence_Fast_ITEMS(recs);
+    for (Py_ssize_t i = 0; i < n; i++) { /* all or nothing for a record of another type */
+        if (!Py_IS_TYPE(items[i], &PendingType)) {
+            PyErr_Format(PyExc_TypeError, "finish_all takes Pending records, not %.100s",
+                         Py_TYPE(items[i])->tp_name);
+            Py_DECREF(recs);
+            return NULL;
+        }
+    }
+    int bad = 0;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        int got = finish_one((Pending *)items[i], (IdIndex *)by_id, count, fifo, lanes, out);
+        bad = got < 0;
+        done += got != -1; /* out of the count even when a later step failed, as in Python */
+    }
+    Py_DECREF(recs);
+    /* splitter._n_pending -= done, keeping an error of the loop */
+    PyObject *exc_type = NULL, *exc = NULL, *tb = NULL;
+    if (bad) {
+        PyErr_Fetch(&exc_type, &exc, &tb);
+    }
+    PyObject *pending = PyObject_GetAttr(splitter, s_n_pending);
+    PyObject *finished = PyLong_FromSsize_t(done);
+    PyObject *left =
+        pending != NULL && finished != NULL ? PyNumber_Subtract(pending, finished) : NULL;
+    Py_XDECREF(pending);
+    Py_XDECREF(finished);
+    int set_bad = left == NULL || PyObject_SetAttr(splitter, s_n_pending, left) < 0;
+    Py_XDECREF(left);
+    if (bad) {
+        PyErr_Restore(exc_type, exc, tb);
+        return NULL;
+    }
+    if (set_bad) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 py_live(PyObject *module, PyObject *unused)
 {
@@ -713,12 +1491,15 @@ py_live(PyObject *module, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"live", (PyCFunction)py_live, METH_NOARGS, "live() -> int: Pending records alive now."},
+    {"finish_all", (PyCFunction)(void (*)(void))py_finish_all, METH_FASTCALL,
+     "finish_all(splitter, recs, by_id, count, fifo, lanes, requests, settled_type): "
+     "SpanSplitter._finish_all for compiled records."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "jouled.attribution._pending",
-    "The splitter's pending-span record and id index in C (see jouled/attribution/spans.py).",
+    "The splitter's pending-span record, id indexes and time queue in C (see spans.py).",
     -1, methods,
     NULL, NULL, NULL, NULL,
 };
@@ -734,11 +1515,13 @@ PyInit__pending(void)
         (s_gflops = PyUnicode_InternFromString("gflops")) == NULL ||
         (s_route = PyUnicode_InternFromString("route")) == NULL ||
         (s_input_tokens = PyUnicode_InternFromString("input_tokens")) == NULL ||
-        (s_output_tokens = PyUnicode_InternFromString("output_tokens")) == NULL) {
+        (s_output_tokens = PyUnicode_InternFromString("output_tokens")) == NULL ||
+        (s_active = PyUnicode_InternFromString("active")) == NULL ||
+        (s_n_pending = PyUnicode_InternFromString("_n_pending")) == NULL) {
         return NULL;
     }
     if (PyType_Ready(&PendingType) < 0 || PyType_Ready(&IdIndexType) < 0 ||
-        PyType_Ready(&RecordIndexType) < 0) {
+        PyType_Ready(&RecordIndexType) < 0 || PyType_Ready(&TimeQueueType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&module_def);
@@ -747,7 +1530,8 @@ PyInit__pending(void)
     }
     if (PyModule_AddObjectRef(m, "Pending", (PyObject *)&PendingType) < 0 ||
         PyModule_AddObjectRef(m, "IdIndex", (PyObject *)&IdIndexType) < 0 ||
-        PyModule_AddObjectRef(m, "RecordIndex", (PyObject *)&RecordIndexType) < 0) {
+        PyModule_AddObjectRef(m, "RecordIndex", (PyObject *)&RecordIndexType) < 0 ||
+        PyModule_AddObjectRef(m, "TimeQueue", (PyObject *)&TimeQueueType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

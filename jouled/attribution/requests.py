@@ -39,6 +39,7 @@ from jouled.attribution import spans as spans_mod
 from jouled.attribution.spans import Span, SpanSplitter, _Pending
 
 UNKNOWN_MODEL = "unknown"  # jouled.ingest.decode.UNKNOWN_MODEL: a span that names no model
+_EXACT = 2**53  # forget seconds the compiled index takes (exact doubles)
 
 
 class _Request:
@@ -237,6 +238,13 @@ class RequestJoiner:
         # workloads). A request of one span is its pending record (no _Request is made)
         # until a second span of its trace arrives.
         self._by_trace: dict[int, _Pending | _Request | _Trace] = spans_mod.new_index()
+        # The compiled index forgets due records in C (``IdIndex.forget_lone``) when they
+        # are compiled records (it knows no other record type).
+        self._forget_lone = (
+            getattr(self._by_trace, "forget_lone", None)
+            if spans_mod.new_pending is not spans_mod._Pending
+            else None
+        )
         self._seq = 0
         # Forget times in whole seconds (a heap) and what is due in each. A request made a
         # _Request leaves its slot as a record behind (skipped when due).
@@ -417,6 +425,9 @@ class RequestJoiner:
         """Forget the request of one span of each trace key if it is due at ``due`` (else
         the trace holds a _Request since, or a later request of one span)."""
         by_trace, memory_s, ceil = self._by_trace, self._memory_s, math.ceil
+        if self._forget_lone is not None and -_EXACT < due < _EXACT:
+            self._size -= self._forget_lone(keys, due, memory_s)
+            return
         forgotten = 0
         for key in keys:
             got = by_trace.get(key)

@@ -172,11 +172,16 @@ def _compiled_pending() -> Callable[..., _Pending] | None:
 new_pending: Callable[..., _Pending] = _compiled_pending() or _Pending
 
 
-def _compiled_table(name: Literal["IdIndex", "RecordIndex"]) -> Callable[[], dict[int, Any]] | None:
-    """A compiled table of ``_pending``, or None as ``_compiled_pending``. ``IdIndex``: int64
-    key -> object, 16 bytes a slot (~30-45 bytes an entry against a dict's ~125 with its int
-    keys). ``RecordIndex``: compiled records under their own ``dedup``, the key read from
-    the record, 8 bytes a slot; it refuses anything else."""
+def _compiled_table(
+    name: Literal["IdIndex", "RecordIndex", "TimeQueue", "finish_all"],
+) -> Callable[..., Any] | None:
+    """A compiled table (or function) of ``_pending``, or None as ``_compiled_pending``.
+    ``IdIndex``: int64 key -> object, 16 bytes a slot (~30-45 bytes an entry against a
+    dict's ~125 with its int keys). ``RecordIndex``: compiled records under their own
+    ``dedup``, the key read from the record, 8 bytes a slot; it refuses anything else.
+    ``TimeQueue(by_end)``: ``_TimeQueue``'s twin for compiled records (the same order, the
+    sort in C). ``finish_all``: ``SpanSplitter._finish_all``'s loop for compiled records in
+    a RecordIndex."""
     if pure_requested():
         return None
     try:
@@ -185,7 +190,7 @@ def _compiled_table(name: Literal["IdIndex", "RecordIndex"]) -> Callable[[], dic
         table = getattr(_pending, name)
     except (ImportError, AttributeError):  # not built, or built from an older source
         return None
-    return cast("Callable[[], dict[int, Any]]", table)
+    return cast("Callable[..., Any]", table)
 
 
 # What the request joiner indexes its requests by trace key with: the compiled table, else a
@@ -276,14 +281,31 @@ class _TimeQueue:
         self._n = sum(len(b) for b in self._buckets.values())
 
 
+# The splitter's settle loop in C where its records and id index are compiled (tests set
+# ``new_record_index`` to dict to run the Python loop).
+_c_finish_all = _compiled_table("finish_all")
+
+
+def _py_time_queue(by_end: bool) -> _TimeQueue:
+    return _TimeQueue(_end if by_end else _start)
+
+
+# What the splitter queues its records by start or end with (``by_end``): the compiled
+# calendar when its records are compiled (push ~0.05 µs against 0.15, the bucket sorted in
+# C), else ``_TimeQueue``; tests set it with ``new_pending``.
+new_time_queue: Callable[[bool], _TimeQueue] = (
+    new_pending is not _Pending and _compiled_table("TimeQueue")
+) or _py_time_queue
+
+
 @dataclass(slots=True)
 class _Lane:
     """One workload's spans on their way through the ticks, settled in time order."""
 
-    waiting: _TimeQueue = field(default_factory=lambda: _TimeQueue(_start))
+    waiting: _TimeQueue = field(default_factory=lambda: new_time_queue(False))
     # Started before the last settled tick and open after it.
     active: dict[_Pending, None] = field(default_factory=dict)  # an ordered set
-    active_ends: _TimeQueue = field(default_factory=lambda: _TimeQueue(_end))
+    active_ends: _TimeQueue = field(default_factory=lambda: new_time_queue(True))
 
 
 # Work rates (GFLOPs/s) are clamped to this range so that sums never overflow and per-segment
@@ -544,7 +566,7 @@ class SpanSplitter:
         self._fifo: dict[str, deque[_Pending]] = {}
         self._count: dict[str, int] = {}
         self._n_pending = 0
-        self._ends = _TimeQueue(_end)  # completion order
+        self._ends = new_time_queue(True)  # completion order
         # hash((workload, id_key(trace_id), id_key(span_id))) -> its pending span: an int
         # key, not a tuple of three strings per pending span. A hash collision can only make
         # a span look like a duplicate of one pending at the same moment: odds of about
@@ -892,8 +914,14 @@ class SpanSplitter:
 
     def _finish_all(self, recs: Iterable[_Pending]) -> None:
         """Settle ``recs`` (pending, not done): each leaves the books as a SettledRequest,
-        in one loop for a tick's thousand spans."""
+        in one loop for a tick's thousand spans (in C where the records are: ~0.2 µs a
+        record against ~0.65, ``_pending.finish_all``)."""
         by_id, lanes, unqueue = self._by_id, self._lanes, self._unqueue
+        if _c_finish_all is not None and not isinstance(by_id, dict):
+            _c_finish_all(
+                self, recs, by_id, self._count, self._fifo, lanes, self._requests, SettledRequest
+            )
+            return
         append = self._requests.append
         for rec in recs:
             rec.done = True

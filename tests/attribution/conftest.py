@@ -1,5 +1,6 @@
-"""The splitter's pending-span record and id indexes both ways: the compiled ones (where they
-are built) and the Python class and dicts they stand for (``spans._Pending``, ``dict``)."""
+"""The splitter's pending-span record, id indexes and time queues both ways: the compiled ones
+(where they are built) and the Python class and dicts they stand for (``spans._Pending``,
+``dict``, ``spans._TimeQueue``)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,22 @@ from jouled.attribution import spans as spans_mod
 COMPILED = spans_mod._compiled_pending()
 COMPILED_INDEX = spans_mod._compiled_table("IdIndex")
 COMPILED_RECORD_INDEX = spans_mod._compiled_table("RecordIndex")
+COMPILED_TIME_QUEUE = spans_mod._compiled_table("TimeQueue")
 
 
 @pytest.fixture(params=["compiled", "python"])
 def pending_record(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs a test once with each record type and index (``usefixtures``); the compiled run
     is skipped where the extension is not built."""
-    if request.param == "compiled" and None in (COMPILED, COMPILED_INDEX, COMPILED_RECORD_INDEX):
+    compiled = [COMPILED, COMPILED_INDEX, COMPILED_RECORD_INDEX, COMPILED_TIME_QUEUE]
+    if request.param == "compiled" and None in compiled:
         pytest.skip("jouled.attribution._pending not built (or JOULED_PURE_PYTHON=1)")
-    names = ("new_pending", "new_index", "new_record_index")
+    names = ("new_pending", "new_index", "new_record_index", "new_time_queue")
     saved = [getattr(spans_mod, name) for name in names]
     if request.param == "compiled":
-        chosen = [COMPILED, COMPILED_INDEX, COMPILED_RECORD_INDEX]
+        chosen = compiled
     else:
-        chosen = [spans_mod._Pending, dict, dict]
+        chosen = [spans_mod._Pending, dict, dict, spans_mod._py_time_queue]
     for name, value in zip(names, chosen, strict=True):
         setattr(spans_mod, name, value)
     try:

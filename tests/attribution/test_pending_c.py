@@ -336,3 +336,164 @@ def test_the_record_index_holds_a_record_under_its_own_key_in_8_bytes_a_slot() -
     with pytest.raises(TypeError, match="ints"):
         bad["1"] = recs[1]
     assert len(bad) == 0 and bad.get(recs[1].dedup) is None
+
+
+# Splitter operations for the compiled settle loop (``_pending.finish_all``) against the
+# Python one: spans with and without ids (resends among them), a pending cap small enough to
+# evict and truncate, ticks with energy, settles, retractions and a final flush.
+_span_op = st.one_of(
+    st.tuples(
+        st.just("span"),
+        st.sampled_from(["a", "b", "c"]),
+        st.floats(0.0, 6.0, allow_nan=False),
+        st.floats(0.0, 2.5, allow_nan=False),
+        st.one_of(st.none(), st.floats(0.0, 50.0, allow_nan=False)),
+        st.one_of(st.none(), st.integers(0, 12)),  # span id; None: no ids
+    ),
+    st.tuples(st.just("tick"), st.floats(0.0, 3.0, allow_nan=False)),
+    st.tuples(st.just("settle"), st.floats(0.0, 4.0, allow_nan=False)),
+    st.tuples(st.just("retract"), st.sampled_from(["a", "b", "c"]), st.integers(0, 12)),
+)
+
+
+def _settled_view(result: Any) -> tuple[Any, ...]:
+    return (
+        result.in_spans_j,
+        result.outside_j,
+        [
+            (r.workload, r.model, dict(r.energy_j), r.gflops, r.duration_s, r.route, r.input_tokens)
+            for r in result.requests
+        ],
+    )
+
+
+@given(ops=st.lists(_span_op, max_size=60), cap=st.integers(1, 12))
+def test_the_compiled_settle_loop_books_what_the_python_loop_books(
+    ops: list[Any], cap: int
+) -> None:
+    assert spans_mod._c_finish_all is not None
+    with pytest.MonkeyPatch.context() as mp:
+        _run_both_settle_loops(ops, cap, mp)
+
+
+def _run_both_settle_loops(ops: list[Any], cap: int, mp: pytest.MonkeyPatch) -> None:
+    from jouled.attribution import _pending
+    from jouled.attribution.spans import SpanSplitter, id_key
+
+    mp.setattr(spans_mod, "new_pending", COMPILED)
+    mp.setattr(spans_mod, "new_record_index", _pending.RecordIndex)
+    mp.setattr(spans_mod, "new_time_queue", _pending.TimeQueue)
+    splitters = [
+        SpanSplitter(settle_seconds=1.0, max_pending_spans=cap, max_span_wait_s=2.0)
+        for _ in range(2)
+    ]
+    t0, clock = 1.7e9, 1.7e9
+    energy = {"a": {"cpu": 3.0}, "b": {"cpu": 1.0, "dram": 0.5}}
+    for op in ops:
+        results = []
+        for compiled, splitter in zip((True, False), splitters, strict=True):
+            mp.setattr(spans_mod, "_c_finish_all", _pending.finish_all if compiled else None)
+            if op[0] == "span":
+                _, workload, start, length, gflops, sid = op
+                ids = {} if sid is None else {"trace_id": "t", "span_id": f"s{sid}"}
+                span = Span(workload, "m", t0 + start, t0 + start + length, gflops, **ids)
+                results.append(splitter.add_span(span))
+            elif op[0] == "tick":
+                results.append(splitter.add_tick(clock, clock + op[1], energy))
+            elif op[0] == "settle":
+                results.append(_settled_view(splitter.settle(t0 + op[1] + 4.0)))
+            else:
+                _, workload, sid = op
+                results.append(splitter.retract(workload, id_key("t"), id_key(f"s{sid}")))
+            # and what it holds: records left in the id index or a lane would be a leak
+            held = (
+                len(splitter._by_id),
+                sum(len(lane.active) for lane in splitter._lanes.values()),
+            )
+            results.append((splitter.stats, splitter.pending, held, dict(splitter._count)))
+        if op[0] == "tick":
+            clock += op[1]
+        assert results[:2] == results[2:]
+    mp.setattr(spans_mod, "_c_finish_all", _pending.finish_all)
+    flushed = _settled_view(splitters[0].flush())
+    mp.setattr(spans_mod, "_c_finish_all", None)
+    assert flushed == _settled_view(splitters[1].flush())
+    assert splitters[0].pending == splitters[1].pending == 0
+
+
+def test_the_compiled_settle_loop_refuses_records_it_cannot_read_before_changing_any() -> None:
+    from jouled.attribution import _pending
+    from jouled.attribution.spans import SettledRequest, SpanSplitter
+
+    splitter = SpanSplitter()
+    requests: list[Any] = []
+    good = COMPILED(Span("a", "m", 1.0, 2.0))
+    with pytest.raises(TypeError, match="Pending"):
+        _pending.finish_all(
+            splitter, [good, _Pending(Span("a", "m", 1.0, 2.0))], _pending.RecordIndex(),
+            {"a": 2}, {"a": None}, {}, requests, SettledRequest,
+        )  # fmt: skip
+    assert not good.done and requests == [] and splitter.pending == 0
+    with pytest.raises(TypeError, match="RecordIndex"):
+        _pending.finish_all(splitter, [good], {}, {"a": 1}, {}, {}, requests, SettledRequest)
+
+
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.integers(-50, 50),  # key
+            st.one_of(
+                st.floats(-5.0, 5.0, allow_nan=False), st.none()
+            ),  # a record's end, or another value
+        ),
+        max_size=40,
+    ),
+    asked=st.lists(st.integers(-60, 60), max_size=60),
+    due=st.integers(-3, 25),
+    memory_s=st.sampled_from([0.0, 15.0, 0.5, 2.25]),
+    as_array=st.booleans(),
+)
+def test_forget_lone_deletes_what_the_joiners_python_loop_deletes(
+    entries: list[tuple[int, float | None]],
+    asked: list[int],
+    due: int,
+    memory_s: float,
+    as_array: bool,
+) -> None:
+    """``IdIndex.forget_lone`` against ``RequestJoiner._forget_records``'s rule: a compiled
+    record due at ``due`` goes; a record due at another second, another object (a request of
+    several spans) and an absent key stay."""
+    from array import array
+
+    from jouled.attribution._pending import IdIndex
+
+    index: Any = IdIndex()
+    ref: dict[int, Any] = {}
+    for key, end in entries:
+        value = COMPILED(Span("w", "m", -10.0, end)) if end is not None else object()
+        index[key] = ref[key] = value
+    want = 0
+    for key in asked:
+        got = ref.get(key)
+        if got is not None and type(got) is COMPILED and math.ceil(got.end + memory_s) == due:
+            del ref[key]
+            want += 1
+    keys = array("q", asked) if as_array else list(asked)
+    assert index.forget_lone(keys, due, memory_s) == want
+    assert len(index) == len(ref)
+    for key, value in ref.items():
+        assert index[key] is value
+
+
+def test_forget_lone_refuses_a_second_past_exact_doubles_and_keys_that_are_not_int64() -> None:
+    from jouled.attribution._pending import IdIndex
+
+    index: Any = IdIndex()
+    index[1] = COMPILED(Span("w", "m", 0.0, 1.0))
+    with pytest.raises(ValueError, match="2\\^53"):
+        index.forget_lone([1], 2**53, 0.0)
+    with pytest.raises(TypeError):
+        index.forget_lone(["1"], 1, 0.0)
+    with pytest.raises(OverflowError):
+        index.forget_lone([2**64], 1, 0.0)
+    assert len(index) == 1 and index.forget_lone(b"\x01", 1, 0.0) == 1  # bytes: ints
