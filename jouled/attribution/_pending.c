@@ -457,6 +457,17 @@ find_slot(IdIndex *self, int64_t key)
     }
 }
 
+/* Delete slot ``i`` (a live entry): a tombstone takes its place and the index's reference is
+   released last, when the table is consistent again (the release may run a finalizer). */
+static void
+delete_slot(IdIndex *self, Py_ssize_t i)
+{
+    PyObject *old = self->values[i];
+    self->values[i] = TOMBSTONE;
+    self->used--;
+    Py_DECREF(old);
+}
+
 /* Rebuild the table at ``capacity`` (tombstones dropped); -1 with MemoryError on failure,
  * the table unchanged. */
 static int
@@ -600,10 +611,7 @@ index_ass_subscript(IdIndex *self, PyObject *key, PyObject *value)
             PyErr_SetObject(PyExc_KeyError, key);
             return -1;
         }
-        PyObject *old = self->values[i];
-        self->values[i] = TOMBSTONE;
-        self->used--;
-        Py_DECREF(old);
+        delete_slot(self, i);
         return 0;
     }
     if (self->by_record) {
@@ -753,9 +761,7 @@ forget_if_due(IdIndex *self, int64_t k, double due, double memory_s)
     if (!Py_IS_TYPE(v, &PendingType) || ceil(((Pending *)v)->end + memory_s) != due) {
         return 0;
     }
-    self->values[i] = TOMBSTONE;
-    self->used--;
-    Py_DECREF(v);
+    delete_slot(self, i);
     return 1;
 }
 
@@ -1379,9 +1385,7 @@ finish_one(Pending *rec, IdIndex *by_id, PyObject *count, PyObject *fifo, PyObje
     if (rec->dedup) {
         Py_ssize_t i = find_slot(by_id, (int64_t)rec->dedup);
         if (i >= 0 && by_id->values[i] == (PyObject *)rec) {
-            by_id->values[i] = TOMBSTONE;
-            by_id->used--;
-            Py_DECREF(rec); /* the index's reference; the caller holds another */
+            delete_slot(by_id, i); /* the index's reference; the caller holds another */
         }
     }
     PyObject *lane = PyDict_GetItemWithError(lanes, workload); /* borrowed */
