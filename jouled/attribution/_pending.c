@@ -232,16 +232,12 @@ pending_dealloc(Pending *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A record of ``span``'s values with these keys (a new reference), or NULL with an
+ * exception (TypeError, OverflowError: values the record cannot hold). */
 static PyObject *
-pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+pending_from(PyTypeObject *type, PyObject *span, Py_ssize_t dedup, Py_ssize_t span_key,
+             Py_ssize_t parent_key)
 {
-    static char *kwlist[] = {"span", "dedup", "span_key", "parent_key", NULL};
-    PyObject *span;
-    Py_ssize_t dedup = 0, span_key = 0, parent_key = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nnn:Pending", kwlist, &span, &dedup,
-                                     &span_key, &parent_key)) {
-        return NULL;
-    }
     Pending *self = (Pending *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
@@ -267,14 +263,25 @@ pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_XDECREF(model);
     Py_XDECREF(route);
     if (!ok) {
-        goto fail;
+        Py_DECREF(self);
+        return NULL;
     }
     self->input_tokens = input_tokens;
     self->output_tokens = output_tokens;
     return (PyObject *)self;
-fail:
-    Py_DECREF(self);
-    return NULL;
+}
+
+static PyObject *
+pending_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"span", "dedup", "span_key", "parent_key", NULL};
+    PyObject *span;
+    Py_ssize_t dedup = 0, span_key = 0, parent_key = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nnn:Pending", kwlist, &span, &dedup,
+                                     &span_key, &parent_key)) {
+        return NULL;
+    }
+    return pending_from(type, span, dedup, span_key, parent_key);
 }
 
 /* Conversions between a member and its Python value (the getters' and setters' bodies). */
@@ -598,6 +605,8 @@ index_subscript(IdIndex *self, PyObject *key)
     return Py_NewRef(self->values[i]);
 }
 
+static int index_put(IdIndex *self, int64_t k, PyObject *value);
+
 static int
 index_ass_subscript(IdIndex *self, PyObject *key, PyObject *value)
 {
@@ -630,6 +639,14 @@ index_ass_subscript(IdIndex *self, PyObject *key, PyObject *value)
         Py_SETREF(self->values[i], Py_NewRef(value));
         return 0;
     }
+    return index_put(self, k, value);
+}
+
+/* Add ``value`` under ``k``, a key not in the table (a new reference is taken); -1 with
+ * MemoryError. */
+static int
+index_put(IdIndex *self, int64_t k, PyObject *value)
+{
     if ((self->filled + 1) * 3 > self->capacity * 2) {
         /* Past 2/3 full (tombstones count: they lengthen probes): rebuild at a load of at
          * most 1/2 of the live entries, growing or shrinking. */
@@ -1007,6 +1024,46 @@ tq_length(TimeQueue *self)
 }
 
 /* push(rec, t): queue a Pending record whose key (its start or end) is ``t``. */
+/* Queue ``rec`` (a Pending) at ``t`` (finite); -1 with an exception (MemoryError). */
+static int
+tq_push_rec(TimeQueue *self, PyObject *rec, double t)
+{
+    double f = floor(t);
+    int64_t second = f >= (double)SECOND_MAX    ? SECOND_MAX
+                     : f <= -(double)SECOND_MAX ? -SECOND_MAX
+                                                : (int64_t)f;
+    PyObject *bucket = self->last_bucket;
+    if (bucket == NULL || self->last_second != second) {
+        PyObject *key = PyLong_FromLongLong(second);
+        if (key == NULL) {
+            return -1;
+        }
+        bucket = PyDict_GetItemWithError(self->buckets, key); /* borrowed */
+        if (bucket == NULL) {
+            if (PyErr_Occurred() || heap_reserve(self) < 0 ||
+                (bucket = PyList_New(0)) == NULL) {
+                Py_DECREF(key);
+                return -1;
+            }
+            int bad = PyDict_SetItem(self->buckets, key, bucket) < 0;
+            Py_DECREF(bucket); /* the dict holds it */
+            if (bad) {
+                Py_DECREF(key);
+                return -1;
+            }
+            heap_push(self, second);
+        }
+        Py_DECREF(key);
+        self->last_second = second;
+        self->last_bucket = bucket;
+    }
+    if (PyList_Append(bucket, rec) < 0) {
+        return -1;
+    }
+    self->n++;
+    return 0;
+}
+
 static PyObject *
 tq_push(TimeQueue *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1032,39 +1089,9 @@ tq_push(TimeQueue *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_OverflowError, "cannot convert float infinity to integer");
         return NULL;
     }
-    double f = floor(t);
-    int64_t second = f >= (double)SECOND_MAX    ? SECOND_MAX
-                     : f <= -(double)SECOND_MAX ? -SECOND_MAX
-                                                : (int64_t)f;
-    PyObject *bucket = self->last_bucket;
-    if (bucket == NULL || self->last_second != second) {
-        PyObject *key = PyLong_FromLongLong(second);
-        if (key == NULL) {
-            return NULL;
-        }
-        bucket = PyDict_GetItemWithError(self->buckets, key); /* borrowed */
-        if (bucket == NULL) {
-            if (PyErr_Occurred() || heap_reserve(self) < 0 ||
-                (bucket = PyList_New(0)) == NULL) {
-                Py_DECREF(key);
-                return NULL;
-            }
-            int bad = PyDict_SetItem(self->buckets, key, bucket) < 0;
-            Py_DECREF(bucket); /* the dict holds it */
-            if (bad) {
-                Py_DECREF(key);
-                return NULL;
-            }
-            heap_push(self, second);
-        }
-        Py_DECREF(key);
-        self->last_second = second;
-        self->last_bucket = bucket;
-    }
-    if (PyList_Append(bucket, rec) < 0) {
+    if (tq_push_rec(self, rec, t) < 0) {
         return NULL;
     }
-    self->n++;
     Py_RETURN_NONE;
 }
 
@@ -1487,6 +1514,410 @@ py_finish_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * add_all: RequestJoiner.add for a batch, the common case in C.
+ *
+ * The common case is a span with a trace and span id (exact, non-empty strs; an exact str
+ * parent id) whose trace the joiner holds nothing of, that ``SpanSplitter.admit`` accepts
+ * as new (valid, not late, not a resend, under the pending cap) for a workload with spans
+ * pending and a lane already, and that the joiner remembers as its record in a forget
+ * second it has a slot for, under ``max_requests``. Such a span is done here exactly as
+ * ``add`` does it (the same containers, in the same order). Any other span goes to
+ * ``other(span)`` (the stage's per-span step, which calls ``add``), in its place in the
+ * batch, with the counters written back before and read again after.
+ */
+
+static PyObject *s_frontier, *s_ticks, *s_max_pending, *s_by_id, *s_ends, *s_lanes, *s_fifo,
+    *s_count, *s_by_trace, *s_size, *s_max_requests, *s_memory_s, *s_expiry, *s_waiting,
+    *s_lone, *s_w0, *s_append, *s_popleft, *s_trace_id, *s_span_id, *s_parent_id;
+
+typedef struct {
+    PyObject *splitter, *joiner;    /* borrowed */
+    IdIndex *by_id, *by_trace;      /* new references, as the rest */
+    TimeQueue *ends;
+    PyObject *lanes, *fifo, *count, *expiry;
+    double frontier, oldest, memory_s;
+    int has_oldest;
+    Py_ssize_t n_pending, max_pending, size, max_requests;
+    double last_due;                /* the forget second of the last span, and its slots */
+    PyObject *last_lone;            /* NULL: none */
+} Admit;
+
+/* ``obj.name`` as a Py_ssize_t (an int; clamped at the type's range) or a double; -1 with an
+ * error. */
+static int
+attr_ssize(PyObject *obj, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "add_all: %U must be an int, not %.100s", name,
+                     Py_TYPE(v)->tp_name);
+        Py_DECREF(v);
+        return -1;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = overflow > 0 ? PY_SSIZE_T_MAX : overflow < 0 ? PY_SSIZE_T_MIN : (Py_ssize_t)n;
+    return 0;
+}
+
+static int
+attr_double(PyObject *obj, PyObject *name, double *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* The counters and the oldest open tick, read (again: ``other`` changes them). */
+static int
+admit_read(Admit *a)
+{
+    Py_CLEAR(a->last_lone); /* ``other`` may have forgotten a second's slots */
+    if (attr_ssize(a->splitter, s_n_pending, &a->n_pending) < 0 ||
+        attr_ssize(a->joiner, s_size, &a->size) < 0 ||
+        attr_double(a->splitter, s_frontier, &a->frontier) < 0) {
+        return -1;
+    }
+    PyObject *ticks = PyObject_GetAttr(a->splitter, s_ticks);
+    if (ticks == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(ticks);
+    a->has_oldest = n > 0;
+    int bad = n < 0;
+    if (n > 0) {
+        PyObject *first = PySequence_GetItem(ticks, 0);
+        bad = first == NULL || attr_double(first, s_w0, &a->oldest) < 0;
+        Py_XDECREF(first);
+    }
+    Py_DECREF(ticks);
+    return bad ? -1 : 0;
+}
+
+static int
+set_ssize(PyObject *obj, PyObject *name, Py_ssize_t value)
+{
+    PyObject *v = PyLong_FromSsize_t(value);
+    int bad = v == NULL || PyObject_SetAttr(obj, name, v) < 0;
+    Py_XDECREF(v);
+    return bad ? -1 : 0;
+}
+
+/* Write the counters back (keeping an error already set). */
+static int
+admit_write(Admit *a)
+{
+    PyObject *exc_type, *exc, *tb;
+    PyErr_Fetch(&exc_type, &exc, &tb);
+    int bad = set_ssize(a->splitter, s_n_pending, a->n_pending) < 0 ||
+              set_ssize(a->joiner, s_size, a->size) < 0;
+    if (exc_type != NULL) {
+        if (bad) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(exc_type, exc, tb);
+        return -1;
+    }
+    return bad ? -1 : 0;
+}
+
+/* ``span.name`` when it is an exact str (non-empty unless ``empty_ok``), its hash in *hash;
+ * NULL (no error) otherwise. */
+static PyObject *
+id_attr(PyObject *span, PyObject *name, int empty_ok, Py_hash_t *hash)
+{
+    PyObject *v = PyObject_GetAttr(span, name);
+    if (v == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(v) || (!empty_ok && PyUnicode_GET_LENGTH(v) == 0)) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    *hash = PyObject_Hash(v); /* an exact str's: cannot fail */
+    return v;
+}
+
+/* hash((workload, trace_key, span_key)): the splitter's dedup key; -1 with an error. */
+static Py_hash_t
+dedup_of(PyObject *workload, Py_hash_t trace_key, Py_hash_t span_key)
+{
+    PyObject *t = PyLong_FromSsize_t(trace_key), *s = PyLong_FromSsize_t(span_key);
+    PyObject *tuple = t != NULL && s != NULL ? PyTuple_Pack(3, workload, t, s) : NULL;
+    Py_XDECREF(t);
+    Py_XDECREF(s);
+    if (tuple == NULL) {
+        return -1;
+    }
+    Py_hash_t h = PyObject_Hash(tuple);
+    Py_DECREF(tuple);
+    return h;
+}
+
+/* ``rec`` to the back of its workload's FIFO as ``SpanSplitter._queue`` does it (finished
+ * records at the front go first; a FIFO of mostly finished ones is rebuilt); ``held`` is the
+ * workload's count before. -1 with an error. */
+static int
+admit_queue(Admit *a, PyObject *fifo, PyObject *workload, Pending *rec, Py_ssize_t held)
+{
+    PyObject *count = PyLong_FromSsize_t(held + 1);
+    int bad = count == NULL || PyDict_SetItem(a->count, workload, count) < 0;
+    Py_XDECREF(count);
+    if (bad) {
+        return -1;
+    }
+    a->n_pending++;
+    for (;;) {
+        Py_ssize_t n = PyObject_Length(fifo);
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        PyObject *first = PySequence_GetItem(fifo, 0);
+        if (first == NULL) {
+            return -1;
+        }
+        int done = Py_IS_TYPE(first, &PendingType) && ((Pending *)first)->done;
+        Py_DECREF(first);
+        if (!done) {
+            break;
+        }
+        PyObject *gone = PyObject_CallMethodNoArgs(fifo, s_popleft);
+        if (gone == NULL) {
+            return -1;
+        }
+        Py_DECREF(gone);
+    }
+    PyObject *got = PyObject_CallMethodOneArg(fifo, s_append, (PyObject *)rec);
+    if (got == NULL) {
+        return -1;
+    }
+    Py_DECREF(got);
+    Py_ssize_t n = PyObject_Length(fifo);
+    if (n < 0) {
+        return -1;
+    }
+    if (n <= 2 * (held + 1) + 1024) {
+        return 0;
+    }
+    /* Spans finished in place leave entries behind: deque(r for r in fifo if not r.done) */
+    PyObject *live = PyList_New(0), *it = PyObject_GetIter(fifo), *item = NULL;
+    bad = live == NULL || it == NULL;
+    while (!bad && (item = PyIter_Next(it)) != NULL) {
+        PyObject *done = PyObject_GetAttrString(item, "done");
+        int finished = done == NULL ? -1 : PyObject_IsTrue(done);
+        Py_XDECREF(done);
+        bad = finished < 0 || (!finished && PyList_Append(live, item) < 0);
+        Py_DECREF(item);
+    }
+    bad = bad || PyErr_Occurred();
+    PyObject *rebuilt = bad ? NULL : PyObject_CallOneArg((PyObject *)Py_TYPE(fifo), live);
+    bad = rebuilt == NULL || PyDict_SetItem(a->fifo, workload, rebuilt) < 0;
+    Py_XDECREF(rebuilt);
+    Py_XDECREF(it);
+    Py_XDECREF(live);
+    return bad ? -1 : 0;
+}
+
+/* The common case for ``span``: 1 when done, 0 when it is not the common case (nothing
+ * changed), -1 with an error. */
+static int
+admit_one(Admit *a, PyObject *span)
+{
+    Py_hash_t trace_key = 0, span_key = 0, parent_key = 0;
+    PyObject *trace_id = id_attr(span, s_trace_id, 0, &trace_key);
+    PyObject *span_id = trace_id ? id_attr(span, s_span_id, 0, &span_key) : NULL;
+    PyObject *parent_id = span_id ? id_attr(span, s_parent_id, 1, &parent_key) : NULL;
+    Py_XDECREF(trace_id);
+    Py_XDECREF(span_id);
+    Py_XDECREF(parent_id);
+    if (parent_id == NULL || find_slot(a->by_trace, (int64_t)trace_key) >= 0) {
+        return 0;
+    }
+    PyObject *made = pending_from(&PendingType, span, 0, span_key, parent_key);
+    if (made == NULL) { /* values the record cannot hold: ``add`` says so */
+        PyErr_Clear();
+        return 0;
+    }
+    Pending *rec = (Pending *)made;
+    PyObject *workload = PyTuple_GET_ITEM(rec->labels, 0);
+    PyObject *waiting = NULL, *lone = NULL;
+    int result = 0;
+    double start = rec->start, end = rec->end;
+    if (!(-INFINITY < start && start <= end && end < INFINITY) ||
+        (rec->has_gflops && !(rec->gflops >= 0 && rec->gflops < INFINITY)) ||
+        start < a->frontier ||
+        (a->has_oldest && (end < a->oldest || (end == a->oldest && end > start))) ||
+        a->n_pending >= a->max_pending || a->size >= a->max_requests) {
+        goto out; /* invalid, late, or a cap to act on: ``add`` */
+    }
+    Py_hash_t dedup = dedup_of(workload, trace_key, span_key);
+    if (dedup == -1) {
+        PyErr_Clear();
+        goto out;
+    }
+    if (dedup == 0 || find_slot(a->by_id, (int64_t)dedup) >= 0) {
+        goto out; /* a resend (or a key of 0, which the splitter takes as no ids) */
+    }
+    PyObject *fifo = PyDict_GetItemWithError(a->fifo, workload);    /* borrowed */
+    PyObject *held_obj = fifo ? PyDict_GetItemWithError(a->count, workload) : NULL;
+    Py_ssize_t held = held_obj && PyLong_CheckExact(held_obj) ? PyLong_AsSsize_t(held_obj) : -1;
+    if (held < 0) {
+        PyErr_Clear();
+        goto out; /* the workload's first pending span: ``add`` makes its FIFO */
+    }
+    if (end > start) {
+        PyObject *lane = PyDict_GetItemWithError(a->lanes, workload); /* borrowed */
+        waiting = lane ? PyObject_GetAttr(lane, s_waiting) : NULL;
+        if (waiting == NULL || !Py_IS_TYPE(waiting, &TimeQueueType)) {
+            PyErr_Clear();
+            goto out;
+        }
+    }
+    double due = ceil(end + a->memory_s);
+    if (!isfinite(due)) {
+        goto out;
+    }
+    if (a->last_lone != NULL && a->last_due == due) {
+        lone = Py_NewRef(a->last_lone);
+    }
+    else {
+        PyObject *key = PyLong_FromDouble(due);
+        PyObject *slots = key ? PyDict_GetItemWithError(a->expiry, key) : NULL; /* borrowed */
+        Py_XDECREF(key);
+        lone = slots ? PyObject_GetAttr(slots, s_lone) : NULL;
+        if (lone == NULL) {
+            PyErr_Clear();
+            goto out; /* a new forget second: ``add`` makes its slots */
+        }
+        Py_XSETREF(a->last_lone, Py_NewRef(lone));
+        a->last_due = due;
+    }
+    /* From here on it is admitted: the order of ``admit`` and ``add``. */
+    result = -1;
+    rec->dedup = dedup;
+    if (admit_queue(a, fifo, workload, rec, held) < 0 ||
+        index_put(a->by_id, (int64_t)dedup, made) < 0 || tq_push_rec(a->ends, made, end) < 0 ||
+        (waiting != NULL && tq_push_rec((TimeQueue *)waiting, made, start) < 0) ||
+        index_put(a->by_trace, (int64_t)trace_key, made) < 0) {
+        goto out;
+    }
+    PyObject *key = PyLong_FromSsize_t(trace_key);
+    PyObject *got = key ? PyObject_CallMethodOneArg(lone, s_append, key) : NULL;
+    Py_XDECREF(key);
+    if (got == NULL) {
+        goto out;
+    }
+    Py_DECREF(got);
+    a->size++;
+    result = 1;
+out:
+    Py_XDECREF(waiting);
+    Py_XDECREF(lone);
+    Py_DECREF(made);
+    return result;
+}
+
+static void
+admit_clear(Admit *a)
+{
+    Py_CLEAR(a->by_id);
+    Py_CLEAR(a->by_trace);
+    Py_CLEAR(a->ends);
+    Py_CLEAR(a->lanes);
+    Py_CLEAR(a->fifo);
+    Py_CLEAR(a->count);
+    Py_CLEAR(a->expiry);
+    Py_CLEAR(a->last_lone);
+}
+
+/* The containers and the settings; 0: they are not the compiled ones (the caller runs
+ * ``other`` for every span), -1 with an error. */
+static int
+admit_open(Admit *a)
+{
+    a->by_id = (IdIndex *)PyObject_GetAttr(a->splitter, s_by_id);
+    a->ends = a->by_id ? (TimeQueue *)PyObject_GetAttr(a->splitter, s_ends) : NULL;
+    a->by_trace = a->ends ? (IdIndex *)PyObject_GetAttr(a->joiner, s_by_trace) : NULL;
+    if (a->by_trace == NULL) {
+        return -1;
+    }
+    if (!Py_IS_TYPE(a->by_id, &RecordIndexType) || !Py_IS_TYPE(a->ends, &TimeQueueType) ||
+        !Py_IS_TYPE(a->by_trace, &IdIndexType)) {
+        return 0;
+    }
+    if ((a->lanes = PyObject_GetAttr(a->splitter, s_lanes)) == NULL ||
+        (a->fifo = PyObject_GetAttr(a->splitter, s_fifo)) == NULL ||
+        (a->count = PyObject_GetAttr(a->splitter, s_count)) == NULL ||
+        (a->expiry = PyObject_GetAttr(a->joiner, s_expiry)) == NULL ||
+        attr_ssize(a->splitter, s_max_pending, &a->max_pending) < 0 ||
+        attr_ssize(a->joiner, s_max_requests, &a->max_requests) < 0 ||
+        attr_double(a->joiner, s_memory_s, &a->memory_s) < 0) {
+        return -1;
+    }
+    if (!PyDict_CheckExact(a->lanes) || !PyDict_CheckExact(a->fifo) ||
+        !PyDict_CheckExact(a->count) || !PyDict_CheckExact(a->expiry)) {
+        return 0;
+    }
+    return admit_read(a) < 0 ? -1 : 1;
+}
+
+static PyObject *
+py_add_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "add_all(spans, splitter, joiner, other)");
+        return NULL;
+    }
+    PyObject *spans = PySequence_Fast(args[0], "add_all: spans must be a sequence");
+    if (spans == NULL) {
+        return NULL;
+    }
+    Admit a = {.splitter = args[1], .joiner = args[2]};
+    PyObject *other = args[3];
+    Py_ssize_t lone = 0;
+    int fast = admit_open(&a), bad = fast < 0;
+    /* PySequence_Fast's items may move when ``other`` changes a list: index it each time */
+    for (Py_ssize_t i = 0; !bad && i < PySequence_Fast_GET_SIZE(spans); i++) {
+        PyObject *span = Py_NewRef(PySequence_Fast_GET_ITEM(spans, i));
+        int got = fast ? admit_one(&a, span) : 0;
+        if (got == 0) {
+            PyObject *r = NULL;
+            bad = (fast && admit_write(&a) < 0) || (r = PyObject_CallOneArg(other, span)) == NULL ||
+                  (fast && admit_read(&a) < 0);
+            Py_XDECREF(r);
+        }
+        else if (got < 0) {
+            bad = 1;
+        }
+        else {
+            lone++;
+        }
+        Py_DECREF(span);
+    }
+    if (fast > 0 && admit_write(&a) < 0) {
+        bad = 1;
+    }
+    admit_clear(&a);
+    Py_DECREF(spans);
+    return bad ? NULL : PyLong_FromSsize_t(lone);
+}
+
 static PyObject *
 py_live(PyObject *module, PyObject *unused)
 {
@@ -1498,6 +1929,10 @@ static PyMethodDef methods[] = {
     {"finish_all", (PyCFunction)(void (*)(void))py_finish_all, METH_FASTCALL,
      "finish_all(splitter, recs, by_id, count, fifo, lanes, requests, settled_type): "
      "SpanSplitter._finish_all for compiled records."},
+    {"add_all", (PyCFunction)(void (*)(void))py_add_all, METH_FASTCALL,
+     "add_all(spans, splitter, joiner, other) -> int: RequestJoiner.add_all's common case "
+     "(a new request of one span) in C, every other span to other(span) in its place; "
+     "returns the spans it added itself."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1521,7 +1956,28 @@ PyInit__pending(void)
         (s_input_tokens = PyUnicode_InternFromString("input_tokens")) == NULL ||
         (s_output_tokens = PyUnicode_InternFromString("output_tokens")) == NULL ||
         (s_active = PyUnicode_InternFromString("active")) == NULL ||
-        (s_n_pending = PyUnicode_InternFromString("_n_pending")) == NULL) {
+        (s_n_pending = PyUnicode_InternFromString("_n_pending")) == NULL ||
+        (s_frontier = PyUnicode_InternFromString("_frontier")) == NULL ||
+        (s_ticks = PyUnicode_InternFromString("_ticks")) == NULL ||
+        (s_max_pending = PyUnicode_InternFromString("_max_pending")) == NULL ||
+        (s_by_id = PyUnicode_InternFromString("_by_id")) == NULL ||
+        (s_ends = PyUnicode_InternFromString("_ends")) == NULL ||
+        (s_lanes = PyUnicode_InternFromString("_lanes")) == NULL ||
+        (s_fifo = PyUnicode_InternFromString("_fifo")) == NULL ||
+        (s_count = PyUnicode_InternFromString("_count")) == NULL ||
+        (s_by_trace = PyUnicode_InternFromString("_by_trace")) == NULL ||
+        (s_size = PyUnicode_InternFromString("_size")) == NULL ||
+        (s_max_requests = PyUnicode_InternFromString("max_requests")) == NULL ||
+        (s_memory_s = PyUnicode_InternFromString("_memory_s")) == NULL ||
+        (s_expiry = PyUnicode_InternFromString("_expiry")) == NULL ||
+        (s_waiting = PyUnicode_InternFromString("waiting")) == NULL ||
+        (s_lone = PyUnicode_InternFromString("lone")) == NULL ||
+        (s_w0 = PyUnicode_InternFromString("w0")) == NULL ||
+        (s_append = PyUnicode_InternFromString("append")) == NULL ||
+        (s_popleft = PyUnicode_InternFromString("popleft")) == NULL ||
+        (s_trace_id = PyUnicode_InternFromString("trace_id")) == NULL ||
+        (s_span_id = PyUnicode_InternFromString("span_id")) == NULL ||
+        (s_parent_id = PyUnicode_InternFromString("parent_id")) == NULL) {
         return NULL;
     }
     if (PyType_Ready(&PendingType) < 0 || PyType_Ready(&IdIndexType) < 0 ||

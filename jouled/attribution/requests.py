@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
@@ -40,6 +40,8 @@ from jouled.attribution.spans import Span, SpanSplitter, _Pending
 
 UNKNOWN_MODEL = "unknown"  # jouled.ingest.decode.UNKNOWN_MODEL: a span that names no model
 _EXACT = 2**53  # forget seconds the compiled index takes (exact doubles)
+# ``add_all``'s common case in C (``_pending.add_all``), or None (tests set it).
+_c_add_all: Callable[..., int] | None = spans_mod._compiled_table("add_all")
 
 
 class _Request:
@@ -299,6 +301,23 @@ class RequestJoiner:
         while self._size > self.max_requests:
             self._forget_oldest()
         return "accepted"
+
+    def add_all(self, spans: Sequence[Span], other: Callable[[Span], object]) -> int:
+        """Take a batch in order: each span that is a new request of one span and that the
+        splitter accepts as it is (valid, not late, not a resend, under the caps, for a
+        workload with spans pending) is counted here as ``add`` counts it ("accepted");
+        every other span goes to ``other(span)`` in its place (a caller's step that calls
+        ``add`` and reads its verdict). Returns the spans counted here.
+
+        The compiled tables do the common case in C (``_pending.add_all``, ~0.5 µs a span
+        against ~2 for ``add``: no frame, no tuple of ids, no bound methods); without them
+        every span goes to ``other``. Errors from ``other`` propagate, the spans before it
+        counted."""
+        if _c_add_all is not None:
+            return _c_add_all(spans, self._splitter, self, other)
+        for span in spans:
+            other(span)
+        return 0
 
     def _remember(
         self,

@@ -173,7 +173,7 @@ new_pending: Callable[..., _Pending] = _compiled_pending() or _Pending
 
 
 def _compiled_table(
-    name: Literal["IdIndex", "RecordIndex", "TimeQueue", "finish_all"],
+    name: Literal["IdIndex", "RecordIndex", "TimeQueue", "finish_all", "add_all"],
 ) -> Callable[..., Any] | None:
     """A compiled table (or function) of ``_pending``, or None as ``_compiled_pending``.
     ``IdIndex``: int64 key -> object, 16 bytes a slot (~30-45 bytes an entry against a
@@ -181,7 +181,8 @@ def _compiled_table(
     ``dedup``, the key read from the record, 8 bytes a slot; it refuses anything else.
     ``TimeQueue(by_end)``: ``_TimeQueue``'s twin for compiled records (the same order, the
     sort in C). ``finish_all``: ``SpanSplitter._finish_all``'s loop for compiled records in
-    a RecordIndex."""
+    a RecordIndex. ``add_all``: ``RequestJoiner.add_all``'s common case (a new request of
+    one span) over these tables."""
     if pure_requested():
         return None
     try:

@@ -311,14 +311,17 @@ class AttributionStage:
         splitter = self.splitter
         pushed_out = splitter.dropped + splitter.truncated  # only the cap does it in a submit
         refused_by: str | None = None
-        for span in spans:
+
+        def one(span: Span) -> None:
+            # A span the joiner's common case did not take: ``add`` and its verdict.
+            nonlocal accepted, late, refused_by
             self._received += 1
             try:
                 verdict = self.joiner.add(span)
             except ValueError as exc:
                 log.debug("span refused by the splitter: %s", exc)
                 self._rejected[INVALID] = self._rejected.get(INVALID, 0) + 1
-                continue
+                return
             if verdict == "late":
                 late += 1
                 self._note_late(span)
@@ -327,6 +330,10 @@ class AttributionStage:
                 refused_by = span.workload
             else:
                 accepted += 1
+
+        lone = self.joiner.add_all(spans, one)  # new requests of one span: all "accepted"
+        self._received += lone
+        accepted += lone
         self._late += late
         if refused_by is not None or splitter.dropped + splitter.truncated != pushed_out:
             self._note_full(refused_by)
