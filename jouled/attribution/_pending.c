@@ -1918,6 +1918,131 @@ py_add_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return bad ? NULL : PyLong_FromSsize_t(lone);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * The split of a tick over a workload's open records (SpanSplitter._settle_tick's step):
+ * ``rates`` packs what ``split_fractions`` reads of each record, ``share_out`` gives each
+ * record its fraction of the tick's energy. Both answer None/False, changing nothing, for
+ * input they do not take (the caller runs its Python loop).
+ */
+
+/* rates(active) -> bytes | None: per record the doubles (start, end, rate, has_rate), rate
+ * = gflops / (end - start) GFLOPs a second (0.0 for a span of no length), has_rate 1.0 when
+ * it has gflops (then 0.0 and 0.0 without): ``split_fractions``'s packed input, 32 bytes a
+ * record where a tuple of three floats and a bool took ~150. None when a record is not a
+ * Pending. */
+static PyObject *
+py_rates(PyObject *module, PyObject *active)
+{
+    if (!PyList_CheckExact(active)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(active);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!Py_IS_TYPE(PyList_GET_ITEM(active, i), &PendingType)) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 4 * (Py_ssize_t)sizeof(double));
+    if (out == NULL) {
+        return NULL;
+    }
+    double *d = (double *)PyBytes_AS_STRING(out); /* bytes data is aligned for a double */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Pending *r = (Pending *)PyList_GET_ITEM(active, i);
+        d[4 * i] = r->start;
+        d[4 * i + 1] = r->end;
+        if (r->has_gflops) {
+            d[4 * i + 2] = r->end > r->start ? r->gflops / (r->end - r->start) : 0.0;
+            d[4 * i + 3] = 1.0;
+        }
+        else {
+            d[4 * i + 2] = d[4 * i + 3] = 0.0;
+        }
+    }
+    return out;
+}
+
+/* share_out(active, fractions, parts) -> bool: each record of ``active`` whose fraction is
+ * above 0 gets ``joules * fraction`` of each (component, joules) of ``parts``: a new dict
+ * when it holds none (most records: their only tick), else added to what it holds, as the
+ * Python loop does. False, changing nothing, unless ``active`` is a list of Pending records
+ * holding None or a dict, ``fractions`` a list of floats as long, and ``parts`` a list of
+ * (str, float) tuples. */
+static PyObject *
+py_share_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "share_out(active, fractions, parts)");
+        return NULL;
+    }
+    PyObject *active = args[0], *fractions = args[1], *parts = args[2];
+    if (!PyList_CheckExact(active) || !PyList_CheckExact(fractions) ||
+        !PyList_CheckExact(parts) || PyList_GET_SIZE(active) != PyList_GET_SIZE(fractions)) {
+        Py_RETURN_FALSE;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(active), m = PyList_GET_SIZE(parts);
+    for (Py_ssize_t k = 0; k < m; k++) {
+        PyObject *t = PyList_GET_ITEM(parts, k);
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(t, 0)) ||
+            !PyFloat_CheckExact(PyTuple_GET_ITEM(t, 1))) {
+            Py_RETURN_FALSE;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(active, i);
+        if (!Py_IS_TYPE(r, &PendingType) || !PyFloat_CheckExact(PyList_GET_ITEM(fractions, i)) ||
+            !(((Pending *)r)->energy_j == Py_None || PyDict_CheckExact(((Pending *)r)->energy_j))) {
+            Py_RETURN_FALSE;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double frac = PyFloat_AS_DOUBLE(PyList_GET_ITEM(fractions, i));
+        if (!(frac > 0.0)) {
+            continue;
+        }
+        Pending *rec = (Pending *)PyList_GET_ITEM(active, i);
+        PyObject *got = rec->energy_j;
+        int fresh = got == Py_None;
+        if (fresh && (got = PyDict_New()) == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < m; k++) {
+            PyObject *t = PyList_GET_ITEM(parts, k);
+            PyObject *component = PyTuple_GET_ITEM(t, 0);
+            double share = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(t, 1)) * frac;
+            PyObject *v;
+            PyObject *old = fresh ? NULL : PyDict_GetItemWithError(got, component); /* borrowed */
+            if (old == NULL && PyErr_Occurred()) {
+                v = NULL;
+            }
+            else if (old == NULL) { /* {c: share} when fresh, else got.get(c, 0.0) + share */
+                v = PyFloat_FromDouble(fresh ? share : 0.0 + share);
+            }
+            else if (PyFloat_CheckExact(old)) {
+                v = PyFloat_FromDouble(PyFloat_AS_DOUBLE(old) + share);
+            }
+            else {
+                PyObject *add = PyFloat_FromDouble(share);
+                v = add ? PyNumber_Add(old, add) : NULL;
+                Py_XDECREF(add);
+            }
+            if (v == NULL || PyDict_SetItem(got, component, v) < 0) {
+                Py_XDECREF(v);
+                if (fresh) {
+                    Py_DECREF(got);
+                }
+                return NULL;
+            }
+            Py_DECREF(v);
+        }
+        if (fresh) {
+            Py_SETREF(rec->energy_j, got);
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyObject *
 py_live(PyObject *module, PyObject *unused)
 {
@@ -1929,6 +2054,11 @@ static PyMethodDef methods[] = {
     {"finish_all", (PyCFunction)(void (*)(void))py_finish_all, METH_FASTCALL,
      "finish_all(splitter, recs, by_id, count, fifo, lanes, requests, settled_type): "
      "SpanSplitter._finish_all for compiled records."},
+    {"rates", (PyCFunction)py_rates, METH_O,
+     "rates(active) -> bytes | None: split_fractions's packed input of compiled records."},
+    {"share_out", (PyCFunction)(void (*)(void))py_share_out, METH_FASTCALL,
+     "share_out(active, fractions, parts) -> bool: the tick's energy to each record by its "
+     "fraction, as SpanSplitter._settle_tick's loop."},
     {"add_all", (PyCFunction)(void (*)(void))py_add_all, METH_FASTCALL,
      "add_all(spans, splitter, joiner, other) -> int: RequestJoiner.add_all's common case "
      "(a new request of one span) in C, every other span to other(span) in its place; "

@@ -395,13 +395,19 @@ py_split_fractions(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
         return NULL;
     }
     double w0, w1;
-    if (!(PyList_CheckExact(args[0]) || PyTuple_CheckExact(args[0]))
+    /* The spans as a list or tuple of (start, end, rate, has_rate) tuples, or packed: bytes
+     * of four doubles a span, has_rate 0.0 or 1.0 (``_pending.rates``). */
+    PyObject *seq = args[0];
+    int packed = PyBytes_CheckExact(seq);
+    if (!(packed || PyList_CheckExact(seq) || PyTuple_CheckExact(seq))
+        || (packed && PyBytes_GET_SIZE(seq) % (4 * (Py_ssize_t)sizeof(double)) != 0)
         || !finite_float(args[1], &w0) || !finite_float(args[2], &w1)) {
         Py_RETURN_NONE;
     }
-    PyObject *seq = args[0];
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t n = packed ? PyBytes_GET_SIZE(seq) / (4 * (Py_ssize_t)sizeof(double))
+                          : PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = packed ? NULL : PySequence_Fast_ITEMS(seq);
+    const char *bytes = packed ? PyBytes_AS_STRING(seq) : NULL;
     double *S = PyMem_Malloc((size_t)(n ? n : 1) * 4 * sizeof(double));
     char *K = PyMem_Malloc((size_t)(n ? n : 1));
     ByStart *order = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(ByStart));
@@ -416,21 +422,36 @@ py_split_fractions(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
     double *E = S + n, *R = S + 2 * n, *raw = S + 3 * n;
     Py_ssize_t n_open = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *t = items[i];
         double s, e;
-        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 4
-            || !finite_float(PyTuple_GET_ITEM(t, 0), &s)
-            || !finite_float(PyTuple_GET_ITEM(t, 1), &e)
-            || !PyFloat_CheckExact(PyTuple_GET_ITEM(t, 2))
-            || !PyBool_Check(PyTuple_GET_ITEM(t, 3))) {
-            out = Py_None;
-            Py_INCREF(out);
-            goto done;
+        if (packed) {
+            double v[4];
+            memcpy(v, bytes + i * (Py_ssize_t)sizeof v, sizeof v);
+            s = v[0];
+            e = v[1];
+            R[i] = v[2];
+            K[i] = v[3] != 0.0;
+            if (!isfinite(s) || !isfinite(e) || (v[3] != 0.0 && v[3] != 1.0)) {
+                out = Py_None;
+                Py_INCREF(out);
+                goto done;
+            }
+        }
+        else {
+            PyObject *t = items[i];
+            if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 4
+                || !finite_float(PyTuple_GET_ITEM(t, 0), &s)
+                || !finite_float(PyTuple_GET_ITEM(t, 1), &e)
+                || !PyFloat_CheckExact(PyTuple_GET_ITEM(t, 2))
+                || !PyBool_Check(PyTuple_GET_ITEM(t, 3))) {
+                out = Py_None;
+                Py_INCREF(out);
+                goto done;
+            }
+            R[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(t, 2));
+            K[i] = PyTuple_GET_ITEM(t, 3) == Py_True;
         }
         S[i] = w0 > s ? w0 : s; /* max(s, w0): the first unless the second is larger */
         E[i] = w1 < e ? w1 : e; /* min(e, w1) */
-        R[i] = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(t, 2));
-        K[i] = PyTuple_GET_ITEM(t, 3) == Py_True;
         raw[i] = 0.0;
         if (E[i] > S[i]) {
             order[n_open].start = S[i];

@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -173,7 +174,9 @@ new_pending: Callable[..., _Pending] = _compiled_pending() or _Pending
 
 
 def _compiled_table(
-    name: Literal["IdIndex", "RecordIndex", "TimeQueue", "finish_all", "add_all"],
+    name: Literal[
+        "IdIndex", "RecordIndex", "TimeQueue", "finish_all", "add_all", "rates", "share_out"
+    ],
 ) -> Callable[..., Any] | None:
     """A compiled table (or function) of ``_pending``, or None as ``_compiled_pending``.
     ``IdIndex``: int64 key -> object, 16 bytes a slot (~30-45 bytes an entry against a
@@ -182,7 +185,8 @@ def _compiled_table(
     ``TimeQueue(by_end)``: ``_TimeQueue``'s twin for compiled records (the same order, the
     sort in C). ``finish_all``: ``SpanSplitter._finish_all``'s loop for compiled records in
     a RecordIndex. ``add_all``: ``RequestJoiner.add_all``'s common case (a new request of
-    one span) over these tables."""
+    one span) over these tables. ``rates`` and ``share_out``: a tick's split over compiled
+    records (``SpanSplitter._settle_tick``)."""
     if pure_requested():
         return None
     try:
@@ -285,6 +289,10 @@ class _TimeQueue:
 # The splitter's settle loop in C where its records and id index are compiled (tests set
 # ``new_record_index`` to dict to run the Python loop).
 _c_finish_all = _compiled_table("finish_all")
+# A tick's split over compiled records: their packed rates and the energy by fraction (each
+# answers None/False for input it does not take; tests set them to None).
+_c_rates = _compiled_table("rates")
+_c_share_out = _compiled_table("share_out")
 
 
 def _py_time_queue(by_end: bool) -> _TimeQueue:
@@ -394,11 +402,19 @@ _c_split_fractions = _compiled_split()
 
 
 def split_fractions(
-    spans: Iterable[tuple[float, float, float, bool]], w0: float, w1: float
+    spans: Iterable[tuple[float, float, float, bool]] | bytes, w0: float, w1: float
 ) -> tuple[float, list[float]]:
     """Fractions of a tick [w0, w1) going outside spans and to each span: the rule of
     ``py_split_fractions``, by the compiled twin (``jouled/attribution/_split.c``, equal
-    value for value) where it is built and takes the input, else by the Python function."""
+    value for value) where it is built and takes the input, else by the Python function.
+    ``spans`` may come packed: bytes of four doubles a span (start, end, rate, has_rate as
+    0.0 or 1.0), as ``_pending.rates`` makes them."""
+    if isinstance(spans, bytes):  # packed (``_pending.rates``): four doubles a span
+        if _c_split_fractions is not None:
+            got = _c_split_fractions(spans, w0, w1)
+            if got is not None:
+                return got
+        spans = [(s, e, r, has != 0.0) for s, e, r, has in struct.iter_unpack("4d", spans)]
     items = spans if isinstance(spans, list) else list(spans)
     if _c_split_fractions is not None:
         got = _c_split_fractions(items, w0, w1)
@@ -863,8 +879,11 @@ class SpanSplitter:
                 # Work rates, GFLOPs per second (0.0 for a span of no length): derived per
                 # tick, not stored (a float per span in flight is 24 B), and inline: no call
                 # per open span per tick (LLM requests stay open for several ticks).
+                packed = _c_rates(active) if _c_rates is not None else None
                 outside, fractions = split_fractions(
-                    [
+                    packed
+                    if packed is not None
+                    else [
                         (
                             r.start,
                             r.end,
@@ -882,7 +901,8 @@ class SpanSplitter:
                 if busy is not None and active:
                     outside, fractions = _budget(outside, fractions, tick.w1 - tick.w0, busy)
                 parts = list(energy.items())
-                for rec, frac in zip(active, fractions, strict=True):
+                shared = _c_share_out is not None and _c_share_out(active, fractions, parts)
+                for rec, frac in zip(active, fractions, strict=True) if not shared else ():
                     if frac > 0.0:
                         got = rec.energy_j
                         if got is None:  # most spans: their only tick

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import gc
 import math
+import struct
 import sys
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from jouled.attribution import spans as spans_mod
@@ -497,3 +498,100 @@ def test_forget_lone_refuses_a_second_past_exact_doubles_and_keys_that_are_not_i
     with pytest.raises(OverflowError):
         index.forget_lone([2**64], 1, 0.0)
     assert len(index) == 1 and index.forget_lone(b"\x01", 1, 0.0) == 1  # bytes: ints
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with NaN equal to NaN and -0.0 told from 0.0 (repr does both)."""
+    return repr(a) == repr(b)
+
+
+_energy = st.one_of(
+    st.none(),
+    st.dictionaries(st.sampled_from(["cpu", "dram", "gpu"]), st.floats(), max_size=3),
+)
+
+
+@given(
+    recs=st.lists(
+        st.tuples(_time, st.floats(0.0, 1e9), st.one_of(st.none(), st.floats(0.0, 1e12)), _energy),
+        max_size=20,
+    ),
+    fractions=st.lists(st.floats(), min_size=20, max_size=20),
+    parts=st.dictionaries(st.sampled_from(["cpu", "dram", "gpu", "psys"]), st.floats()),
+)
+@example(  # -0.0 joules: kept as -0.0 in a new dict, 0.0 + -0.0 = 0.0 added to a held one
+    recs=[(1.0, 1.0, None, None), (1.0, 1.0, None, {"dram": 1.0})],
+    fractions=[0.5, 0.5] + [0.0] * 18,
+    parts={"cpu": -0.0},
+)
+def test_the_compiled_tick_step_packs_and_shares_as_the_python_loop(
+    recs: list[tuple[float, float, float | None, dict[str, float] | None]],
+    fractions: list[float],
+    parts: dict[str, float],
+) -> None:
+    """``_pending.rates`` against ``_settle_tick``'s tuples (the same fractions out of
+    ``split_fractions``), and ``_pending.share_out`` against its loop (the same energy in
+    each record, new dicts and added ones)."""
+    from jouled.attribution import _pending
+    from jouled.attribution.spans import split_fractions
+
+    def made() -> list[Any]:
+        out = []
+        for start, length, gflops, energy in recs:
+            rec = COMPILED(Span("w", "m", start, start + length, gflops))
+            rec.energy_j = dict(energy) if energy is not None else None
+            out.append(rec)
+        return out
+
+    active, twins = made(), made()
+    tuples = [
+        (r.start, r.end, r.gflops / (r.end - r.start) if r.end > r.start else 0.0, True)
+        if r.gflops is not None
+        else (r.start, r.end, 0.0, False)
+        for r in active
+    ]
+    packed = _pending.rates(active)
+    assert isinstance(packed, bytes) and len(packed) == 32 * len(active)
+    unpacked = [(s, e, r, has == 1.0) for s, e, r, has in struct.iter_unpack("4d", packed)]
+    assert _same(unpacked, tuples)
+    w0, w1 = min((t[0] for t in tuples), default=0.0), max((t[1] for t in tuples), default=1.0)
+
+    def outcome(spans: Any) -> Any:  # the fractions, or the error (ticks ~1e308 long)
+        try:
+            return split_fractions(spans, w0, w1)
+        except (OverflowError, ValueError) as exc:
+            return type(exc)
+
+    assert _same(outcome(packed), outcome(tuples))
+    fracs, items = fractions[: len(active)], list(parts.items())
+    assert _pending.share_out(active, fracs, items) is True
+    for rec, frac in zip(twins, fracs, strict=True):  # _settle_tick's loop
+        if frac > 0.0:
+            got = rec.energy_j
+            if got is None:
+                rec.energy_j = {component: j * frac for component, j in items}
+            else:
+                for component, j in items:
+                    got[component] = got.get(component, 0.0) + j * frac
+    assert _same([r.energy_j for r in active], [r.energy_j for r in twins])
+
+
+def test_the_compiled_tick_step_declines_what_it_does_not_take_before_changing_any() -> None:
+    from jouled.attribution import _pending
+
+    rec = COMPILED(Span("w", "m", 1.0, 2.0))
+    assert _pending.rates([rec, _Pending(Span("w", "m", 1.0, 2.0))]) is None
+    assert _pending.rates((rec,)) is None
+    for args in [
+        ([rec], [1.0], [("cpu", 1)]),  # int joules
+        ([rec], [1], [("cpu", 1.0)]),  # int fraction
+        ([rec], [1.0, 1.0], [("cpu", 1.0)]),  # lengths differ
+        ([rec, _Pending(Span("w", "m", 1.0, 2.0))], [1.0, 1.0], [("cpu", 1.0)]),
+    ]:
+        assert _pending.share_out(*args) is False
+        assert rec.energy_j is None
+    rec.energy_j = {"cpu": 1}  # an int held: added as Python adds it
+    assert _pending.share_out([rec], [0.5], [("cpu", 3.0)]) is True
+    assert rec.energy_j == {"cpu": 2.5}
+    rec.energy_j = [1.0]  # not a dict: declined
+    assert _pending.share_out([rec], [0.5], [("cpu", 3.0)]) is False
