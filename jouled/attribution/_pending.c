@@ -210,11 +210,79 @@ read_gflops(PyObject *value, void *record)
     return 0;
 }
 
+/* ``obj.name`` (a new reference, or NULL with an exception), read straight from its slot
+ * when ``name`` is an object slot of its type (a ``slots=True`` dataclass such as ``Span``:
+ * ~2 ns against ~20 for the attribute lookup). One cached (type, version, offset) per name:
+ * a change to the type (its version tag) or another type looks the name up again. */
+#define N_SLOT_CACHE 16
+/* A type's version tag is valid (it changes whenever the type does): the flag up to 3.11;
+ * from 3.12 a tag of 0 (3.13 no longer sets the flag). */
+#if PY_VERSION_HEX >= 0x030C0000
+#define TAG_VALID(t) ((t)->tp_version_tag != 0)
+#else
+#define TAG_VALID(t) (((t)->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) != 0)
+#endif
+static struct {
+    PyObject *name; /* borrowed: an interned name kept by the module */
+    PyTypeObject *type; /* strong */
+    unsigned int version;
+    Py_ssize_t offset; /* 0: not a slot of ``type`` */
+} slot_cache[N_SLOT_CACHE];
+
+static PyObject *
+fast_attr(PyObject *obj, PyObject *name)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    int free = -1;
+    for (int i = 0; i < N_SLOT_CACHE; i++) {
+        if (slot_cache[i].name == name) {
+            if (slot_cache[i].type == type && slot_cache[i].version == type->tp_version_tag &&
+                TAG_VALID(type)) {
+                if (slot_cache[i].offset == 0) {
+                    return PyObject_GetAttr(obj, name);
+                }
+                PyObject *v = *(PyObject **)((char *)obj + slot_cache[i].offset);
+                return v != NULL ? Py_NewRef(v) : PyObject_GetAttr(obj, name);
+            }
+            free = i;
+            break;
+        }
+        if (slot_cache[i].name == NULL) {
+            free = i;
+            break;
+        }
+    }
+    PyObject *v = PyObject_GetAttr(obj, name); /* also makes the version tag valid */
+    if (v == NULL || free < 0) {
+        return v;
+    }
+    Py_ssize_t offset = 0;
+    PyObject *d = PyObject_GetAttr((PyObject *)type, name); /* a slot's member descriptor */
+    if (d == NULL) {
+        PyErr_Clear();
+    }
+    else {
+        if (Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+            ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+            !(((PyMemberDescrObject *)d)->d_member->flags & READ_RESTRICTED)) {
+            offset = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+        Py_DECREF(d);
+    }
+    if (TAG_VALID(type)) {
+        slot_cache[free].name = name;
+        Py_XSETREF(slot_cache[free].type, (PyTypeObject *)Py_NewRef(type));
+        slot_cache[free].version = type->tp_version_tag;
+        slot_cache[free].offset = offset;
+    }
+    return v;
+}
+
 /* ``read(value, out)`` of the attribute ``name`` of ``span`` (one of the readers above). */
 static int
 read_attr(PyObject *span, PyObject *name, int (*read)(PyObject *, void *), void *out)
 {
-    PyObject *v = PyObject_GetAttr(span, name);
+    PyObject *v = fast_attr(span, name);
     if (v == NULL) {
         return -1;
     }
@@ -250,9 +318,9 @@ pending_from(PyTypeObject *type, PyObject *span, Py_ssize_t dedup, Py_ssize_t sp
     self->input_tokens = self->output_tokens = NO_TOKENS;
     int64_t input_tokens = NO_TOKENS, output_tokens = NO_TOKENS;
     PyObject *workload = NULL, *model = NULL, *route = NULL;
-    int ok = (workload = PyObject_GetAttr(span, s_workload)) != NULL &&
-             (model = PyObject_GetAttr(span, s_model)) != NULL &&
-             (route = PyObject_GetAttr(span, s_route)) != NULL &&
+    int ok = (workload = fast_attr(span, s_workload)) != NULL &&
+             (model = fast_attr(span, s_model)) != NULL &&
+             (route = fast_attr(span, s_route)) != NULL &&
              (self->labels = shared_labels(workload, model, route)) != NULL &&
              read_attr(span, s_start, read_real, &self->start) == 0 &&
              read_attr(span, s_end, read_real, &self->end) == 0 &&
@@ -1308,35 +1376,46 @@ static const char *const SETTLED_FIELDS[N_SETTLED] = {
 static PyTypeObject *settled_type = NULL;
 static Py_ssize_t settled_offsets[N_SETTLED];
 
+/* The slot offsets of ``fields`` in ``type`` (each an object slot: a ``slots=True``
+ * dataclass's), kept with the type in ``*cached``; -1 with TypeError otherwise. */
+static int
+learn_slots(PyObject *type, const char *const *fields, int n, Py_ssize_t *offsets,
+            PyTypeObject **cached, const char *who)
+{
+    if (!PyType_Check(type)) {
+        PyErr_Format(PyExc_TypeError, "%s: a type is needed", who);
+        return -1;
+    }
+    if ((PyTypeObject *)type == *cached) {
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString(type, fields[i]);
+        if (d == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        int ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok) {
+            offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+        Py_XDECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s: %s.%s is not an object slot", who,
+                         ((PyTypeObject *)type)->tp_name, fields[i]);
+            return -1;
+        }
+    }
+    Py_XSETREF(*cached, (PyTypeObject *)Py_NewRef(type));
+    return 0;
+}
+
 static int
 learn_settled(PyObject *type)
 {
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "finish_all: settled_type must be a type");
-        return -1;
-    }
-    if ((PyTypeObject *)type == settled_type) {
-        return 0;
-    }
-    for (int i = 0; i < N_SETTLED; i++) {
-        PyObject *d = PyObject_GetAttrString(type, SETTLED_FIELDS[i]);
-        if (d == NULL) {
-            return -1;
-        }
-        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
-        if (ok) {
-            settled_offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
-        }
-        Py_DECREF(d);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "finish_all: %s.%s is not an object slot",
-                         ((PyTypeObject *)type)->tp_name, SETTLED_FIELDS[i]);
-            return -1;
-        }
-    }
-    Py_XSETREF(settled_type, (PyTypeObject *)Py_NewRef(type));
-    return 0;
+    return learn_slots(type, SETTLED_FIELDS, N_SETTLED, settled_offsets, &settled_type,
+                       "finish_all");
 }
 
 /* A SettledRequest of the record, which hands over its energy (None: a new empty dict). */
@@ -1638,7 +1717,7 @@ admit_write(Admit *a)
 static PyObject *
 id_attr(PyObject *span, PyObject *name, int empty_ok, Py_hash_t *hash)
 {
-    PyObject *v = PyObject_GetAttr(span, name);
+    PyObject *v = fast_attr(span, name);
     if (v == NULL) {
         PyErr_Clear();
         return NULL;
@@ -2043,6 +2122,284 @@ py_share_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * book: the stage's booking of settled requests into its histograms (stage._book, the
+ * Python twin, has the rule).
+ */
+
+/* _Histogram's slots (jouled/attribution/stage.py). */
+enum { H_COUNTS, H_TOTAL, H_N, H_GFLOPS, H_INPUT, H_OUTPUT, N_HIST };
+static const char *const HIST_FIELDS[N_HIST] = {
+    "counts", "total", "n", "gflops", "input_tokens", "output_tokens",
+};
+static PyTypeObject *hist_type = NULL;
+static Py_ssize_t hist_offsets[N_HIST];
+static PyObject *math_fsum = NULL;
+
+#define SLOT(obj, offsets, i) (*(PyObject **)((char *)(obj) + (offsets)[i]))
+enum { S_WORKLOAD, S_MODEL, S_ENERGY, S_GFLOPS, S_DURATION, S_ROUTE, S_INPUT, S_OUTPUT };
+
+/* ``slot = slot + add`` (a new reference stored); -1 with an error. */
+static int
+slot_add(PyObject **slot, PyObject *add)
+{
+    PyObject *sum = PyNumber_Add(*slot, add);
+    if (sum == NULL) {
+        return -1;
+    }
+    Py_SETREF(*slot, sum);
+    return 0;
+}
+
+/* ``slot = slot + x`` for an exact float slot (else through PyNumber_Add). */
+static int
+slot_add_double(PyObject **slot, double x)
+{
+    if (PyFloat_CheckExact(*slot)) {
+        PyObject *sum = PyFloat_FromDouble(PyFloat_AS_DOUBLE(*slot) + x);
+        if (sum == NULL) {
+            return -1;
+        }
+        Py_SETREF(*slot, sum);
+        return 0;
+    }
+    PyObject *add = PyFloat_FromDouble(x);
+    int bad = add == NULL || slot_add(slot, add) < 0;
+    Py_XDECREF(add);
+    return bad ? -1 : 0;
+}
+
+/* A request's joules as the stage sums them (``energy``: a dict of floats): ``math.fsum`` of
+ * its values when it has several, else ``sum`` (0.0 + the one value; 0 for none). -1 with
+ * fsum's error. */
+static int
+joules_of(PyObject *energy, double *out)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(energy), pos = 0;
+    PyObject *key, *value;
+    double first = 0.0, second = 0.0;
+    for (Py_ssize_t i = 0; i < 2 && PyDict_Next(energy, &pos, &key, &value); i++) {
+        *(i == 0 ? &first : &second) = PyFloat_AS_DOUBLE(value);
+    }
+    if (n <= 1) {
+        *out = 0.0 + first;
+        return 0;
+    }
+    /* Two finite values whose sum is finite and not zero: one rounding, as fsum's. */
+    double two = first + second;
+    if (n == 2 && isfinite(first) && isfinite(second) && isfinite(two) && two != 0.0) {
+        *out = two;
+        return 0;
+    }
+    PyObject *values = PyDict_Values(energy);
+    PyObject *sum = values ? PyObject_CallOneArg(math_fsum, values) : NULL;
+    Py_XDECREF(values);
+    if (sum == NULL) {
+        return -1;
+    }
+    *out = PyFloat_AsDouble(sum);
+    Py_DECREF(sum);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* ``bisect.bisect_left(bounds, x)`` over doubles. */
+static Py_ssize_t
+bisect_left(const double *bounds, Py_ssize_t n, double x)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (bounds[mid] < x) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* A token count to add: 1 for an int that is not 0, 0 for None or 0, -1 for anything else. */
+static int
+tokens_to_add(PyObject *v)
+{
+    if (v == Py_None) {
+        return 0;
+    }
+    if (!PyLong_CheckExact(v)) {
+        return -1;
+    }
+    return PyObject_IsTrue(v); /* an exact int's: cannot fail */
+}
+
+/* One request into ``hists`` and ``worked``: 1 booked, 0 left to Python (nothing changed but
+ * perhaps its histogram made), -1 with an error. */
+static int
+book_one(PyObject *req, PyObject *hists, const double *bounds, Py_ssize_t n_bounds,
+         PyObject *bounds_obj, PyObject *worked, PyObject *new_hist)
+{
+    if (!Py_IS_TYPE(req, settled_type)) {
+        return 0;
+    }
+    PyObject *gflops = SLOT(req, settled_offsets, S_GFLOPS);
+    PyObject *input = SLOT(req, settled_offsets, S_INPUT);
+    PyObject *output = SLOT(req, settled_offsets, S_OUTPUT);
+    PyObject *energy = SLOT(req, settled_offsets, S_ENERGY);
+    if (gflops == NULL || input == NULL || output == NULL || energy == NULL ||
+        SLOT(req, settled_offsets, S_WORKLOAD) == NULL ||
+        SLOT(req, settled_offsets, S_MODEL) == NULL ||
+        !(gflops == Py_None || PyFloat_CheckExact(gflops))) {
+        return 0;
+    }
+    int add_in = tokens_to_add(input), add_out = tokens_to_add(output);
+    if (add_in < 0 || add_out < 0) {
+        return 0;
+    }
+    if (!PyDict_CheckExact(energy)) {
+        return 0;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *component, *value;
+    while (PyDict_Next(energy, &pos, &component, &value)) {
+        if (!PyFloat_CheckExact(value)) {
+            return 0;
+        }
+    }
+    PyObject *key = PyTuple_Pack(2, SLOT(req, settled_offsets, S_WORKLOAD),
+                                 SLOT(req, settled_offsets, S_MODEL));
+    if (key == NULL) {
+        return -1;
+    }
+    int result = -1;
+    PyObject *hist = PyDict_GetItemWithError(hists, key); /* borrowed */
+    if (hist == NULL) {
+        if (PyErr_Occurred()) {
+            goto out;
+        }
+        PyObject *made = PyObject_CallOneArg(new_hist, bounds_obj);
+        int bad = made == NULL || PyDict_SetItem(hists, key, made) < 0;
+        Py_XDECREF(made);
+        if (bad) {
+            goto out;
+        }
+        hist = made; /* the dict holds it */
+    }
+    PyObject *counts = Py_IS_TYPE(hist, hist_type) ? SLOT(hist, hist_offsets, H_COUNTS) : NULL;
+    result = 0;
+    if (counts == NULL || !PyList_CheckExact(counts) || PyList_GET_SIZE(counts) != n_bounds + 1 ||
+        SLOT(hist, hist_offsets, H_TOTAL) == NULL || SLOT(hist, hist_offsets, H_N) == NULL ||
+        SLOT(hist, hist_offsets, H_GFLOPS) == NULL || SLOT(hist, hist_offsets, H_INPUT) == NULL ||
+        SLOT(hist, hist_offsets, H_OUTPUT) == NULL) {
+        goto out; /* not a histogram it can read: Python books it */
+    }
+    result = -1;
+    double joules; /* after the histogram is made, as in Python */
+    if (joules_of(energy, &joules) < 0) {
+        goto out;
+    }
+    Py_ssize_t at = bisect_left(bounds, n_bounds, joules);
+    PyObject *count = PyList_GET_ITEM(counts, at);
+    PyObject *one = PyLong_FromLong(1), *bumped = one ? PyNumber_Add(count, one) : NULL;
+    Py_XDECREF(one);
+    if (bumped == NULL) {
+        goto out;
+    }
+    PyList_SetItem(counts, at, bumped); /* steals; releases the old count */
+    one = PyLong_FromLong(1);
+    if (one == NULL || slot_add_double(&SLOT(hist, hist_offsets, H_TOTAL), joules) < 0 ||
+        slot_add(&SLOT(hist, hist_offsets, H_N), one) < 0 ||
+        (gflops != Py_None && slot_add(&SLOT(hist, hist_offsets, H_GFLOPS), gflops) < 0) ||
+        (add_in && slot_add(&SLOT(hist, hist_offsets, H_INPUT), input) < 0) ||
+        (add_out && slot_add(&SLOT(hist, hist_offsets, H_OUTPUT), output) < 0)) {
+        Py_XDECREF(one);
+        goto out;
+    }
+    Py_DECREF(one);
+    if (gflops != Py_None && PyFloat_AS_DOUBLE(gflops) > 0.0) {
+        PyObject *pair = PyDict_GetItemWithError(worked, key); /* borrowed: [joules, gflops] */
+        if (pair == NULL) {
+            if (PyErr_Occurred()) {
+                goto out;
+            }
+            PyObject *j = PyFloat_FromDouble(joules);
+            PyObject *fresh = j ? PyList_New(2) : NULL;
+            if (fresh == NULL) {
+                Py_XDECREF(j);
+                goto out;
+            }
+            PyList_SET_ITEM(fresh, 0, j);
+            PyList_SET_ITEM(fresh, 1, Py_NewRef(gflops));
+            int bad = PyDict_SetItem(worked, key, fresh) < 0;
+            Py_DECREF(fresh);
+            if (bad) {
+                goto out;
+            }
+        }
+        else {
+            if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "book: worked holds [joules, gflops] lists");
+                goto out;
+            }
+            if (slot_add_double(&PyList_GET_ITEM(pair, 0), joules) < 0 ||
+                slot_add(&PyList_GET_ITEM(pair, 1), gflops) < 0) {
+                goto out;
+            }
+        }
+    }
+    result = 1;
+out:
+    Py_DECREF(key);
+    return result;
+}
+
+/* book(requests, hists, bounds, worked, histogram_type, settled_type) -> int: the stage's
+ * ``_book`` loop for the requests (a list or tuple) it takes, in order; returns how many it
+ * booked (the caller books the rest, from the first it left, in Python). 0 for containers
+ * of other types and bounds that are not floats. */
+static PyObject *
+py_book(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "book(requests, hists, bounds, worked, histogram_type, settled_type)");
+        return NULL;
+    }
+    PyObject *requests = args[0], *hists = args[1], *bounds_obj = args[2], *worked = args[3];
+    if (!(PyList_CheckExact(requests) || PyTuple_CheckExact(requests)) ||
+        !PyDict_CheckExact(hists) || !PyTuple_CheckExact(bounds_obj) ||
+        !PyDict_CheckExact(worked)) {
+        return PyLong_FromLong(0);
+    }
+    if (learn_settled(args[5]) < 0 ||
+        learn_slots(args[4], HIST_FIELDS, N_HIST, hist_offsets, &hist_type, "book") < 0) {
+        return NULL;
+    }
+    Py_ssize_t n_bounds = PyTuple_GET_SIZE(bounds_obj);
+    double *bounds = PyMem_Malloc((size_t)(n_bounds ? n_bounds : 1) * sizeof(double));
+    if (bounds == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n_bounds; i++) {
+        PyObject *b = PyTuple_GET_ITEM(bounds_obj, i);
+        if (!PyFloat_CheckExact(b)) {
+            PyMem_Free(bounds);
+            return PyLong_FromLong(0);
+        }
+        bounds[i] = PyFloat_AS_DOUBLE(b);
+    }
+    Py_ssize_t done = 0;
+    int got = 1;
+    /* a list or tuple (SettleResult.requests): indexed afresh, Python code may run */
+    while (done < PySequence_Fast_GET_SIZE(requests) && got == 1) {
+        PyObject *req = Py_NewRef(PySequence_Fast_GET_ITEM(requests, done));
+        got = book_one(req, hists, bounds, n_bounds, bounds_obj, worked, args[4]);
+        Py_DECREF(req);
+        done += got == 1;
+    }
+    PyMem_Free(bounds);
+    return got < 0 ? NULL : PyLong_FromSsize_t(done);
+}
+
 static PyObject *
 py_live(PyObject *module, PyObject *unused)
 {
@@ -2059,6 +2416,9 @@ static PyMethodDef methods[] = {
     {"share_out", (PyCFunction)(void (*)(void))py_share_out, METH_FASTCALL,
      "share_out(active, fractions, parts) -> bool: the tick's energy to each record by its "
      "fraction, as SpanSplitter._settle_tick's loop."},
+    {"book", (PyCFunction)(void (*)(void))py_book, METH_FASTCALL,
+     "book(requests, hists, bounds, worked, histogram_type, settled_type) -> int: the "
+     "stage's _book loop in C for the requests it takes; returns how many it booked."},
     {"add_all", (PyCFunction)(void (*)(void))py_add_all, METH_FASTCALL,
      "add_all(spans, splitter, joiner, other) -> int: RequestJoiner.add_all's common case "
      "(a new request of one span) in C, every other span to other(span) in its place; "
@@ -2108,6 +2468,12 @@ PyInit__pending(void)
         (s_trace_id = PyUnicode_InternFromString("trace_id")) == NULL ||
         (s_span_id = PyUnicode_InternFromString("span_id")) == NULL ||
         (s_parent_id = PyUnicode_InternFromString("parent_id")) == NULL) {
+        return NULL;
+    }
+    PyObject *math = PyImport_ImportModule("math");
+    math_fsum = math ? PyObject_GetAttrString(math, "fsum") : NULL;
+    Py_XDECREF(math);
+    if (math_fsum == NULL) {
         return NULL;
     }
     if (PyType_Ready(&PendingType) < 0 || PyType_Ready(&IdIndexType) < 0 ||

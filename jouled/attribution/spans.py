@@ -175,7 +175,14 @@ new_pending: Callable[..., _Pending] = _compiled_pending() or _Pending
 
 def _compiled_table(
     name: Literal[
-        "IdIndex", "RecordIndex", "TimeQueue", "finish_all", "add_all", "rates", "share_out"
+        "IdIndex",
+        "RecordIndex",
+        "TimeQueue",
+        "finish_all",
+        "add_all",
+        "rates",
+        "share_out",
+        "book",
     ],
 ) -> Callable[..., Any] | None:
     """A compiled table (or function) of ``_pending``, or None as ``_compiled_pending``.
@@ -186,7 +193,7 @@ def _compiled_table(
     sort in C). ``finish_all``: ``SpanSplitter._finish_all``'s loop for compiled records in
     a RecordIndex. ``add_all``: ``RequestJoiner.add_all``'s common case (a new request of
     one span) over these tables. ``rates`` and ``share_out``: a tick's split over compiled
-    records (``SpanSplitter._settle_tick``)."""
+    records (``SpanSplitter._settle_tick``). ``book``: the stage's ``_book``."""
     if pure_requested():
         return None
     try:

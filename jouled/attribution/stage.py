@@ -18,13 +18,14 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from jouled.attribution import spans as spans_mod
 from jouled.attribution.matchers import tracker_for
 from jouled.attribution.requests import RequestJoiner
 from jouled.attribution.share import IdleMode, IdleModel, Key, split_tick
-from jouled.attribution.spans import SettleResult, Span, SpanSplitter
+from jouled.attribution.spans import SettledRequest, SettleResult, Span, SpanSplitter
 from jouled.attribution.visibility import Visibility
 from jouled.attribution.workloads import CpuTick
 from jouled.clock import Clock, SystemClock
@@ -137,6 +138,12 @@ def sub_ticks(
 
 
 class _Histogram:
+    """One (workload, model)'s settled requests: counts per joules bucket (``bounds``, the
+    upper bounds; one more for +Inf), their joules, GFLOPs and tokens. Slots, which the
+    compiled ``_book`` (``_pending.book``) reads and writes."""
+
+    __slots__ = ("bounds", "counts", "gflops", "input_tokens", "n", "output_tokens", "total")
+
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
@@ -159,6 +166,48 @@ class _Histogram:
             self.input_tokens,
             self.output_tokens,
         )
+
+
+def _book(
+    requests: Iterable[SettledRequest],
+    hists: dict[tuple[str, str], _Histogram],
+    bounds: tuple[float, ...],
+    worked: dict[tuple[str, str], list[float]],
+) -> None:
+    """Book settled requests into the histograms of their (workload, model) (made on first
+    use) and, for those with work (GFLOPs > 0), their [joules, GFLOPs] into ``worked``. A
+    request's joules are ``math.fsum`` of its energy's components (``sum`` of one). The
+    reference for ``_pending.book``, which does the same in C (``_c_book``)."""
+    fsum, bisect_left = math.fsum, bisect.bisect_left
+    for req in requests:
+        key = (req.workload, req.model)
+        hist = hists.get(key)
+        if hist is None:
+            hist = hists[key] = _Histogram(bounds)
+        energy = req.energy_j
+        joules = fsum(energy.values()) if len(energy) > 1 else sum(energy.values())
+        # _Histogram.observe, inlined: once per settled request.
+        hist.counts[bisect_left(bounds, joules)] += 1
+        hist.total += joules
+        hist.n += 1
+        gflops = req.gflops
+        if gflops is not None:
+            hist.gflops += gflops
+        if req.input_tokens:
+            hist.input_tokens += req.input_tokens
+        if req.output_tokens:
+            hist.output_tokens += req.output_tokens
+        if gflops is not None and gflops > 0:
+            got = worked.get(key)
+            if got is None:
+                worked[key] = [joules, gflops]
+            else:
+                got[0] += joules
+                got[1] += gflops
+
+
+# The stage's booking in C where it is built (tests set it to None to run ``_book``).
+_c_book: Callable[..., int] | None = spans_mod._compiled_table("book")
 
 
 class _Window:
@@ -486,37 +535,15 @@ class AttributionStage:
                     k = (workload, component)
                     target[k] = target.get(k, 0.0) + j
         self._settled += len(result.requests)
-        hists = self._hist
         # Per (workload, model): [joules, GFLOPs] of its requests with work, added to its
         # per-GFLOP window once per call (they share ``now_wall``).
         worked: dict[tuple[str, str], list[float]] = {}
-        bounds = self._buckets
-        fsum, bisect_left = math.fsum, bisect.bisect_left
-        for req in result.requests:
-            key = (req.workload, req.model)
-            hist = hists.get(key)
-            if hist is None:
-                hist = hists[key] = _Histogram(bounds)
-            energy = req.energy_j
-            joules = fsum(energy.values()) if len(energy) > 1 else sum(energy.values())
-            # _Histogram.observe, inlined: once per settled request.
-            hist.counts[bisect_left(bounds, joules)] += 1
-            hist.total += joules
-            hist.n += 1
-            gflops = req.gflops
-            if gflops is not None:
-                hist.gflops += gflops
-            if req.input_tokens:
-                hist.input_tokens += req.input_tokens
-            if req.output_tokens:
-                hist.output_tokens += req.output_tokens
-            if gflops is not None and gflops > 0:
-                got = worked.get(key)
-                if got is None:
-                    worked[key] = [joules, gflops]
-                else:
-                    got[0] += joules
-                    got[1] += gflops
+        requests = result.requests
+        done = 0
+        if _c_book is not None:  # the same loop in C, up to a request it does not take
+            done = _c_book(requests, self._hist, self._buckets, worked, _Histogram, SettledRequest)
+        if done < len(requests):
+            _book(requests[done:] if done else requests, self._hist, self._buckets, worked)
         for key, (joules, gflops) in worked.items():
             window = self._recent.get(key)
             if window is None:

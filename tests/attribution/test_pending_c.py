@@ -595,3 +595,57 @@ def test_the_compiled_tick_step_declines_what_it_does_not_take_before_changing_a
     assert rec.energy_j == {"cpu": 2.5}
     rec.energy_j = [1.0]  # not a dict: declined
     assert _pending.share_out([rec], [0.5], [("cpu", 3.0)]) is False
+
+
+def test_the_record_reads_a_spans_slots_and_sees_a_changed_or_other_type() -> None:
+    """The record reads ``Span``'s slots straight (a cache per attribute name of the type and
+    its version): another type, a subclass overriding an attribute, and a class changed after
+    the cache was filled are all read as Python reads them."""
+    from dataclasses import dataclass
+
+    @dataclass(slots=True)
+    class Other:  # the same fields, another slots class
+        workload: str = "w"
+        model: str = "m"
+        start: float = 1.0
+        end: float = 2.0
+        gflops: float | None = None
+        route: str = ""
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+
+    class Later(Span):
+        __slots__ = ()
+
+        @property  # type: ignore[misc]
+        def model(self) -> str:  # a property over the slot: Python reads the property
+            return "from-property"
+
+        @model.setter
+        def model(self, value: str) -> None:
+            pass
+
+    first = COMPILED(Span("w", "m", 1.0, 2.0, 3.0))
+    assert (first.workload, first.model, first.end, first.gflops) == ("w", "m", 2.0, 3.0)
+    other = COMPILED(Other(model="o", end=5.0))
+    assert (other.model, other.end, other.gflops) == ("o", 5.0, None)
+    assert COMPILED(Later("w", "m", 1.0, 2.0)).model == "from-property"
+
+    class Plain:  # no slots: attributes from the instance dict
+        def __init__(self) -> None:
+            for name in ("workload", "model", "route"):
+                setattr(self, name, name[0])
+            self.start, self.end, self.gflops = 1.0, 4.0, 2.0
+            self.input_tokens = self.output_tokens = None
+
+    assert (COMPILED(Plain()).model, COMPILED(Plain()).end) == ("m", 4.0)
+    saved = Other.end
+    made_before = Other(end=5.0)  # its slot is set
+    assert COMPILED(made_before).end == 5.0  # the cache holds Other's slot now
+    try:
+        Other.end = property(lambda self: 9.0, lambda self, v: None)  # type: ignore
+        assert COMPILED(Other()).end == 9.0  # the type changed: looked up again
+        assert COMPILED(made_before).end == 9.0  # the property, not the slot
+    finally:
+        Other.end = saved  # type: ignore[method-assign]
+    assert COMPILED(Other(end=6.0)).end == 6.0 and COMPILED(Span("w", "m", 0.0, 7.0)).end == 7.0
