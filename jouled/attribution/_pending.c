@@ -233,6 +233,9 @@ static PyObject *
 fast_attr(PyObject *obj, PyObject *name)
 {
     PyTypeObject *type = Py_TYPE(obj);
+    if (type->tp_getattro != PyObject_GenericGetAttr) { /* its own __getattribute__ */
+        return PyObject_GetAttr(obj, name);
+    }
     int free = -1;
     for (int i = 0; i < N_SLOT_CACHE; i++) {
         if (slot_cache[i].name == name) {
@@ -1389,6 +1392,11 @@ learn_slots(PyObject *type, const char *const *fields, int n, Py_ssize_t *offset
     if ((PyTypeObject *)type == *cached) {
         return 0;
     }
+    Py_ssize_t learned[16]; /* kept only when every field is a slot */
+    if (n > 16) {
+        PyErr_Format(PyExc_SystemError, "%s: too many fields", who);
+        return -1;
+    }
     for (int i = 0; i < n; i++) {
         PyObject *d = PyObject_GetAttrString(type, fields[i]);
         if (d == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) {
@@ -1398,7 +1406,7 @@ learn_slots(PyObject *type, const char *const *fields, int n, Py_ssize_t *offset
         int ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
                  ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
         if (ok) {
-            offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+            learned[i] = ((PyMemberDescrObject *)d)->d_member->offset;
         }
         Py_XDECREF(d);
         if (!ok) {
@@ -1407,15 +1415,15 @@ learn_slots(PyObject *type, const char *const *fields, int n, Py_ssize_t *offset
             return -1;
         }
     }
+    memcpy(offsets, learned, (size_t)n * sizeof(Py_ssize_t));
     Py_XSETREF(*cached, (PyTypeObject *)Py_NewRef(type));
     return 0;
 }
 
 static int
-learn_settled(PyObject *type)
+learn_settled(PyObject *type, const char *who)
 {
-    return learn_slots(type, SETTLED_FIELDS, N_SETTLED, settled_offsets, &settled_type,
-                       "finish_all");
+    return learn_slots(type, SETTLED_FIELDS, N_SETTLED, settled_offsets, &settled_type, who);
 }
 
 /* A SettledRequest of the record, which hands over its energy (None: a new empty dict). */
@@ -1546,7 +1554,7 @@ py_finish_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "finish_all: a RecordIndex, three dicts and a list are needed");
         return NULL;
     }
-    if (learn_settled(args[7]) < 0) {
+    if (learn_settled(args[7], "finish_all") < 0) {
         return NULL;
     }
     PyObject *recs = PySequence_Fast(args[1], "finish_all: recs must be a sequence");
@@ -1828,6 +1836,21 @@ admit_one(Admit *a, PyObject *span)
     if (parent_id == NULL || find_slot(a->by_trace, (int64_t)trace_key) >= 0) {
         return 0;
     }
+    /* Times and work as exact floats (None for no work): ``admit`` checks the values it is
+     * given, which for other numbers (ints past 2^53, objects with __float__) may differ
+     * from the doubles the record holds. */
+    PyObject *numbers[3] = {fast_attr(span, s_start), fast_attr(span, s_end),
+                            fast_attr(span, s_gflops)};
+    int exact = numbers[0] != NULL && numbers[1] != NULL && numbers[2] != NULL &&
+                PyFloat_CheckExact(numbers[0]) && PyFloat_CheckExact(numbers[1]) &&
+                (numbers[2] == Py_None || PyFloat_CheckExact(numbers[2]));
+    for (int i = 0; i < 3; i++) {
+        Py_XDECREF(numbers[i]);
+    }
+    if (!exact) {
+        PyErr_Clear();
+        return 0;
+    }
     PyObject *made = pending_from(&PendingType, span, 0, span_key, parent_key);
     if (made == NULL) { /* values the record cannot hold: ``add`` says so */
         PyErr_Clear();
@@ -1971,25 +1994,28 @@ py_add_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *other = args[3];
     Py_ssize_t lone = 0;
     int fast = admit_open(&a), bad = fast < 0;
+    /* dirty: counters changed here and not yet written back (once written, before
+     * ``other`` runs, the attributes are the truth: ``other`` may change them and fail) */
+    int dirty = 0;
     /* PySequence_Fast's items may move when ``other`` changes a list: index it each time */
     for (Py_ssize_t i = 0; !bad && i < PySequence_Fast_GET_SIZE(spans); i++) {
         PyObject *span = Py_NewRef(PySequence_Fast_GET_ITEM(spans, i));
-        int got = fast ? admit_one(&a, span) : 0;
+        int got = fast > 0 ? admit_one(&a, span) : 0;
         if (got == 0) {
-            PyObject *r = NULL;
-            bad = (fast && admit_write(&a) < 0) || (r = PyObject_CallOneArg(other, span)) == NULL ||
-                  (fast && admit_read(&a) < 0);
+            bad = fast > 0 && dirty && admit_write(&a) < 0;
+            dirty = 0;
+            PyObject *r = bad ? NULL : PyObject_CallOneArg(other, span);
+            bad = r == NULL || (fast > 0 && admit_read(&a) < 0);
             Py_XDECREF(r);
         }
-        else if (got < 0) {
-            bad = 1;
-        }
         else {
-            lone++;
+            dirty = 1; /* a failed step may have counted its record already */
+            bad = got < 0;
+            lone += got > 0;
         }
         Py_DECREF(span);
     }
-    if (fast > 0 && admit_write(&a) < 0) {
+    if (fast > 0 && dirty && admit_write(&a) < 0) {
         bad = 1;
     }
     admit_clear(&a);
@@ -2045,8 +2071,8 @@ py_rates(PyObject *module, PyObject *active)
  * above 0 gets ``joules * fraction`` of each (component, joules) of ``parts``: a new dict
  * when it holds none (most records: their only tick), else added to what it holds, as the
  * Python loop does. False, changing nothing, unless ``active`` is a list of Pending records
- * holding None or a dict, ``fractions`` a list of floats as long, and ``parts`` a list of
- * (str, float) tuples. */
+ * holding None or a dict of str to float, ``fractions`` a list of floats as long, and
+ * ``parts`` a list of (str, float) tuples. */
 static PyObject *
 py_share_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2074,6 +2100,15 @@ py_share_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             !(((Pending *)r)->energy_j == Py_None || PyDict_CheckExact(((Pending *)r)->energy_j))) {
             Py_RETURN_FALSE;
         }
+        /* What a record holds: str keys and float values, so that the additions below run
+         * no Python code (which could change the record under the loop). */
+        PyObject *held = ((Pending *)r)->energy_j, *component, *value;
+        Py_ssize_t pos = 0;
+        while (held != Py_None && PyDict_Next(held, &pos, &component, &value)) {
+            if (!PyUnicode_CheckExact(component) || !PyFloat_CheckExact(value)) {
+                Py_RETURN_FALSE;
+            }
+        }
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         double frac = PyFloat_AS_DOUBLE(PyList_GET_ITEM(fractions, i));
@@ -2098,13 +2133,8 @@ py_share_out(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             else if (old == NULL) { /* {c: share} when fresh, else got.get(c, 0.0) + share */
                 v = PyFloat_FromDouble(fresh ? share : 0.0 + share);
             }
-            else if (PyFloat_CheckExact(old)) {
-                v = PyFloat_FromDouble(PyFloat_AS_DOUBLE(old) + share);
-            }
             else {
-                PyObject *add = PyFloat_FromDouble(share);
-                v = add ? PyNumber_Add(old, add) : NULL;
-                Py_XDECREF(add);
+                v = PyFloat_FromDouble(PyFloat_AS_DOUBLE(old) + share); /* checked above */
             }
             if (v == NULL || PyDict_SetItem(got, component, v) < 0) {
                 Py_XDECREF(v);
@@ -2169,17 +2199,22 @@ slot_add_double(PyObject **slot, double x)
     return bad ? -1 : 0;
 }
 
-/* A request's joules as the stage sums them (``energy``: a dict of floats): ``math.fsum`` of
- * its values when it has several, else ``sum`` (0.0 + the one value; 0 for none). -1 with
- * fsum's error. */
+/* A request's joules as the stage sums them (``energy``: a dict): ``math.fsum`` of its
+ * values when it has several, else ``sum`` (0.0 + the one value; 0 for none). 0 done, 1 when
+ * a value is not an exact float (left to Python), -1 with fsum's error. */
 static int
 joules_of(PyObject *energy, double *out)
 {
     Py_ssize_t n = PyDict_GET_SIZE(energy), pos = 0;
     PyObject *key, *value;
     double first = 0.0, second = 0.0;
-    for (Py_ssize_t i = 0; i < 2 && PyDict_Next(energy, &pos, &key, &value); i++) {
-        *(i == 0 ? &first : &second) = PyFloat_AS_DOUBLE(value);
+    for (Py_ssize_t i = 0; PyDict_Next(energy, &pos, &key, &value); i++) {
+        if (!PyFloat_CheckExact(value)) {
+            return 1;
+        }
+        if (i < 2) {
+            *(i == 0 ? &first : &second) = PyFloat_AS_DOUBLE(value);
+        }
     }
     if (n <= 1) {
         *out = 0.0 + first;
@@ -2232,8 +2267,36 @@ tokens_to_add(PyObject *v)
     return PyObject_IsTrue(v); /* an exact int's: cannot fail */
 }
 
+/* Is ``hist`` a histogram whose values are all exact (ints and floats): adding to them runs
+ * no Python code? */
+static int
+plain_hist(PyObject *hist, Py_ssize_t n_bounds, Py_ssize_t at)
+{
+    if (!Py_IS_TYPE(hist, hist_type)) {
+        return 0;
+    }
+    PyObject *counts = SLOT(hist, hist_offsets, H_COUNTS);
+    PyObject *v[5] = {
+        SLOT(hist, hist_offsets, H_TOTAL), SLOT(hist, hist_offsets, H_GFLOPS),
+        SLOT(hist, hist_offsets, H_N), SLOT(hist, hist_offsets, H_INPUT),
+        SLOT(hist, hist_offsets, H_OUTPUT),
+    };
+    if (counts == NULL || !PyList_CheckExact(counts) || PyList_GET_SIZE(counts) != n_bounds + 1 ||
+        !PyLong_CheckExact(PyList_GET_ITEM(counts, at))) {
+        return 0;
+    }
+    for (int i = 0; i < 5; i++) {
+        if (v[i] == NULL || !(i < 2 ? PyFloat_CheckExact(v[i]) : PyLong_CheckExact(v[i]))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* One request into ``hists`` and ``worked``: 1 booked, 0 left to Python (nothing changed but
- * perhaps its histogram made), -1 with an error. */
+ * perhaps its histogram made), -1 with an error. It books only what it can book without
+ * running Python code while it changes things: exact strs, floats and ints throughout (the
+ * splitter's requests and the stage's histograms); anything else is ``_book``'s. */
 static int
 book_one(PyObject *req, PyObject *hists, const double *bounds, Py_ssize_t n_bounds,
          PyObject *bounds_obj, PyObject *worked, PyObject *new_hist)
@@ -2241,21 +2304,20 @@ book_one(PyObject *req, PyObject *hists, const double *bounds, Py_ssize_t n_boun
     if (!Py_IS_TYPE(req, settled_type)) {
         return 0;
     }
+    PyObject *workload = SLOT(req, settled_offsets, S_WORKLOAD);
+    PyObject *model = SLOT(req, settled_offsets, S_MODEL);
     PyObject *gflops = SLOT(req, settled_offsets, S_GFLOPS);
     PyObject *input = SLOT(req, settled_offsets, S_INPUT);
     PyObject *output = SLOT(req, settled_offsets, S_OUTPUT);
     PyObject *energy = SLOT(req, settled_offsets, S_ENERGY);
-    if (gflops == NULL || input == NULL || output == NULL || energy == NULL ||
-        SLOT(req, settled_offsets, S_WORKLOAD) == NULL ||
-        SLOT(req, settled_offsets, S_MODEL) == NULL ||
-        !(gflops == Py_None || PyFloat_CheckExact(gflops))) {
+    if (workload == NULL || model == NULL || gflops == NULL || input == NULL ||
+        output == NULL || energy == NULL || !PyUnicode_CheckExact(workload) ||
+        !PyUnicode_CheckExact(model) || !(gflops == Py_None || PyFloat_CheckExact(gflops)) ||
+        !PyDict_CheckExact(energy)) {
         return 0;
     }
     int add_in = tokens_to_add(input), add_out = tokens_to_add(output);
     if (add_in < 0 || add_out < 0) {
-        return 0;
-    }
-    if (!PyDict_CheckExact(energy)) {
         return 0;
     }
     Py_ssize_t pos = 0;
@@ -2265,48 +2327,61 @@ book_one(PyObject *req, PyObject *hists, const double *bounds, Py_ssize_t n_boun
             return 0;
         }
     }
-    PyObject *key = PyTuple_Pack(2, SLOT(req, settled_offsets, S_WORKLOAD),
-                                 SLOT(req, settled_offsets, S_MODEL));
-    if (key == NULL) {
-        return -1;
-    }
+    /* Held: making a histogram runs Python code, which may change the request. */
+    PyObject *held[4] = {Py_NewRef(gflops), Py_NewRef(input), Py_NewRef(output),
+                         Py_NewRef(energy)};
+    PyObject *hist = NULL;
+    PyObject *key = PyTuple_Pack(2, workload, model);
     int result = -1;
-    PyObject *hist = PyDict_GetItemWithError(hists, key); /* borrowed */
-    if (hist == NULL) {
+    if (key == NULL) {
+        goto out;
+    }
+    hist = PyDict_GetItemWithError(hists, key); /* str keys: no Python code runs */
+    if (hist != NULL) {
+        Py_INCREF(hist);
+    }
+    else {
         if (PyErr_Occurred()) {
             goto out;
         }
-        PyObject *made = PyObject_CallOneArg(new_hist, bounds_obj);
-        int bad = made == NULL || PyDict_SetItem(hists, key, made) < 0;
-        Py_XDECREF(made);
-        if (bad) {
+        hist = PyObject_CallOneArg(new_hist, bounds_obj);
+        if (hist == NULL || PyDict_SetItem(hists, key, hist) < 0) {
             goto out;
         }
-        hist = made; /* the dict holds it */
     }
-    PyObject *counts = Py_IS_TYPE(hist, hist_type) ? SLOT(hist, hist_offsets, H_COUNTS) : NULL;
-    result = 0;
-    if (counts == NULL || !PyList_CheckExact(counts) || PyList_GET_SIZE(counts) != n_bounds + 1 ||
-        SLOT(hist, hist_offsets, H_TOTAL) == NULL || SLOT(hist, hist_offsets, H_N) == NULL ||
-        SLOT(hist, hist_offsets, H_GFLOPS) == NULL || SLOT(hist, hist_offsets, H_INPUT) == NULL ||
-        SLOT(hist, hist_offsets, H_OUTPUT) == NULL) {
-        goto out; /* not a histogram it can read: Python books it */
-    }
-    result = -1;
     double joules; /* after the histogram is made, as in Python */
-    if (joules_of(energy, &joules) < 0) {
+    int summed = joules_of(energy, &joules);
+    if (summed != 0) {
+        result = summed < 0 ? -1 : 0;
         goto out;
     }
     Py_ssize_t at = bisect_left(bounds, n_bounds, joules);
-    PyObject *count = PyList_GET_ITEM(counts, at);
-    PyObject *one = PyLong_FromLong(1), *bumped = one ? PyNumber_Add(count, one) : NULL;
-    Py_XDECREF(one);
-    if (bumped == NULL) {
-        goto out;
+    result = 0;
+    if (!plain_hist(hist, n_bounds, at)) {
+        goto out; /* not a histogram it can add to without Python code: ``_book`` does */
     }
-    PyList_SetItem(counts, at, bumped); /* steals; releases the old count */
-    one = PyLong_FromLong(1);
-    if (one == NULL || slot_add_double(&SLOT(hist, hist_offsets, H_TOTAL), joules) < 0 ||
+    PyObject *pair = NULL; /* worked[key]: [joules, gflops] of exact floats, or none */
+    int work = gflops != Py_None && PyFloat_AS_DOUBLE(gflops) > 0.0;
+    if (work) {
+        pair = PyDict_GetItemWithError(worked, key);
+        if (pair == NULL && PyErr_Occurred()) {
+            result = -1;
+            goto out;
+        }
+        if (pair != NULL &&
+            (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2 ||
+             !PyFloat_CheckExact(PyList_GET_ITEM(pair, 0)) ||
+             !PyFloat_CheckExact(PyList_GET_ITEM(pair, 1)))) {
+            goto out;
+        }
+    }
+    /* From here on only exact numbers are added: no Python code runs. */
+    result = -1;
+    PyObject *counts = SLOT(hist, hist_offsets, H_COUNTS);
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *bumped = one ? PyNumber_Add(PyList_GET_ITEM(counts, at), one) : NULL;
+    if (bumped == NULL || PyList_SetItem(counts, at, bumped) < 0 || /* steals ``bumped`` */
+        slot_add_double(&SLOT(hist, hist_offsets, H_TOTAL), joules) < 0 ||
         slot_add(&SLOT(hist, hist_offsets, H_N), one) < 0 ||
         (gflops != Py_None && slot_add(&SLOT(hist, hist_offsets, H_GFLOPS), gflops) < 0) ||
         (add_in && slot_add(&SLOT(hist, hist_offsets, H_INPUT), input) < 0) ||
@@ -2315,40 +2390,32 @@ book_one(PyObject *req, PyObject *hists, const double *bounds, Py_ssize_t n_boun
         goto out;
     }
     Py_DECREF(one);
-    if (gflops != Py_None && PyFloat_AS_DOUBLE(gflops) > 0.0) {
-        PyObject *pair = PyDict_GetItemWithError(worked, key); /* borrowed: [joules, gflops] */
-        if (pair == NULL) {
-            if (PyErr_Occurred()) {
-                goto out;
-            }
-            PyObject *j = PyFloat_FromDouble(joules);
-            PyObject *fresh = j ? PyList_New(2) : NULL;
-            if (fresh == NULL) {
-                Py_XDECREF(j);
-                goto out;
-            }
-            PyList_SET_ITEM(fresh, 0, j);
-            PyList_SET_ITEM(fresh, 1, Py_NewRef(gflops));
-            int bad = PyDict_SetItem(worked, key, fresh) < 0;
-            Py_DECREF(fresh);
-            if (bad) {
-                goto out;
-            }
+    if (work && pair == NULL) {
+        PyObject *j = PyFloat_FromDouble(joules);
+        PyObject *fresh = j ? PyList_New(2) : NULL;
+        if (fresh == NULL) {
+            Py_XDECREF(j);
+            goto out;
         }
-        else {
-            if (!PyList_CheckExact(pair) || PyList_GET_SIZE(pair) != 2) {
-                PyErr_SetString(PyExc_TypeError, "book: worked holds [joules, gflops] lists");
-                goto out;
-            }
-            if (slot_add_double(&PyList_GET_ITEM(pair, 0), joules) < 0 ||
-                slot_add(&PyList_GET_ITEM(pair, 1), gflops) < 0) {
-                goto out;
-            }
+        PyList_SET_ITEM(fresh, 0, j);
+        PyList_SET_ITEM(fresh, 1, Py_NewRef(gflops));
+        int bad = PyDict_SetItem(worked, key, fresh) < 0;
+        Py_DECREF(fresh);
+        if (bad) {
+            goto out;
         }
+    }
+    else if (work && (slot_add_double(&PyList_GET_ITEM(pair, 0), joules) < 0 ||
+                      slot_add(&PyList_GET_ITEM(pair, 1), gflops) < 0)) {
+        goto out;
     }
     result = 1;
 out:
-    Py_DECREF(key);
+    Py_XDECREF(hist);
+    Py_XDECREF(key);
+    for (int i = 0; i < 4; i++) {
+        Py_DECREF(held[i]);
+    }
     return result;
 }
 
@@ -2370,7 +2437,7 @@ py_book(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         !PyDict_CheckExact(worked)) {
         return PyLong_FromLong(0);
     }
-    if (learn_settled(args[5]) < 0 ||
+    if (learn_settled(args[5], "book") < 0 ||
         learn_slots(args[4], HIST_FIELDS, N_HIST, hist_offsets, &hist_type, "book") < 0) {
         return NULL;
     }

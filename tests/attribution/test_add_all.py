@@ -283,3 +283,38 @@ def test_add_all_frees_what_it_made() -> None:
     assert joiner.tracked == 0
     splitter = joiner = None  # type: ignore[assignment]
     assert _pending.live() == before
+
+
+def test_add_all_keeps_what_other_counted_before_it_raised() -> None:
+    """A review found the counters written back stale when ``other`` counted a span and then
+    raised: the pending count and the joiner's size must match what both hold."""
+    splitter = SpanSplitter(settle_seconds=1.0)
+    joiner = RequestJoiner(splitter, memory_s=15.0)
+    first = Span("a", "m", T0 + 1.0, T0 + 1.004, 1.0, trace_id="t0", span_id="s0")
+    joiner.add(first)
+    batch = [
+        Span("a", "m", T0 + 1.01, T0 + 1.014, 1.0, trace_id="t1", span_id="s1"),  # in C
+        first,  # its trace is held: to other
+    ]
+
+    def other(span: Span) -> None:
+        joiner.add(Span("a", "m", T0 + 1.5, T0 + 1.6, 1.0, trace_id="x", span_id="y"))
+        raise RuntimeError("after counting one")
+
+    with pytest.raises(RuntimeError):
+        joiner.add_all(batch, other)
+    assert splitter.pending == sum(splitter._count.values()) == len(splitter._by_id) == 3
+    assert joiner.tracked == 3
+
+
+def test_add_all_leaves_times_that_are_not_floats_to_add() -> None:
+    """``admit`` checks the values it is given: an int end past 2^53 below an int start is
+    refused there, though the doubles the record would hold are equal."""
+    splitter = SpanSplitter()
+    joiner = RequestJoiner(splitter, memory_s=15.0)
+    # a span ending where the odd one would: its workload's FIFO, lane and forget second exist
+    joiner.add(Span("a", "m", 2.0**53 - 8, 2.0**53, trace_id="t0", span_id="s"))
+    odd = Span("a", "m", 2**53 + 1, 2**53, trace_id="t1", span_id="s")  # type: ignore[arg-type]
+    verdicts: list[str] = []
+    assert joiner.add_all([odd], lambda s: verdicts.append(_verdict(joiner, s))) == 0
+    assert verdicts == ["invalid"] and splitter.pending == 1

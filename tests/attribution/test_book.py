@@ -132,3 +132,40 @@ def test_the_stage_books_a_settle_through_the_compiled_loop_as_without_it(
         got.append((_hists(stage._hist), {k: w.ratio(100.0) for k, w in stage._recent.items()}))
     assert got[0] == got[1]
     assert got[0][0][("a", "m")][2] == 20 and got[0][1][("a", "m")] is not None
+
+
+def test_the_compiled_booking_leaves_histograms_of_other_numbers_to_python() -> None:
+    """A review found the C loop adding to a histogram's values through Python code that
+    could free the histogram under it (a segfault): values that are not exact ints and
+    floats are now ``_book``'s, which adds them as Python does."""
+    hists: dict[Any, Any] = {}
+
+    class Evil(float):
+        def __add__(self, other: object) -> float:
+            hists.clear()  # drops the only reference to the histogram being booked
+            return 1.0
+
+    hist = _Histogram(BOUNDS)
+    hist.total = Evil(0.0)
+    hists[("a", "m")] = hist
+    del hist
+    req = SettledRequest("a", "m", {"cpu": 1.0}, 2.0, 0.01, "", 3, 4)
+    assert BOOK([req], hists, BOUNDS, {}, _Histogram, SettledRequest) == 0
+    assert ("a", "m") in hists and hists[("a", "m")].n == 0
+    _book([req], hists, BOUNDS, {})
+    assert hists == {}  # Python ran Evil.__add__, as it would have without the C loop
+
+
+def test_a_type_the_booking_cannot_read_leaves_the_one_it_knows_intact() -> None:
+    """A failed look at a type's slots must not overwrite the offsets of the type learned
+    before it (a review found the next good call reading the wrong slots)."""
+    req = SettledRequest("w", "m", {"cpu": 1.0}, None, 0.01, "")
+
+    class Bad:
+        __slots__ = ("model", "workload")  # two fields, swapped; no energy_j
+
+    with pytest.raises(TypeError, match=r"book: .*energy_j is not an object slot"):
+        BOOK([req], {}, BOUNDS, {}, _Histogram, Bad)
+    hists: dict[Any, _Histogram] = {}
+    assert BOOK([req], hists, BOUNDS, {}, _Histogram, SettledRequest) == 1
+    assert list(hists) == [("w", "m")] and hists[("w", "m")].n == 1

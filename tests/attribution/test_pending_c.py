@@ -590,9 +590,20 @@ def test_the_compiled_tick_step_declines_what_it_does_not_take_before_changing_a
     ]:
         assert _pending.share_out(*args) is False
         assert rec.energy_j is None
-    rec.energy_j = {"cpu": 1}  # an int held: added as Python adds it
-    assert _pending.share_out([rec], [0.5], [("cpu", 3.0)]) is True
-    assert rec.energy_j == {"cpu": 2.5}
+    rec.energy_j = {"cpu": 1}  # an int held (its addition could run Python code): declined
+    assert _pending.share_out([rec], [0.5], [("cpu", 3.0)]) is False
+    assert rec.energy_j == {"cpu": 1}
+    held = {"cpu": 1.0}
+    rec.energy_j = held
+
+    class Shifty(float):  # its addition would run Python code: declined, not run
+        def __add__(self, other: object) -> float:
+            rec.energy_j = None  # would free the dict being added to
+            return 0.0
+
+    held["dram"] = Shifty(1.0)
+    assert _pending.share_out([rec], [0.5], [("dram", 3.0)]) is False
+    assert rec.energy_j is held and held["cpu"] == 1.0
     rec.energy_j = [1.0]  # not a dict: declined
     assert _pending.share_out([rec], [0.5], [("cpu", 3.0)]) is False
 
@@ -639,6 +650,15 @@ def test_the_record_reads_a_spans_slots_and_sees_a_changed_or_other_type() -> No
             self.input_tokens = self.output_tokens = None
 
     assert (COMPILED(Plain()).model, COMPILED(Plain()).end) == ("m", 4.0)
+
+    class Asked(Span):  # its own __getattribute__: Python asks it each time, and so must C
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> Any:
+            return 5.0 if name == "start" else object.__getattribute__(self, name)
+
+    asked = Asked("w", "m", 1.0, 10.0)
+    assert [COMPILED(asked).start for _ in range(3)] == [5.0, 5.0, 5.0]
     saved = Other.end
     made_before = Other(end=5.0)  # its slot is set
     assert COMPILED(made_before).end == 5.0  # the cache holds Other's slot now
