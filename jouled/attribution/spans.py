@@ -421,7 +421,10 @@ def split_fractions(
             got = _c_split_fractions(spans, w0, w1)
             if got is not None:
                 return got
-        spans = [(s, e, r, has != 0.0) for s, e, r, has in struct.iter_unpack("4d", spans)]
+        # The compiled split refuses packed spans for what it refuses in tuples (times that
+        # are not finite): the Python rule, without asking it again.
+        unpacked = [(s, e, r, has != 0.0) for s, e, r, has in struct.iter_unpack("4d", spans)]
+        return py_split_fractions(unpacked, w0, w1)
     items = spans if isinstance(spans, list) else list(spans)
     if _c_split_fractions is not None:
         got = _c_split_fractions(items, w0, w1)
