@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 # pip shows its progress: the first `make run` on a fresh clone spends its time here.
 # The stamps follow what the install builds from: the C span scanner is compiled by pip.
 BUILT_FROM := pyproject.toml setup.py jouled/ingest/_otlpscan.c jouled/ingest/_roots.c \
+              jouled/ingest/_otlpwire.h \
               jouled/attribution/_split.c jouled/attribution/_pending.c
 CKSUM    := $(shell cat $(BUILT_FROM) | cksum | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)

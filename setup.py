@@ -1,5 +1,6 @@
 """The optional C span scanner (jouled/ingest/_otlpscan.c), request selector
-(jouled/ingest/_roots.c), tick splitter (jouled/attribution/_split.c) and pending-span record
+(jouled/ingest/_roots.c; both read the wire through jouled/ingest/_otlpwire.h), tick
+splitter (jouled/attribution/_split.c) and pending-span record
 (jouled/attribution/_pending.c); everything else is in pyproject.toml.
 
 ``optional=True``: where they cannot be compiled (no C compiler, no Python headers) the install
@@ -13,8 +14,18 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("jouled.ingest._otlpscan", ["jouled/ingest/_otlpscan.c"], optional=True),
-        Extension("jouled.ingest._roots", ["jouled/ingest/_roots.c"], optional=True),
+        Extension(
+            "jouled.ingest._otlpscan",
+            ["jouled/ingest/_otlpscan.c"],
+            depends=["jouled/ingest/_otlpwire.h"],
+            optional=True,
+        ),
+        Extension(
+            "jouled.ingest._roots",
+            ["jouled/ingest/_roots.c"],
+            depends=["jouled/ingest/_otlpwire.h"],
+            optional=True,
+        ),
         Extension("jouled.attribution._pending", ["jouled/attribution/_pending.c"], optional=True),
         # Python's float arithmetic rounds each operation: no fused multiply-add.
         Extension(

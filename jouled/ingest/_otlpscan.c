@@ -23,31 +23,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
-#include <string.h>
 
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_SGROUP = 3, WT_EGROUP = 4, WT_I32 = 5 };
-enum { MAX_GROUP_DEPTH = 100 }; /* upb's default depth limit: deeper input fails there first */
-
-typedef struct {
-    const uint8_t *p, *end;
-} Cursor;
-
-typedef struct {
-    uint32_t number;
-    int wire_type;
-    uint64_t value;        /* VARINT, I64, I32 */
-    const uint8_t *data;   /* LEN payload */
-    Py_ssize_t len;
-} Field;
-
-/* AnyValue as it stands after the fields seen so far: the oneof member last set (0 unset). */
-typedef struct {
-    uint32_t which;
-    uint64_t value;
-    const uint8_t *str;
-    Py_ssize_t str_len;
-} AnyValue;
+#include "_otlpwire.h"
 
 /* A wanted key and its UTF-8 (cached by the str), to match attribute keys as bytes. */
 typedef struct {
@@ -60,132 +37,6 @@ typedef struct {
     Py_ssize_t n;
     WantedKey *keys;
 } Wanted;
-
-static int
-fail(const char *message)
-{
-    PyErr_SetString(PyExc_ValueError, message);
-    return -1;
-}
-
-static int
-read_varint(Cursor *c, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 10; i++) {
-        if (c->p >= c->end)
-            return fail("truncated varint");
-        uint8_t b = *c->p++;
-        v |= (uint64_t)(b & 0x7F) << (7 * i); /* bits past 64 dropped, as upb does */
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return fail("varint longer than 10 bytes");
-}
-
-static int skip_group(Cursor *c, uint32_t number, int depth);
-
-/* The next field of c into f: 0, or 1 for an end-group tag (f->number set), -1 on error.
- * A start-group field is skipped whole and reported with wire type WT_SGROUP. */
-static int
-next_field(Cursor *c, Field *f, int depth)
-{
-    const uint8_t *start = c->p;
-    uint64_t tag, n;
-    if (read_varint(c, &tag) < 0)
-        return -1;
-    if (c->p - start > 5 || tag > UINT32_MAX)
-        return fail("field tag too long");
-    f->number = (uint32_t)(tag >> 3);
-    f->wire_type = (int)(tag & 7);
-    if (f->number == 0)
-        return fail("field number 0");
-    switch (f->wire_type) {
-    case WT_VARINT:
-        return read_varint(c, &f->value);
-    case WT_I64:
-    case WT_I32:
-        n = f->wire_type == WT_I64 ? 8 : 4;
-        if ((uint64_t)(c->end - c->p) < n)
-            return fail("truncated fixed-size field");
-        f->value = 0;
-        for (int i = (int)n - 1; i >= 0; i--)
-            f->value = f->value << 8 | c->p[i]; /* little-endian */
-        c->p += n;
-        return 0;
-    case WT_LEN:
-        if (read_varint(c, &n) < 0)
-            return -1;
-        if (n > (uint64_t)(c->end - c->p))
-            return fail("length past the end of the message");
-        f->data = c->p;
-        f->len = (Py_ssize_t)n;
-        c->p += n;
-        return 0;
-    case WT_SGROUP:
-        return skip_group(c, f->number, depth + 1);
-    case WT_EGROUP:
-        return 1;
-    default:
-        return fail("invalid wire type");
-    }
-}
-
-static int
-skip_group(Cursor *c, uint32_t number, int depth)
-{
-    Field f;
-    if (depth > MAX_GROUP_DEPTH)
-        return fail("groups nested too deep");
-    for (;;) {
-        if (c->p >= c->end)
-            return fail("unterminated group");
-        int r = next_field(c, &f, depth);
-        if (r < 0)
-            return -1;
-        if (r > 0)
-            return f.number == number ? 0 : fail("mismatched end-group");
-    }
-}
-
-/* Fields of c one by one into f: 1 while there is one, 0 at the end, -1 on error. */
-static int
-each_field(Cursor *c, Field *f)
-{
-    if (c->p >= c->end)
-        return 0;
-    int r = next_field(c, f, 0);
-    if (r > 0)
-        return fail("end-group outside a group");
-    return r < 0 ? -1 : 1;
-}
-
-/* Merges one serialized AnyValue into av (string_value's bytes are kept, decoded later). */
-static int
-scan_any_value(const uint8_t *data, Py_ssize_t len, AnyValue *av)
-{
-    Cursor c = {data, data + len};
-    Field f;
-    int r;
-    /* The wire type of each oneof member: 1 string, 2 bool, 3 int64, 4 double, 5 array,
-     * 6 kvlist, 7 bytes, 8 string_value_strindex (int32, profiles only: None here). */
-    static const int member_wire_type[9] = {-1, WT_LEN, WT_VARINT, WT_VARINT, WT_I64,
-                                            WT_LEN, WT_LEN, WT_LEN, WT_VARINT};
-    while ((r = each_field(&c, &f)) > 0) {
-        if (f.number > 8 || f.wire_type != member_wire_type[f.number])
-            continue; /* unknown field */
-        av->which = f.number;
-        if (f.number == 1) {
-            av->str = f.data;
-            av->str_len = f.len;
-        }
-        else if (f.wire_type != WT_LEN)
-            av->value = f.value;
-    }
-    return r;
-}
 
 /* The Python value of av: str, bool, int, float, or None (the other members, unset). */
 static PyObject *
@@ -214,23 +65,11 @@ any_value_object(const AnyValue *av)
 static int
 scan_key_value(const uint8_t *data, Py_ssize_t len, const Wanted *wanted, PyObject **attrs)
 {
-    Cursor c = {data, data + len};
-    Field f;
-    AnyValue av = {0, 0, NULL, 0};
-    const uint8_t *key = data;
-    Py_ssize_t key_len = 0;
+    AnyValue av;
+    const uint8_t *key;
+    Py_ssize_t key_len;
     int r;
-    while ((r = each_field(&c, &f)) > 0) {
-        if (f.wire_type != WT_LEN)
-            continue;
-        if (f.number == 1) {
-            key = f.data;
-            key_len = f.len;
-        }
-        else if (f.number == 2 && scan_any_value(f.data, f.len, &av) < 0)
-            return -1;
-    }
-    if (r < 0)
+    if (read_key_value(data, len, &key, &key_len, &av) < 0)
         return -1;
     for (const WantedKey *w = wanted->keys; w < wanted->keys + wanted->n; w++) {
         if (w->len != key_len || memcmp(w->utf8, key, (size_t)key_len) != 0)
@@ -247,48 +86,27 @@ scan_key_value(const uint8_t *data, Py_ssize_t len, const Wanted *wanted, PyObje
     return 0; /* not wanted (its bytes are not checked as UTF-8: upb has) */
 }
 
+typedef struct {
+    const Wanted *wanted;
+    PyObject *attrs;
+} AttrsCtx;
+
+static int
+on_attribute(const uint8_t *data, Py_ssize_t len, void *ctx)
+{
+    AttrsCtx *a = ctx;
+    return scan_key_value(data, len, a->wanted, &a->attrs);
+}
+
 /* One serialized Span as the tuple described at the top, or NULL with an exception set. */
 static PyObject *
 scan_span_bytes(const uint8_t *data, Py_ssize_t len, const Wanted *wanted)
 {
-    Cursor c = {data, data + len};
-    Field f;
-    /* Byte and string fields as (start, length), indexed by field number 1..5. */
-    const uint8_t *text[6] = {data, data, data, data, data, data};
-    Py_ssize_t text_len[6] = {0, 0, 0, 0, 0, 0};
-    uint64_t kind = 0, start_ns = 0, end_ns = 0;
-    int has_links = 0, r;
-    PyObject *attrs = NULL, *t = NULL;
-    while ((r = each_field(&c, &f)) > 0) {
-        switch (f.number) {
-        case 1: case 2: case 4: case 5:
-            if (f.wire_type == WT_LEN) {
-                text[f.number] = f.data;
-                text_len[f.number] = f.len;
-            }
-            break;
-        case 6:
-            if (f.wire_type == WT_VARINT)
-                kind = f.value;
-            break;
-        case 7: case 8:
-            if (f.wire_type == WT_I64)
-                *(f.number == 7 ? &start_ns : &end_ns) = f.value;
-            break;
-        case 9:
-            if (f.wire_type == WT_LEN && scan_key_value(f.data, f.len, wanted, &attrs) < 0)
-                goto error;
-            break;
-        case 13:
-            has_links |= f.wire_type == WT_LEN;
-            break;
-        }
-    }
-    if (r < 0 || (t = PyTuple_New(9)) == NULL)
+    SpanFields sf;
+    AttrsCtx a = {wanted, NULL};
+    PyObject *t = NULL;
+    if (read_span_fields(data, len, &sf, on_attribute, &a) < 0 || (t = PyTuple_New(9)) == NULL)
         goto error;
-    /* kind is an int32 enum: the varint's low 32 bits, as two's complement. */
-    uint32_t low = (uint32_t)kind;
-    long long kind_value = low <= INT32_MAX ? (long long)low : (long long)low - 0x100000000LL;
     PyObject *item;
 #define SET(i, expr)                                                                          \
     do {                                                                                      \
@@ -296,19 +114,19 @@ scan_span_bytes(const uint8_t *data, Py_ssize_t len, const Wanted *wanted)
             goto error;                                                                       \
         PyTuple_SET_ITEM(t, i, item);                                                         \
     } while (0)
-    SET(0, PyBytes_FromStringAndSize((const char *)text[1], text_len[1]));
-    SET(1, PyBytes_FromStringAndSize((const char *)text[2], text_len[2]));
-    SET(2, PyBytes_FromStringAndSize((const char *)text[4], text_len[4]));
-    SET(3, PyLong_FromLongLong(kind_value));
-    SET(4, PyLong_FromUnsignedLongLong(start_ns));
-    SET(5, PyLong_FromUnsignedLongLong(end_ns));
-    SET(6, PyUnicode_DecodeUTF8((const char *)text[5], text_len[5], NULL));
-    SET(7, PyBool_FromLong(has_links));
+    SET(0, PyBytes_FromStringAndSize((const char *)sf.text[1], sf.text_len[1]));
+    SET(1, PyBytes_FromStringAndSize((const char *)sf.text[2], sf.text_len[2]));
+    SET(2, PyBytes_FromStringAndSize((const char *)sf.text[4], sf.text_len[4]));
+    SET(3, PyLong_FromLongLong(enum_value(sf.kind)));
+    SET(4, PyLong_FromUnsignedLongLong(sf.start_ns));
+    SET(5, PyLong_FromUnsignedLongLong(sf.end_ns));
+    SET(6, PyUnicode_DecodeUTF8((const char *)sf.text[5], sf.text_len[5], NULL));
+    SET(7, PyBool_FromLong(sf.has_links));
 #undef SET
-    PyTuple_SET_ITEM(t, 8, attrs != NULL ? attrs : Py_NewRef(Py_None)); /* the tuple owns it */
+    PyTuple_SET_ITEM(t, 8, a.attrs != NULL ? a.attrs : Py_NewRef(Py_None)); /* the tuple owns it */
     return t;
 error:
-    Py_XDECREF(attrs);
+    Py_XDECREF(a.attrs);
     Py_XDECREF(t);
     return NULL;
 }

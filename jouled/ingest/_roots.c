@@ -29,6 +29,10 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <math.h>
+
+#include "_otlpwire.h"
+
 /* The label cache holds at most LABELS_MAX values of at most LABEL_KEY_MAX characters each
  * (labels are cut to 128): a sender of long or ever-new model names cannot grow it past
  * ~2 MB; longer values are labelled afresh each time. */
@@ -107,16 +111,11 @@ first(PyObject *attrs, PyObject *names)
     return NULL;
 }
 
+/* Lowercase hex of n bytes, a new str. */
 static PyObject *
-hex_of(PyObject *id)
+hex_bytes(const unsigned char *b, Py_ssize_t n)
 {
     static const char digits[] = "0123456789abcdef";
-    if (PyUnicode_CheckExact(id))
-        return Py_NewRef(id); /* OTLP/JSON: hex already */
-    if (!PyBytes_CheckExact(id))
-        return Py_NewRef(Py_None); /* not plain: the caller falls back */
-    Py_ssize_t n = PyBytes_GET_SIZE(id);
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(id);
     PyObject *s = PyUnicode_New(2 * n, 127);
     if (s == NULL)
         return NULL;
@@ -126,6 +125,16 @@ hex_of(PyObject *id)
         out[2 * i + 1] = digits[b[i] & 15];
     }
     return s;
+}
+
+static PyObject *
+hex_of(PyObject *id)
+{
+    if (PyUnicode_CheckExact(id))
+        return Py_NewRef(id); /* OTLP/JSON: hex already */
+    if (!PyBytes_CheckExact(id))
+        return Py_NewRef(Py_None); /* not plain: the caller falls back */
+    return hex_bytes((const unsigned char *)PyBytes_AS_STRING(id), PyBytes_GET_SIZE(id));
 }
 
 /* The label of a str value (a new reference), through the `labels` cache; NULL with no error
@@ -237,6 +246,71 @@ read_plan(PyObject *t, Plan *p)
     return learn_slots(p->span_type);
 }
 
+/* A model label as label() gave it (*model: a new reference, or NULL), the workload's
+ * default where it is empty: 1, 2 fall back (no label: not a str), -1 error. */
+static int
+or_default(PyObject **model, PyObject *default_model)
+{
+    if (*model == NULL)
+        return PyErr_Occurred() ? -1 : 2;
+    if (PyUnicode_GET_LENGTH(*model) == 0)
+        Py_SETREF(*model, Py_NewRef(default_model));
+    return 1;
+}
+
+/* A request's work (a new reference in *work): its own GFLOPs (`gflops` when has_gflops,
+ * range checked here) win, else its tokens (in_n, out_n:
+ * -1 when absent, `tokens` whether any was given) priced by the model's GFLOPs per token,
+ * else None. 0, 2 fall back (a model priced by its config, values out of range), -1 error. */
+static int
+work_of(const Plan *p, PyObject *model, int has_gflops, double gflops, int tokens,
+        long long in_n, long long out_n, PyObject **work)
+{
+    *work = NULL;
+    if (has_gflops) {
+        if (!(0.0 <= gflops && gflops <= p->max_gflops))
+            return 2;
+        *work = PyFloat_FromDouble(gflops);
+        return *work == NULL ? -1 : 0;
+    }
+    if (!tokens) {
+        *work = Py_NewRef(Py_None);
+        return 0;
+    }
+    PyObject *cost = PyDict_GetItemWithError(p->token_costs, model);
+    if (cost != NULL)
+        return 2; /* priced by the model's config: the Python path */
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *per = PyDict_GetItemWithError(p->per_token, model);
+    if (per == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        *work = Py_NewRef(Py_None);
+        return 0;
+    }
+    if (!PyFloat_CheckExact(per))
+        return 2;
+    double g = (double)((in_n > 0 ? in_n : 0) + (out_n > 0 ? out_n : 0)) * PyFloat_AS_DOUBLE(per);
+    if (!(g <= p->max_gflops))
+        return 2;
+    *work = PyFloat_FromDouble(g);
+    return *work == NULL ? -1 : 0;
+}
+
+/* Appends the Span of these fields to out (the references are stolen, also on failure;
+ * parent_id is ""): 1, or -1 on error. */
+static int
+append_span(const Plan *p, PyObject *values[N_FIELDS], PyObject *out)
+{
+    PyObject *obj = make_span(p->span_type, values);
+    if (obj == NULL)
+        return -1;
+    int r = PyList_Append(out, obj) < 0 ? -1 : 1;
+    Py_DECREF(obj);
+    return r;
+}
+
 /* Result of one span: 1 a Span was appended, 0 not a request, 2 fall back, -1 error. */
 static int
 one_span(PyObject *tuple, PyObject *workload, PyObject *resource_model,
@@ -315,64 +389,23 @@ one_span(PyObject *tuple, PyObject *workload, PyObject *resource_model,
     if (!(0.0 < s && s <= e && p->lo <= e && e <= p->hi))
         goto done;
     /* Model: its label, else the workload's default. */
-    if (model_v == Py_None) {
-        model = Py_NewRef(default_model);
-    }
-    else {
-        model = label(model_v, p->labels, p->label_of);
-        if (model == NULL) {
-            result = PyErr_Occurred() ? -1 : 2;
-            goto done;
-        }
-        if (PyUnicode_GET_LENGTH(model) == 0)
-            Py_SETREF(model, Py_NewRef(default_model));
-    }
+    model = model_v == Py_None ? Py_NewRef(default_model) : label(model_v, p->labels, p->label_of);
+    if ((result = or_default(&model, default_model)) != 1)
+        goto done;
+    result = 2;
     /* Work: own GFLOPs win; else tokens priced by GFLOPs per token. */
     long long in_n = -1, out_n = -1;
     if (inp != NULL && (in_n = count_of(inp, p->max_tokens)) < 0)
         goto done;
     if (outp != NULL && (out_n = count_of(outp, p->max_tokens)) < 0)
         goto done;
-    if (gflops_v != NULL) {
-        if (!PyFloat_CheckExact(gflops_v))
-            goto done;
-        double g = PyFloat_AS_DOUBLE(gflops_v);
-        if (!(0.0 <= g && g <= p->max_gflops))
-            goto done;
-        work = Py_NewRef(gflops_v);
-    }
-    else if (inp != NULL || outp != NULL) {
-        PyObject *cost = PyDict_GetItemWithError(p->token_costs, model);
-        if (cost != NULL)
-            goto done; /* priced by the model's config: the Python path */
-        if (PyErr_Occurred()) {
-            result = -1;
-            goto done;
-        }
-        PyObject *per = PyDict_GetItemWithError(p->per_token, model);
-        if (per == NULL) {
-            if (PyErr_Occurred()) {
-                result = -1;
-                goto done;
-            }
-            work = Py_NewRef(Py_None);
-        }
-        else {
-            if (!PyFloat_CheckExact(per))
-                goto done;
-            double g = (double)((in_n > 0 ? in_n : 0) + (out_n > 0 ? out_n : 0)) *
-                       PyFloat_AS_DOUBLE(per);
-            if (!(g <= p->max_gflops))
-                goto done;
-            work = PyFloat_FromDouble(g);
-            if (work == NULL) {
-                result = -1;
-                goto done;
-            }
-        }
-    }
-    else {
-        work = Py_NewRef(Py_None);
+    if (gflops_v != NULL && !PyFloat_CheckExact(gflops_v))
+        goto done;
+    int w = work_of(p, model, gflops_v != NULL, gflops_v ? PyFloat_AS_DOUBLE(gflops_v) : 0.0,
+                    inp != NULL || outp != NULL, in_n, out_n, &work);
+    if (w != 0) {
+        result = w;
+        goto done;
     }
     /* Route: its label, "" when not given. */
     if (route_v == NULL || route_v == Py_None) {
@@ -410,14 +443,8 @@ one_span(PyObject *tuple, PyObject *workload, PyObject *resource_model,
         Py_NewRef(workload), model, start, end, work, route, trace, span, empty,
         Py_NewRef(inp != NULL ? inp : Py_None), Py_NewRef(outp != NULL ? outp : Py_None),
     };
-    model = start = end = work = route = trace = span = NULL; /* stolen by make_span */
-    PyObject *obj = make_span(p->span_type, values);
-    if (obj == NULL) {
-        result = -1;
-        goto done;
-    }
-    result = PyList_Append(out, obj) < 0 ? -1 : 1;
-    Py_DECREF(obj);
+    model = start = end = work = route = trace = span = NULL; /* stolen by append_span */
+    result = append_span(p, values, out);
 done:
     Py_XDECREF(start);
     Py_XDECREF(end);
@@ -426,6 +453,414 @@ done:
     Py_XDECREF(trace);
     Py_XDECREF(span);
     Py_XDECREF(model);
+    return result;
+}
+
+/* ---- scan_roots: the same loop straight off the wire (no span tuple, no attribute dict) ----
+ *
+ * scan_roots(data, workload, resource_model, default_model, plan) -> (list[Span], seen) | None
+ *
+ * data: a serialized ScopeSpans that upb has accepted. Each span is read field by field (the
+ * reading of _otlpscan.c, whose values it shares through _otlpwire.h) and, without its tuple,
+ * judged and made a Span as one_span does: the same Spans in the same order, `seen` the
+ * spans the scope holds. None as soon as a span has a parent (the body is not flat: the
+ * caller's general path runs over all of it) or one_span would fall back. */
+
+enum { MAX_KEYS = 32 };
+
+/* The attribute keys the plan reads, each distinct key once as UTF-8, and each role's keys
+ * in order (indices; a key that has no UTF-8, a lone surrogate, is never sent: -1). */
+typedef struct {
+    int n;
+    const char *utf8[MAX_KEYS];
+    Py_ssize_t len[MAX_KEYS];
+    int role[5][MAX_KEYS]; /* model, gflops, input, output, total */
+    int n_role[5];
+    int route, request;
+    int n_prefix;
+    const char *prefix[MAX_KEYS];
+    Py_ssize_t prefix_len[MAX_KEYS];
+} Keys;
+
+/* The index of `name` (a str) in k, added when new: >= 0, -1 for no UTF-8, -2 too many keys,
+ * -3 on error. */
+static int
+key_index(Keys *k, PyObject *name)
+{
+    if (!PyUnicode_CheckExact(name)) {
+        PyErr_SetString(PyExc_TypeError, "scan_roots: attribute names must be str");
+        return -3;
+    }
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &len);
+    if (utf8 == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    for (int i = 0; i < k->n; i++)
+        if (k->len[i] == len && memcmp(k->utf8[i], utf8, (size_t)len) == 0)
+            return i;
+    if (k->n == MAX_KEYS)
+        return -2;
+    k->utf8[k->n] = utf8;
+    k->len[k->n] = len;
+    return k->n++;
+}
+
+/* 0, 1 when the plan has more keys or prefixes than the table holds, -1 on error. */
+static int
+read_keys(const Plan *p, Keys *k)
+{
+    PyObject *roles[5] = {p->model_names, p->gflops_names, p->input_names, p->output_names,
+                          p->total_names};
+    k->n = 0;
+    for (int r = 0; r < 5; r++) {
+        Py_ssize_t n = PyTuple_GET_SIZE(roles[r]);
+        if (n > MAX_KEYS)
+            return 1;
+        k->n_role[r] = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int at = key_index(k, PyTuple_GET_ITEM(roles[r], i));
+            if (at == -3)
+                return -1;
+            if (at == -2)
+                return 1;
+            if (at >= 0)
+                k->role[r][k->n_role[r]++] = at;
+        }
+    }
+    k->route = key_index(k, p->route_key);
+    k->request = key_index(k, p->request_key);
+    if (k->route == -3 || k->request == -3)
+        return -1;
+    if (k->route == -2 || k->request == -2)
+        return 1;
+    Py_ssize_t n = PyTuple_GET_SIZE(p->ignore_prefixes);
+    if (n > MAX_KEYS)
+        return 1;
+    k->n_prefix = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *prefix = PyTuple_GET_ITEM(p->ignore_prefixes, i);
+        if (!PyUnicode_Check(prefix))
+            return 1; /* not what is_ignored compares: the tuple path */
+        Py_ssize_t len;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(prefix, &len);
+        if (utf8 == NULL) {
+            PyErr_Clear(); /* a lone surrogate: no UTF-8 name starts with it */
+            continue;
+        }
+        k->prefix[k->n_prefix] = utf8;
+        k->prefix_len[k->n_prefix++] = len;
+    }
+    return 0;
+}
+
+/* A scalar AnyValue member: string, bool, int or double (any other is None to Python). */
+static int
+is_scalar(const AnyValue *av)
+{
+    return av->which >= 1 && av->which <= 4;
+}
+
+/* The first of a role's keys whose value is a scalar (``first``), or NULL. */
+static const AnyValue *
+first_of(const Keys *k, int role, const AnyValue *vals)
+{
+    for (int i = 0; i < k->n_role[role]; i++) {
+        const AnyValue *v = &vals[k->role[role][i]];
+        if (is_scalar(v))
+            return v;
+    }
+    return NULL;
+}
+
+/* n / 1e9 correctly rounded (half to even), as Python's int true division gives it. */
+static PyObject *
+seconds_of(uint64_t n)
+{
+    if (n < (1ULL << 53)) /* both exact doubles: one IEEE division is correctly rounded */
+        return PyFloat_FromDouble((double)n / 1e9);
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 num = (unsigned __int128)n << 64;
+    unsigned __int128 x = num / 1000000000u;
+    int inexact = num % 1000000000u != 0;
+    uint64_t hi = (uint64_t)(x >> 64);
+    int bits = hi ? 128 - __builtin_clzll(hi) : 64 - __builtin_clzll((uint64_t)x);
+    int shift = bits - 53; /* x >= 2^87: shift >= 35 */
+    unsigned __int128 mant = x >> shift;
+    unsigned __int128 low = x & (((unsigned __int128)1 << shift) - 1);
+    unsigned __int128 half = (unsigned __int128)1 << (shift - 1);
+    if (low > half || (low == half && (inexact || (mant & 1))))
+        mant += 1;
+    return PyFloat_FromDouble(ldexp((double)(uint64_t)mant, shift - 64));
+#else
+    PyObject *num = PyLong_FromUnsignedLongLong(n), *den = PyLong_FromLong(1000000000L);
+    PyObject *q = num && den ? PyNumber_TrueDivide(num, den) : NULL;
+    Py_XDECREF(num);
+    Py_XDECREF(den);
+    return q;
+#endif
+}
+
+/* The labels of the string values met in one scope, by their bytes: a batch repeats a few
+ * models and routes, each made a str and looked up once per scope (label() a new reference,
+ * held here until the scope is done). */
+enum { SEEN_LABELS = 16 };
+typedef struct {
+    int n;
+    const uint8_t *bytes[SEEN_LABELS];
+    Py_ssize_t len[SEEN_LABELS];
+    PyObject *label[SEEN_LABELS];
+} SeenLabels;
+
+static void
+seen_release(SeenLabels *seen)
+{
+    for (int i = 0; i < seen->n; i++)
+        Py_DECREF(seen->label[i]);
+    seen->n = 0;
+}
+
+/* label() of a string AnyValue (its UTF-8 checked by upb), a new reference; NULL as label(). */
+static PyObject *
+label_of_value(const AnyValue *av, const Plan *p, SeenLabels *seen)
+{
+    for (int i = 0; i < seen->n; i++)
+        if (seen->len[i] == av->str_len && memcmp(seen->bytes[i], av->str, (size_t)av->str_len) == 0)
+            return Py_NewRef(seen->label[i]);
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)av->str, av->str_len, NULL);
+    if (text == NULL)
+        return NULL;
+    PyObject *got = label(text, p->labels, p->label_of);
+    Py_DECREF(text);
+    if (got != NULL && seen->n < SEEN_LABELS) {
+        seen->bytes[seen->n] = av->str;
+        seen->len[seen->n] = av->str_len;
+        seen->label[seen->n++] = Py_NewRef(got);
+    }
+    return got;
+}
+
+typedef struct {
+    const Keys *keys;
+    AnyValue *vals;
+} ValuesCtx;
+
+/* One attribute: its value kept when the plan reads its key (the last copy of a key wins). */
+static int
+on_key_value(const uint8_t *data, Py_ssize_t len, void *ctx)
+{
+    const ValuesCtx *v = ctx;
+    const Keys *k = v->keys;
+    AnyValue av;
+    const uint8_t *key;
+    Py_ssize_t key_len;
+    if (read_key_value(data, len, &key, &key_len, &av) < 0)
+        return -1;
+    for (int i = 0; i < k->n; i++) {
+        if (k->len[i] == key_len && memcmp(k->utf8[i], key, (size_t)key_len) == 0) {
+            v->vals[i] = av;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* One serialized Span: 1 a Span was appended, 0 not a request, 2 fall back (also: it has a
+ * parent), -1 error. */
+static int
+wire_span(const uint8_t *data, Py_ssize_t len, PyObject *workload, PyObject *resource_model,
+          PyObject *default_model, const Plan *p, const Keys *k, SeenLabels *seen,
+          PyObject *out)
+{
+    SpanFields sf;
+    AnyValue vals[MAX_KEYS];
+    for (int i = 0; i < k->n; i++)
+        vals[i].which = 0;
+    ValuesCtx ctx = {k, vals};
+    if (read_span_fields(data, len, &sf, on_key_value, &ctx) < 0)
+        return -1;
+    const uint8_t *const *text = sf.text;
+    const Py_ssize_t *text_len = sf.text_len;
+    uint64_t start_ns = sf.start_ns, end_ns = sf.end_ns;
+    int has_links = sf.has_links;
+    const uint8_t *name = text[5];
+    Py_ssize_t name_len = text_len[5];
+    if (text_len[4] > 0)
+        return 2; /* a parent */
+    if (k->request >= 0 && vals[k->request].which == 2)
+        return 2; /* the span says whether it is a request: rare, the Python path */
+    if (name_len > 0) {
+        for (int i = 0; i < k->n_prefix; i++)
+            if (k->prefix_len[i] <= name_len &&
+                memcmp(k->prefix[i], name, (size_t)k->prefix_len[i]) == 0)
+                return 0;
+    }
+    long long kind = enum_value(sf.kind);
+    if (kind != KIND_SERVER && kind != KIND_CONSUMER &&
+        (has_links || (kind != KIND_UNSPECIFIED && kind != KIND_INTERNAL)))
+        return 0;
+    /* A request span: its values, as one_span reads them off the tuple. */
+    const AnyValue *inp = first_of(k, 2, vals), *outp = first_of(k, 3, vals);
+    if (inp == NULL && outp == NULL)
+        inp = first_of(k, 4, vals);
+    const AnyValue *model_v = first_of(k, 0, vals), *gflops_v = first_of(k, 1, vals);
+    const AnyValue *route_v = k->route >= 0 && is_scalar(&vals[k->route]) ? &vals[k->route]
+                                                                          : NULL;
+    PyObject *start = start_ns ? seconds_of(start_ns) : PyFloat_FromDouble(0.0);
+    if (start == NULL)
+        return -1;
+    PyObject *end = end_ns ? seconds_of(end_ns) : PyFloat_FromDouble(0.0);
+    if (end == NULL) {
+        Py_DECREF(start);
+        return -1;
+    }
+    double s = PyFloat_AS_DOUBLE(start), e = PyFloat_AS_DOUBLE(end);
+    PyObject *model = NULL, *route = NULL, *work = NULL, *trace = NULL, *span = NULL;
+    PyObject *inp_o = NULL, *outp_o = NULL;
+    int result = 2;
+    if (!(0.0 < s && s <= e && p->lo <= e && e <= p->hi))
+        goto done;
+    /* Model: its label, else the workload's default (a str value only: label()). */
+    if (model_v != NULL) {
+        if (model_v->which != 1)
+            goto done;
+        model = label_of_value(model_v, p, seen);
+    }
+    else if (resource_model == Py_None) {
+        model = Py_NewRef(default_model);
+    }
+    else {
+        model = label(resource_model, p->labels, p->label_of);
+    }
+    if ((result = or_default(&model, default_model)) != 1)
+        goto done;
+    result = 2;
+    /* Token counts: exact ints in [0, max]. */
+    long long in_n = -1, out_n = -1;
+    if (inp != NULL) {
+        if (inp->which != 3 || (int64_t)inp->value < 0 || (int64_t)inp->value > p->max_tokens)
+            goto done;
+        in_n = (long long)(int64_t)inp->value;
+    }
+    if (outp != NULL) {
+        if (outp->which != 3 || (int64_t)outp->value < 0 || (int64_t)outp->value > p->max_tokens)
+            goto done;
+        out_n = (long long)(int64_t)outp->value;
+    }
+    /* Work: own GFLOPs (a double only) win; else tokens priced by GFLOPs per token. */
+    if (gflops_v != NULL && gflops_v->which != 4)
+        goto done;
+    union {
+        uint64_t u;
+        double d;
+    } bits = {gflops_v != NULL ? gflops_v->value : 0};
+    int w = work_of(p, model, gflops_v != NULL, bits.d, inp != NULL || outp != NULL, in_n,
+                    out_n, &work);
+    if (w != 0) {
+        result = w;
+        goto done;
+    }
+    /* Route: its label (a str value only), "" when not given. */
+    if (route_v == NULL) {
+        route = PyUnicode_New(0, 0);
+    }
+    else {
+        if (route_v->which != 1)
+            goto done;
+        route = label_of_value(route_v, p, seen);
+        if (route == NULL) {
+            result = PyErr_Occurred() ? -1 : 2;
+            goto done;
+        }
+    }
+    if (route == NULL) {
+        result = -1;
+        goto done;
+    }
+    if ((trace = hex_bytes(text[1], text_len[1])) == NULL ||
+        (span = hex_bytes(text[2], text_len[2])) == NULL) {
+        result = -1;
+        goto done;
+    }
+    inp_o = inp != NULL ? PyLong_FromLongLong(in_n) : Py_NewRef(Py_None);
+    outp_o = outp != NULL ? PyLong_FromLongLong(out_n) : Py_NewRef(Py_None);
+    PyObject *empty = PyUnicode_New(0, 0);
+    if (inp_o == NULL || outp_o == NULL || empty == NULL) {
+        Py_XDECREF(empty);
+        result = -1;
+        goto done;
+    }
+    PyObject *values[N_FIELDS] = {
+        Py_NewRef(workload), model, start, end, work, route, trace, span, empty, inp_o, outp_o,
+    };
+    model = start = end = work = route = trace = span = inp_o = outp_o = NULL; /* stolen */
+    result = append_span(p, values, out);
+done:
+    Py_XDECREF(start);
+    Py_XDECREF(end);
+    Py_XDECREF(work);
+    Py_XDECREF(route);
+    Py_XDECREF(trace);
+    Py_XDECREF(span);
+    Py_XDECREF(model);
+    Py_XDECREF(inp_o);
+    Py_XDECREF(outp_o);
+    return result;
+}
+
+static PyObject *
+py_scan_roots(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "scan_roots takes 5 arguments");
+        return NULL;
+    }
+    PyObject *workload = args[1], *resource_model = args[2], *default_model = args[3];
+    if (!PyUnicode_CheckExact(workload) || !PyUnicode_CheckExact(default_model)) {
+        PyErr_SetString(PyExc_TypeError, "scan_roots(data, str, model, str, plan)");
+        return NULL;
+    }
+    Plan plan;
+    if (read_plan(args[4], &plan) < 0)
+        return NULL;
+    Keys keys;
+    int r = read_keys(&plan, &keys);
+    if (r != 0) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = PyList_New(0), *result = NULL;
+    Py_ssize_t spans = 0;
+    SeenLabels seen = {0};
+    if (out == NULL)
+        goto done;
+    Cursor c = {view.buf, (const uint8_t *)view.buf + view.len};
+    Field f;
+    while ((r = each_field(&c, &f)) > 0) {
+        if (f.number != 2 || f.wire_type != WT_LEN)
+            continue; /* ScopeSpans.scope, schema_url, unknown fields */
+        spans++;
+        r = wire_span(f.data, f.len, workload, resource_model, default_model, &plan, &keys,
+                      &seen, out);
+        if (r < 0)
+            break;
+        if (r == 2) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    if (r >= 0)
+        result = Py_BuildValue("(On)", out, spans);
+done:
+    seen_release(&seen);
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
     return result;
 }
 
@@ -473,6 +908,9 @@ static PyMethodDef methods[] = {
     {"select_roots", (PyCFunction)(void (*)(void))py_select_roots, METH_FASTCALL,
      "select_roots(tuples, workload, resource_model, default_model, plan) -> list of Span, "
      "or None: run the Python path over this group"},
+    {"scan_roots", (PyCFunction)(void (*)(void))py_scan_roots, METH_FASTCALL,
+     "scan_roots(data, workload, resource_model, default_model, plan) -> (list of Span, "
+     "spans seen) of a serialized ScopeSpans, or None: run the general path over the body"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,3 +12,11 @@ def select_roots(
     plan: tuple[Any, ...],
     /,
 ) -> list[Span] | None: ...
+def scan_roots(
+    data: bytes | memoryview,
+    workload: str,
+    resource_model: Any,
+    default_model: str,
+    plan: tuple[Any, ...],
+    /,
+) -> tuple[list[Span], int] | None: ...

@@ -36,7 +36,7 @@ from jouled.ingest.rules import (
     as_float,
     is_number,
 )
-from jouled.ingest.wire import iter_span_batches
+from jouled.ingest.wire import WHOLE_SCOPE_BYTES, iter_span_batches, scopes
 from jouled.labels import sanitize_label
 
 # OTLP attribute keys (see docs/SPANS.md and ingest/attributes.py for the configurable ones).
@@ -137,7 +137,7 @@ _LABELS: Final[dict[str, str]] = {}
 def _root_plan(rules: Rules) -> tuple[Any, ...] | None:
     """What ``_roots.select_roots`` reads of ``rules`` (its docstring gives the order); None
     where the compiled path is not in use or the rules are not plain dicts."""
-    if not otlpscan.COMPILED or otlpscan.c_select_roots is None:
+    if not otlpscan.COMPILED or (otlpscan.c_select_roots is None and otlpscan.c_scan_roots is None):
         return None
     if type(rules.gflops_per_token) is not dict or type(rules.token_costs) is not dict:
         return None
@@ -309,6 +309,53 @@ def _request_ancestor(
 _EMPTY: Final[dict[str, Any]] = {}
 
 
+def _decode_flat(body: bytes, rules: Rules) -> DecodeResult | None:
+    """``decode_otlp_protobuf`` of a body in which no span has a parent and every resource's
+    workload resolves, in one compiled pass per scope (``_roots.scan_roots``: read, judge
+    and make each request's ``Span`` off the wire, no span tuple or attribute dict between);
+    None (nothing done that counts) where any part of the body needs the general path,
+    which then runs over all of it and says what is wrong. Each scope is validated by upb
+    first, as on the general path."""
+    scan = otlpscan.c_scan_roots
+    plan = _root_plan(rules) if scan is not None else None
+    if scan is None or plan is None:
+        return None
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+
+    tally = Tally()
+    checker = Checker(rules, tally)
+    model_names = rules.names.model
+    out = tally.spans
+    seen = 0
+    resource_of: Any = None
+    workload = default = ""
+    resource_model: Any = None
+    buf = memoryview(body)
+    try:
+        for resource_msg, sa, sb in scopes(buf):
+            if sb - sa > WHOLE_SCOPE_BYTES:
+                return None  # read a span at a time on the general path
+            if resource_msg is not resource_of:
+                resource_of = resource_msg
+                resource = {kv.key: any_value(kv.value) for kv in resource_msg.attributes}
+                resolved = checker.workload_or_none(resource.get(ATTR_WORKLOAD))
+                if type(resolved) is not str:
+                    return None
+                workload, default = resolved, checker.default_model(resolved)
+                resource_model = first(resource, model_names)
+            data = buf[sa:sb]
+            ScopeSpans.FromString(data)
+            got = scan(data, workload, resource_model, default, plan)
+            if got is None:
+                return None
+            out += got[0]
+            seen += got[1]
+    except (DecodeError, ValueError, TypeError):
+        return None  # the general path raises what it should
+    return tally.result(ignored=seen - len(out))
+
+
 def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
     """Decode an OTLP binary ``ExportTraceServiceRequest`` (OTLP/HTTP body or gRPC message),
     a scope's spans (or, in a large scope, one span message) at a time
@@ -319,6 +366,9 @@ def decode_otlp_protobuf(body: bytes, rules: Rules) -> DecodeResult:
     ids stay bytes until the span is known to be a request."""
     from google.protobuf.message import DecodeError
 
+    flat = _decode_flat(body, rules)
+    if flat is not None:
+        return flat
     wanted = rules.names.wanted
     model_names = rules.names.model
     groups: list[_Group] = []

@@ -90,11 +90,14 @@ if not pure_requested():
 # The compiled twin of decode's flat-batch request loop (jouled/ingest/_roots.c), used with
 # the C scanner (so COMPILED switches both); None when not built or not wanted.
 c_select_roots: Callable[..., list[Any] | None] | None = None
+# The same loop straight off a scope's wire bytes (no span tuples): decode's flat-body path.
+c_scan_roots: Callable[..., tuple[list[Any], int] | None] | None = None
 if AVAILABLE:
     try:
-        from jouled.ingest._roots import select_roots
+        from jouled.ingest._roots import scan_roots, select_roots
 
         c_select_roots = select_roots
+        c_scan_roots = scan_roots
     except ImportError:
         pass
 # Whether the C scanner is in use (tests flip it to run both paths).

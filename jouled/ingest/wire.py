@@ -75,7 +75,7 @@ def fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, in
         pos = after
 
 
-def _scopes(buf: memoryview) -> Iterator[tuple[Any, int, int]]:
+def scopes(buf: memoryview) -> Iterator[tuple[Any, int, int]]:
     """(Resource message, start, end) of each ScopeSpans in an ExportTraceServiceRequest, in
     order; the resource is parsed (merged, as protobuf does) before its scopes."""
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -117,7 +117,7 @@ def iter_span_batches(body: bytes, wanted: frozenset[str]) -> Iterator[tuple[Any
     from jouled.ingest.otlpscan import read_scope, read_span
 
     buf = memoryview(body)
-    for resource, sa, sb in _scopes(buf):
+    for resource, sa, sb in scopes(buf):
         if sb - sa <= WHOLE_SCOPE_BYTES:
             yield resource, read_scope(buf[sa:sb], wanted)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -129,6 +129,49 @@ def _decode(body: bytes, compiled: bool, monkeypatch: pytest.MonkeyPatch) -> Dec
         return decode_otlp_protobuf(body, _rules())
 
 
+def _count(monkeypatch: pytest.MonkeyPatch, name: str, size: Any) -> list[int]:
+    """Calls of the compiled ``otlpscan.<name>``: ``size(result)`` each, -1 for None."""
+    calls: list[int] = []
+    real = getattr(otlpscan, name)
+    assert real is not None
+
+    def counted(*args: Any) -> Any:
+        got = real(*args)
+        calls.append(-1 if got is None else size(got))
+        return got
+
+    monkeypatch.setattr(otlpscan, name, counted)
+    return calls
+
+
+def _server_span(attrs: dict[str, Any], **fields: Any) -> PbSpan:
+    """A plain SERVER request span from NOW - 2 to NOW - 1; ``fields`` override."""
+    plain: dict[str, Any] = {
+        "trace_id": b"\x07" * 16,
+        "span_id": b"\x01" * 8,
+        "name": "POST /v1/completions",
+        "kind": PbSpan.SpanKind.SPAN_KIND_SERVER,
+        "start_time_unix_nano": int((NOW - 2) * 1e9),
+        "end_time_unix_nano": int((NOW - 1) * 1e9),
+    }
+    return PbSpan(**{**plain, **fields}, attributes=kvs(attrs))
+
+
+def _body(*groups: tuple[str, list[list[PbSpan]]]) -> bytes:
+    """A body of one resource per (service.name, its scopes' spans)."""
+    return bytes(
+        ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(
+                    resource=Resource(attributes=kvs({"service.name": name})),
+                    scope_spans=[ScopeSpans(spans=spans) for spans in scopes],
+                )
+                for name, scopes in groups
+            ]
+        ).SerializeToString()
+    )
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies())
 def test_the_compiled_loop_gives_what_the_python_loop_gives(body: bytes) -> None:
@@ -137,31 +180,14 @@ def test_the_compiled_loop_gives_what_the_python_loop_gives(body: bytes) -> None
 
 
 def test_the_compiled_loop_runs_and_takes_plain_groups(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real = otlpscan.c_select_roots
-    assert real is not None
-
-    def counted(*args: Any) -> Any:
-        got = real(*args)
-        calls.append(-1 if got is None else len(got))
-        return got
-
-    monkeypatch.setattr(otlpscan, "c_select_roots", counted)
-    plain = PbSpan(
-        trace_id=b"\x07" * 16,
-        span_id=b"\x01" * 8,
-        name="POST /v1/completions",
-        kind=PbSpan.SpanKind.SPAN_KIND_SERVER,
-        start_time_unix_nano=int((NOW - 2) * 1e9),
-        end_time_unix_nano=int((NOW - 1) * 1e9),
-        attributes=kvs(
-            {
-                "gen_ai.request.model": "llama-8b",
-                "gen_ai.usage.input_tokens": 100,
-                "gen_ai.usage.output_tokens": 28,
-                "http.route": "/v1/completions",
-            }
-        ),
+    calls = _count(monkeypatch, "c_select_roots", len)
+    plain = _server_span(
+        {
+            "gen_ai.request.model": "llama-8b",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.output_tokens": 28,
+            "http.route": "/v1/completions",
+        }
     )
     bad = PbSpan()
     bad.CopyFrom(plain)
@@ -223,3 +249,85 @@ def test_the_label_cache_stays_bounded_under_ever_new_and_huge_names() -> None:
         assert all(len(s.model) <= 128 for s in result.spans)
     assert len(decode_mod._LABELS) == 4096
     assert max(len(key) for key in decode_mod._LABELS) <= 128
+
+
+# --- the same loop straight off the wire (_roots.scan_roots) ---
+
+
+def _decode_three(body: bytes, rules: Rules) -> tuple[DecodeResult, DecodeResult, DecodeResult]:
+    """(off the wire, off the span tuples, pure Python)."""
+    with pytest.MonkeyPatch.context() as m:
+        wire = decode_otlp_protobuf(body, rules)
+        m.setattr(otlpscan, "c_scan_roots", None)
+        tuples = decode_otlp_protobuf(body, rules)
+        m.setattr(otlpscan, "COMPILED", False)
+        pure = decode_otlp_protobuf(body, rules)
+    return wire, tuples, pure
+
+
+@st.composite
+def odd_bodies(draw: Any) -> bytes:
+    """Bodies of ``bodies()`` in which some spans point at a parent (the general path) and
+    some repeat an attribute key (the last copy wins) or split a value in two fields."""
+    message = ExportTraceServiceRequest.FromString(draw(bodies()))
+    for resource in message.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                if draw(st.integers(0, 7)) == 0:
+                    span.parent_span_id = draw(st.binary(min_size=8, max_size=8))
+                if span.attributes and draw(st.booleans()):
+                    key = draw(st.sampled_from([kv.key for kv in span.attributes]))
+                    span.attributes.extend(kvs({key: draw(PLAIN.get(key, values))}))
+    return bytes(message.SerializeToString())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.one_of(bodies(), odd_bodies()))
+def test_the_wire_loop_gives_what_the_tuple_loop_and_python_give(body: bytes) -> None:
+    wire, tuples, pure = _decode_three(body, _rules())
+    _same(wire, tuples)
+    _same(wire, pure)
+
+
+def test_the_wire_loop_takes_a_plain_body_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count(monkeypatch, "c_scan_roots", lambda got: got[1])
+    monkeypatch.setattr(otlpscan, "c_select_roots", None)  # would be the tuple loop's
+    ok = _server_span({"gen_ai.request.model": "llama-8b", "gen_ai.usage.input_tokens": 10})
+    health = PbSpan()
+    health.CopyFrom(ok)
+    health.name = "health"
+    # A key sent twice: the last copy wins, as in the attribute dict of the other paths.
+    ok.attributes.extend(kvs({"gen_ai.request.model": "bert"}))
+    result = decode_otlp_protobuf(_body(("w0", [[ok, health], [ok]])), _rules())
+    assert calls == [2, 1]  # both scopes, off the wire
+    assert len(result.spans) == 2 and result.ignored == 1
+    assert result.spans[0].start == (NOW - 2)
+    assert result.spans[0].model == "bert" and result.spans[0].gflops == 10 * 0.5
+    # A span that points at a parent anywhere sends the whole body to the general path.
+    child = PbSpan()
+    child.CopyFrom(ok)
+    child.parent_span_id = b"\x09" * 8
+    calls.clear()
+    result = decode_otlp_protobuf(_body(("w0", [[ok, health], [ok, child]])), _rules())
+    assert calls == [2, -1]
+    assert len(result.spans) == 3
+
+
+@settings(max_examples=500, deadline=None)
+@given(a=st.integers(1, 2**64 - 1), b=st.integers(1, 2**64 - 1))
+@example(a=2**53 - 1, b=2**53)
+@example(a=2**53 + 1, b=2**64 - 1)
+@example(a=1, b=999_999_999)
+@example(a=1_700_000_000_123_456_789, b=1_700_000_000_987_654_321)
+def test_times_are_the_int_true_division_to_the_bit(a: int, b: int) -> None:
+    start, end = min(a, b), max(a, b)
+    rules = Rules(now=NOW, known_workloads={"w0"}, names=NAMES, max_age_s=1e12, max_future_s=1e12)
+    span = _server_span({}, name="op", start_time_unix_nano=start, end_time_unix_nano=end)
+    body = _body(("w0", [[span]]))
+    wire, tuples, pure = _decode_three(body, rules)
+    assert len(wire.spans) == 1
+    _same(wire, tuples)
+    got = wire.spans[0]
+    assert got.start.hex() == (start / 10**9).hex()
+    assert got.end.hex() == (end / 10**9).hex()
+    _same(wire, pure)
