@@ -11,9 +11,11 @@ the host's processes, so that each change to the path can be measured in seconds
 - ``decode_otlp_protobuf`` with the daemon's rules, ``AttributionStage.submit`` (request
   joiner, splitter), and one ``AttributionStage.on_tick`` a (virtual) second with a fake
   process tracker, so the default 30 s settle delay runs in full;
-- CPU time per stage per span (``time.thread_time``): scan (the C scanner, or its pure
-  fallback under ``JOULED_PURE_PYTHON=1``), select + validate, queue, tick; and the Python
-  heap held by the spans in flight at steady state (tracemalloc, a second pass) per span.
+- CPU time per stage per span (``time.thread_time``): check (each scope checked as upb
+  would parse it: the compiled check, or upb under ``JOULED_PURE_PYTHON=1``), read + select
+  (the rest of the decode: off the wire straight into ``Span``s where compiled), queue,
+  tick; and the Python heap held by the spans in flight at steady state (tracemalloc, a
+  second pass) per span.
 
     .venv/bin/python -m benchmarks.span_path --seconds 90 --rate 1000
     .venv/bin/python -m benchmarks.span_path --span-ms 2000   # LLM requests, ~2,000 open
@@ -115,10 +117,10 @@ def run(
     rate: int, seconds: int, workloads: int, trace: bool, span_ms: float = 5.0
 ) -> dict[str, Any]:
     from jouled.ingest import otlpscan
-    from jouled.ingest.attributes import AttributeNames
     from jouled.ingest.decode import decode_otlp_protobuf
+    from jouled.ingest.otlpscan import check_scope
     from jouled.ingest.rules import Rules
-    from jouled.ingest.wire import iter_span_batches
+    from jouled.ingest.wire import scopes
     from jouled.pipeline.tick import Tick
 
     models = model_names(workloads)
@@ -131,11 +133,11 @@ def run(
     gc.set_threshold(50_000, 20, 10)  # the daemon's (jouled/daemon/gc_tuning.py)
     if trace:
         tracemalloc.start()
-    # decode = scan (framing, upb's validation parse, reading ids, times and the wanted
-    # attributes: the ``wire.iter_span_batches`` part, timed on its own over the same body
-    # just before) + select and validate (the rest of ``decode_otlp_protobuf``).
-    cpu = {"scan": 0.0, "select_validate": 0.0, "queue": 0.0, "tick": 0.0}
-    wanted = AttributeNames().wanted
+    # decode = check (framing and each scope checked as upb would parse it: ``otlpscan.
+    # check_scope``, timed on its own over the same body just before) + read and select
+    # (the rest of ``decode_otlp_protobuf``: reading ids, times and the wanted attributes,
+    # judging each request and making its ``Span``).
+    cpu = {"check": 0.0, "read_select": 0.0, "queue": 0.0, "tick": 0.0}
     spans = 0
     held: list[float] = []  # Python heap over the no-span start, per pending span
     held_pending: list[int] = []
@@ -150,16 +152,17 @@ def run(
         while b < len(bodies) and bodies[b][0] <= now:
             rules = Rules(now=now, known_workloads=known, gflops_per_token=per_token)
             c0 = clock()
-            for _ in iter_span_batches(bodies[b][1], wanted):
-                pass
+            view = memoryview(bodies[b][1])
+            for _, sa, sb in scopes(view):
+                check_scope(view[sa:sb])
             scan = clock() - c0
             c0 = clock()
             result = decode_otlp_protobuf(bodies[b][1], rules)
             c1 = clock()
             stage.submit(result.spans)
             c2 = clock()
-            cpu["scan"] += scan
-            cpu["select_validate"] += max(0.0, c1 - c0 - scan)
+            cpu["check"] += scan
+            cpu["read_select"] += max(0.0, c1 - c0 - scan)
             cpu["queue"] += c2 - c1
             spans += len(result.spans)
             b += 1

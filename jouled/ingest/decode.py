@@ -314,14 +314,13 @@ def _decode_flat(body: bytes, rules: Rules) -> DecodeResult | None:
     workload resolves, in one compiled pass per scope (``_roots.scan_roots``: read, judge
     and make each request's ``Span`` off the wire, no span tuple or attribute dict between);
     None (nothing done that counts) where any part of the body needs the general path,
-    which then runs over all of it and says what is wrong. Each scope is validated by upb
-    first, as on the general path."""
+    which then runs over all of it and says what is wrong. Each scope is checked as upb
+    would parse it first (``otlpscan.check_scope``), as on the general path."""
     scan = otlpscan.c_scan_roots
     plan = _root_plan(rules) if scan is not None else None
     if scan is None or plan is None:
         return None
     from google.protobuf.message import DecodeError
-    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
     tally = Tally()
     checker = Checker(rules, tally)
@@ -345,7 +344,7 @@ def _decode_flat(body: bytes, rules: Rules) -> DecodeResult | None:
                 workload, default = resolved, checker.default_model(resolved)
                 resource_model = first(resource, model_names)
             data = buf[sa:sb]
-            ScopeSpans.FromString(data)
+            otlpscan.check_scope(data)
             got = scan(data, workload, resource_model, default, plan)
             if got is None:
                 return None

@@ -115,18 +115,91 @@ def scan_span(data: Data, wanted: frozenset[str]) -> SpanTuple:
     return (_c_scan_span if COMPILED else pure_scan_span)(data, wanted)
 
 
+def schema_table(descriptor: Any) -> bytes | None:
+    """The table ``_otlpscan.validate`` checks a message of ``descriptor``'s type by: the
+    message types reachable from it (it first), then per type and field number two bytes
+    (what the field is: varint, 64-bit, 32-bit, bytes, string (UTF-8 checked), message; and
+    the message's index). None where the schema holds what the compiled check does not do
+    as upb does (groups, maps, repeated scalars that may come packed, over 255 types or
+    field numbers): then upb checks."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    kinds = {
+        **dict.fromkeys(
+            (F.TYPE_INT32, F.TYPE_INT64, F.TYPE_UINT32, F.TYPE_UINT64, F.TYPE_SINT32,
+             F.TYPE_SINT64, F.TYPE_BOOL, F.TYPE_ENUM),
+            1,
+        ),
+        **dict.fromkeys((F.TYPE_DOUBLE, F.TYPE_FIXED64, F.TYPE_SFIXED64), 2),
+        **dict.fromkeys((F.TYPE_FLOAT, F.TYPE_FIXED32, F.TYPE_SFIXED32), 3),
+        F.TYPE_BYTES: 4,
+        F.TYPE_STRING: 5,
+        F.TYPE_MESSAGE: 6,
+    }  # fmt: skip
+    messages = [descriptor]
+    index = {descriptor.full_name: 0}
+    for message in messages:  # grows as new types are met
+        if message.GetOptions().map_entry:
+            return None
+        for f in message.fields:
+            if f.type not in kinds or (f.is_repeated and kinds[f.type] < 4):
+                return None
+            if f.message_type is not None and f.message_type.full_name not in index:
+                index[f.message_type.full_name] = len(messages)
+                messages.append(f.message_type)
+    top = max(f.number for m in messages for f in m.fields)
+    if len(messages) > 255 or top > 255:
+        return None
+    table = bytearray([len(messages), top]) + bytes(2 * len(messages) * top)
+    for i, message in enumerate(messages):
+        for f in message.fields:
+            at = 2 + 2 * (i * top + f.number - 1)
+            table[at] = kinds[f.type]
+            table[at + 1] = index[f.message_type.full_name] if f.message_type else 0
+    return bytes(table)
+
+
+# The compiled check of a ScopeSpans or Span as upb would parse it (``validate``), or None.
+_c_validate: Callable[[Data, bytes], None] | None = None
+_SCOPE_TABLE = schema_table(ScopeSpans.DESCRIPTOR)
+_SPAN_TABLE = schema_table(Span.DESCRIPTOR)
+if AVAILABLE:
+    from jouled.ingest import _otlpscan
+
+    _c_validate = getattr(_otlpscan, "validate", None)  # None in a build older than it
+
+
+def check_scope(data: Data) -> None:
+    """Raise protobuf's ``DecodeError`` where upb would not parse ``data`` as a ScopeSpans:
+    the compiled check where in use (its message says what is wrong; ~0.1 µs a span against
+    upb's ~0.55 parse), else upb's parse."""
+    _check(data, _SCOPE_TABLE, ScopeSpans)
+
+
+def _check(data: Data, table: bytes | None, message: Any) -> None:
+    if COMPILED and _c_validate is not None and table is not None:
+        try:
+            _c_validate(data, table)
+        except ValueError as exc:
+            from google.protobuf.message import DecodeError
+
+            raise DecodeError(f"{message.DESCRIPTOR.full_name}: {exc}") from None
+    else:
+        message.FromString(data)
+
+
 def read_scope(data: Data, wanted: frozenset[str]) -> list[SpanTuple]:
-    """``scan_scope`` after upb validated the message: protobuf's ``DecodeError`` on what
-    upb rejects, on either path (upb's parse is ~0.55 µs a span; the C scan saves ~4.5)."""
+    """``scan_scope`` after the message is checked as upb would parse it: protobuf's
+    ``DecodeError`` on what upb rejects, on either path (``check_scope``)."""
     if COMPILED:
-        ScopeSpans.FromString(data)
+        _check(data, _SCOPE_TABLE, ScopeSpans)
         return _c_scan_scope(data, wanted)
     return pure_scan_scope(data, wanted)
 
 
 def read_span(data: Data, wanted: frozenset[str]) -> SpanTuple:
-    """``scan_span`` after upb validated the message, as ``read_scope``."""
+    """``scan_span`` after the message is checked, as ``read_scope``."""
     if COMPILED:
-        Span.FromString(data)
+        _check(data, _SPAN_TABLE, Span)
         return _c_scan_span(data, wanted)
     return pure_scan_span(data, wanted)
