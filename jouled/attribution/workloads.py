@@ -81,8 +81,10 @@ class _Proc:
     cmdline: str | None = None  # as last matched (None: not read)
     seen_round: int = 0  # the tracker's scan round that first saw it
     # Its CPU clock (ns) read just before its stat file was last read: while the clock
-    # still says so, the process has not run since (no exec, no CPU): not read again.
+    # still says so (and it is not 0: a process not yet run proves nothing), the process has
+    # not run since (no exec, no CPU): not read again.
     clock_ns: int | None = None
+    by_stat: bool = False  # its clock failed where its stat file did not: stat's CPU only
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +475,7 @@ class ProcessTracker:
         # costs nothing), pid -> ticks left in the active set.
         self._active: dict[int, int] = {}
         self._samples: list[tuple[float, dict[int, float]]] = []
+        self._clocked: bool | None = None  # whether the last reads were by the CPU clock
 
     def _pidfile_pid(self, m: Matcher) -> int | None:
         if m.pidfile is None:
@@ -571,7 +574,7 @@ class ProcessTracker:
         # A slice of the non-workload processes is re-checked each round for PID reuse and
         # exec; young ones (exec follows start-up) on the rounds of _YOUNG_CHECKS.
         young_from = self._young_from()
-        clock = self._proc.cpu_clock
+        clock = self._clock()
         slot = self._round % self._recheck_every
         due = set(self._slots.get(slot, ()))
         if young_from is not None:
@@ -597,7 +600,7 @@ class ProcessTracker:
             elif not rotation:
                 continue
             now = clock(pid) if clock is not None else None
-            if now is not None and now == known.clock_ns and not young:
+            if now and now == known.clock_ns and not young:
                 continue  # has not run since its stat was read: the same process, no exec
             st = self._proc.stat(pid)
             if st is None or st.start_ticks != known.start_ticks:
@@ -633,6 +636,19 @@ class ProcessTracker:
                     clock_ns=now,
                 )
             )
+
+    def _clock(self) -> Callable[[int], int | None] | None:
+        """The reader's CPU clock (``ProcFS.cpu_clock``). Where it comes or goes (a fork
+        decides again), every process's last reading is in the other units: all start from a
+        new baseline."""
+        clock = self._proc.cpu_clock
+        if (clock is not None) != self._clocked:
+            if self._clocked is not None:
+                for proc in self._procs.values():
+                    proc.last_cpu_s = proc.clock_ns = None
+                    proc.by_stat = False
+            self._clocked = clock is not None
+        return clock
 
     YOUNG_S = 30.0  # processes younger than this are re-matched when their command changes
 
@@ -705,12 +721,12 @@ class ProcessTracker:
         CPU, so that its energy goes to the requests running then, not spread evenly.
         """
         point: dict[int, float] = {}
-        clock = self._proc.cpu_clock
+        clock = self._clock()
         for pid in self._active:
             proc = self._procs.get(pid)
             if proc is None or proc.workload is None:
                 continue
-            if clock is not None:
+            if clock is not None and not proc.by_stat:
                 # No proof of identity needed: the tick's read proves it or drops the pid,
                 # and a dropped pid's samples are not used (``_profile``).
                 now = clock(pid)
@@ -757,12 +773,12 @@ class ProcessTracker:
         base: dict[int, float] = {}  # CPU at the previous tick, of the sub-sampled pids
         at_t1: dict[int, float] = {}
         read, active, has_cmdline = self._proc.cpu, self._active, self._has_cmdline
-        clock = self._proc.cpu_clock
+        clock = self._clock()
         for pid, proc in list(self._claimed.items()):
             if proc.workload is None:
                 continue  # released this tick by an exec'd parent (below)
-            now = clock(pid) if clock is not None else None
-            if now is not None and now == proc.clock_ns:
+            now = clock(pid) if clock is not None and not proc.by_stat else None
+            if now and now == proc.clock_ns:
                 # Not run since the last read: the same process (it was when its kept stat
                 # file was read after the clock), the same command, no CPU spent.
                 pids[proc.workload].add(pid)
@@ -778,15 +794,13 @@ class ProcessTracker:
                     self._live.discard(pid)
                 continue
             _, cpu_s, comm = st
-            if clock is not None:
-                if now is None:
-                    # The clock failed where the file, read after it, did not (the process
-                    # started as it was read): no CPU this tick, the next read counts.
-                    proc.last_cpu_s = proc.clock_ns = None
-                    pids[proc.workload].add(pid)
-                    continue
+            if now is not None:
                 # The stat file, read after the clock, proves the clock read this process.
                 cpu_s = now / 1e9
+            elif clock is not None and not proc.by_stat:
+                # The clock failed where the file, read after it, did not: this process is
+                # read by its stat file from now on, from a new baseline (other units).
+                proc.by_stat, proc.last_cpu_s = True, None
             proc.clock_ns = now
             if has_cmdline and comm != proc.comm:
                 self._recheck_exec(proc, comm)  # exec'd: is it still this workload's?

@@ -254,8 +254,9 @@ py_scan_span(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* ---- validate: a serialized message checked as upb checks it, without parsing it ----
  *
  * validate(data, schema) -> None; ValueError (what is wrong) where upb's parse of the same
- * bytes fails. What upb checks (upb/wire/decode.c): tags (at most 5 bytes, a 32-bit value,
- * field number not 0 but in a group it skips, wire types 0-5), varints (at most 10 bytes), fixed-size and delimited
+ * bytes fails. What upb checks (upb/wire/decode.c, reader.c): tags (at most 5 bytes, a
+ * 32-bit value, field number not 0 but in a group it skips, wire types 0-5), varints (at
+ * most 10 bytes), lengths (at most 5 bytes, under 2 GiB), fixed-size and delimited
  * fields within the message, groups closed by their own number, end-groups only closing a
  * group, UTF-8 in proto3 string fields, and a depth limit: each submessage and each group
  * takes one of UPB_DEPTH levels. A field of a wire type its schema entry does not have is an
@@ -361,8 +362,11 @@ check_fields(Schema *s, Cursor *c, int message, int64_t group)
             c->p += v;
             break;
         case WT_LEN: {
+            const uint8_t *size_at = c->p;
             if (read_varint(c, &v) < 0)
                 return -1;
+            if (c->p - size_at > 5 || v >= INT32_MAX) /* upb's ReadSize */
+                return fail("length over 5 bytes or 2 GiB");
             if (v > (uint64_t)(c->end - c->p))
                 return fail("length past the end of the message");
             Cursor sub = {c->p, c->p + v};
@@ -370,6 +374,8 @@ check_fields(Schema *s, Cursor *c, int message, int64_t group)
             if (kind == K_STRING && !utf8_valid(sub.p, (Py_ssize_t)v))
                 return fail("a string field is not UTF-8");
             if (kind == K_MESSAGE) {
+                if (child >= s->messages)
+                    return fail("malformed schema table");
                 if (--s->depth < 0)
                     return fail("messages nested too deep");
                 if (check_fields(s, &sub, child, -1) < 0)
@@ -409,7 +415,7 @@ py_validate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     s.messages = s.table[0];
     s.fields = s.table[1];
     s.depth = UPB_DEPTH;
-    if (PyBytes_GET_SIZE(args[1]) != 2 + 2 * (Py_ssize_t)s.messages * s.fields) {
+    if (s.messages == 0 || PyBytes_GET_SIZE(args[1]) != 2 + 2 * (Py_ssize_t)s.messages * s.fields) {
         PyErr_SetString(PyExc_ValueError, "validate: malformed schema table");
         return NULL;
     }

@@ -72,7 +72,7 @@ next_field(Cursor *c, Field *f, int depth)
         return fail("field tag too long");
     f->number = (uint32_t)(tag >> 3);
     f->wire_type = (int)(tag & 7);
-    if (f->number == 0)
+    if (f->number == 0 && depth == 0) /* upb takes field 0 inside a group it skips */
         return fail("field number 0");
     switch (f->wire_type) {
     case WT_VARINT:

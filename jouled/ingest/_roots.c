@@ -78,9 +78,11 @@ learn_slots(PyTypeObject *type)
     return 0;
 }
 
-/* A new Span with its fields set from `values` (new references, stolen, all non-NULL). */
+/* A new Span with its fields set from `values` (new references, stolen, all non-NULL) at
+ * the slot offsets `at` (the plan's copy: Python code run by label() may learn another type
+ * into the globals meanwhile). */
 static PyObject *
-make_span(PyTypeObject *type, PyObject *values[N_FIELDS])
+make_span(PyTypeObject *type, const Py_ssize_t at[N_FIELDS], PyObject *values[N_FIELDS])
 {
     PyObject *span = type->tp_alloc(type, 0);
     if (span == NULL) {
@@ -89,7 +91,7 @@ make_span(PyTypeObject *type, PyObject *values[N_FIELDS])
         return NULL;
     }
     for (int i = 0; i < N_FIELDS; i++)
-        *(PyObject **)((char *)span + offsets[i]) = values[i];
+        *(PyObject **)((char *)span + at[i]) = values[i];
     return span;
 }
 
@@ -201,6 +203,7 @@ typedef struct {
     PyObject *per_token, *token_costs;
     double lo, hi, max_gflops;
     long long max_tokens;
+    Py_ssize_t offsets[N_FIELDS]; /* of span_type's slots */
 } Plan;
 
 static int
@@ -241,9 +244,10 @@ read_plan(PyObject *t, Plan *p)
     p->hi = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 14));
     p->max_gflops = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 15));
     p->max_tokens = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 16));
-    if (PyErr_Occurred())
+    if (PyErr_Occurred() || learn_slots(p->span_type) < 0)
         return -1;
-    return learn_slots(p->span_type);
+    memcpy(p->offsets, offsets, sizeof(offsets));
+    return 0;
 }
 
 /* A model label as label() gave it (*model: a new reference, or NULL), the workload's
@@ -303,7 +307,7 @@ work_of(const Plan *p, PyObject *model, int has_gflops, double gflops, int token
 static int
 append_span(const Plan *p, PyObject *values[N_FIELDS], PyObject *out)
 {
-    PyObject *obj = make_span(p->span_type, values);
+    PyObject *obj = make_span(p->span_type, p->offsets, values);
     if (obj == NULL)
         return -1;
     int r = PyList_Append(out, obj) < 0 ? -1 : 1;

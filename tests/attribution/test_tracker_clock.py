@@ -142,6 +142,54 @@ def test_without_a_clock_every_process_is_read(tmp_path: Path) -> None:
     assert fs.reads == [100]
 
 
+def test_a_process_whose_clock_fails_is_counted_by_its_stat_file(tmp_path: Path) -> None:
+    fs = ClockProc(tmp_path / "proc")
+    fs.put(100, 1, 5000, 0, "python", "python serve.py")  # its clock never answers
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve.py"))], proc=fs)
+    tracker.tick()
+    tracker.tick()  # the clock fails, the file answers: stat from here on, a new baseline
+    fs.put(100, 1, 5000, 40, "python", "python serve.py")
+    assert tracker.tick().workload_s["api"] == pytest.approx(40 / HZ)
+    fs.put(100, 1, 5000, 100, "python", "python serve.py")
+    assert tracker.tick().workload_s["api"] == pytest.approx(60 / HZ)
+
+
+def test_a_clock_of_zero_proves_nothing(tmp_path: Path) -> None:
+    # A process seen before it first ran: a stranger at its pid could show 0 too.
+    fs = ClockProc(tmp_path / "proc")
+    fs.put(100, 1, 5000, 0, "python", "python serve.py")
+    fs.clock_ns[100] = 0
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve.py"))], proc=fs)
+    tracker.tick()
+    fs.reads.clear()
+    fs.kill(100)
+    fs.put(100, 1, 9999, 0, "bash", "bash")  # not yet run either
+    tick = tracker.tick()
+    assert fs.reads == [100]
+    assert tick.workload_pids["api"] == frozenset()
+
+
+def test_losing_the_clock_starts_every_process_from_a_new_baseline(tmp_path: Path) -> None:
+    fs = ClockProc(tmp_path / "proc")
+    fs.put(100, 1, 5000, 7, "python", "python serve.py")
+    fs.clock_ns[100] = 123_456_789_000  # 123 s by the clock, 7 ticks by the file
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve.py"))], proc=fs)
+    tracker.tick()
+    fs.clock_ns[100] += 10**9
+    assert tracker.tick().workload_s["api"] == pytest.approx(1.0)
+    fs._clock_opt = False  # e.g. a forked child that cannot read it
+    fs._clock = None
+    fs.put(100, 1, 5000, 9, "python", "python serve.py")
+    assert tracker.tick().workload_s["api"] == 0.0  # not 9 ticks - 124 s, nor the reverse
+    fs.put(100, 1, 5000, 30, "python", "python serve.py")
+    assert tracker.tick().workload_s["api"] == pytest.approx(21 / HZ)
+    fs._clock_opt = fs.clock_ns.get  # and back: not 124 s - 30 ticks either
+    fs._clock = None
+    assert tracker.tick().workload_s["api"] == 0.0
+    fs.clock_ns[100] += 2 * 10**9
+    assert tracker.tick().workload_s["api"] == pytest.approx(2.0)
+
+
 # --- on the real kernel ---
 
 BURN = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass\n"

@@ -188,6 +188,9 @@ def test_groups_at_upbs_depth_limit(depth: int) -> None:
 @example(b"\x0b\x00\x0c\x0c")  # field number 0 in a skipped group: upb takes it
 @example(b"\x0b\x03\x04\x0c")  # a group numbered 0 in a skipped group
 @example(b"\x00\x01")  # field number 0 elsewhere: refused
+@example(b"\x1a\x80\x80\x80\x80\x80\x00")  # a length in 6 bytes: refused
+@example(b"\x1a\x80\x80\x80\x80\x00")  # in 5: taken
+@example(b"\x0b\x0a\x80\x80\x80\x80\x80\x00\x0c")  # in 6, in a skipped group
 @example(tag(2, 3) + ld(5, b"x") + tag(2, 4))  # spans sent as a group: unknown, skipped
 @example(vi(2, 5) + f64(1, 3))  # known numbers, other wire types
 @example(group(7, b"") + tag(7, 4))
@@ -215,3 +218,68 @@ def test_the_check_refuses_a_malformed_schema() -> None:
         otlpscan._c_validate(b"", "table")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="schema"):
         otlpscan._c_validate(b"", b"\x02\x02\x00")
+    with pytest.raises(ValueError, match="schema"):
+        otlpscan._c_validate(b"\x08\x00", b"\x00\x05")  # no message types
+    # One type whose field 1 is a message of type 5, which the table does not hold.
+    with pytest.raises(ValueError, match="schema"):
+        otlpscan._c_validate(ld(1, b""), b"\x01\x01\x06\x05")
+
+
+def _body_of(span: bytes) -> bytes:
+    """An ExportTraceServiceRequest of one resource (service.name w0) and one span."""
+    resource = ld(1, ld(1, b"service.name") + ld(2, ld(1, b"w0")))
+    return ld(1, ld(1, resource) + ld(2, ld(2, span)))
+
+
+@pytest.mark.parametrize(
+    "span",
+    [
+        ld(5, b"op") + b"\x0b\x00\x0c\x0c",  # field 0 in a skipped group: upb takes it
+        ld(5, b"op") + b"\x0b\x03\x04\x0c",
+        ld(5, b"op") + ld(9, ld(1, b"k") + b"\x0b\x00\x01\x0c"),
+        ld(5, b"op") + b"\x1a\x80\x80\x80\x80\x80\x00",  # a 6-byte length: refused
+        ld(5, b"\xed\xa0\x80"),
+    ],
+)
+def test_the_compiled_decode_takes_what_upb_takes(
+    span: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole decode, scanners included, compiled and pure: the same outcome."""
+    from jouled.ingest.decode import MalformedBody, decode_otlp_protobuf
+    from jouled.ingest.rules import Rules
+
+    def outcome() -> str:
+        try:
+            return repr(decode_otlp_protobuf(_body_of(span), Rules(now=0.0)).ignored)
+        except MalformedBody:
+            return "malformed"
+
+    compiled = outcome()
+    monkeypatch.setattr(otlpscan, "COMPILED", False)
+    assert compiled == outcome()
+
+
+def test_the_table_reads_descriptors_of_older_protobuf() -> None:
+    """protobuf before 6.31 has ``label`` where later ones have ``is_repeated``."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    class Field:
+        def __init__(self, f: Any) -> None:
+            self._f = f
+            self.label = F.LABEL_REPEATED if f.is_repeated else F.LABEL_OPTIONAL
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "is_repeated":
+                raise AttributeError(name)
+            return getattr(self._f, name)
+
+    class Message:
+        def __init__(self, d: Any) -> None:
+            self._d = d
+            self.fields = [Field(f) for f in d.fields]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._d, name)
+
+    table = otlpscan.schema_table(Message(ScopeSpans.DESCRIPTOR))
+    assert table is not None and table == SCOPE_TABLE
