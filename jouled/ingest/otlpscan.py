@@ -14,7 +14,8 @@ Two implementations with one API, ``scan_scope(data, wanted)`` over a serialized
   the wire format (0.8 µs a span against 5.3 for the walk through upb's Python wrappers,
   an OpenTelemetry SDK batch of FastAPI SERVER spans);
   raises ``ValueError`` on malformed bytes and does not check what it skips (so callers
-  validate with upb first: ``read_scope``/``read_span``);
+  check the message first, as upb would parse it: ``read_scope``/``read_span``, with the
+  compiled ``validate`` on protobuf 7, upb's parse elsewhere);
 - the pure functions here: upb's ``FromString`` (protobuf's ``DecodeError`` when malformed).
 
 ``COMPILED`` says which one is in use: the C one when it imports, unless the environment

@@ -112,7 +112,8 @@ def iter_span_batches(body: bytes, wanted: frozenset[str]) -> Iterator[tuple[Any
     the same Resource object.
 
     Raises ``WireError`` on malformed framing and protobuf's ``DecodeError`` on a malformed
-    resource or span (each scope or large scope's span is validated by upb, then scanned).
+    resource or span (each scope or large scope's span is checked as upb would parse it,
+    ``otlpscan.read_scope``, then scanned).
     """
     from jouled.ingest.otlpscan import read_scope, read_span
 
