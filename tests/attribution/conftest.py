@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -36,3 +37,21 @@ def pending_record(request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         for name, value in zip(names, saved, strict=True):
             setattr(spans_mod, name, value)
+
+
+@pytest.fixture
+def marker() -> str:
+    """A command-line word no other process on the host has (the tracker tests' workload)."""
+    import uuid
+
+    return f"jouled-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts, killed and reaped after it."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        p.kill()
+        p.wait(5)

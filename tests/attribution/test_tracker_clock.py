@@ -10,14 +10,12 @@ import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from jouled.attribution.workloads import Matcher, ProcessTracker, ProcFS, Stat, process_cpu_ns
-from tests.attribution.test_workloads import FakeProc
+from tests.attribution.test_workloads import BURN, FakeProc
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -192,21 +190,7 @@ def test_losing_the_clock_starts_every_process_from_a_new_baseline(tmp_path: Pat
 
 # --- on the real kernel ---
 
-BURN = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass\n"
-
-
-@pytest.fixture
-def marker() -> str:
-    return f"jouled-clock-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        p.kill()
-        p.wait(5)
+# (the fixtures ``marker`` and ``procs`` are test_workloads', shared through conftest.py)
 
 
 def test_the_process_clock_is_the_kernels_cpu_time() -> None:
