@@ -333,16 +333,11 @@ static int
 check_fields(Schema *s, Cursor *c, int message, int64_t group)
 {
     while (c->p < c->end) {
-        const uint8_t *start = c->p;
-        uint64_t tag, v;
-        if (read_varint(c, &tag) < 0)
+        uint64_t v;
+        uint32_t number;
+        int wire_type;
+        if (read_tag(c, group >= 0, &number, &wire_type) < 0)
             return -1;
-        if (c->p - start > 5 || tag > UINT32_MAX)
-            return fail("field tag too long");
-        uint32_t number = (uint32_t)(tag >> 3);
-        int wire_type = (int)(tag & 7);
-        if (number == 0 && group < 0) /* upb takes field 0 inside a group it skips */
-            return fail("field number 0");
         int kind = K_NONE, child = -1;
         if (message >= 0 && number <= (uint32_t)s->fields) {
             const uint8_t *e = s->table + 2 + 2 * ((size_t)message * s->fields + number - 1);
@@ -362,13 +357,8 @@ check_fields(Schema *s, Cursor *c, int message, int64_t group)
             c->p += v;
             break;
         case WT_LEN: {
-            const uint8_t *size_at = c->p;
-            if (read_varint(c, &v) < 0)
+            if (read_length(c, &v) < 0)
                 return -1;
-            if (c->p - size_at > 5 || v >= INT32_MAX) /* upb's ReadSize */
-                return fail("length over 5 bytes or 2 GiB");
-            if (v > (uint64_t)(c->end - c->p))
-                return fail("length past the end of the message");
             Cursor sub = {c->p, c->p + v};
             c->p += v;
             if (kind == K_STRING && !utf8_valid(sub.p, (Py_ssize_t)v))

@@ -57,6 +57,40 @@ read_varint(Cursor *c, uint64_t *out)
     return fail("varint longer than 10 bytes");
 }
 
+/* A field's tag into *number and *wire_type, as upb reads it: at most 5 bytes, a 32-bit
+ * value, field number 0 refused except in a group being skipped (``in_group``, which upb
+ * takes). 0, or -1 with ValueError. */
+static int
+read_tag(Cursor *c, int in_group, uint32_t *number, int *wire_type)
+{
+    const uint8_t *start = c->p;
+    uint64_t tag;
+    if (read_varint(c, &tag) < 0)
+        return -1;
+    if (c->p - start > 5 || tag > UINT32_MAX)
+        return fail("field tag too long");
+    *number = (uint32_t)(tag >> 3);
+    *wire_type = (int)(tag & 7);
+    if (*number == 0 && !in_group)
+        return fail("field number 0");
+    return 0;
+}
+
+/* A delimited field's length into *n, as upb's ReadSize takes it (at most 5 bytes, under
+ * 2 GiB), within what is left of c; c then points at its payload. 0, or -1 with ValueError. */
+static int
+read_length(Cursor *c, uint64_t *n)
+{
+    const uint8_t *start = c->p;
+    if (read_varint(c, n) < 0)
+        return -1;
+    if (c->p - start > 5 || *n >= INT32_MAX)
+        return fail("length over 5 bytes or 2 GiB");
+    if (*n > (uint64_t)(c->end - c->p))
+        return fail("length past the end of the message");
+    return 0;
+}
+
 static int skip_group(Cursor *c, uint32_t number, int depth);
 
 /* The next field of c into f: 0, or 1 for an end-group tag (f->number set), -1 on error.
@@ -64,16 +98,9 @@ static int skip_group(Cursor *c, uint32_t number, int depth);
 static int
 next_field(Cursor *c, Field *f, int depth)
 {
-    const uint8_t *start = c->p;
-    uint64_t tag, n;
-    if (read_varint(c, &tag) < 0)
+    uint64_t n;
+    if (read_tag(c, depth > 0, &f->number, &f->wire_type) < 0)
         return -1;
-    if (c->p - start > 5 || tag > UINT32_MAX)
-        return fail("field tag too long");
-    f->number = (uint32_t)(tag >> 3);
-    f->wire_type = (int)(tag & 7);
-    if (f->number == 0 && depth == 0) /* upb takes field 0 inside a group it skips */
-        return fail("field number 0");
     switch (f->wire_type) {
     case WT_VARINT:
         return read_varint(c, &f->value);
@@ -88,10 +115,8 @@ next_field(Cursor *c, Field *f, int depth)
         c->p += n;
         return 0;
     case WT_LEN:
-        if (read_varint(c, &n) < 0)
+        if (read_length(c, &n) < 0)
             return -1;
-        if (n > (uint64_t)(c->end - c->p))
-            return fail("length past the end of the message");
         f->data = c->p;
         f->len = (Py_ssize_t)n;
         c->p += n;
