@@ -190,7 +190,7 @@ def test_losing_the_clock_starts_every_process_from_a_new_baseline(tmp_path: Pat
 
 # --- on the real kernel ---
 
-# (the fixtures ``marker`` and ``procs`` are test_workloads', shared through conftest.py)
+# (the fixtures ``marker`` and ``procs`` come from tests/attribution/conftest.py)
 
 
 def test_the_process_clock_is_the_kernels_cpu_time() -> None:
