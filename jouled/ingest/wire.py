@@ -54,7 +54,10 @@ def fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, in
     for VARINT/I64/I32 the span holds the raw value bytes."""
     pos = start
     while pos < end:
+        key_at = pos
         key, pos = _varint(buf, pos, end)
+        if pos - key_at > 5 or key > 0xFFFF_FFFF:  # as upb (and _otlpwire.h's read_tag)
+            raise WireError("field tag too long")
         number, wire_type = key >> 3, key & 7
         if number == 0:
             raise WireError("field number 0")
@@ -65,7 +68,10 @@ def fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, in
         elif wire_type == _I32:
             after = pos + 4
         elif wire_type == _LEN:
+            length_at = pos
             length, pos = _varint(buf, pos, end)
+            if pos - length_at > 5 or length >= 0x7FFF_FFFF:  # upb's ReadSize (read_length)
+                raise WireError(f"field {number}: length over 5 bytes or 2 GiB")
             after = pos + length
         else:  # groups are not used by OTLP
             raise WireError(f"unsupported wire type {wire_type} (field {number})")

@@ -283,3 +283,36 @@ def test_the_table_reads_descriptors_of_older_protobuf() -> None:
 
     table = otlpscan.schema_table(Message(ScopeSpans.DESCRIPTOR))
     assert table is not None and table == SCOPE_TABLE
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x0a\x80\x80\x80\x80\x80\x00",  # a ResourceSpans whose length takes 6 bytes
+        b"\x0a\x80\x80\x80\x80\x00",  # in 5: taken
+        b"\x8a\x80\x80\x80\x80\x01\x00",  # a tag over 32 bits
+        b"\x0a\x07\x0a\x80\x80\x80\x80\x80\x00",  # a Resource's length in 6 bytes
+        b"\x0a\x08\x12\x06\x0a\x80\x80\x80\x80\x00",  # a scope's InstrumentationScope, 5
+    ],
+)
+def test_the_request_framing_takes_what_upb_takes(body: bytes) -> None:
+    """The outer messages (request, ResourceSpans, ScopeSpans) are framed in Python
+    (``jouled.ingest.wire``), not checked by ``validate``: the same tag and length rules."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from jouled.ingest.decode import MalformedBody, decode_otlp_protobuf
+    from jouled.ingest.rules import Rules
+
+    try:
+        ExportTraceServiceRequest.FromString(body)
+        upb = "ok"
+    except DecodeError:
+        upb = "malformed"
+    try:
+        decode_otlp_protobuf(body, Rules(now=0.0))
+        ours = "ok"
+    except MalformedBody:
+        ours = "malformed"
+    assert ours == upb
