@@ -34,12 +34,13 @@ async def serve(sink: ListSink, **kw: Any) -> GrpcIngest:
     clock = kw.pop("clock", SystemClock())
     bucket = kw.pop("bucket", None)
     token = kw.pop("token", None)
+    listen = kw.pop("listen", "127.0.0.1:0")
     limits = {k: kw.pop(k) for k in ("max_connections", "handshake_timeout_ms") if k in kw}
     app = build_ingest_app(
         sink, clock=clock, known_workloads=lambda: {"classifier"}, gflops_per_token={"m": 2.0}, **kw
     )
     ingest = GrpcIngest(app[STATE_KEY], token=token, bucket=bucket, **limits)
-    await ingest.start("127.0.0.1:0")
+    await ingest.start(listen)
     return ingest
 
 
