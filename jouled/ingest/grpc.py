@@ -45,7 +45,7 @@ from jouled.clock import Clock
 from jouled.ingest.app import TIMEOUT, IngestState, _Refused, ingest_body
 from jouled.ingest.decode import decode_otlp_protobuf
 from jouled.ingest.guard import RATE_LIMITED, UNAUTHORIZED, TokenBucket, authorized
-from jouled.ingest.handover import HandOver, is_ip
+from jouled.ingest.handover import HandOver, is_ip, plain_peer
 from jouled.ingest.limits import BUSY, MALFORMED, TOO_LARGE
 from jouled.ingest.requests import INTERNAL, LISTENER_GRPC, OK
 from jouled.ingest.rules import DecodeResult
@@ -153,7 +153,7 @@ class GrpcIngest:
         bare = host.strip("[]")
         if not (self._lazy and is_ip(bare)):  # a name: grpcio resolves it its own way
             return await self._start_grpcio(listen)
-        self._handover = HandOver(self._start_grpcio, "OTLP/gRPC")
+        self._handover = HandOver(self._start_grpcio, "OTLP/gRPC", max_relays=self._max_connections)
         bound = await self._handover.listen(bare, int(port))
         self.address = (bare or "0.0.0.0", bound)
         return self.address
@@ -202,11 +202,15 @@ class GrpcIngest:
         return self.address
 
     async def stop(self, grace_s: float = 1.0) -> None:
+        """Stop listening; calls in flight get ``grace_s`` to finish (relayed ones too: the
+        relays pass on grpcio's GOAWAY and end with its connections)."""
         if self._handover is not None:
-            await self._handover.close()
+            self._handover.release_without_relaying()
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None
+        if self._handover is not None:
+            await self._handover.close()
 
     def _sender(self, context: aio.ServicerContext[Any, Any]) -> Any:
         senders = self.state.senders
@@ -215,7 +219,7 @@ class GrpcIngest:
         peer = parse_peer(context.peer())
         relayed = self._handover.relayed if self._handover is not None else None
         if peer is not None and relayed:
-            peer = relayed.get(peer, peer)  # a connection grpcio got through a relay
+            peer = relayed.get(plain_peer(peer), peer)  # a connection grpcio got through a relay
         return senders.for_tcp(peer, self.address)
 
     async def _read(self, context: aio.ServicerContext[Any, Any]) -> bytes:

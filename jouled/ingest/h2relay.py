@@ -34,6 +34,11 @@ QUIET_S: Final = 0.25
 # The client has this long to answer the PING, and to close the connection after the final
 # GOAWAY.
 LINGER_S: Final = 5.0
+# Streams refused after the final GOAWAY before the connection is cut off.
+MAX_REFUSED: Final = 16
+# A relay ends this long after it began, whatever its state (a call's body must arrive
+# within ingest.body_timeout, at most 600 s, and the shutdown takes two LINGER_S).
+MAX_LIFE_S: Final = 660.0
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
@@ -153,10 +158,12 @@ class Relay:
         if kind == HEADERS and stream & 1 and stream > self.last:
             if self.phase == CLOSING:
                 self.refused += 1
-                self._refuse.append(frame(RST_STREAM, 0, stream, struct.pack(">I", REFUSED_STREAM)))
+                if self.refused <= MAX_REFUSED:
+                    reset = frame(RST_STREAM, 0, stream, struct.pack(">I", REFUSED_STREAM))
+                    self._refuse.append(reset)
             else:
                 self.open.add(stream)
-                self.last = stream
+            self.last = stream  # each stream refused once
         elif kind == RST_STREAM:
             self.open.discard(stream)
         return kind == PING and bool(flags & ACK) and self.phase == DRAINING
@@ -201,8 +208,10 @@ class Relay:
             self._uwriter.close()
             if self._timer is not None:
                 self._timer.cancel()
-            # The client closes the connection now; if it does not, it is closed for it.
-            self._timer = asyncio.get_running_loop().call_later(LINGER_S, self._cwriter.close)
+            # The client closes the connection now; if it does not, it is cut off.
+            self._timer = asyncio.get_running_loop().call_later(
+                LINGER_S, self._cwriter.transport.abort
+            )
 
     def _arm(self, delay: float, flag: str) -> None:
         if self._timer is not None:
@@ -215,15 +224,21 @@ class Relay:
         self._advance()
 
     async def run(self) -> None:
+        """Relay until either side ends, at most MAX_LIFE_S; never raises OSError."""
         try:
-            await asyncio.gather(self._upward(), self._downward())
-        except (ConnectionError, OSError):
+            async with asyncio.timeout(MAX_LIFE_S):
+                await asyncio.gather(self._upward(), self._downward())
+        except (ConnectionError, OSError, TimeoutError):
             pass
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            self._uwriter.close()
-            self._cwriter.close()
+            self._uwriter.transport.abort()
+            # What is still unsent goes only to a client that reads it; nothing waits for it.
+            if self._cwriter.transport.get_write_buffer_size():
+                self._cwriter.transport.abort()
+            else:
+                self._cwriter.close()
 
     async def _upward(self) -> None:
         """Client to grpcio; after the final GOAWAY, until the client closes the connection
@@ -235,6 +250,10 @@ class Relay:
             if self._refuse:
                 self._cwriter.write(b"".join(self._refuse))
                 self._refuse.clear()
+            if self.phase == CLOSING and (
+                self.refused > MAX_REFUSED or self._cwriter.transport.get_write_buffer_size()
+            ):
+                return  # a client that goes on opening streams, or does not read: cut off
             if self.phase == RELAYING and not self.served:
                 self._quiet = False
                 self._arm(QUIET_S, "_quiet")
