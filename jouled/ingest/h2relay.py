@@ -34,7 +34,7 @@ QUIET_S: Final = 0.25
 # The client has this long to answer the PING, and to close the connection after the final
 # GOAWAY.
 LINGER_S: Final = 5.0
-# Streams refused after the final GOAWAY before the connection is cut off.
+# Header blocks taken after the final GOAWAY before the connection is cut off.
 MAX_REFUSED: Final = 16
 # A relay ends this long after it began, whatever its state (a call's body must arrive
 # within ingest.body_timeout, at most 600 s, and the shutdown takes two LINGER_S).
@@ -155,15 +155,17 @@ class Relay:
 
     # Frames the client sends (read before they are passed on to grpcio).
     def _client_frame(self, kind: int, flags: int, stream: int) -> bool:
-        if kind == HEADERS and stream & 1 and stream > self.last:
-            if self.phase == CLOSING:
-                self.refused += 1
-                if self.refused <= MAX_REFUSED:
-                    reset = frame(RST_STREAM, 0, stream, struct.pack(">I", REFUSED_STREAM))
-                    self._refuse.append(reset)
-            else:
-                self.open.add(stream)
-            self.last = stream  # each stream refused once
+        if kind == HEADERS and self.phase == CLOSING:
+            # Every header block counts (a stream's again too): a client past MAX_REFUSED is
+            # cut off. A new stream is refused, once.
+            self.refused += 1
+            if stream & 1 and stream > self.last and self.refused <= MAX_REFUSED:
+                reset = frame(RST_STREAM, 0, stream, struct.pack(">I", REFUSED_STREAM))
+                self._refuse.append(reset)
+            self.last = max(self.last, stream)
+        elif kind == HEADERS and stream & 1 and stream > self.last:
+            self.open.add(stream)
+            self.last = stream
         elif kind == RST_STREAM:
             self.open.discard(stream)
         return kind == PING and bool(flags & ACK) and self.phase == DRAINING
