@@ -286,7 +286,12 @@ class Daemon:
             ) from None
         self.grpc = grpc
         self.bound["grpc"] = (host, port)
-        log.info("OTLP/gRPC ingest listening on %s:%d", host, port)
+        log.info(
+            "OTLP/gRPC ingest listening on %s:%d%s",
+            host,
+            port,
+            "" if grpc.started else " (grpcio starts at the first gRPC connection)",
+        )
         return f"{host}:{port}"
 
     async def _subsample(self) -> None:

@@ -281,6 +281,7 @@ def test_an_idle_daemon_runs_no_grpcio_until_a_grpc_client_connects(tmp_path: Pa
         pid = d.proc.popen.pid
         time.sleep(1.0)
         assert _grpcio_threads(pid) == []
+        assert "(grpcio starts at the first gRPC connection)" in d.proc.output()
         assert d.grpc is not None
         with grpc.insecure_channel(d.grpc) as channel:
             channel.unary_unary(EXPORT)(_body(1), timeout=10)
