@@ -1,18 +1,19 @@
 """A connection relayed to grpcio at its start (``jouled.ingest.handover``), byte for byte,
-and ended with HTTP/2's graceful
-shutdown as soon as none of its streams is open (RFC 9113 section 6.8): a GOAWAY naming the
-last stream served, after which the client opens its next calls on a new connection, served
-by grpcio directly. Only the 9-byte frame headers are read (RFC 9113 section 4.1), never
-HPACK. The shutdown is the two-step one section 6.8 describes, as grpcio's own server does it:
-a GOAWAY naming no last stream (2^31-1) and a PING; the client answers the PING after it has
-taken in the GOAWAY, so every stream it opened before is known, and all are relayed and
-served; once they are done, the final GOAWAY names the last of them and grpcio's side is
-closed. (A single GOAWAY made a call the client had just opened on the connection fail with
-UNAVAILABLE: grpc-core retries such calls only under a retry policy.) A stream opened after
-the final GOAWAY, which a client does not do, is refused with RST_STREAM REFUSED_STREAM.
+until it can end without failing a call. Only the 9-byte frame headers are read (RFC 9113
+section 4.1), never HPACK.
 
-A relay holds at most one socket read in each direction (64 KiB) and ends with either side;
-grpcio's handshake, idle and connection limits apply to what it relays.
+It ends with the two-step graceful shutdown of RFC 9113 section 6.8, as grpcio's own server
+does it: once no stream is open, a GOAWAY naming no last stream (2^31-1) and a PING; the
+client answers the PING after it has taken in the GOAWAY, so every stream it opened before
+is known, and all are relayed and served; once they are done, the final GOAWAY names the
+last of them and grpcio's side is closed. The client opens its next calls on a new
+connection, straight to grpcio. (A single GOAWAY made a call the client had just opened on
+the connection fail with UNAVAILABLE: grpc-core retries such calls only under a retry
+policy.) A stream opened after the final GOAWAY, which a client does not do, is refused with
+RST_STREAM REFUSED_STREAM; past MAX_REFUSED header blocks the connection is cut off.
+
+A relay holds at most one socket read in each direction (64 KiB), ends with either side and
+within MAX_LIFE_S; grpcio's handshake, idle and connection limits apply to what it relays.
 """
 
 from __future__ import annotations
@@ -203,26 +204,27 @@ class Relay:
         if self.phase == RELAYING and self._quiescent() and (self.served or self._quiet):
             self.phase = DRAINING
             self._cwriter.write(goaway(NO_LAST_STREAM) + frame(PING, 0, 0, PING_DATA))
-            self._arm(LINGER_S, "_acked")
+            self._arm(LINGER_S, self._ping_unanswered)
         elif self.phase == DRAINING and self._quiescent() and self._acked:
             self.phase = CLOSING
             self._cwriter.write(goaway(self.last))
             self._uwriter.close()
-            if self._timer is not None:
-                self._timer.cancel()
             # The client closes the connection now; if it does not, it is cut off.
-            self._timer = asyncio.get_running_loop().call_later(
-                LINGER_S, self._cwriter.transport.abort
-            )
+            self._arm(LINGER_S, self._cwriter.transport.abort)
 
-    def _arm(self, delay: float, flag: str) -> None:
+    def _arm(self, delay: float, then: Callable[[], None]) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._fire, flag)
+        self._timer = asyncio.get_running_loop().call_later(delay, then)
 
-    def _fire(self, flag: str) -> None:
+    def _ping_unanswered(self) -> None:
         self._timer = None
-        setattr(self, flag, True)
+        self._acked = True  # LINGER_S without the PING's answer: go on without it
+        self._advance()
+
+    def _went_quiet(self) -> None:
+        self._timer = None
+        self._quiet = True
         self._advance()
 
     async def run(self) -> None:
@@ -258,7 +260,7 @@ class Relay:
                 return  # a client that goes on opening streams, or does not read: cut off
             if self.phase == RELAYING and not self.served:
                 self._quiet = False
-                self._arm(QUIET_S, "_quiet")
+                self._arm(QUIET_S, self._went_quiet)
             self._advance()
             if self.phase != CLOSING:
                 await self._uwriter.drain()
