@@ -143,7 +143,7 @@ class Relay:
         self.open: set[int] = set()  # client streams grpcio has not ended
         self.last = 0  # the highest stream the client opened (all were passed to grpcio)
         self.served = 0  # streams grpcio ended
-        self.refused = 0  # streams opened after the final GOAWAY
+        self.refused = 0  # header blocks the client sent after the final GOAWAY
         self._server_spoke = False  # grpcio's SETTINGS (its preface) went to the client
         self._server_goaway = False  # grpcio ends the connection itself (idle, limits)
         self._in_block = False  # grpcio is part-way through a header block

@@ -56,7 +56,7 @@ class HandOver:
         self._module = module
         self._max_relays = max_relays
         self._listen = ""
-        self._socks: list[socket.socket] = []
+        self._sock: socket.socket | None = None  # the placeholder
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Future[None] | None = None
         self.relays: set[asyncio.Task[None]] = set()
@@ -65,19 +65,18 @@ class HandOver:
     async def listen(self, host: str, port: int) -> int:
         """Hold ``host`` (an IP address, or empty for all) and ``port`` (0: any free one);
         returns the port. Raises OSError when it cannot be bound."""
-        socks = _listen_sockets(host, port)
+        sock = _listen_socket(host, port)
         self._loop = asyncio.get_running_loop()
-        for sock in socks:
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
-        self._socks = socks
-        bound = int(socks[0].getsockname()[1])
+        self._loop.add_reader(sock.fileno(), self._accept, sock)
+        self._sock = sock
+        bound = int(sock.getsockname()[1])
         host = host or "0.0.0.0"
         self._listen = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         return bound
 
     async def close(self) -> None:
         """Close the placeholder, end the relays, and stop a start in progress."""
-        self._close_socks(accept=False)
+        self._close_placeholder(accept=False)
         for task in list(self.relays):
             task.cancel()
         starting, self._starting = self._starting, None
@@ -89,20 +88,21 @@ class HandOver:
 
     def release(self) -> None:
         """Relay what is still queued on the placeholder, then close it (on the loop)."""
-        self._close_socks(accept=True)
+        self._close_placeholder(accept=True)
 
     def release_without_relaying(self) -> None:
         """Close the placeholder (stopping): what is queued on it is refused."""
-        self._close_socks(accept=False)
+        self._close_placeholder(accept=False)
 
-    def _close_socks(self, *, accept: bool) -> None:
-        socks, self._socks = self._socks, []
-        for sock in socks:
-            if self._loop is not None:
-                self._loop.remove_reader(sock.fileno())
-            if accept:
-                self._accept(sock)
-            sock.close()
+    def _close_placeholder(self, *, accept: bool) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+        if accept:
+            self._accept(sock)
+        sock.close()
 
     def _accept(self, sock: socket.socket) -> None:
         """Take the connections queued on ``sock`` (the loop calls it when there are some)."""
@@ -179,22 +179,22 @@ def is_ip(host: str) -> bool:
     return True
 
 
-def _listen_sockets(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets for what grpcio would bind: a wildcard address (``0.0.0.0``, ``::``
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The listening socket for what grpcio would bind: a wildcard address (``0.0.0.0``, ``::``
     or none) on IPv6 and IPv4 both, like grpcio's ``add_wildcard_addrs_to_server`` (IPv4
     alone where the kernel has no IPv6); a scoped IPv6 address (``fe80::1%eth0``) on its
     interface."""
     if host in ("", "0.0.0.0", "::"):
         try:
-            return [_bound(socket.AF_INET6, ("::", port), dual=True)]
+            return _bound(socket.AF_INET6, ("::", port), dual=True)
         except OSError as exc:
             if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                 raise
-        return [_bound(socket.AF_INET, ("0.0.0.0", port))]
+        return _bound(socket.AF_INET, ("0.0.0.0", port))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     flags = socket.AI_PASSIVE | socket.AI_NUMERICHOST
     where = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, flags)[0][4]
-    return [_bound(family, where)]
+    return _bound(family, where)
 
 
 def _bound(family: int, where: Any, *, dual: bool = False) -> socket.socket:
