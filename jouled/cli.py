@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from jouled import config, logs, tls
     from jouled.daemon.malloc_tuning import tune_malloc
+    from jouled.ingest import grpccore
 
     tls.import_aiohttp_without_ca_bundle()  # before anything imports aiohttp: ~2 MB
     from jouled.daemon.service import Daemon, serve
@@ -60,6 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"jouled: config error: {exc}", file=sys.stderr)
         return 2
     logs.setup(cfg.log_level)
+    # Before any thread and before grpcio is imported (at the first gRPC connection).
+    grpccore.choose_experiments()
     tune_malloc()  # before the daemon's threads make arenas of their own
     daemon = Daemon(cfg, config_path=args.config, flag_overrides=flags)
     return asyncio.run(serve(daemon))

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jouled.clock import SystemClock
-from jouled.ingest import h2relay
+from jouled.ingest import grpccore, h2relay
 from jouled.ingest import handover as handover_module
 from jouled.ingest.app import STATE_KEY, build_ingest_app
 from jouled.ingest.grpc import GrpcIngest
@@ -274,19 +274,28 @@ def _grpcio_threads(pid: int) -> list[str]:
     return [n for n in names if n in ("event_engine", "grpc_global_tim", "lifeguard")]
 
 
-def test_an_idle_daemon_runs_no_grpcio_until_a_grpc_client_connects(tmp_path: Path) -> None:
+def test_an_idle_daemon_runs_no_grpcio_until_a_grpc_client_connects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``jouled run``: no grpcio thread while no gRPC client has come; the port answers; the
-    first export is taken; then grpcio's threads run."""
-    with jouled(tmp_path, {"interval": 0.5, "collectors": {"nvml": {"enabled": False}}}) as d:
+    first export is taken; then grpcio's threads run, with the grpc-core experiments the
+    daemon chose itself (jouled.ingest.grpccore), which grpc-core knows."""
+    monkeypatch.delenv(grpccore.VARIABLE, raising=False)
+    cfg = {"interval": 0.5, "collectors": {"nvml": {"enabled": False}}}
+    with jouled(tmp_path, cfg, "--log-level", "debug") as d:
         pid = d.proc.popen.pid
         time.sleep(1.0)
         assert _grpcio_threads(pid) == []
         assert "(grpcio starts at the first gRPC connection)" in d.proc.output()
+        chosen = grpccore.choose_experiments({})
+        said = f"{grpccore.VARIABLE}={chosen} (iomgr's listener)" if chosen else "its defaults"
+        assert f"grpc-core experiments: {said}" in d.proc.output()
         assert d.grpc is not None
         with grpc.insecure_channel(d.grpc) as channel:
             channel.unary_unary(EXPORT)(_body(1), timeout=10)
         wait_for(lambda: _grpcio_threads(pid) != [], 10, "grpcio's threads")
         assert "grpcio serves" in d.proc.output()
+        assert "Unknown experiment" not in d.proc.output()
 
 
 def _port_free(port: int) -> bool:
