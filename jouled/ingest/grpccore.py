@@ -18,7 +18,8 @@ docs/BENCHMARKS.md, the fifteenth pass):
   ms a second in all against 4.7-4.8;
 - the daemon at 1,000 spans/s over OTLP/gRPC: grpcio's threads 1.43-1.47 ms a second
   against 0.87-1.00;
-- idle after a first connection: the same 8-12 wake-ups a second either way.
+- idle after a first connection: no consistent difference (5 rounds alternated, higher in 3,
+  lower in 2).
 
 The experiment is applied only for the grpcio versions it was measured on
 (``MEASURED``): grpc-core logs an error at start-up for an experiment it does not know, and
