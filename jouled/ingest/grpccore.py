@@ -25,8 +25,10 @@ The experiment is applied only to the grpcio releases in ``MEASURED``: grpc-core
 error at start-up for an experiment it does not know, and a release may drop this one once
 iomgr's listener is gone. grpcio 1.60.0 (pyproject's floor), 1.70.0 and 1.85.3 were checked
 to know it (a grpc.aio call under it, no ``Unknown experiment``, which a misspelt name
-gets); its effect was measured on 1.85.3. A newer grpcio keeps its own default until someone
-measures it again and moves ``MEASURED``'s upper end.
+gets); its effect was measured on 1.85.3. On 1.60.0 it changes nothing: the bare server's
+threads woke 47 times a second either way (4.9-6.3 ms of CPU), iomgr's listener being still
+that release's default. A newer grpcio keeps its own default until someone measures it again
+and moves ``MEASURED``'s upper end.
 """
 
 from __future__ import annotations
