@@ -76,11 +76,10 @@ def choose_experiments(
         return env[VARIABLE]
     version = grpcio_version() if version is None else version
     if version is None or not MEASURED[0] <= version <= MEASURED[1]:
-        (a, b), (c, d) = MEASURED
         found = "not installed" if version is None else f"{version[0]}.{version[1]}"
+        low, high = (f"{major}.{minor}" for major, minor in MEASURED)
         log.debug(
-            "grpc-core experiments: its defaults (grpcio %s; measured: %d.%d to %d.%d)",
-            *(found, a, b, c, d),
+            "grpc-core experiments: its defaults (grpcio %s; applied to %s-%s)", found, low, high
         )
         return None
     env[VARIABLE] = EXPERIMENTS
