@@ -145,11 +145,14 @@ def machine() -> dict[str, Any]:
 
 def save(name: str, results: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
+    # The module run (``-m``), which a variant's file name (span_path_evict64) is not.
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = spec.name if spec is not None else f"benchmarks.{name}"
     payload = {
         "benchmark": name,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(
-            shlex.quote(a) for a in [".venv/bin/python", "-m", f"benchmarks.{name}", *sys.argv[1:]]
+            shlex.quote(a) for a in [".venv/bin/python", "-m", module, *sys.argv[1:]]
         ),
         "machine": machine(),
         "results": results,

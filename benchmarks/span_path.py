@@ -19,6 +19,7 @@ the host's processes, so that each change to the path can be measured in seconds
 
     .venv/bin/python -m benchmarks.span_path --seconds 90 --rate 1000
     .venv/bin/python -m benchmarks.span_path --span-ms 2000   # LLM requests, ~2,000 open
+    .venv/bin/python -m benchmarks.span_path --evict-mb 64    # caches cold, as in the daemon
     JOULED_PURE_PYTHON=1 .venv/bin/python -m benchmarks.span_path   # without the C extensions
 """
 
@@ -113,8 +114,29 @@ def _stage(workloads: int, models: list[list[str]]) -> Any:
     return AttributionStage(cfg, tracker=Tracker()), cfg
 
 
+class _Evictor:
+    """Copies ``mb`` MiB over ``mb`` MiB between the stages' steps (not timed), as the host's
+    other processes and the daemon's other threads do between a batch and the next: each step
+    then finds its data and code out of the CPU caches, as in the daemon, where a step's
+    tables (tens of thousands of spans in flight) are not touched again for ~0.25-1 s."""
+
+    def __init__(self, mb: int) -> None:
+        self._buf = bytearray(mb << 20)
+        self._src = bytes(range(256)) * (mb << 12)
+
+    def __call__(self) -> None:
+        if self._buf:
+            self._buf[:] = self._src
+
+
 def run(
-    rate: int, seconds: int, workloads: int, trace: bool, span_ms: float = 5.0
+    rate: int,
+    seconds: int,
+    workloads: int,
+    trace: bool,
+    span_ms: float = 5.0,
+    *,
+    evict_mb: int = 0,
 ) -> dict[str, Any]:
     from jouled.ingest import otlpscan
     from jouled.ingest.decode import decode_otlp_protobuf
@@ -142,6 +164,7 @@ def run(
     held: list[float] = []  # Python heap over the no-span start, per pending span
     held_pending: list[int] = []
     clock = time.thread_time
+    evict = _Evictor(evict_mb)
     b = 0
     base = 0
     for s in range(seconds + 40):
@@ -150,6 +173,7 @@ def run(
             gc.collect()
             base = tracemalloc.get_traced_memory()[0]
         while b < len(bodies) and bodies[b][0] <= now:
+            evict()
             rules = Rules(now=now, known_workloads=known, gflops_per_token=per_token)
             c0 = clock()
             view = memoryview(bodies[b][1])
@@ -169,6 +193,7 @@ def run(
         # The estimate's two components, as on a host without RAPL (the daemon benchmark's).
         host = {("cpu", "estimate"): 60.0, ("memory", "estimate"): 6.0}
         tick = Tick(s, s, s + 1.0, now - 1.0, now, {}, host, {})
+        evict()
         c0 = clock()
         stage.on_tick(tick, None)
         cpu["tick"] += clock() - c0
@@ -184,6 +209,7 @@ def run(
     out: dict[str, Any] = {
         "rate": rate,
         "seconds": seconds,
+        "evict_mb": evict_mb,
         "span_ms": span_ms,
         "spans": spans,
         "settled": settled,
@@ -212,10 +238,18 @@ def main() -> None:
         help="request length: 5 ms spans are mostly alone in their tick; LLM requests of "
         "seconds (e.g. 2000) overlap by the hundred, as under continuous batching",
     )
+    p.add_argument(
+        "--evict-mb",
+        type=int,
+        default=0,
+        help="MiB copied between steps (not timed), so that each step starts with cold "
+        "caches as in the daemon (64: more than this machine's L2 and its share of L3)",
+    )
     args = p.parse_args()
     seconds = min(args.seconds, 600)
     span_ms = min(max(args.span_ms, 0.0), 30_000.0)
-    r = run(args.rate, seconds, args.workloads, trace=False, span_ms=span_ms)
+    evict_mb = min(max(args.evict_mb, 0), 1024)
+    r = run(args.rate, seconds, args.workloads, trace=False, span_ms=span_ms, evict_mb=evict_mb)
     if not args.no_memory:
         r["memory"] = run(args.rate, seconds, args.workloads, trace=True, span_ms=span_ms)
     print(
@@ -232,6 +266,8 @@ def main() -> None:
             file=sys.stderr,
         )
     name = "span_path" if span_ms == 5.0 else f"span_path_{span_ms:g}ms"
+    if evict_mb:
+        name += f"_evict{evict_mb}"
     save(name, {"machine": machine(), "command": " ".join(sys.argv), "result": r})
 
 
