@@ -2,7 +2,8 @@
 
 Quick: tick, scrape, ingest (in-process and a real daemon), accuracy. ``--all`` adds the
 long ones: daemon_cpu (1,000 processes; 100, 1,000 and 5,000 spans/s over HTTP and gRPC, 3
-runs) and compare (node_exporter, CodeCarbon). Results land in benchmarks/results/*.json.
+runs), daemon_memory (the same daemon's RSS over 12 minutes at 1,000 spans/s) and compare
+(node_exporter, CodeCarbon). Results land in benchmarks/results/*.json.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ QUICK = [
     ["accuracy", "--seconds", "10"],
     ["split"],
 ]
-LONG = [["daemon_cpu"], ["compare"]]
+LONG = [["daemon_cpu"], ["daemon_memory"], ["compare"]]
 
 
 def main() -> int:
