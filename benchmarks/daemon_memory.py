@@ -7,9 +7,9 @@ fragmentation keep raising RSS for minutes after that window closes. This runs
 ``benchmarks.daemon_cpu``'s loaded daemon (1 s tick, 10 workloads, 200 of ~1,000 host
 processes, 50 models, the real OpenTelemetry SDK sending) once per transport, side by side,
 for ``--minutes``, and reads each daemon's VmRSS every 10 s: the largest value of each minute,
-and the largest after the first five (the default ``spans.window``).
+and the largest after the fifth (by then the default ``spans.window`` has filled).
 
-    .venv/bin/python -m benchmarks.daemon_memory                     # 12 min, ~13 min
+    .venv/bin/python -m benchmarks.daemon_memory                     # 12 minutes (~13 in all)
     .venv/bin/python -m benchmarks.daemon_memory --minutes 3 --transports grpc
 """
 
@@ -27,11 +27,12 @@ from benchmarks._util import daemon, exit_on_sigterm, rss_mb, save, sleepers
 from benchmarks.daemon_cpu import GROUPS, YOUNG_S, _log, _sender, loaded_config
 
 SAMPLE_S = 10.0
-STEADY_FROM_MIN = 5  # spans.window's default (300 s) has filled
+FILLED_AFTER_MIN = 5  # spans.window's default (300 s) has filled
 
 
 def steady(minutes: float, rate: int, transports: list[str]) -> dict[str, Any]:
-    """Per transport: the largest RSS (MB) of each minute, and over minutes 5 and on."""
+    """Per transport: the largest RSS (MB) of each minute, and over the minutes after the
+    fifth."""
     out: dict[str, Any] = {}
     seconds = minutes * 60
     with sleepers(1000, groups=GROUPS, per_group=20), contextlib.ExitStack() as stack:
@@ -61,10 +62,10 @@ def steady(minutes: float, rate: int, transports: list[str]) -> dict[str, Any]:
                 )
             time.sleep(max(0.0, min(SAMPLE_S, seconds - (time.monotonic() - t0))))
     for transport, rows in by_minute.items():
-        later = rows[STEADY_FROM_MIN:]
+        later = rows[FILLED_AFTER_MIN:]
         out[transport] = {
             "rss_mb_max_by_minute": [round(r, 1) for r in rows],
-            "rss_mb_max_from_minute_5": round(max(later), 1) if later else None,
+            "rss_mb_max_after_minute_5": round(max(later), 1) if later else None,
             "rss_mb_first_minute": round(rows[0], 1) if rows else None,
         }
     return out
@@ -88,7 +89,7 @@ def main() -> None:
     for transport, r in results["transports"].items():
         print(
             f"{transport}: first minute {r['rss_mb_first_minute']} MB, "
-            f"from minute 5 at most {r['rss_mb_max_from_minute_5']} MB; by minute "
+            f"after minute 5 at most {r['rss_mb_max_after_minute_5']} MB; by minute "
             + " ".join(f"{x:.1f}" for x in r["rss_mb_max_by_minute"])
         )
     print("saved", save("daemon_memory", results))
