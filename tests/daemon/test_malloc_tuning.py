@@ -3,6 +3,7 @@ interpreters: mallinfo2 says whether a 256 KiB block came from its own mapping."
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -83,3 +84,75 @@ def test_threads_share_the_main_arena_once_tuned() -> None:
 
 def test_glibc_default_would_give_a_thread_an_arena_of_its_own() -> None:
     assert _probe("default", _THREAD_PROBE) == "None False"
+
+
+_TRIM_PROBE = textwrap.dedent(
+    """
+    import ctypes, sys
+    from jouled.daemon.malloc_tuning import trim_heap
+
+    def rss_kb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+    # 40 MB of 2 KiB heap blocks, written; then all freed but every 64th, which keeps the
+    # freed runs in the middle of the heap, where glibc's free() does not give pages back.
+    blocks = [libc.malloc(2048) for _ in range(20_000)]
+    for b in blocks:
+        libc.memset(b, 1, 2048)
+    for i, b in enumerate(blocks):
+        if i % 64:
+            libc.free(b)
+    before = rss_kb()
+    called = trim_heap() if sys.argv[1] == "trim" else None
+    print(called, (before - rss_kb()) // 1024)
+    """
+)
+
+
+def test_trim_heap_gives_back_free_pages_in_the_middle_of_the_heap() -> None:
+    called, freed_mb = _probe("trim", _TRIM_PROBE).split()
+    assert called == "True"
+    assert int(freed_mb) >= 20, f"{freed_mb} MB given back of ~39 MB freed"
+
+
+def test_without_the_trim_those_pages_stay_resident() -> None:
+    # The probe can fail: the pages really stay until malloc_trim.
+    called, freed_mb = _probe("keep", _TRIM_PROBE).split()
+    assert called == "None" and int(freed_mb) <= 1
+
+
+def test_the_daemon_trims_on_a_worker_thread_and_stops_where_it_cannot() -> None:
+    import asyncio
+    import threading
+
+    from jouled.daemon.malloc_tuning import trim_heap_every
+
+    calls: list[str] = []
+
+    def fake(answer: bool) -> bool:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise OSError("a failing call is logged, not fatal")
+        return answer
+
+    async def run(answer: bool) -> None:
+        task = asyncio.create_task(trim_heap_every(0.01, lambda: fake(answer)))
+        await asyncio.sleep(0.2)
+        stopped = task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert stopped is (not answer)
+
+    asyncio.run(run(True))
+    assert len(calls) >= 5 and threading.main_thread().name not in calls
+    calls.clear()
+    asyncio.run(run(False))
+    assert len(calls) == 1  # no glibc malloc_trim: asked once, then never again
