@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,27 @@ def tune_malloc() -> bool:
     return ok
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, looked up once; None where there is none (musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    malloc_trim.argtypes = (ctypes.c_size_t,)
+    malloc_trim.restype = ctypes.c_int
+    return cast("Callable[[int], int]", malloc_trim)
+
+
 def trim_heap() -> bool:
     """glibc's ``malloc_trim(0)``: the free pages of every arena go back to the kernel, in the
     middle of the heap too. True when called (whether or not it found pages to return); False
     where there is no glibc ``malloc_trim`` (musl, macOS)."""
-    if not sys.platform.startswith("linux"):
+    malloc_trim = _malloc_trim()
+    if malloc_trim is None:
         return False
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return False
-    malloc_trim.argtypes = (ctypes.c_size_t,)
-    malloc_trim.restype = ctypes.c_int
     malloc_trim(0)
     return True
 
