@@ -31,7 +31,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,26 @@ ARENA_MAX: Final = 1
 HEAP_TRIM_S: Final = 10.0
 
 
+def _libc_function(name: str, *argtypes: type[ctypes._SimpleCData[Any]]) -> Any | None:
+    """glibc's function ``name`` returning an int, with its argument types set; None where the
+    process has no such symbol (not Linux, musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = getattr(ctypes.CDLL(None), name)  # the process's own symbols: libc's among them
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = argtypes
+    fn.restype = ctypes.c_int
+    return fn
+
+
 def tune_malloc() -> bool:
     """Apply the settings above; call before the daemon starts its threads. True when glibc
     took them (False elsewhere: musl, macOS, or a libc without ``mallopt``)."""
-    if not sys.platform.startswith("linux"):
+    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL(None)  # the process's own symbols: libc's among them
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
     ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(M_ARENA_MAX, ARENA_MAX)
     )
@@ -64,17 +72,9 @@ def tune_malloc() -> bool:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _malloc_trim() -> Any | None:
     """glibc's ``malloc_trim``, looked up once; None where there is none (musl, macOS)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    malloc_trim.argtypes = (ctypes.c_size_t,)
-    malloc_trim.restype = ctypes.c_int
-    return cast("Callable[[int], int]", malloc_trim)
+    return _libc_function("malloc_trim", ctypes.c_size_t)
 
 
 def trim_heap() -> bool:
