@@ -66,6 +66,13 @@ class DecodeResult:
     ignored: int = 0  # OTLP spans that are not requests (children, CLIENT/PRODUCER spans)
     # service.name values of spans rejected as unknown_workload (for the operator's warning)
     unknown_services: frozenset[str] = frozenset()
+    # Valid spans handed to the queue, kept once ``spans`` is dropped (-1: len(spans))
+    taken_count: int = -1
+
+    @property
+    def taken(self) -> int:
+        """The valid spans decoded (``len(spans)`` until the queue took them)."""
+        return len(self.spans) if self.taken_count < 0 else self.taken_count
 
     @property
     def rejected_total(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -15,7 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from jouled.attribution.spans import Span, SpanSplitter
 from jouled.clock import FakeClock
-from jouled.ingest.app import build_ingest_app
+from jouled.ingest.app import STATE_KEY, build_ingest_app, ingest_body
+from jouled.ingest.decode import decode_otlp_protobuf
 from jouled.ingest.requests import IngestRequests
 from tests.ingest.otlp import NOW, pb_span, request
 
@@ -299,3 +301,40 @@ async def test_large_batch_is_decoded_off_the_event_loop_and_fully_accepted(
     assert not ExportTraceServiceResponse.FromString(await resp.read()).HasField("partial_success")
     assert len(sink.spans) == 3000
     assert sink.spans[-1].gflops == 2999.0
+
+
+@pytest.mark.parametrize("n", [3, 3000], ids=["inline", "off-loop"])
+async def test_spans_the_sink_refuses_are_told_to_the_sender_once_the_spans_are_dropped(
+    n: int,
+) -> None:
+    class HalfSink(RecordingSink):
+        def submit(self, spans: Sequence[Span]) -> tuple[int, int]:
+            taken = spans[: len(spans) // 2]
+            self.spans.extend(taken)
+            return len(taken), 0
+
+    sink = HalfSink()
+    on_loop: list[bool] = []
+    app = build_ingest_app(
+        sink, clock=FakeClock(start_wall=NOW), known_workloads=None, gflops_per_token={}
+    )
+    state = app[STATE_KEY]
+    real_submit = sink.submit
+
+    def submit(spans: Sequence[Span]) -> tuple[int, int]:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return real_submit(spans)
+
+    sink.submit = submit  # type: ignore[method-assign]
+    body = pb_body(*[pb_span(k + 1, http__route="/r" * 20) for k in range(n)])
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/v1/traces", data=body, headers=PB)
+        assert resp.status == 200
+        partial = ExportTraceServiceResponse.FromString(await resp.read()).partial_success
+        result, accepted, late = await ingest_body(state, decode_otlp_protobuf, body, None)
+    # The decoded spans were handed over and dropped off the loop; their count still tells
+    # the sender how many the sink did not keep.
+    assert on_loop and not any(on_loop)
+    assert partial.rejected_spans == n - n // 2
+    assert "pending_full" in partial.error_message
+    assert (accepted, late, result.taken, result.spans) == (n // 2, 0, n, ())
