@@ -48,10 +48,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from jouled import config, logs, tls
+    from jouled.daemon.lean_imports import import_aiohttp_web_without_mime_files
     from jouled.daemon.malloc_tuning import tune_malloc
     from jouled.ingest import grpccore
 
     tls.import_aiohttp_without_ca_bundle()  # before anything imports aiohttp: ~2 MB
+    import_aiohttp_web_without_mime_files()  # ~0.3 MB
     from jouled.daemon.service import Daemon, serve
 
     try:
