@@ -266,7 +266,6 @@ async def ingest_body(
         # run on a worker thread), and a large batch is Python work of its own.
         accepted, late = await state.off_loop.run(_queue, state, decoded.spans, decoded.rejected)
         result = _without_spans(decoded)
-        del decoded
     if result.unknown_services and state.unknown_warning is not None:
         state.unknown_warning.note(result.unknown_services)
     refused = result.taken - accepted - late
