@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 # The stamps follow what the install builds from: the C span scanner is compiled by pip.
 BUILT_FROM := pyproject.toml setup.py jouled/ingest/_otlpscan.c jouled/ingest/_roots.c \
               jouled/ingest/_otlpwire.h \
-              jouled/attribution/_split.c jouled/attribution/_pending.c
+              jouled/attribution/_split.c jouled/attribution/_pending.c \
+              jouled/attribution/_proctick.c
 CKSUM    := $(shell cat $(BUILT_FROM) | cksum | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
 STAMP    := $(VENV)/.installed-dev-$(CKSUM)

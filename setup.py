@@ -1,7 +1,8 @@
 """The optional C span scanner (jouled/ingest/_otlpscan.c), request selector
 (jouled/ingest/_roots.c; both read the wire through jouled/ingest/_otlpwire.h), tick
-splitter (jouled/attribution/_split.c) and pending-span record
-(jouled/attribution/_pending.c); everything else is in pyproject.toml.
+splitter (jouled/attribution/_split.c), pending-span record (jouled/attribution/_pending.c)
+and the tick's process clocks (jouled/attribution/_proctick.c); everything else is in
+pyproject.toml.
 
 ``optional=True``: where they cannot be compiled (no C compiler, no Python headers) the install
 goes on and jouled uses their pure-Python twins (jouled/native.py). ``pip install -e .``
@@ -27,6 +28,9 @@ setup(
             optional=True,
         ),
         Extension("jouled.attribution._pending", ["jouled/attribution/_pending.c"], optional=True),
+        Extension(
+            "jouled.attribution._proctick", ["jouled/attribution/_proctick.c"], optional=True
+        ),
         # Python's float arithmetic rounds each operation: no fused multiply-add.
         Extension(
             "jouled.attribution._split",

@@ -55,3 +55,16 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     for p in started:
         p.kill()
         p.wait(5)
+
+
+@pytest.fixture(params=["compiled", "python"])
+def clock_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The tracker's per-tick clock loop: the compiled one (``_proctick.to_read``, where
+    built) or the Python one."""
+    from jouled.attribution import workloads
+
+    if request.param == "python":
+        monkeypatch.setattr(workloads, "_c_to_read", None)
+    elif workloads._c_to_read is None:
+        pytest.skip("jouled.attribution._proctick not built (or JOULED_PURE_PYTHON=1)")
+    return str(request.param)

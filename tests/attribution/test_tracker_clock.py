@@ -208,7 +208,7 @@ def test_the_process_clock_is_the_kernels_cpu_time() -> None:
 
 
 def test_real_processes_idle_ones_unread_a_busy_ones_cpu_counted(
-    marker: str, procs: list[subprocess.Popen[bytes]]
+    clock_loop: str, marker: str, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     reads: list[int] = []
 
@@ -235,21 +235,30 @@ def test_real_processes_idle_ones_unread_a_busy_ones_cpu_counted(
     assert reads == []
     busy = subprocess.Popen([sys.executable, "-c", BURN, "1.0", marker])
     procs.append(busy)
-    total = 0.0
+    total = profiled = 0.0
     deadline = time.monotonic() + 10
     while busy.poll() is None and time.monotonic() < deadline:
-        total += tracker.tick().workload_s["api"]
-        time.sleep(0.1)
+        tick = tracker.tick(time.monotonic())
+        total += tick.workload_s["api"]
+        profiled += sum(tick.profile.get("api", ()))
+        time.sleep(0.05)
+        tracker.subsample(time.monotonic())  # active processes only: the busy one
+        time.sleep(0.05)
     seen_before_exit = total
     busy.wait(10)
     assert busy.pid in reads
     # Its first tick only learns where its clock stood; about 1 s of CPU follows.
     assert 0.5 < seen_before_exit < 1.3
+    # Active from its first CPU on, it is sub-sampled: the profile cuts what followed.
+    assert 0.0 < profiled <= total + 1e-9
     assert set(reads) - {busy.pid} <= {p.pid for p in idle}
+    idle[0].kill()
+    idle[0].wait(5)
+    assert tracker.tick().workload_pids["api"] == frozenset(p.pid for p in idle[1:])
 
 
 def test_a_real_workload_process_that_execs_away_is_released(
-    marker: str, procs: list[subprocess.Popen[bytes]]
+    clock_loop: str, marker: str, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     code = "import os, time\ntime.sleep(1.0)\nos.execvp('sleep', ['sleep', '30'])\n"
     p = subprocess.Popen([sys.executable, "-c", code, marker])

@@ -224,3 +224,33 @@ def test_a_loadavg_mounted_over_by_lxcfs_turns_the_listing_shortcut_off(tmp_path
     assert not workloads._mounted_over("/proc/loadavg")
     assert workloads._mounted_over("/proc")
     assert ProcFS().last_pid() is not None
+
+
+def test_a_pid_reused_between_listings_is_classified_again_without_a_listing(
+    tmp_path: Path,
+) -> None:
+    # Between listings the tracker trusts that the known processes are the live ones; a
+    # process forgotten for a reused PID (its start time changed) stays live, and the next
+    # scan must classify the new owner from the last listing, without listing /proc again.
+    fs = _Listed(tmp_path)
+    fs.put(10, "serve")
+    fs.put(12, "bash")
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve"))], proc=fs)
+    tracker.tick()
+    tracker.tick()
+    listed = fs.listed
+    assert tracker.pids_of("api") == {10}
+    # PID 10 is now another process (start time 77), and it serves too; the mark held.
+    rest = " ".join(["0"] * 9)
+    (tmp_path / "10" / "stat").write_text(f"10 (p) S 1 {rest} 0 0 0 0 0 0 0 0 77 0 0\n")
+    (tmp_path / "10" / "cmdline").write_bytes(b"serve --other\0")
+    tick = tracker.tick()  # its stat file read: not the process it knew, forgotten
+    assert tick.workload_pids["api"] == frozenset()
+    tick = tracker.tick()  # classified again from the last listing
+    assert tick.workload_pids["api"] == frozenset({10})
+    assert fs.listed == listed
+    # A process gone between listings leaves both tables: no listing needed to forget it.
+    (tmp_path / "12" / "stat").unlink()
+    (tmp_path / "10" / "stat").unlink()
+    assert tracker.tick().workload_pids["api"] == frozenset()
+    assert tracker.workload_of(10) is None and fs.listed == listed
