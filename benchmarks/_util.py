@@ -126,6 +126,46 @@ def percentiles(values_s: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _python_step(n: int) -> int:
+    """Plain interpreter work of the kinds the daemon's Python does: dict and set updates,
+    small tuples and strs, float arithmetic, a method call per item."""
+    d: dict[int, float] = {}
+    seen: set[str] = set()
+    acc = 0
+    for i in range(n):
+        key = (i * 2654435761) % 4093
+        d[key] = d.get(key, 0.0) + i * 0.5
+        name = f"w{key % 64}"
+        if name not in seen:
+            seen.add(name)
+        acc += len((name, key, i)[0].upper())
+    return acc + len(d)
+
+
+def host_speed(repeats: int = 5, steps: int = 20_000) -> dict[str, float]:
+    """How fast this host runs what the daemon runs right now, by this thread's CPU clock,
+    the best of ``repeats`` rounds of ``steps``: ``python_us``, µs for 1,000 steps of plain
+    interpreter work (``_python_step``); ``syscall_us``, µs for one ``clock_gettime`` of the
+    process CPU clock, a system call (the tracker makes one a workload process a tick;
+    kernel entry costs vary most between hosts: CPU mitigations, virtualisation).
+
+    A thread's CPU clock does not tell a fast CPU from one shared with a busy neighbour (an
+    SMT sibling, a hypervisor's other guests): on the 2-vCPU VMs here both figures have
+    moved twofold within a minute, and threefold between hosts (docs/BENCHMARKS.md, the
+    eighteenth pass). Daemon CPU figures taken at different times compare only with these
+    beside them (``daemon_cpu`` samples them through each window)."""
+    py = sc = float("inf")
+    for _ in range(repeats):
+        t0 = time.thread_time_ns()
+        _python_step(steps)
+        py = min(py, (time.thread_time_ns() - t0) / steps)  # ns a step = µs per 1,000
+        t0 = time.thread_time_ns()
+        for _ in range(steps):
+            time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
+        sc = min(sc, (time.thread_time_ns() - t0) / steps / 1e3)
+    return {"python_us": round(py, 1), "syscall_us": round(sc, 3)}
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     with contextlib.suppress(OSError):
@@ -140,6 +180,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "loadavg_1m_at_start": round(load[0], 2),
+        "host_speed": host_speed(),
     }
 
 

@@ -49,6 +49,7 @@ from benchmarks._util import (
     cpu_seconds,
     daemon,
     exit_on_sigterm,
+    host_speed,
     process_cpu_ns,
     rss_mb,
     save,
@@ -87,16 +88,32 @@ def _lost(d: Any) -> float:
     return sum(float(m.group(1)) for m in _LOST.finditer(text))
 
 
+_speeds: list[dict[str, float]] = []  # host_speed samples of the last window
+
+
 def _window(pids: list[int], window: float) -> tuple[list[float], float, list[float]]:
-    """CPU seconds per pid over ``window`` s of wall time; the wall time; max RSS per pid."""
+    """CPU seconds per pid over ``window`` s of wall time; the wall time; max RSS per pid.
+    The host's speed is sampled every second meanwhile (``_speeds``: ~5 ms of CPU each)."""
+    _speeds.clear()
     c0 = [cpu_seconds(p) for p in pids]
     t0 = time.monotonic()
     peak = [rss_mb(p) for p in pids]
     while (left := t0 + window - time.monotonic()) > 0:
         time.sleep(min(1.0, left))
         peak = [max(a, rss_mb(p)) for a, p in zip(peak, pids, strict=True)]
+        _speeds.append(host_speed(repeats=1, steps=2_000))
     wall = time.monotonic() - t0
     return [cpu_seconds(p) - c for p, c in zip(pids, c0, strict=True)], wall, peak
+
+
+def _host_speed_row() -> dict[str, float]:
+    """The median of the last window's host speed samples (see ``_util.host_speed``)."""
+    if not _speeds:
+        return {}
+    return {
+        "host_python_us": statistics.median(s["python_us"] for s in _speeds),
+        "host_syscall_us": statistics.median(s["syscall_us"] for s in _speeds),
+    }
 
 
 def _threads(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
@@ -117,6 +134,7 @@ def _row(cpu: float, wall: float, rss: float, spans: float = 0.0) -> dict[str, f
         "rss_mb": rss,
         "spans": spans,
         "spans_per_s": spans / wall,
+        **_host_speed_row(),
     }
 
 
@@ -235,7 +253,9 @@ def _loaded_run(
                     f"received, CPU {row['cpu_percent_of_one_core']:.2f} % "
                     f"({row['us_per_span_all_in']:.1f} us/span all in, "
                     f"{row['us_per_span_over_baseline']:.1f} over baseline), "
-                    f"RSS max {rss:.1f} MB, {lost:.0f} spans lost at the cap; ms/s by thread: "
+                    f"RSS max {rss:.1f} MB, {lost:.0f} spans lost at the cap, host "
+                    f"{row.get('host_python_us', float('nan')):.0f} us per 1,000 Python steps; "
+                    "ms/s by thread: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in row["threads_ms_per_s"].items())
                 )
     return out

@@ -43,3 +43,17 @@ def test_process_cpu_counts_threads_that_ended_where_a_thread_sum_does_not() -> 
         proc.wait()
     assert used_s >= 0.19  # the thread's 0.2 s, counted after it ended
     assert thread_sum_s < 0.1  # the live threads' sum lost it: the bug the clock fixes
+
+
+def test_host_speed_is_in_us_per_thousand_python_steps_and_us_per_system_call() -> None:
+    from benchmarks._util import _python_step, host_speed
+
+    speed = host_speed(repeats=3, steps=2_000)
+    assert set(speed) == {"python_us", "syscall_us"}
+    t0 = time.thread_time_ns()
+    for _ in range(5):
+        _python_step(1_000)
+    direct_us = (time.thread_time_ns() - t0) / 5 / 1e3
+    # The best of 3 against a plain average, on a host whose speed moves: the same order.
+    assert direct_us / 5 < speed["python_us"] < direct_us * 5
+    assert 0.0 < speed["syscall_us"] < 100.0  # one clock_gettime: ~0.1-2 µs
