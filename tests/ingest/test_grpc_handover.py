@@ -152,6 +152,17 @@ def _frames(sock: socket.socket, until: float) -> list[tuple[int, int, int, byte
     return out
 
 
+async def _client_preface(
+    ingest: GrpcIngest, wait_s: float = 1.0
+) -> tuple[socket.socket, list[tuple[int, int, int, bytes]]]:
+    """A raw client connected to ``ingest`` that has sent its preface and empty SETTINGS,
+    and the frames it got in the ``wait_s`` after."""
+    port = ingest.address[1] if ingest.address else 0
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b""))
+    return sock, await asyncio.to_thread(_frames, sock, time.monotonic() + wait_s)
+
+
 async def test_the_shutdown_steps_and_a_stream_opened_after_the_last_goaway_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -161,11 +172,8 @@ async def test_the_shutdown_steps_and_a_stream_opened_after_the_last_goaway_is_r
     monkeypatch.setattr(h2relay, "QUIET_S", 0.1)
     sink = ListSink()
     ingest = await serve(sink)
-    port = ingest.address[1] if ingest.address else 0
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock, got = await _client_preface(ingest)
     try:
-        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b""))
-        got = await asyncio.to_thread(_frames, sock, time.monotonic() + 1.0)
         kinds = [(k, s) for k, _f, s, _p in got]
         assert kinds[0] == (SETTINGS, 0)  # grpcio's preface first
         goaways = [p for k, _f, _s, p in got if k == h2relay.GOAWAY]
@@ -205,10 +213,8 @@ async def test_a_first_call_that_comes_a_while_after_the_preface_is_served_not_s
     sink = ListSink()
     ingest = await serve(sink)
     port = ingest.address[1] if ingest.address else 0
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock, got = await _client_preface(ingest)
     try:
-        sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b""))
-        got = await asyncio.to_thread(_frames, sock, time.monotonic() + 1.0)
         assert {k for k, _f, _s, _p in got} == {SETTINGS}  # grpcio's preface and ack, no GOAWAY
         settings_ack = frame(SETTINGS, 1, 0, b"")
         block = _literal_headers(
