@@ -48,7 +48,7 @@ def test_cpu_ns_is_the_process_clock_that_process_cpu_ns_reads(
     assert _proctick.cpu_ns(child.pid) == process_cpu_ns(child.pid) > 0
     mine = _proctick.cpu_ns(os.getpid())
     assert mine is not None and abs(mine - time.process_time_ns()) < 5_000_000
-    for pid in (0, -1, 2**31, 2**70):
+    for pid in (0, -1, 2**22 + 1, 2**31, 2**70):
         assert _proctick.cpu_ns(pid) is None
     dead = _dead_pid()
     assert _proctick.cpu_ns(dead) is None or process_cpu_ns(dead) is not None  # (reused)
