@@ -487,7 +487,6 @@ class ProcessTracker:
         self._pidfile_pids: dict[str, int | None] = {}
         self._pidfile_now: dict[str, int] = {}
         self._live: set[int] = set()
-        self._listed = False  # whether this round's _listing() listed the root
         # exec only matters to command-line rules: PIDs, pidfiles and cgroups survive it.
         self._has_cmdline = any(m.cmdline is not None for m in self.matchers)
         self._last_host_busy: float | None = None
@@ -559,11 +558,12 @@ class ProcessTracker:
         elif self._claimed.pop(proc.pid, None) is not None:
             self._proc.release(proc.pid)
 
-    def _listing(self) -> set[int]:
-        """The PIDs under the proc root. Listed only when a PID was allocated since the last
-        listing (``/proc/loadavg``'s last PID moved: no new process can have appeared
-        otherwise) or the round before, and every ``recheck_every`` rounds whatever it says;
-        in between, the last listing less the processes found gone. The kernel allocates a
+    def _listing(self) -> tuple[set[int], bool]:
+        """The PIDs under the proc root, and whether the root was listed this time. Listed
+        only when a PID was allocated since the last listing (``/proc/loadavg``'s last PID
+        moved: no new process can have appeared otherwise) or the round before, and every
+        ``recheck_every`` rounds whatever it says; in between, the last listing less the
+        processes found gone. The kernel allocates a
         PID before it attaches the task that /proc lists (``copy_process``: ``alloc_pid``,
         then ``attach_pid``), so a mark is trusted only once a listing a round after it
         was first read has held it too."""
@@ -572,8 +572,8 @@ class ProcessTracker:
             self._last_pid = mark if mark == self._listed_mark else None
             self._listed_mark = mark
             self._live = self._proc.pids()
-            self._listed = True
-        return self._live
+            return self._live, True
+        return self._live, False
 
     def scan(self) -> None:
         """Bring the process map up to date: forget the dead, classify the new."""
@@ -593,13 +593,12 @@ class ProcessTracker:
             self._pidfile_pids[m.name] = p
         self._pidfile_now = pidfile_pids
         self._round += 1
-        self._listed = False
-        live = self._listing()
+        live, listed = self._listing()
         # Between listings the known processes are a subset of the live ones (a process is
         # only added from them, and one found gone leaves both): none to forget, and new ones
         # only where the counts differ (a reused PID, forgotten, is live but not known). Two
         # set differences of ~1,000 PIDs a tick saved (~50-100 µs).
-        if self._listed:
+        if listed:
             for pid in self._procs.keys() - live:
                 self._forget(pid)
         # A slice of the non-workload processes is re-checked each round for PID reuse and
