@@ -1,0 +1,140 @@
+"""The daemon's CPU at a span rate against the host's speed, from ``daemon_cpu`` results.
+
+    .venv/bin/python -m benchmarks.host_plot benchmarks/results/daemon_cpu.json [more.json ...]
+
+Each ``daemon_cpu`` row records the host's speed in its window (``host_python_us``: µs of
+the measuring thread's CPU for 1,000 steps of plain Python, ``_util.host_speed``). On the
+shared VMs these benchmarks run on, that speed moves twofold within an hour, and the
+daemon's CPU with it; this plots each row's CPU (% of one core) against it, one colour per
+transport, with a least-squares line per transport and the 1 % target, and prints the host
+speed at which each line crosses the target. A results file without host speeds (before the
+eighteenth pass of issue 18) is skipped with a note. Writes
+``docs/img/daemon_cpu_host_speed.png`` (``--out``) and prints its path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "daemon_cpu.json"
+DEFAULT_OUT = ROOT / "docs" / "img" / "daemon_cpu_host_speed.png"
+TARGET_PERCENT = 1.0
+
+Point = tuple[float, float]  # (host µs per 1,000 Python steps, CPU % of one core)
+
+
+def points(results: Iterable[dict[str, Any]], rate: int) -> dict[str, list[Point]]:
+    """Per row name (``http``, ``grpc``, ``no spans``) the (host µs, CPU %) of each run's row
+    at ``rate`` spans/s (the no-span rows whatever the rate); rows without a host speed are
+    left out."""
+    out: dict[str, list[Point]] = {}
+    for payload in results:
+        for run in payload.get("results", {}).get("runs", []):
+            for key, row in run.items():
+                if not isinstance(row, dict) or "host_python_us" not in row:
+                    continue
+                name = key.removesuffix(f"_{rate}") if key.endswith(f"_{rate}") else None
+                if key == "no_spans":
+                    name = "no spans"
+                if name is None:
+                    continue
+                point = (float(row["host_python_us"]), float(row["cpu_percent_of_one_core"]))
+                if all(math.isfinite(v) for v in point):
+                    out.setdefault(name, []).append(point)
+    return out
+
+
+def fit(pts: Sequence[Point]) -> tuple[float, float] | None:
+    """Least squares ``cpu = a + b * host``: (a, b); None for fewer than 2 distinct hosts."""
+    n = len(pts)
+    if n < 2:
+        return None
+    mx = sum(x for x, _ in pts) / n
+    my = sum(y for _, y in pts) / n
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    if sxx == 0:
+        return None
+    b = sum((x - mx) * (y - my) for x, y in pts) / sxx
+    return my - b * mx, b
+
+
+def crossing(line: tuple[float, float], target: float = TARGET_PERCENT) -> float | None:
+    """The host speed (µs per 1,000 steps) at which ``line`` reaches ``target`` %."""
+    a, b = line
+    return (target - a) / b if b > 0 else None
+
+
+def plot(series: dict[str, list[Point]], rate: int, out: Path, sources: Sequence[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"http": "tab:blue", "grpc": "tab:orange", "no spans": "tab:gray"}
+    labels = {"http": "OTLP/HTTP", "grpc": "OTLP/gRPC", "no spans": "no spans"}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    xs = [x for pts in series.values() for x, _ in pts]
+    lo, hi = min([*xs, 400.0]), max(xs) * 1.05
+    for name, pts in sorted(series.items()):
+        colour = colours.get(name, "tab:green")
+        label = labels.get(name, name)
+        ax.scatter([x for x, _ in pts], [y for _, y in pts], color=colour, label=label, s=36)
+        line = fit(pts)
+        if line is not None and name != "no spans":
+            a, b = line
+            ax.plot([lo, hi], [a + b * lo, a + b * hi], color=colour, linewidth=1, alpha=0.7)
+    ax.axhline(TARGET_PERCENT, color="tab:red", linestyle="--", linewidth=1)
+    ax.text(lo, TARGET_PERCENT * 1.03, "target: 1 % of a core", color="tab:red", fontsize=9)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(0, None)
+    ax.set_xlabel(
+        "host speed in the window: µs of CPU per 1,000 plain Python steps (lower = faster)"
+    )
+    ax.set_ylabel("daemon CPU, % of one core")
+    ax.set_title(f"jouled at {rate:,} spans/s against the host's speed ({len(xs)} windows)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.text(0.01, 0.01, "from " + ", ".join(sources), fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path, default=[RESULTS])
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    payloads, sources = [], []
+    for path in args.files:
+        payload = json.loads(path.read_text())
+        if not points([payload], args.rate):
+            print(f"{path}: no rows with a host speed (before the eighteenth pass): skipped")
+            continue
+        payloads.append(payload)
+        sources.append(f"{path.name} ({payload.get('date', '?')[:16]})")
+    series = points(payloads, args.rate)
+    if not series:
+        sys.exit("no daemon_cpu rows with a host speed in these files")
+    for name, pts in sorted(series.items()):
+        line = fit(pts)
+        at = crossing(line) if line is not None and name != "no spans" else None
+        span = f"{min(x for x, _ in pts):.0f}-{max(x for x, _ in pts):.0f} µs"
+        cpu = f"{min(y for _, y in pts):.2f}-{max(y for _, y in pts):.2f} %"
+        where = f"; 1 % at a host of {at:.0f} µs" if at is not None else ""
+        print(f"{name:8s} {len(pts)} rows, host {span}, CPU {cpu}{where}")
+    plot(series, args.rate, args.out, sources)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
