@@ -151,7 +151,7 @@ def host_speed(repeats: int = 5, steps: int = 20_000) -> dict[str, float]:
 
     A thread's CPU clock does not tell a fast CPU from one shared with a busy neighbour (an
     SMT sibling, a hypervisor's other guests): on the 2-vCPU VMs here both figures have
-    moved twofold within a minute, and threefold between hosts (docs/BENCHMARKS.md, the
+    moved twofold within a minute, and threefold between hosts (docs/BENCHMARKS_HISTORY.md, the
     eighteenth pass). Daemon CPU figures taken at different times compare only with these
     beside them (``daemon_cpu`` samples them through each window)."""
     py = sc = float("inf")

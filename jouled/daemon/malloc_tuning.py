@@ -14,7 +14,8 @@ Two of glibc's defaults cost the daemon resident memory it never gives back:
 
 Measured with ``benchmarks.daemon_cpu``'s daemon at 1,000 spans/s over OTLP/HTTP: 97.3 MB
 resident after 80 s without these settings, 92.8 MB with them (two arenas then); one arena
-instead of two: 0.5-1.0 MB less at 1,000 spans/s, CPU within noise (docs/BENCHMARKS.md).
+instead of two: 0.5-1.0 MB less at 1,000 spans/s, CPU within noise
+(docs/BENCHMARKS_HISTORY.md).
 
 A third default costs memory over minutes: glibc gives free memory back to the kernel only at
 the top of its heap, so the pages of chunks freed in the middle (span batches' lists and

@@ -287,7 +287,8 @@ def _without_spans(result: DecodeResult) -> DecodeResult:
     The queue keeps what it needs of each span; the decoded objects (each span and its id
     strings, a few thousand objects in a 500-span batch) are freed where they were made, on
     the ingest pool while still in cache, not on the event loop when the answer goes out
-    (0.24 ms of CPU a second less at 1,000 spans/s over OTLP/gRPC, docs/BENCHMARKS.md)."""
+    (0.24 ms of CPU a second less at 1,000 spans/s over OTLP/gRPC,
+    docs/BENCHMARKS_HISTORY.md)."""
     return replace(result, spans=(), taken_count=len(result.spans))
 
 

@@ -10,7 +10,7 @@ endpoints ("Use EventEngine listeners instead of iomgr's grpc_tcp_server",
 ``src/core/lib/experiments/experiments.yaml``) instead of the EventEngine's, whose
 work-stealing thread pool wakes a worker for each closure and then has it poll for more work
 at 15, 19.5, 25 ... ms. Measured on this project's 2-vCPU VM with grpcio 1.85.3 (see
-docs/BENCHMARKS.md, the fifteenth pass):
+docs/BENCHMARKS_HISTORY.md, the fifteenth pass):
 
 - a bare ``grpc.aio`` server taking 4 calls of 60 KB a second: grpcio's ``event_engine``
   threads 60 wake-ups and 3.0 ms of CPU a second by default, 17-19 and 0.75-1.0 ms with
