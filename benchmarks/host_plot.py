@@ -71,7 +71,9 @@ def crossing(line: tuple[float, float], target: float = TARGET_PERCENT) -> float
     return (target - a) / b if b > 0 else None
 
 
-def plot(series: dict[str, list[Point]], rate: int, out: Path, sources: Sequence[str]) -> None:
+def plot(per_source: Sequence[tuple[str, dict[str, list[Point]]]], rate: int, out: Path) -> None:
+    """Each source's rows with a marker of its own, one colour per transport; the lines fit
+    all sources' rows together."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,13 +81,24 @@ def plot(series: dict[str, list[Point]], rate: int, out: Path, sources: Sequence
 
     colours = {"http": "tab:blue", "grpc": "tab:orange", "no spans": "tab:gray"}
     labels = {"http": "OTLP/HTTP", "grpc": "OTLP/gRPC", "no spans": "no spans"}
+    markers = "os^Dv"
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    series: dict[str, list[Point]] = {}
+    for k, (source, got) in enumerate(per_source):
+        for name, pts in sorted(got.items()):
+            series.setdefault(name, []).extend(pts)
+            ax.scatter(
+                [x for x, _ in pts],
+                [y for _, y in pts],
+                color=colours.get(name, "tab:green"),
+                marker=markers[k % len(markers)],
+                label=f"{labels.get(name, name)}, {source}",
+                s=36,
+            )
     xs = [x for pts in series.values() for x, _ in pts]
     lo, hi = min([*xs, 400.0]), max(xs) * 1.05
     for name, pts in sorted(series.items()):
         colour = colours.get(name, "tab:green")
-        label = labels.get(name, name)
-        ax.scatter([x for x, _ in pts], [y for _, y in pts], color=colour, label=label, s=36)
         line = fit(pts)
         if line is not None and name != "no spans":
             a, b = line
@@ -100,9 +113,8 @@ def plot(series: dict[str, list[Point]], rate: int, out: Path, sources: Sequence
     ax.set_ylabel("daemon CPU, % of one core")
     ax.set_title(f"jouled at {rate:,} spans/s against the host's speed ({len(xs)} windows)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.text(0.01, 0.01, "from " + ", ".join(sources), fontsize=7, color="dimgray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
@@ -114,14 +126,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    payloads, sources = [], []
+    payloads, per_source = [], []
     for path in args.files:
         payload = json.loads(path.read_text())
-        if not points([payload], args.rate):
+        got = points([payload], args.rate)
+        if not got:
             print(f"{path}: no rows with a host speed (before the eighteenth pass): skipped")
             continue
         payloads.append(payload)
-        sources.append(f"{path.name} ({payload.get('date', '?')[:16]})")
+        per_source.append((f"{path.name} ({payload.get('date', '?')[:10]})", got))
     series = points(payloads, args.rate)
     if not series:
         sys.exit("no daemon_cpu rows with a host speed in these files")
@@ -132,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cpu = f"{min(y for _, y in pts):.2f}-{max(y for _, y in pts):.2f} %"
         where = f"; 1 % at a host of {at:.0f} µs" if at is not None else ""
         print(f"{name:8s} {len(pts)} rows, host {span}, CPU {cpu}{where}")
-    plot(series, args.rate, args.out, sources)
+    plot(per_source, args.rate, args.out)
     print("wrote", args.out)
 
 
