@@ -40,10 +40,11 @@ def points(results: Iterable[dict[str, Any]], rate: int) -> dict[str, list[Point
             for key, row in run.items():
                 if not isinstance(row, dict) or "host_python_us" not in row:
                     continue
-                name = key.removesuffix(f"_{rate}") if key.endswith(f"_{rate}") else None
                 if key == "no_spans":
                     name = "no spans"
-                if name is None:
+                elif key.endswith(f"_{rate}"):
+                    name = key.removesuffix(f"_{rate}")
+                else:
                     continue
                 point = (float(row["host_python_us"]), float(row["cpu_percent_of_one_core"]))
                 if all(math.isfinite(v) for v in point):
@@ -71,7 +72,19 @@ def crossing(line: tuple[float, float], target: float = TARGET_PERCENT) -> float
     return (target - a) / b if b > 0 else None
 
 
-def plot(per_source: Sequence[tuple[str, dict[str, list[Point]]]], rate: int, out: Path) -> None:
+Sources = Sequence[tuple[str, dict[str, list[Point]]]]  # (label, points()) per results file
+
+
+def merged(per_source: Sources) -> dict[str, list[Point]]:
+    """All sources' rows together, per row name."""
+    out: dict[str, list[Point]] = {}
+    for _label, got in per_source:
+        for name, pts in got.items():
+            out.setdefault(name, []).extend(pts)
+    return out
+
+
+def plot(per_source: Sources, rate: int, out: Path) -> None:
     """Each source's rows with a marker of its own, one colour per transport; the lines fit
     all sources' rows together."""
     import matplotlib
@@ -83,10 +96,8 @@ def plot(per_source: Sequence[tuple[str, dict[str, list[Point]]]], rate: int, ou
     labels = {"http": "OTLP/HTTP", "grpc": "OTLP/gRPC", "no spans": "no spans"}
     markers = "os^Dv"
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    series: dict[str, list[Point]] = {}
     for k, (source, got) in enumerate(per_source):
         for name, pts in sorted(got.items()):
-            series.setdefault(name, []).extend(pts)
             ax.scatter(
                 [x for x, _ in pts],
                 [y for _, y in pts],
@@ -95,6 +106,7 @@ def plot(per_source: Sequence[tuple[str, dict[str, list[Point]]]], rate: int, ou
                 label=f"{labels.get(name, name)}, {source}",
                 s=36,
             )
+    series = merged(per_source)
     xs = [x for pts in series.values() for x, _ in pts]
     lo, hi = min([*xs, 400.0]), max(xs) * 1.05
     for name, pts in sorted(series.items()):
@@ -126,16 +138,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    payloads, per_source = [], []
+    per_source = []
     for path in args.files:
         payload = json.loads(path.read_text())
         got = points([payload], args.rate)
         if not got:
             print(f"{path}: no rows with a host speed (before the eighteenth pass): skipped")
             continue
-        payloads.append(payload)
         per_source.append((f"{path.name} ({payload.get('date', '?')[:10]})", got))
-    series = points(payloads, args.rate)
+    series = merged(per_source)
     if not series:
         sys.exit("no daemon_cpu rows with a host speed in these files")
     for name, pts in sorted(series.items()):
