@@ -30,6 +30,7 @@ import yaml
 from jouled.testing.net import free_port, http_get
 
 RESULTS = Path(__file__).with_name("results")
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: ``python -m jouled`` runs it
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -227,9 +228,69 @@ class DaemonProc:
         return body.encode()
 
 
+# Run by ``interpreter`` in the interpreter asked about: its build, and whether it can run
+# jouled from this checkout (its dependencies importable there).
+_INTERPRETER_PROBE = r"""
+import json, platform, sys, sysconfig
+args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+with open("/proc/self/maps") as fh:
+    shared = any("libpython" in line for line in fh)
+missing = []
+for name in ("aiohttp", "grpc", "google.protobuf", "pydantic", "yaml"):
+    try:
+        __import__(name)
+    except ImportError:
+        missing.append(name)
+print(json.dumps({
+    "path": sys.executable,
+    "version": platform.python_version(),
+    "implementation": platform.python_implementation(),
+    "compiler": platform.python_compiler(),
+    "configure_enable_optimizations": "--enable-optimizations" in args,
+    "configure_with_lto": "--with-lto" in args,
+    "libpython_shared": shared,
+    "missing": missing,
+}))
+"""
+
+
+def interpreter(python: str) -> dict[str, Any]:
+    """What ``python`` is: path, version, compiler, whether its ``configure`` asked for PGO
+    (``--enable-optimizations``) and LTO (``--with-lto``), and whether it runs the
+    interpreter from a shared ``libpython`` (``--enable-shared``: calls between the
+    interpreter's own functions go through the PLT). Distributions may build with PGO and
+    LTO without saying so in ``CONFIG_ARGS`` (Debian keeps its LTO flags out of
+    ``_sysconfigdata``: /usr/share/doc/python3.11/changelog.Debian.gz), so the two
+    ``configure_`` fields say what the build reports, not what it is.
+
+    Raises RuntimeError naming what to fix when ``python`` does not run, or lacks a package
+    the daemon imports (make a venv with it and ``pip install -e .`` there)."""
+    try:
+        out = subprocess.run(
+            [python, "-c", _INTERPRETER_PROBE],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"cannot run {python!r}: {exc}") from None
+    if out.returncode != 0:
+        raise RuntimeError(f"{python!r} failed: {out.stderr.strip()[-500:]}")
+    info: dict[str, Any] = json.loads(out.stdout)
+    if info["missing"]:
+        raise RuntimeError(
+            f"{python!r} lacks jouled's dependencies ({', '.join(info['missing'])}): make a "
+            f"venv with it ({python} -m venv DIR) and run DIR/bin/pip install -e . there"
+        )
+    del info["missing"]
+    return info
+
+
 @contextlib.contextmanager
-def daemon(tmp: Path, cfg: dict[str, Any]) -> Iterator[DaemonProc]:
-    """The real daemon (``python -m jouled run``) on loopback ports, stopped on exit."""
+def daemon(tmp: Path, cfg: dict[str, Any], python: str | None = None) -> Iterator[DaemonProc]:
+    """The real daemon (``python -m jouled run``, from this checkout) on loopback ports,
+    stopped on exit. ``python``: the interpreter to run it on (default: this one's)."""
     cfg = {
         "listen": f"127.0.0.1:{free_port()}",
         # Never the host's ledger (/var/lib/jouled as root): two daemons side by side would
@@ -248,7 +309,8 @@ def daemon(tmp: Path, cfg: dict[str, Any]) -> Iterator[DaemonProc]:
     log = tmp / "jouled.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jouled", "run", "--config", str(path)],
+            [python or sys.executable, "-m", "jouled", "run", "--config", str(path)],
+            cwd=ROOT,
             stdout=fh,
             stderr=subprocess.STDOUT,
         )

@@ -50,6 +50,7 @@ from benchmarks._util import (
     daemon,
     exit_on_sigterm,
     host_speed,
+    interpreter,
     process_cpu_ns,
     rss_mb,
     save,
@@ -206,6 +207,7 @@ def _loaded_run(
     settle: float | None,
     *,
     span_ms: float = 5.0,
+    python: str | None = None,
 ) -> dict[str, Any]:
     settle_s = DEFAULT_SETTLE_S if settle is None else settle
     warm = settle_s + 10  # the first tick of the rate has settled, plus a BSP delay
@@ -217,7 +219,10 @@ def _loaded_run(
         time.sleep(YOUNG_S + 5)
         # A fresh daemon for each measurement: freed memory is not given back to the OS, so
         # a daemon's RSS after a higher rate would say nothing about a lower one.
-        with tempfile.TemporaryDirectory() as tmp, daemon(Path(tmp), loaded_config(settle)) as d:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            daemon(Path(tmp), loaded_config(settle), python) as d,
+        ):
             time.sleep(5)  # start-up is not the steady state
             _log(f"run {run}: no spans, {window:.0f} s window")
             th0 = thread_cpu(d.pid)
@@ -233,7 +238,7 @@ def _loaded_run(
                 endpoint = cfg["ingest"]["grpc_listen" if transport == "grpc" else "listen"]
                 with (
                     tempfile.TemporaryDirectory() as tmp,
-                    daemon(Path(tmp), cfg) as d,
+                    daemon(Path(tmp), cfg, python) as d,
                     _sender(endpoint, transport, rate, warm + window + 10, span_ms),
                 ):
                     time.sleep(warm)
@@ -261,7 +266,7 @@ def _loaded_run(
     return out
 
 
-def idle_vs_codecarbon(window: float) -> dict[str, Any]:
+def idle_vs_codecarbon(window: float, python: str | None = None) -> dict[str, Any]:
     """The idle daemon (the default config: OTLP/HTTP and OTLP/gRPC receivers), the idle
     daemon with its gRPC receiver off (``ingest.grpc_listen: null``: grpcio's own threads
     are not started) and CodeCarbon's tracker, measured over the same window."""
@@ -272,8 +277,8 @@ def idle_vs_codecarbon(window: float) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as tmp,
         tempfile.TemporaryDirectory() as tmp2,
-        daemon(Path(tmp), cfg) as d,
-        daemon(Path(tmp2), no_grpc) as d2,
+        daemon(Path(tmp), cfg, python) as d,
+        daemon(Path(tmp2), no_grpc, python) as d2,
     ):
         pids = [d.pid, d2.pid]
         proc = None
@@ -356,6 +361,12 @@ def main() -> None:
     )
     p.add_argument("--no-codecarbon", action="store_true", help="skip the idle comparison")
     p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter the daemons run on (default: this one), e.g. a venv made with "
+        "the distribution's python3 and `pip install -e .` there; its build is recorded",
+    )
+    p.add_argument(
         "--idle-window",
         type=float,
         default=120.0,
@@ -368,15 +379,26 @@ def main() -> None:
     window = min(args.window, 300.0)
     span_ms = min(max(args.span_ms, 0.0), 30_000.0)
     results: dict[str, Any] = {
+        "daemon_python": interpreter(args.python),
         "window_s": window,
         "rates": rates,
         "transports": transports,
         "span_ms": span_ms,
     }
     if not args.no_codecarbon:
-        results["idle_vs_codecarbon"] = idle_vs_codecarbon(min(args.idle_window, 600.0))
+        results["idle_vs_codecarbon"] = idle_vs_codecarbon(
+            min(args.idle_window, 600.0), args.python
+        )
     runs = [
-        _loaded_run(i + 1, rates, transports, window, args.settle_seconds, span_ms=span_ms)
+        _loaded_run(
+            i + 1,
+            rates,
+            transports,
+            window,
+            args.settle_seconds,
+            span_ms=span_ms,
+            python=args.python,
+        )
         for i in range(min(args.runs, 10))
     ]
     results["runs"] = runs
