@@ -228,11 +228,22 @@ class DaemonProc:
         return body.encode()
 
 
-# Run by ``interpreter`` in the interpreter asked about: its build, and whether it can run
-# jouled from this checkout (its dependencies importable there).
+# Run by ``interpreter`` in the interpreter asked about, with the checkout's root as its
+# argument: its build, and whether it can run jouled from that checkout (its dependencies
+# importable there, and the compiled extensions built there loadable: where one is not, the
+# daemon falls back to its pure-Python twin and a benchmark would measure that instead).
 _INTERPRETER_PROBE = r"""
-import json, platform, sys, sysconfig
+import importlib, json, pathlib, platform, sys, sysconfig
 args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+root = pathlib.Path(sys.argv[1])
+sys.path.insert(0, str(root))
+unloadable = []
+for so in sorted(root.joinpath("jouled").rglob("_*.so")):
+    name = ".".join((*so.relative_to(root).parent.parts, so.name.split(".")[0]))
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        unloadable.append(f"{name} ({exc})")
 with open("/proc/self/maps") as fh:
     shared = any("libpython" in line for line in fh)
 missing = []
@@ -250,11 +261,12 @@ print(json.dumps({
     "configure_with_lto": "--with-lto" in args,
     "libpython_shared": shared,
     "missing": missing,
+    "unloadable": unloadable,
 }))
 """
 
 
-def interpreter(python: str) -> dict[str, Any]:
+def interpreter(python: str, root: Path = ROOT) -> dict[str, Any]:
     """What ``python`` is: path, version, compiler, whether its ``configure`` asked for PGO
     (``--enable-optimizations``) and LTO (``--with-lto``), and whether it runs the
     interpreter from a shared ``libpython`` (``--enable-shared``: calls between the
@@ -263,11 +275,13 @@ def interpreter(python: str) -> dict[str, Any]:
     ``_sysconfigdata``: /usr/share/doc/python3.11/changelog.Debian.gz), so the two
     ``configure_`` fields say what the build reports, not what it is.
 
-    Raises RuntimeError naming what to fix when ``python`` does not run, or lacks a package
-    the daemon imports (make a venv with it and ``pip install -e .`` there)."""
+    Raises RuntimeError naming what to fix when ``python`` does not run, lacks a package
+    the daemon imports (make a venv with it and ``pip install -e .`` there), or cannot load
+    a compiled extension built in ``root`` (the checkout the daemon runs from: built for
+    another Python; ``pip install -e .`` with this one builds its own)."""
     try:
         out = subprocess.run(
-            [python, "-c", _INTERPRETER_PROBE],
+            [python, "-c", _INTERPRETER_PROBE, str(root)],
             check=False,
             capture_output=True,
             text=True,
@@ -283,7 +297,13 @@ def interpreter(python: str) -> dict[str, Any]:
             f"{python!r} lacks jouled's dependencies ({', '.join(info['missing'])}): make a "
             f"venv with it ({python} -m venv DIR) and run DIR/bin/pip install -e . there"
         )
-    del info["missing"]
+    if info["unloadable"]:
+        raise RuntimeError(
+            f"{python!r} cannot load the compiled extensions built in {root} "
+            f"({'; '.join(info['unloadable'])}): the daemon would run their pure-Python twins "
+            f"instead; run {python} -m pip install -e . to build them for it"
+        )
+    del info["missing"], info["unloadable"]
     return info
 
 

@@ -42,6 +42,24 @@ def test_an_interpreter_without_the_daemons_packages_is_refused_with_what_to_do(
     assert "pip install -e ." in str(err.value)
 
 
+def test_an_interpreter_that_cannot_load_the_checkouts_extensions_is_refused(
+    tmp_path: Path,
+) -> None:
+    # A checkout whose extension was built for another Python (here: not a library at all):
+    # the daemon would import its pure-Python twin instead, and the benchmark measure that.
+    package = tmp_path / "jouled" / "ingest"
+    package.mkdir(parents=True)
+    (tmp_path / "jouled" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "_otlpscan.cpython-399-x86_64-linux-gnu.so").write_bytes(b"not an ELF")
+    (package / "_roots.cpython-399-x86_64-linux-gnu.so").write_bytes(b"not an ELF")
+    with pytest.raises(RuntimeError, match="cannot load the compiled extensions") as err:
+        interpreter(sys.executable, root=tmp_path)
+    assert "jouled.ingest._otlpscan" in str(err.value)
+    assert "jouled.ingest._roots" in str(err.value)
+    assert "pip install -e ." in str(err.value)
+
+
 def test_an_interpreter_that_does_not_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="cannot run"):
         interpreter(str(tmp_path / "no-such-python"))
