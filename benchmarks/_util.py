@@ -308,9 +308,12 @@ def interpreter(python: str, root: Path = ROOT) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def daemon(tmp: Path, cfg: dict[str, Any], python: str | None = None) -> Iterator[DaemonProc]:
-    """The real daemon (``python -m jouled run``, from this checkout) on loopback ports,
-    stopped on exit. ``python``: the interpreter to run it on (default: this one's)."""
+def daemon(
+    tmp: Path, cfg: dict[str, Any], python: str | None = None, root: Path = ROOT
+) -> Iterator[DaemonProc]:
+    """The real daemon (``python -m jouled run``, from the checkout at ``root``, this one by
+    default) on loopback ports, stopped on exit. ``python``: the interpreter to run it on
+    (default: this one's)."""
     cfg = {
         "listen": f"127.0.0.1:{free_port()}",
         # Never the host's ledger (/var/lib/jouled as root): two daemons side by side would
@@ -330,7 +333,7 @@ def daemon(tmp: Path, cfg: dict[str, Any], python: str | None = None) -> Iterato
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [python or sys.executable, "-m", "jouled", "run", "--config", str(path)],
-            cwd=ROOT,
+            cwd=root,
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
