@@ -21,6 +21,8 @@ each). ``--python-a`` and ``--python-b`` pick the interpreters (a venv made with
 
     .venv/bin/python -m benchmarks.ab --a HEAD~1 --b . --rate 1000 --transport grpc
     .venv/bin/python -m benchmarks.ab --a . --b . --python-b /tmp/dvenv/bin/python
+    .venv/bin/python -m benchmarks.ab --a HEAD --b HEAD \\
+        --patch-b benchmarks/patches/ceiling_receive_only.patch     # a ceiling
 
 Writes ``benchmarks/results/ab.json`` (``--name`` another file): each window's figures,
 each order's summary and the CPU of each daemon's thread groups.
@@ -72,21 +74,28 @@ def _git(*args: str, cwd: Path = ROOT) -> str:
 
 
 @contextlib.contextmanager
-def tree(spec: str, python: str) -> Iterator[tuple[Path, str]]:
+def tree(spec: str, python: str, patch: Path | None = None) -> Iterator[tuple[Path, str]]:
     """The checkout ``spec`` names, ready to run: (its root, what it is).
 
     A directory holding ``jouled/`` is used as it is (``interpreter`` then checks that
     ``python`` can load the extensions built there). Anything else is a git revision of this
     repository: its ``jouled`` package is exported into a temporary directory, which is
-    removed on exit, and its extensions are built there with ``python``.
+    removed on exit, ``patch`` is applied there (``git apply``: a change to try, or one of
+    the ceilings in benchmarks/patches), and its extensions are built there with ``python``.
 
-    Raises RuntimeError where ``spec`` is neither, or the build fails (with the compiler's
-    last words)."""
+    Raises RuntimeError where ``spec`` is neither, a patch is given for a directory, the
+    patch does not apply, or the build fails (with git's or the compiler's last words)."""
     path = Path(spec)
     if (path / "jouled" / "__init__.py").is_file():
+        if patch is not None:
+            raise RuntimeError(f"a patch applies to a revision, not to the checkout {spec}")
         root = path.resolve()
-        dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=root) != ""
-        head = _git("rev-parse", "--short", "HEAD", cwd=root)
+        try:
+            dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=root) != ""
+            head = _git("rev-parse", "--short", "HEAD", cwd=root)
+        except RuntimeError:  # not a git checkout: an exported tree, a scratch copy
+            yield root, str(root)
+            return
         yield root, f"{root} at {head}{' with uncommitted changes' if dirty else ''}"
         return
     try:
@@ -105,6 +114,19 @@ def tree(spec: str, python: str) -> Iterator[tuple[Path, str]]:
             timeout=120,
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True, timeout=120)
+        if patch is not None:
+            applied = subprocess.run(
+                ["git", "apply", str(patch.resolve())],
+                cwd=root,
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if applied.returncode != 0:
+                raise RuntimeError(
+                    f"{patch} does not apply to {spec}: {applied.stderr.strip()[-800:]}"
+                )
         build = subprocess.run(
             [python, "setup.py", "-q", "build_ext", "--inplace"],
             cwd=root,
@@ -115,7 +137,7 @@ def tree(spec: str, python: str) -> Iterator[tuple[Path, str]]:
         )
         if build.returncode != 0:
             raise RuntimeError(f"building {spec} failed: {build.stderr.strip()[-800:]}")
-        yield root, f"{spec} ({commit[:10]})"
+        yield root, f"{spec} ({commit[:10]})" + (f" + {patch}" if patch is not None else "")
 
 
 def unbuilt(root: Path) -> list[str]:
@@ -218,6 +240,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--a", default="HEAD", help="the baseline: a checkout or a git revision")
     p.add_argument("--b", default=".", help="the change: a checkout or a git revision")
+    p.add_argument("--patch-a", type=Path, help="a patch to apply to A (a revision)")
+    p.add_argument(
+        "--patch-b",
+        type=Path,
+        help="a patch to apply to B (a revision), e.g. benchmarks/patches/ceiling_*.patch",
+    )
     p.add_argument("--python-a", default=sys.executable, help="A's interpreter")
     p.add_argument("--python-b", default=sys.executable, help="B's interpreter")
     p.add_argument("--rate", type=int, default=1000, help="spans/s sent to each daemon")
@@ -240,11 +268,8 @@ def main() -> None:
     pythons = {"a": args.python_a, "b": args.python_b}
     orders = {"both": [["a", "b"], ["b", "a"]], "ab": [["a", "b"]], "ba": [["b", "a"]]}
     with (
-        tree(args.a, args.python_a) as (root_a, what_a),
-        tree(args.b, args.python_b) as (
-            root_b,
-            what_b,
-        ),
+        tree(args.a, args.python_a, args.patch_a) as (root_a, what_a),
+        tree(args.b, args.python_b, args.patch_b) as (root_b, what_b),
     ):
         roots = {"a": root_a, "b": root_b}
         for n, root in roots.items():
