@@ -64,6 +64,13 @@ from benchmarks.daemon_cpu import (
 )
 
 
+def _run(cmd: list[str], cwd: Path, failed: str) -> None:
+    """``cmd`` in ``cwd``; RuntimeError saying ``failed`` and the command's last words."""
+    out = subprocess.run(cmd, cwd=cwd, check=False, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{failed}: {out.stderr.strip()[-800:]}")
+
+
 def _git(*args: str, cwd: Path = ROOT) -> str:
     out = subprocess.run(
         ["git", *args], cwd=cwd, check=False, capture_output=True, text=True, timeout=120
@@ -115,28 +122,8 @@ def tree(spec: str, python: str, patch: Path | None = None) -> Iterator[tuple[Pa
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True, timeout=120)
         if patch is not None:
-            applied = subprocess.run(
-                ["git", "apply", str(patch.resolve())],
-                cwd=root,
-                check=False,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            if applied.returncode != 0:
-                raise RuntimeError(
-                    f"{patch} does not apply to {spec}: {applied.stderr.strip()[-800:]}"
-                )
-        build = subprocess.run(
-            [python, "setup.py", "-q", "build_ext", "--inplace"],
-            cwd=root,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if build.returncode != 0:
-            raise RuntimeError(f"building {spec} failed: {build.stderr.strip()[-800:]}")
+            _run(["git", "apply", str(patch.resolve())], root, f"{patch} does not apply to {spec}")
+        _run([python, "setup.py", "-q", "build_ext", "--inplace"], root, f"building {spec} failed")
         yield root, f"{spec} ({commit[:10]})" + (f" + {patch}" if patch is not None else "")
 
 
