@@ -6,7 +6,8 @@ Each ``daemon_cpu`` row records the host's speed in its window (``host_python_us
 the measuring thread's CPU for 1,000 steps of plain Python, ``_util.host_speed``). On the
 shared VMs these benchmarks run on, that speed moves twofold within an hour, and the
 daemon's CPU with it; this plots each row's CPU (% of one core) against it, one colour per
-transport, with a least-squares line per transport and the 1 % target, and prints the host
+transport and one marker per results file (named with its date and the host's CPU), with a
+least-squares line per transport over all the files and the 1 % target, and prints the host
 speed at which each line crosses the target. A results file without host speeds (before the
 eighteenth pass of issue 18) is skipped with a note. Writes
 ``docs/img/daemon_cpu_host_speed.png`` (``--out``) and prints its path.
@@ -95,7 +96,7 @@ def plot(per_source: Sources, rate: int, out: Path) -> None:
     colours = {"http": "tab:blue", "grpc": "tab:orange", "no spans": "tab:gray"}
     labels = {"http": "OTLP/HTTP", "grpc": "OTLP/gRPC", "no spans": "no spans"}
     markers = "os^Dv"
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=110)
     for k, (source, got) in enumerate(per_source):
         for name, pts in sorted(got.items()):
             ax.scatter(
@@ -116,7 +117,16 @@ def plot(per_source: Sources, rate: int, out: Path) -> None:
             a, b = line
             ax.plot([lo, hi], [a + b * lo, a + b * hi], color=colour, linewidth=1, alpha=0.7)
     ax.axhline(TARGET_PERCENT, color="tab:red", linestyle="--", linewidth=1)
-    ax.text(lo, TARGET_PERCENT * 1.03, "target: 1 % of a core", color="tab:red", fontsize=9)
+    ax.text(
+        hi,
+        TARGET_PERCENT * 0.97,
+        "target: 1 % of a core",
+        color="tab:red",
+        fontsize=9,
+        ha="right",
+        va="top",
+    )
+    lo -= 0.03 * (hi - lo)  # the fastest windows' markers whole, off the axis
     ax.set_xlim(lo, hi)
     ax.set_ylim(0, None)
     ax.set_xlabel(
@@ -125,7 +135,7 @@ def plot(per_source: Sources, rate: int, out: Path) -> None:
     ax.set_ylabel("daemon CPU, % of one core")
     ax.set_title(f"jouled at {rate:,} spans/s against the host's speed ({len(xs)} windows)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
@@ -145,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not got:
             print(f"{path}: no rows with a host speed (before the eighteenth pass): skipped")
             continue
-        per_source.append((f"{path.name} ({payload.get('date', '?')[:10]})", got))
+        cpu = str(payload.get("machine", {}).get("cpu", "?"))
+        host = cpu.split(" Processor", maxsplit=1)[0].replace("(R)", "").replace("(TM)", "")
+        per_source.append((f"{path.name} ({payload.get('date', '?')[:10]}, {host})", got))
     series = merged(per_source)
     if not series:
         sys.exit("no daemon_cpu rows with a host speed in these files")

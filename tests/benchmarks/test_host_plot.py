@@ -55,3 +55,23 @@ def test_main_writes_the_plot_and_names_the_host_speed_the_target_needs(
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "1 % at a host of 550 µs" in printed  # http: 1.1 + 0.002 * (x - 600) = 1
     assert "grpc     2 rows, host 600-1200 µs, CPU 1.30-2.70 %" in printed
+
+
+def test_each_file_is_labelled_with_its_date_and_host_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import host_plot
+
+    amd, intel = tmp_path / "amd.json", tmp_path / "intel.json"
+    amd.write_text(json.dumps(_payload([(1200.0, 2.3, 2.7)]) | {"machine": {"cpu": "AMD EPYC"}}))
+    intel.write_text(
+        json.dumps(
+            _payload([(350.0, 0.9, 1.0)]) | {"machine": {"cpu": "Intel(R) Xeon(R) Processor"}}
+        )
+    )
+    seen: list[str] = []
+    monkeypatch.setattr(
+        host_plot, "plot", lambda per_source, rate, out: seen.extend(s for s, _ in per_source)
+    )
+    main([str(amd), str(intel), "--out", str(tmp_path / "p.png")])
+    assert seen == ["amd.json (2026-12-03, AMD EPYC)", "intel.json (2026-12-03, Intel Xeon)"]
