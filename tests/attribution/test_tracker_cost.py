@@ -26,6 +26,8 @@ def sleepers() -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
         subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(30)", marker])
         for _ in range(3)
     ]
+    for p in procs:
+        _wait_for_argv(p.pid, marker)
     yield marker, procs
     for p in procs:
         p.kill()
@@ -109,6 +111,23 @@ class _Listed(ProcFS):
         return super().pids()
 
 
+class _Young(_Listed):
+    """As _Listed, booted a second ago (every process young), a process's files rewritable."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        (root / "uptime").write_text("1.00 1.00\n")
+
+    def put(self, pid: int, cmd: str) -> None:
+        d = self.root / str(pid)
+        if d.exists():
+            (d / "cmdline").write_bytes(cmd.encode() + b"\0" if cmd else b"")
+            return
+        super().put(pid, cmd)
+        if not cmd:
+            (d / "cmdline").write_bytes(b"")
+
+
 def test_proc_is_listed_only_when_a_pid_was_allocated(tmp_path: Path) -> None:
     fs = _Listed(tmp_path)
     fs.put(10, "serve")
@@ -129,6 +148,27 @@ def test_proc_is_listed_only_when_a_pid_was_allocated(tmp_path: Path) -> None:
     assert fs.listed == 5
 
 
+def _wait_for_argv(pid: int, marker: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while marker.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, f"process {pid} never showed its argv"
+        time.sleep(0.005)
+
+
+def test_a_process_caught_mid_exec_is_matched_the_round_after(tmp_path: Path) -> None:
+    """A process listed between the exec's start and its new argv (an empty cmdline, as the
+    kernel shows it then) is matched by the young re-check one round later."""
+    fs = _Young(tmp_path)
+    fs.put(10, "init")
+    tracker = ProcessTracker([Matcher("api", cmdline=re.compile("serve"))], proc=fs)
+    tracker.tick()
+    fs.put(11, "")  # mid-exec: listed, stat readable, no argv yet
+    fs.mark = 11
+    assert tracker.tick().workload_pids.get("api", frozenset()) == frozenset()
+    fs.put(11, "python serve.py")
+    assert tracker.tick().workload_pids["api"] == frozenset({11})
+
+
 def test_a_new_process_is_found_by_the_next_scan_on_the_real_proc(
     sleepers: tuple[str, list[subprocess.Popen[bytes]]],
 ) -> None:
@@ -140,6 +180,12 @@ def test_a_new_process_is_found_by_the_next_scan_on_the_real_proc(
     assert tracker.pids_of("api") == {p.pid for p in procs}
     late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
     try:
+        # Popen returns once the exec closed the child's close-on-exec pipe, which the kernel
+        # does (begin_new_exec) before it lays out the new argv (create_elf_tables): for that
+        # moment /proc/<pid>/cmdline is empty. The tracker catches such a process on its
+        # next round (test_a_process_caught_mid_exec_is_matched_the_round_after); this test
+        # is about the listing, so it scans once the argv is there.
+        _wait_for_argv(late.pid, marker)
         tracker.scan()
         assert late.pid in tracker.pids_of("api")
     finally:
