@@ -11,7 +11,9 @@ Every ``JOULED_MEMHOOK_S`` seconds (60 by default) a thread appends one JSON lin
 - ``pymalloc``: Python's small-object allocator (``sys._debugmallocstats``): arenas of 1 MiB
   held, bytes in allocated and in free blocks;
 - ``blocks``: ``sys.getallocatedblocks()``; ``threads``; ``gc_objects`` and the 25 most
-  numerous types among them (``types``).
+  numerous types among them (``types``);
+- ``gc``: the collections since the hook started, per generation: how many, their total and
+  longest time (ms), and the unreachable objects they found (``gc.callbacks``).
 
 Processes that are not the daemon (the benchmark's senders share the environment) stop the
 thread at once. Reading the GC's objects holds the GIL for ~50-100 ms a time.
@@ -85,10 +87,29 @@ def _pymalloc() -> dict[str, int]:
     return out
 
 
+_GC = {g: {"count": 0, "ms": 0.0, "max_ms": 0.0, "collected": 0} for g in range(3)}
+_gc_started: list[float] = []
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[:] = [time.perf_counter()]
+        return
+    if not _gc_started:
+        return
+    ms = (time.perf_counter() - _gc_started[0]) * 1000
+    row = _GC[info["generation"]]
+    row["count"] += 1
+    row["ms"] += ms
+    row["max_ms"] = max(row["max_ms"], ms)
+    row["collected"] += info["collected"]
+
+
 def _run(path: str, every_s: float) -> None:
     time.sleep(min(every_s, 30.0))
     if "jouled.daemon.service" not in sys.modules:
         return  # not the daemon
+    gc.callbacks.append(_on_gc)
     t0 = time.monotonic()
     while True:
         objs = gc.get_objects()
@@ -103,6 +124,10 @@ def _run(path: str, every_s: float) -> None:
             "threads": threading.active_count(),
             "gc_objects": n,
             "types": dict(types),
+            "gc": {
+                str(g): {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
+                for g, r in _GC.items()
+            },
         }
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")

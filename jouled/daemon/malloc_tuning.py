@@ -89,15 +89,31 @@ def trim_heap() -> bool:
     return True
 
 
-async def trim_heap_every(interval_s: float, trim: Callable[[], bool] = trim_heap) -> None:
-    """Run ``trim`` on a worker thread every ``interval_s`` seconds until cancelled; stop for
-    good the first time it reports that it cannot trim. Its errors are logged, not raised:
-    a heap that keeps its pages is no reason to stop the daemon."""
-    while True:
+async def trim_heap_every(
+    interval_s: float,
+    trim: Callable[[], bool] = trim_heap,
+    collect: Callable[[int], object] | None = None,
+) -> None:
+    """Every ``interval_s`` seconds until cancelled: ``collect(round)`` on the event loop
+    (``gc_tuning.collect_young``: the cycles it frees are trimmed right after), then ``trim``
+    on a worker thread. Trimming stops for good the first time ``trim`` reports that it
+    cannot (``collect`` goes on); the errors of either are logged, not raised: a heap that
+    keeps its pages is no reason to stop the daemon."""
+    can_trim = True
+    round_ = 0
+    while can_trim or collect is not None:
         await asyncio.sleep(interval_s)
+        round_ += 1
+        if collect is not None:
+            try:
+                collect(round_)
+            except Exception:
+                log.exception("garbage collection failed; trying again in %g s", interval_s)
+        if not can_trim:
+            continue
         try:
             if not await asyncio.to_thread(trim):
                 log.debug("no glibc malloc_trim: the heap keeps its free pages")
-                return
+                can_trim = False
         except Exception:
             log.exception("malloc_trim failed; trying again in %g s", interval_s)

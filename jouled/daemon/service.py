@@ -42,7 +42,7 @@ from jouled.costmodel.configjson import ConfigError as ModelConfigError
 from jouled.costmodel.configjson import load_model_config
 from jouled.costmodel.decoder import RequestWork
 from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
-from jouled.daemon.gc_tuning import tune_gc
+from jouled.daemon.gc_tuning import collect_young, tune_gc
 from jouled.daemon.malloc_tuning import HEAP_TRIM_S, trim_heap_every
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
@@ -239,7 +239,8 @@ class Daemon:
         self._start_task("subsample", self._subsample())
         self._start_task("reload", self._reloads())
         self._start_task("ledger", ledger.run(cfg.ledger.flush_interval))
-        self._start_task("heap-trim", trim_heap_every(HEAP_TRIM_S))
+        # The cycles grpcio's server leaves would otherwise wait ~70 minutes (gc_tuning).
+        self._start_task("heap-trim", trim_heap_every(HEAP_TRIM_S, collect=collect_young))
         if self.grid is not None:
             self._start_task("grid", self.grid.run())
         health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)

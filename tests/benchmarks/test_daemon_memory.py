@@ -93,3 +93,14 @@ def test_the_hook_reports_the_daemons_heap_from_inside(tmp_path: Path) -> None:
 
 def test_the_hook_stays_quiet_in_other_processes(tmp_path: Path) -> None:
     assert _hooked(tmp_path, "import time\ntime.sleep(0.6)") == []
+
+
+def test_the_hook_times_the_collections(tmp_path: Path) -> None:
+    rows = _hooked(
+        tmp_path,
+        "import gc, time, jouled.daemon.service\ntime.sleep(0.5)\n"
+        "for _ in range(3):\n    gc.collect(0)\ngc.collect()\ntime.sleep(0.5)",
+    )
+    last = rows[-1]["gc"]
+    assert last["0"]["count"] >= 3 and last["2"]["count"] >= 1  # type: ignore[index]
+    assert last["2"]["max_ms"] > 0  # type: ignore[index]

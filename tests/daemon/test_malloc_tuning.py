@@ -156,3 +156,39 @@ def test_the_daemon_trims_on_a_worker_thread_and_stops_where_it_cannot() -> None
     calls.clear()
     asyncio.run(run(False))
     assert len(calls) == 1  # no glibc malloc_trim: asked once, then never again
+
+
+def test_the_collection_runs_on_the_loop_before_each_trim_and_outlives_it() -> None:
+    import asyncio
+    import threading
+
+    from jouled.daemon.malloc_tuning import trim_heap_every
+
+    events: list[tuple[str, object, str]] = []
+
+    def collect(round_: int) -> None:
+        events.append(("collect", round_, threading.current_thread().name))
+        if round_ == 2:
+            raise RuntimeError("a failing collection is logged, not fatal")
+
+    def trim() -> bool:
+        events.append(("trim", None, threading.current_thread().name))
+        return False  # no malloc_trim here: trimming stops, collecting goes on
+
+    async def run() -> bool:
+        task = asyncio.create_task(trim_heap_every(0.01, trim, collect=collect))
+        await asyncio.sleep(0.2)
+        running = not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return running
+
+    assert asyncio.run(run())
+    kinds = [e[0] for e in events]
+    assert kinds[:3] == ["collect", "trim", "collect"] and kinds.count("trim") == 1
+    rounds = [e[1] for e in events if e[0] == "collect"]
+    assert rounds == list(range(1, len(rounds) + 1)) and len(rounds) >= 5
+    main = threading.main_thread().name
+    assert {e[2] for e in events if e[0] == "collect"} == {main}
+    assert events[1][2] != main  # the trim on a worker thread
