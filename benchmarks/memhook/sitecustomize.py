@@ -11,7 +11,9 @@ Every ``JOULED_MEMHOOK_S`` seconds (60 by default) a thread appends one JSON lin
 - ``pymalloc``: Python's small-object allocator (``sys._debugmallocstats``): arenas of 1 MiB
   held, bytes in allocated and in free blocks;
 - ``blocks``: ``sys.getallocatedblocks()``; ``threads``; ``gc_objects`` and the 25 most
-  numerous types among them (``types``);
+  numerous types among them (``types``), and what the weak references among them point at
+  and call back (``weakrefs``: ``referent type<-callback``; ``NoneType`` where the referent
+  is gone: sqlite3's connection keeps up to 200 such references to its finished cursors);
 - ``gc``: the collections since the hook started, per generation: how many, their total and
   longest time (ms), and the unreachable objects they found (``gc.callbacks``).
 
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -114,6 +117,12 @@ def _run(path: str, every_s: float) -> None:
     while True:
         objs = gc.get_objects()
         types = collections.Counter(type(o).__name__ for o in objs).most_common(25)
+        refs = [o for o in objs if type(o) is weakref.ReferenceType]
+        weak = collections.Counter(
+            f"{type(r()).__name__}<-{getattr(r.__callback__, '__qualname__', None)}"
+            for r in refs
+        ).most_common(10)
+        del refs
         n = len(objs)
         del objs
         row = {
@@ -124,6 +133,7 @@ def _run(path: str, every_s: float) -> None:
             "threads": threading.active_count(),
             "gc_objects": n,
             "types": dict(types),
+            "weakrefs": dict(weak),
             "gc": {
                 str(g): {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                 for g, r in _GC.items()

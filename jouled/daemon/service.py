@@ -44,6 +44,7 @@ from jouled.costmodel.decoder import RequestWork
 from jouled.costmodel.fitfile import Fit, FitFileError, load_fit
 from jouled.daemon.gc_tuning import collect_young, tune_gc
 from jouled.daemon.malloc_tuning import HEAP_TRIM_S, trim_heap_every
+from jouled.daemon.page_out import PageOut
 from jouled.daemon.systemd import Notifier
 from jouled.exporter.attribution import AttributionCollector, RequestCollector
 from jouled.exporter.cost import CostCollector
@@ -152,6 +153,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
+        self.page_out = PageOut()  # library pages start-up ran, handed back (daemon/page_out.py)
         self._runners: list[web.AppRunner] = []
         self.sampler: Sampler | None = None
         self.attribution: AttributionStage | None = None
@@ -241,6 +243,7 @@ class Daemon:
         self._start_task("ledger", ledger.run(cfg.ledger.flush_interval))
         # The cycles grpcio's server leaves would otherwise wait ~70 minutes (gc_tuning).
         self._start_task("heap-trim", trim_heap_every(HEAP_TRIM_S, collect=collect_young))
+        self._start_task("page-out", self.page_out.run())
         if self.grid is not None:
             self._start_task("grid", self.grid.run())
         health = tick_health(lambda: sampler.snapshot, self.clock.monotonic, cfg.interval)
@@ -412,6 +415,7 @@ class Daemon:
             await self._reload_requested.wait()
             self._reload_requested.clear()
             await self.reload_async()
+            self.page_out.soon()  # the reload ran pydantic's validators again
 
     async def reload_async(self) -> bool:
         """Read and validate the file on a worker thread (a large file never holds the
