@@ -119,8 +119,7 @@ def _run(path: str, every_s: float) -> None:
         types = collections.Counter(type(o).__name__ for o in objs).most_common(25)
         refs = [o for o in objs if type(o) is weakref.ReferenceType]
         weak = collections.Counter(
-            f"{type(r()).__name__}<-{getattr(r.__callback__, '__qualname__', None)}"
-            for r in refs
+            f"{type(r()).__name__}<-{getattr(r.__callback__, '__qualname__', None)}" for r in refs
         ).most_common(10)
         del refs
         n = len(objs)
