@@ -15,9 +15,11 @@ it. grpcio's asyncio server leaves one cycle per call (``_find_method_handler``'
 scope and the closure it defines, holding the call's ``_HandlerCallDetails`` and metadata):
 ~0.85 KB a call, 2 calls a second at 1,000 spans/s from the OpenTelemetry SDK, 6 objects each,
 so the threshold was reached after about 70 minutes, and until then the garbage grew the
-daemon by ~0.1 MB a minute (2.2 MB in 20 minutes; ``benchmarks.daemon_memory --inspect``).
-``collect_young`` collects the young generation on a timer instead (with the heap trim,
-every ``malloc_tuning.HEAP_TRIM_S``; the middle generation every ``MIDDLE_EVERY`` rounds).
+daemon's Python heap by ~0.1 MB a minute (2.3 MB in 20 minutes, RSS 77.9 to 81.7 MB;
+``benchmarks.daemon_memory --inspect``). ``collect_young`` collects the young generation on
+a timer instead (with the heap trim, every ``malloc_tuning.HEAP_TRIM_S``; the middle
+generation every ``MIDDLE_EVERY`` rounds): 0.5 ms and 1.4 ms a time on average, 0.07 ms of
+CPU a second, and the heap stays flat.
 """
 
 from __future__ import annotations

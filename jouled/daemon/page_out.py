@@ -18,10 +18,12 @@ The daemon does it ``AFTER_S`` after start (the config read, the first ticks, sc
 export calls done), ``AFTER_S`` after each reload (which validates a config again), and
 every ``EVERY_S``, for pages touched by rare paths since.
 
-Measured on the gRPC daemon at 1,000 spans/s (the benchmark's span sender, which maps grpcio
-and the interpreter too, on the same host): 31.2 to 25.4 MB of file pages, 79.7 to 74.1 MB
-resident, 64 kB of it back two minutes later. Kernels before 5.4 do not know the advice
-(EINVAL): the daemon then stops asking.
+Measured on the gRPC daemon at 1,000 spans/s (``benchmarks.daemon_memory --transports grpc``;
+the span sender on the same host maps grpcio and the interpreter too, so their shared pages
+stay): ~31 MB of file pages before, ~26 MB after; 78.3 MB resident in minute 2, 73.7 MB in
+minute 3, 74.0-74.5 MB from then on; 28 major faults in all. A second jouled on the host (or
+any process mapping the same files) keeps those pages in both. Kernels before 5.4 do not
+know the advice (EINVAL): the daemon then stops asking.
 """
 
 from __future__ import annotations
