@@ -127,6 +127,7 @@ class PageOut:
     async def run(self) -> None:
         await asyncio.sleep(self._after_s)
         while True:
+            self._wake.clear()  # a reload from here on asks for the next round
             try:
                 advised = await asyncio.to_thread(self._page_out)
             except Exception:
@@ -136,7 +137,6 @@ class PageOut:
             if advised is None:
                 log.debug("no MADV_PAGEOUT here: library pages stay resident")
                 return
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._every_s)
             except TimeoutError:
