@@ -78,28 +78,45 @@ def library_ranges(maps: str) -> list[tuple[int, int, str]]:
     return out
 
 
-def page_out_libraries(maps_path: str = "/proc/self/maps") -> int | None:
-    """Advise ``MADV_PAGEOUT`` on every mapping of ``library_ranges``. Returns the bytes
-    advised (not all are reclaimed: see the module), or None where the advice is not
-    available (not Linux, no ``madvise``, a kernel before 5.4). Blocks for the kernel's
-    reclaim (~1-10 ms): call it off the event loop."""
+def _pageout_errno(start: int, length: int) -> int:
+    """``madvise(start, length, MADV_PAGEOUT)``: 0, or the errno it failed with (ENOSYS
+    where libc has no ``madvise``)."""
     madvise = _madvise()
     if madvise is None:
-        return None
+        return errno.ENOSYS
+    return 0 if madvise(start, length, MADV_PAGEOUT) == 0 else ctypes.get_errno()
+
+
+def page_out_libraries(
+    maps_path: str = "/proc/self/maps",
+    advise: Callable[[int, int], int] | None = None,
+) -> int | None:
+    """Advise ``MADV_PAGEOUT`` on every mapping of ``library_ranges``. Returns the bytes
+    advised (not all are reclaimed: see the module), or None where the advice is not
+    available: not Linux, no ``madvise``, or a kernel that answered EINVAL for every mapping
+    (before 5.4). One mapping's EINVAL alone is not that: a locked (``mlock``) or special
+    mapping answers it too on any kernel, so it is skipped. ``advise(start, length)``: 0 or
+    an errno (the real ``madvise`` by default; tests pass their own). Blocks for the
+    kernel's reclaim (~1-10 ms): call it off the event loop."""
+    if advise is None:
+        if _madvise() is None:
+            return None
+        advise = _pageout_errno
     try:
         with open(maps_path, encoding="utf-8", errors="replace") as fh:
             ranges = library_ranges(fh.read())
     except OSError:
         return None
-    advised = 0
+    advised = refused = 0
     for start, length, _path in ranges:
-        if madvise(start, length, MADV_PAGEOUT) == 0:
+        err = advise(start, length)
+        if err == 0:
             advised += length
-            continue
-        err = ctypes.get_errno()
-        if err == errno.EINVAL and advised == 0:
-            return None  # the kernel does not know MADV_PAGEOUT
+        elif err == errno.EINVAL:
+            refused += 1
         # ENOMEM: unmapped since the read (a module unloaded); anything else: skip it.
+    if advised == 0 and refused:
+        return None  # EINVAL and nothing taken: the kernel does not know MADV_PAGEOUT
     return advised
 
 

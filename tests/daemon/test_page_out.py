@@ -5,6 +5,7 @@ once, the rest leaves its resident set."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import mmap
 import os
 import sys
@@ -119,3 +120,22 @@ def test_the_daemon_pages_out_after_start_after_a_reload_and_stops_where_it_cann
         assert p.runs == 1  # asked once, then never again
 
     asyncio.run(unsupported())
+
+
+def test_one_mapping_that_refuses_does_not_stop_the_page_out(tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    maps.write_text(MAPS)
+    python_code = 0x55D0C0000000
+
+    def locked_first(start: int, length: int) -> int:
+        # The first mapping locked (mlock): EINVAL on any kernel; the others taken.
+        return errno.EINVAL if start == python_code else 0
+
+    got = page_out_libraries(str(maps), advise=locked_first)
+    assert got == 0x200000 + 0x800000 + 0x1000  # every other candidate advised
+
+    gone = page_out_libraries(str(maps), advise=lambda start, length: errno.ENOMEM)
+    assert gone == 0  # unmapped since the read: nothing advised, but the advice exists
+
+    # A kernel before 5.4 refuses every mapping: no MADV_PAGEOUT, the daemon stops asking.
+    assert page_out_libraries(str(maps), advise=lambda start, length: errno.EINVAL) is None
