@@ -78,15 +78,6 @@ def library_ranges(maps: str) -> list[tuple[int, int, str]]:
     return out
 
 
-def _pageout_errno(start: int, length: int) -> int:
-    """``madvise(start, length, MADV_PAGEOUT)``: 0, or the errno it failed with (ENOSYS
-    where libc has no ``madvise``)."""
-    madvise = _madvise()
-    if madvise is None:
-        return errno.ENOSYS
-    return 0 if madvise(start, length, MADV_PAGEOUT) == 0 else ctypes.get_errno()
-
-
 def page_out_libraries(
     maps_path: str = "/proc/self/maps",
     advise: Callable[[int, int], int] | None = None,
@@ -99,9 +90,13 @@ def page_out_libraries(
     an errno (the real ``madvise`` by default; tests pass their own). Blocks for the
     kernel's reclaim (~1-10 ms): call it off the event loop."""
     if advise is None:
-        if _madvise() is None:
+        madvise = _madvise()
+        if madvise is None:
             return None
-        advise = _pageout_errno
+
+        def advise(start: int, length: int) -> int:
+            return 0 if madvise(start, length, MADV_PAGEOUT) == 0 else ctypes.get_errno()
+
     try:
         with open(maps_path, encoding="utf-8", errors="replace") as fh:
             ranges = library_ranges(fh.read())
