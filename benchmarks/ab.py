@@ -185,7 +185,7 @@ def _round(
         n0 = {n: _received(d[n]) for n in names}
         rows = []
         for i in range(windows):
-            cpu, wall, rss = _window(pids, window_s)
+            cpu, wall, rss, _clock = _window(pids, window_s)
             row: dict[str, Any] = {"window_s": round(wall, 2), **_host_speed_row()}
             for n, c, r in zip(names, cpu, rss, strict=True):
                 row[n] = {"cpu_ms_per_s": round(1e3 * c / wall, 3), "rss_mb": r}

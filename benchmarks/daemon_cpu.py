@@ -92,10 +92,13 @@ def _lost(d: Any) -> float:
 _speeds: list[dict[str, float]] = []  # host_speed samples of the last window
 
 
-def _window(pids: list[int], window: float) -> tuple[list[float], float, list[float]]:
-    """CPU seconds per pid over ``window`` s of wall time; the wall time; max RSS per pid.
-    The host's speed is sampled every second meanwhile (``_speeds``: ~5 ms of CPU each)."""
+def _window(pids: list[int], window: float) -> tuple[list[float], float, list[float], list[float]]:
+    """CPU seconds per pid over ``window`` s of wall time (utime + stime, in 10 ms ticks);
+    the wall time; max RSS per pid; CPU seconds per pid by the process CPU clock (ns: a 30 s
+    window's ticks are 0.03 points of a core). The host's speed is sampled every second
+    meanwhile (``_speeds``: ~5 ms of CPU each)."""
     _speeds.clear()
+    ns0 = [process_cpu_ns(p) for p in pids]
     c0 = [cpu_seconds(p) for p in pids]
     t0 = time.monotonic()
     peak = [rss_mb(p) for p in pids]
@@ -104,7 +107,9 @@ def _window(pids: list[int], window: float) -> tuple[list[float], float, list[fl
         peak = [max(a, rss_mb(p)) for a, p in zip(peak, pids, strict=True)]
         _speeds.append(host_speed(repeats=1, steps=2_000))
     wall = time.monotonic() - t0
-    return [cpu_seconds(p) - c for p, c in zip(pids, c0, strict=True)], wall, peak
+    cpu = [cpu_seconds(p) - c for p, c in zip(pids, c0, strict=True)]
+    clock = [(process_cpu_ns(p) - n) / 1e9 for p, n in zip(pids, ns0, strict=True)]
+    return cpu, wall, peak, clock
 
 
 def _host_speed_row() -> dict[str, float]:
@@ -127,11 +132,16 @@ def _threads(before: dict[str, float], after: dict[str, float], wall: float) -> 
     }
 
 
-def _row(cpu: float, wall: float, rss: float, spans: float = 0.0) -> dict[str, float]:
+def _row(
+    cpu: float, wall: float, rss: float, spans: float = 0.0, *, clock_s: float
+) -> dict[str, float]:
+    """A measured row; ``clock_s``: the CPU seconds by the process CPU clock, kept under the
+    "schedstat_*" key the earlier results' readers know."""
     return {
         "window_s": round(wall, 2),
         "cpu_s": round(cpu, 3),
         "cpu_percent_of_one_core": 100 * cpu / wall,
+        "schedstat_percent_of_one_core": 100 * clock_s / wall,
         "rss_mb": rss,
         "spans": spans,
         "spans_per_s": spans / wall,
@@ -225,11 +235,10 @@ def _loaded_run(
         ):
             time.sleep(5)  # start-up is not the steady state
             _log(f"run {run}: no spans, {window:.0f} s window")
-            th0, ns0 = thread_cpu(d.pid), process_cpu_ns(d.pid)
-            (cpu,), wall, (rss,) = _window([d.pid], window)
-            th1, ns1 = thread_cpu(d.pid), process_cpu_ns(d.pid)
-            out["no_spans"] = base = _row(cpu, wall, rss)
-            base["schedstat_percent_of_one_core"] = 100 * (ns1 - ns0) / 1e9 / wall
+            th0 = thread_cpu(d.pid)
+            (cpu,), wall, (rss,), (clock,) = _window([d.pid], window)
+            th1 = thread_cpu(d.pid)
+            out["no_spans"] = base = _row(cpu, wall, rss, clock_s=clock)
             base["threads_ms_per_s"] = _threads(th0, th1, wall)
         _log(f"run {run}: no spans {base['cpu_percent_of_one_core']:.2f} %, {rss:.1f} MB")
         for transport in transports:
@@ -243,15 +252,11 @@ def _loaded_run(
                     _sender(endpoint, transport, rate, warm + window + 10, span_ms),
                 ):
                     time.sleep(warm)
-                    n0, th0, ns0 = _received(d), thread_cpu(d.pid), process_cpu_ns(d.pid)
-                    (cpu,), wall, (rss,) = _window([d.pid], window)
-                    ns1 = process_cpu_ns(d.pid)
+                    n0, th0 = _received(d), thread_cpu(d.pid)
+                    (cpu,), wall, (rss,), (clock,) = _window([d.pid], window)
                     n, th1 = _received(d) - n0, thread_cpu(d.pid)
                     lost = _lost(d)
-                row = _row(cpu, wall, rss, n)
-                # The process CPU clock (ns) beside utime + stime (10 ms ticks: 0.03 points
-                # of a 30 s window), as for the idle comparison ("schedstat_*" keys).
-                row["schedstat_percent_of_one_core"] = 100 * (ns1 - ns0) / 1e9 / wall
+                row = _row(cpu, wall, rss, n, clock_s=clock)
                 row["spans_lost_at_cap"] = lost  # since start; 0 when every span was kept
                 row["threads_ms_per_s"] = _threads(th0, th1, wall)
                 extra = cpu - base["cpu_s"] * wall / base["window_s"]
@@ -302,25 +307,20 @@ def idle_vs_codecarbon(window: float, python: str | None = None) -> dict[str, An
         try:
             time.sleep(5)
             _log(f"idle daemons and CodeCarbon side by side, {window:.0f} s window")
-            ns0 = [process_cpu_ns(p) for p in pids]
             th0 = [thread_cpu(d.pid), thread_cpu(d2.pid)]
-            cpus, wall, peaks = _window(pids, window)
-            th1 = [thread_cpu(d.pid), thread_cpu(d2.pid)]
-            # The same CPU time from the scheduler's ns counters: at ~0.15 % of a core, 120 s
+            # ns: the same CPU time from the process CPU clock: at ~0.15 % of a core, 120 s
             # is only ~18 of the 10 ms clock ticks that utime + stime count in.
-            ns = [(process_cpu_ns(p) - n) / 1e9 for p, n in zip(pids, ns0, strict=True)]
+            cpus, wall, peaks, ns = _window(pids, window)
+            th1 = [thread_cpu(d.pid), thread_cpu(d2.pid)]
         finally:
             if proc is not None:
                 proc.kill()
                 proc.wait()
-    # "schedstat_*" keys (kept for the earlier results' readers): the process CPU clock, in ns.
     for i, key in enumerate(("jouled", "jouled_grpc_off")):
-        out[key] = _row(cpus[i], wall, peaks[i])
-        out[key]["schedstat_percent_of_one_core"] = 100 * ns[i] / wall
+        out[key] = _row(cpus[i], wall, peaks[i], clock_s=ns[i])
         out[key]["threads_ms_per_s"] = _threads(th0[i], th1[i], wall)
     if len(pids) > 2:
-        out["codecarbon"] = _row(cpus[2], wall, peaks[2])
-        out["codecarbon"]["schedstat_percent_of_one_core"] = 100 * ns[2] / wall
+        out["codecarbon"] = _row(cpus[2], wall, peaks[2], clock_s=ns[2])
         for i, suffix in ((0, ""), (1, "_grpc_off")):
             out[f"ratio_cpu_jouled{suffix}_over_codecarbon"] = (
                 cpus[i] / cpus[2] if cpus[2] else float("inf")
@@ -418,7 +418,7 @@ def main() -> None:
     for key in keys:
         cells = "  ".join(
             f"{r[key]['cpu_percent_of_one_core']:5.2f} % "
-            f"({r[key].get('schedstat_percent_of_one_core', float('nan')):4.2f}) "
+            f"({r[key]['schedstat_percent_of_one_core']:4.2f}) "
             f"{r[key]['rss_mb']:5.1f} MB"
             + (f" {r[key].get('us_per_span_all_in', 0):5.1f} us/span" if key != "no_spans" else "")
             for r in runs
